@@ -1,0 +1,104 @@
+"""Every API error is JSON ``{"code", "message"}`` (plus ``field`` for validation) with the right status."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ragvigil.chat.pipeline import DependencyUnavailable
+from ragvigil.chat.sessions import SessionNotFound
+from ragvigil.knowledge.catalog import KnowledgeBaseNotFound
+from ragvigil.knowledge.ingest import DocumentNotFound
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, str]:
+    body = {"code": code, "message": message}
+    if field:
+        body["field"] = field
+    return body
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message, exc.field), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        field = ".".join(loc) or None
+        message = f"{field}: {first['msg']}" if field else str(first["msg"])
+        body = error_body("validation_error", message, field)
+        body["errors"] = [  # type: ignore[assignment]
+            {"field": ".".join(str(p) for p in e.get("loc", ())[1:]), "message": e["msg"]} for e in errors
+        ]
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(SessionNotFound)
+    async def _no_session(_: Request, exc: SessionNotFound) -> JSONResponse:
+        return JSONResponse(error_body("session_not_found", f"no chat session with id {exc}"), status_code=404)
+
+    @app.exception_handler(KnowledgeBaseNotFound)
+    async def _no_kb(_: Request, exc: KnowledgeBaseNotFound) -> JSONResponse:
+        return JSONResponse(error_body("kb_not_found", f"no knowledge base named {exc}"), status_code=404)
+
+    @app.exception_handler(DocumentNotFound)
+    async def _no_doc(_: Request, exc: DocumentNotFound) -> JSONResponse:
+        return JSONResponse(error_body("document_not_found", f"no document with id {exc}"), status_code=404)
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _db_down(_: Request, exc: SQLAlchemyError) -> JSONResponse:
+        log.error("database_error", extra={"error": str(exc)[:300]})
+        return JSONResponse(
+            error_body("dependency_unavailable", "the database is unavailable; try again shortly"),
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(DependencyUnavailable)
+    async def _dep_down(_: Request, exc: DependencyUnavailable) -> JSONResponse:
+        log.error("dependency_unavailable", extra={"error": str(exc)[:300]})
+        return JSONResponse(
+            error_body("dependency_unavailable", "a required dependency is unavailable; try again shortly"),
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error")
+        expose = request.app.state.runtime.settings.expose_errors
+        message = f"{type(exc).__name__}: {exc}" if expose else "internal error; see the server log"
+        return JSONResponse(error_body("internal_error", message), status_code=500)

@@ -1,0 +1,109 @@
+"""ASGI middleware: request ids, access metrics and logs, and the request body size limit."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ragvigil.ops import metrics
+from ragvigil.ops.logging import request_id_var, session_id_var, user_id_var
+
+log = logging.getLogger("ragvigil.access")
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RequestContextMiddleware:
+    """X-Request-ID in and out, one access log line and the HTTP metrics per request."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
+        rid = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
+        tokens = (request_id_var.set(rid), session_id_var.set(None), user_id_var.set(None))
+        scope.setdefault("state", {})["request_id"] = rid
+        status = 500
+        start = time.perf_counter()
+
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._reject_too_large(send, rid)
+            self._observe(scope, 413, start)
+            return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, send_with_id)
+        except _BodyTooLarge:
+            if not started:
+                await self._reject_too_large(send, rid)
+            status = 413
+        finally:
+            self._observe(scope, status, start)
+            for var, tok in zip((request_id_var, session_id_var, user_id_var), tokens, strict=True):
+                var.reset(tok)
+
+    async def _reject_too_large(self, send: Send, rid: str) -> None:
+        body = json.dumps(
+            {"code": "payload_too_large", "message": f"request body exceeds {self.max_body_bytes} bytes"}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-request-id", rid.encode("latin-1")),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    @staticmethod
+    def _observe(scope: Scope, status: int, start: float) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        elapsed = time.perf_counter() - start
+        method = scope.get("method", "GET")
+        metrics.HTTP_REQUESTS.labels(template, method, str(status)).inc()
+        metrics.HTTP_DURATION.labels(template, method).observe(elapsed)
+        if template not in ("/metrics", "/health/live", "/health/ready"):
+            log.info(
+                "http_request",
+                extra={"method": method, "route": template, "status": status, "ms": round(elapsed * 1000, 2)},
+            )

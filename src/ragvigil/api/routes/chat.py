@@ -1,0 +1,95 @@
+"""Chat: one answer, a server-sent-event stream of one answer, and a session's messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from ragvigil.api.deps import get_request_id, get_runtime
+from ragvigil.api.errors import ApiError
+from ragvigil.api.schemas import ChatRequest, ChatResponse, MessageOut
+from ragvigil.app import Runtime
+from ragvigil.chat.pipeline import Turn
+from ragvigil.ops.logging import session_id_var
+
+router = APIRouter(prefix="/api/v1", tags=["chat"])
+
+
+def make_turn(rt: Runtime, body: ChatRequest, request_id: str | None) -> Turn:
+    if len(body.message) > rt.settings.max_message_chars:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"message is longer than {rt.settings.max_message_chars} characters",
+            "message",
+        )
+    session_id_var.set(body.session_id)
+    return Turn(
+        message=body.message.strip(),
+        kb=body.kb or rt.settings.default_kb,
+        session_id=body.session_id,
+        user_id=body.user_id,
+        request_id=request_id,
+    )
+
+
+def turn_response(turn: Turn) -> ChatResponse:
+    return ChatResponse(
+        session_id=turn.session_id or "",
+        message_id=turn.message_id,
+        answer=turn.answer,
+        sources=turn.sources,  # type: ignore[arg-type]
+        degraded=turn.degraded,
+        degraded_reasons=turn.degraded_reasons,
+        latency_ms=round(turn.latency_ms, 2),
+    )
+
+
+@router.post("/chat", response_model=ChatResponse)
+async def chat(
+    body: ChatRequest, rt: Runtime = Depends(get_runtime), request_id: str | None = Depends(get_request_id)
+) -> ChatResponse:
+    turn = make_turn(rt, body, request_id)
+    await run_in_threadpool(rt.pipeline.run, turn)
+    return turn_response(turn)
+
+
+def _sse(event: str, data: object) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, default=str)}\n\n"
+
+
+@router.post("/chat/stream", response_class=StreamingResponse)
+async def chat_stream(
+    body: ChatRequest, rt: Runtime = Depends(get_runtime), request_id: str | None = Depends(get_request_id)
+) -> StreamingResponse:
+    """Events: ``meta`` (session and message ids), ``delta`` (text), ``done`` (the full response) or ``error``."""
+    turn = make_turn(rt, body, request_id)
+    # history is read before the response starts, so an unknown session is a plain 404
+    if turn.session_id is not None:
+        await run_in_threadpool(rt.sessions.history, turn.session_id, 0)
+
+    def events() -> Iterator[str]:
+        ready: list[str] = []
+        try:
+            for delta in rt.pipeline.stream(
+                turn,
+                on_ready=lambda t: ready.append(_sse("meta", {"session_id": t.session_id, "message_id": t.message_id})),
+            ):
+                while ready:
+                    yield ready.pop(0)
+                yield _sse("delta", {"text": delta})
+            yield _sse("done", turn_response(turn).model_dump())
+        except Exception as exc:  # the status line is already sent: report in-band
+            yield _sse("error", {"code": "stream_failed", "message": f"{type(exc).__name__}: {exc}"[:300]})
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/sessions/{session_id}/messages", response_model=list[MessageOut])
+async def session_messages(session_id: str, rt: Runtime = Depends(get_runtime)) -> list[MessageOut]:
+    rows = await run_in_threadpool(rt.sessions.messages, session_id)
+    return [MessageOut.model_validate(r, from_attributes=True) for r in rows]

@@ -1,0 +1,73 @@
+"""Knowledge bases: upload, list, inspect and delete documents; search."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Path, Query, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from ragvigil.api.deps import get_runtime
+from ragvigil.api.errors import ApiError
+from ragvigil.api.schemas import KB_PATTERN, DocumentOut, IngestOut
+from ragvigil.app import Runtime
+from ragvigil.ops import metrics
+
+router = APIRouter(prefix="/api/v1", tags=["knowledge"])
+KbName = Annotated[str, Path(pattern=KB_PATTERN)]
+
+
+@router.get("/kb")
+async def list_kbs(rt: Runtime = Depends(get_runtime)) -> list[str]:
+    return await run_in_threadpool(rt.catalog.kb_names)
+
+
+@router.post("/kb/{kb}/documents", status_code=201, response_model=list[IngestOut])
+async def upload_documents(
+    kb: KbName, files: list[UploadFile] = File(..., alias="file"), rt: Runtime = Depends(get_runtime)
+) -> list[IngestOut]:
+    """Upload one or more files (form field ``file``). Each file's outcome is reported separately."""
+    results = []
+    for f in files:
+        if not f.filename:
+            raise ApiError(422, "validation_error", "every uploaded file needs a file name", "file")
+        raw = await f.read()
+        res = await run_in_threadpool(rt.ingestor.ingest_bytes, kb, f.filename, raw)
+        metrics.DOCUMENTS_INGESTED.labels(res.outcome).inc()
+        results.append(IngestOut(**res.__dict__))
+    rt.filler.wake()
+    return results
+
+
+@router.get("/kb/{kb}/documents", response_model=list[DocumentOut])
+async def list_documents(kb: KbName, rt: Runtime = Depends(get_runtime)) -> list[DocumentOut]:
+    docs = await run_in_threadpool(rt.ingestor.documents, kb)
+    return [DocumentOut.model_validate(d, from_attributes=True) for d in docs]
+
+
+@router.get("/kb/{kb}/documents/{doc_id}", response_model=DocumentOut)
+async def get_document(kb: KbName, doc_id: str, rt: Runtime = Depends(get_runtime)) -> DocumentOut:
+    doc = await run_in_threadpool(rt.ingestor.document, kb, doc_id)
+    return DocumentOut.model_validate(doc, from_attributes=True)
+
+
+@router.delete("/kb/{kb}/documents/{doc_id}", status_code=204)
+async def delete_document(kb: KbName, doc_id: str, rt: Runtime = Depends(get_runtime)) -> None:
+    await run_in_threadpool(rt.ingestor.delete_document, kb, doc_id)
+
+
+@router.get("/kb/{kb}/search")
+async def search(
+    kb: KbName,
+    q: str = Query(..., min_length=1, max_length=2000),
+    k: int = Query(5, ge=1, le=50),
+    mode: str = Query("hybrid", pattern="^(hybrid|bm25|vector)$"),
+    rt: Runtime = Depends(get_runtime),
+) -> dict[str, object]:
+    result = await run_in_threadpool(rt.retriever.search, kb, q, k, mode)
+    return {
+        "query": q,
+        "tokens": result.tokens,
+        "vector_error": result.vector_error,
+        "hits": [h.to_dict() for h in result.hits],
+    }

@@ -1,0 +1,59 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from ragvigil import __version__
+from ragvigil.api.errors import install_error_handlers
+from ragvigil.api.middleware import RequestContextMiddleware
+from ragvigil.api.routes import chat, health, kb, openai_compat
+from ragvigil.app import Runtime
+from ragvigil.config import Settings, load_settings
+from ragvigil.ops.logging import configure_logging
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None, background: bool = True) -> FastAPI:
+    """Build the app. Pass ``runtime`` to share one (tests); otherwise one is built at start-up."""
+    settings = settings or (runtime.settings if runtime else load_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = runtime is None
+        rt = runtime or Runtime(settings)
+        app.state.runtime = rt
+        if owned and background:
+            rt.start_background()
+        log.info("ragvigil_started", extra={"version": __version__, "profile": settings.profile.value})
+        yield
+        if owned:
+            rt.close()
+
+    app = FastAPI(
+        title="ragvigil",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.api_docs else None,
+    )
+    if runtime is not None:
+        app.state.runtime = runtime
+    install_error_handlers(app)
+    for r in (chat.router, kb.router, openai_compat.router, health.router):
+        app.include_router(r)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Entry point for ``uvicorn --factory ragvigil.api.server:app_from_env``."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_dir, settings.log_json)
+    return create_app(settings)

@@ -1,0 +1,113 @@
+"""Builds and wires the parts of one ragvigil instance (used by the HTTP app and the CLI)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from ragvigil.chat.journal import Journal
+from ragvigil.chat.pipeline import ChatPipeline, Generate, LoadHistory, Persist, Retrieve
+from ragvigil.chat.sessions import SessionStore
+from ragvigil.config import Settings
+from ragvigil.knowledge.catalog import Catalog
+from ragvigil.knowledge.embeddings import CachedQueryEmbedder, E5Embedder
+from ragvigil.knowledge.ingest import Ingestor
+from ragvigil.knowledge.retrieval import HybridRetriever
+from ragvigil.knowledge.tokenize import Tokenizer
+from ragvigil.knowledge.vector_filler import VectorFiller
+from ragvigil.knowledge.vectorstore import FaissVectorStore
+from ragvigil.ops import metrics
+from ragvigil.ops.health import HealthChecks
+from ragvigil.providers.base import Generator
+from ragvigil.providers.extractive import ExtractiveGenerator
+from ragvigil.providers.openai_compat import OpenAIGenerator
+from ragvigil.storage.db import Database, migrate, ping
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Every long-lived object of one instance, built once from settings."""
+
+    def __init__(self, settings: Settings, *, apply_migrations: bool = True) -> None:
+        self.settings = settings
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database(settings.db_url)
+        if apply_migrations:
+            migrate(self.db.engine)
+        rs = settings.retrieval
+        self.tokenizer = Tokenizer(settings.cache_dir)
+        self.embedder = CachedQueryEmbedder(E5Embedder(threads=rs.embed_threads), rs.query_cache_size)
+        self.vectors = FaissVectorStore(settings.index_dir, self.embedder.dim, rs.vector_index)
+        self.catalog = Catalog(self.db)
+        self.ingestor = Ingestor(self.catalog, self.tokenizer, rs, self.vectors)
+        self.retriever = HybridRetriever(self.catalog, self.tokenizer, self.embedder, self.vectors, rs)
+        self.filler = VectorFiller(self.db, self.embedder.inner, self.vectors, batch=rs.embed_batch)
+        self.sessions = SessionStore(self.db)
+        self.journal = Journal(settings.data_dir / "journal")
+        self.extractive = ExtractiveGenerator(self.tokenizer)
+        self.generator: Generator = (
+            OpenAIGenerator(settings.openai) if settings.generator == "openai" else self.extractive
+        )
+        self.pipeline = ChatPipeline(
+            [
+                LoadHistory(self.sessions, rs.history_turns),
+                Retrieve(self.retriever),
+                Generate(self.generator, self.extractive),
+                Persist(self.sessions, self.journal),
+            ]
+        )
+        self.health = HealthChecks()
+        self.health.add("database", lambda: ping(self.db.engine))
+        self.health.add("vector_store", self.vectors.check, critical=False)  # BM25 still answers
+        self.health.add("generator", self.generator.check, critical=False)  # extractive still answers
+        self._stop = threading.Event()
+        self._replayer: threading.Thread | None = None
+
+    def start_background(self) -> None:
+        """Background work of a serving instance: vector filling and journal replay."""
+        if self.settings.background_embedding:
+            try:
+                requeued = self.filler.resync()
+                if requeued:
+                    log.warning("vector_index_resync", extra={"requeued_chunks": requeued})
+            except Exception:
+                log.exception("vector_index_resync_failed")
+            self.filler.start()
+        self._replayer = threading.Thread(target=self._replay_loop, name="journal-replay", daemon=True)
+        self._replayer.start()
+
+    def replay_journal(self) -> int:
+        moved = self.journal.replay(self.sessions)
+        metrics.JOURNAL_PENDING.set(len(self.journal.pending()))
+        if moved:
+            log.info("journal_replayed", extra={"turns": moved})
+        return moved
+
+    def _replay_loop(self) -> None:
+        while not self._stop.wait(5.0):
+            metrics.VECTORS_PENDING.set(self._safe(self.ingestor.pending_vectors, 0))
+            if self.journal.pending():
+                self._safe(self.replay_journal, 0)
+
+    @staticmethod
+    def _safe(fn, default):  # type: ignore[no-untyped-def]
+        try:
+            return fn()
+        except Exception as exc:
+            log.warning("background_task_failed", extra={"task": fn.__name__, "error": str(exc)})
+            return default
+
+    def close(self) -> None:
+        self._stop.set()
+        self.filler.stop()
+        self.health.close()
+        if isinstance(self.generator, OpenAIGenerator):
+            self.generator.close()
+        self.db.dispose()
+
+
+def sample_kb_path() -> Path:
+    """The bundled sample help centre (in a source checkout)."""
+    return Path(__file__).resolve().parents[2] / "samples" / "helpcentre"

@@ -1,0 +1,1 @@
+"""The conversation pipeline and its domain (sessions, turns, journal)."""

@@ -1,0 +1,273 @@
+"""The chat pipeline: a list of small stages, each with one job, run in order on a Turn.
+
+The chain is data (``ChatPipeline.stages``), like structlog's processors: each stage is
+timed and counted by ``run_stage``, so no stage repeats metrics or logging code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from ragvigil.chat.journal import Journal
+from ragvigil.chat.sessions import SessionNotFound, SessionStore, StoredMessage
+from ragvigil.knowledge.retrieval import HybridRetriever, Retrieval
+from ragvigil.knowledge.tokenize import is_cjk
+from ragvigil.ops import metrics
+from ragvigil.providers.base import Generation, GenerationRequest, Generator, ProviderError
+from ragvigil.providers.extractive import NO_ANSWER
+from ragvigil.storage.models import new_id, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class DependencyUnavailable(Exception):
+    """The turn cannot be completed or kept safely (e.g. database and journal both failing)."""
+
+
+@dataclass
+class Turn:
+    """Everything one question accumulates on its way through the pipeline."""
+
+    message: str
+    kb: str
+    session_id: str | None = None
+    user_id: str | None = None
+    request_id: str | None = None
+    new_session: bool = False
+    language: str = "en"
+    history: list[tuple[str, str]] = field(default_factory=list)
+    retrieval: Retrieval | None = None
+    generation: Generation | None = None
+    answer: str = ""
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    degraded: bool = False
+    degraded_reasons: list[str] = field(default_factory=list)
+    message_id: str = field(default_factory=new_id)
+    user_message_id: str = field(default_factory=new_id)
+    persisted_to: str | None = None
+    started: float = field(default_factory=time.perf_counter)
+    received_at: Any = field(default_factory=utcnow)
+
+    @property
+    def latency_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+    def degrade(self, reason: str) -> None:
+        self.degraded = True
+        self.degraded_reasons.append(reason)
+
+
+class Stage(Protocol):
+    name: str
+
+    def __call__(self, turn: Turn) -> None: ...
+
+
+@contextmanager
+def run_stage(name: str, turn: Turn) -> Iterator[None]:
+    """Time and count one stage; a stage that degrades the turn is counted as degraded."""
+    before = len(turn.degraded_reasons)
+    start = time.perf_counter()
+    outcome = "error"
+    try:
+        yield
+        outcome = "degraded" if len(turn.degraded_reasons) > before else "ok"
+    finally:
+        elapsed = time.perf_counter() - start
+        metrics.STAGE_DURATION.labels(name).observe(elapsed)
+        metrics.STAGE_OUTCOMES.labels(name, outcome).inc()
+        log.debug("stage_done", extra={"stage": name, "outcome": outcome, "ms": round(elapsed * 1000, 2)})
+
+
+class LoadHistory:
+    """Recent turns of the session, for follow-up questions and the prompt."""
+
+    name = "history"
+
+    def __init__(self, sessions: SessionStore, turns: int) -> None:
+        self.sessions = sessions
+        self.turns = turns
+
+    def __call__(self, turn: Turn) -> None:
+        turn.language = "zh" if is_cjk(turn.message) else "en"
+        if turn.session_id is None:
+            turn.session_id = new_id()
+            turn.new_session = True
+            return
+        try:
+            turn.history = self.sessions.history(turn.session_id, self.turns)
+        except SessionNotFound:
+            raise
+        except SQLAlchemyError as exc:
+            turn.degrade(f"history unavailable: {type(exc).__name__}")
+
+
+class Retrieve:
+    """Hybrid retrieval; a short follow-up is retried with the previous user turn as context."""
+
+    name = "retrieve"
+
+    def __init__(self, retriever: HybridRetriever) -> None:
+        self.retriever = retriever
+
+    def __call__(self, turn: Turn) -> None:
+        result = self.retriever.search(turn.kb, turn.message)
+        previous = [content for role, content in turn.history if role == "user"]
+        if previous and (not result.relevant_hits or len(result.tokens) <= 3):
+            contextual = self.retriever.search(turn.kb, f"{previous[-1]} {turn.message}")
+            if contextual.relevant_hits and (
+                not result.relevant_hits or contextual.relevant_hits[0].score >= result.relevant_hits[0].score
+            ):
+                result = contextual
+        if result.vector_error:
+            turn.degrade(f"vector search unavailable: {result.vector_error}")
+        turn.retrieval = result
+
+
+class Generate:
+    """Ask the generator; on a provider failure answer with the fallback and flag the turn degraded."""
+
+    name = "generate"
+
+    def __init__(self, generator: Generator, fallback: Generator, max_passages: int = 4) -> None:
+        self.generator = generator
+        self.fallback = fallback
+        self.max_passages = max_passages
+
+    def request(self, turn: Turn) -> GenerationRequest:
+        passages = turn.retrieval.relevant_hits[: self.max_passages] if turn.retrieval else []
+        return GenerationRequest(turn.message, passages, turn.history, turn.language)
+
+    def __call__(self, turn: Turn) -> None:
+        req = self.request(turn)
+        if not req.passages:
+            turn.generation = Generation(NO_ANSWER[turn.language], "none")
+        else:
+            try:
+                turn.generation = self.generator.generate(req)
+            except ProviderError as exc:
+                turn.degrade(f"{self.generator.name} failed ({exc.kind}); answered by {self.fallback.name}")
+                log.warning("generator_failed", extra={"provider": self.generator.name, "error": str(exc)})
+                turn.generation = self.fallback.generate(req)
+        finish(turn, req)
+
+    def stream(self, turn: Turn) -> Iterator[str]:
+        req = self.request(turn)
+        if not req.passages:
+            turn.generation = Generation(NO_ANSWER[turn.language], "none")
+            yield turn.generation.text
+        else:
+            parts: list[str] = []
+            provider = self.generator
+            try:
+                for delta in self.generator.stream(req):
+                    parts.append(delta)
+                    yield delta
+            except ProviderError as exc:
+                turn.degrade(f"{self.generator.name} failed ({exc.kind}); answered by {self.fallback.name}")
+                provider = self.fallback
+                if parts:
+                    yield "\n\n"
+                    parts.append("\n\n")
+                for delta in self.fallback.stream(req):
+                    parts.append(delta)
+                    yield delta
+            turn.generation = Generation("".join(parts).strip(), provider.name)
+        finish(turn, req)
+
+
+def finish(turn: Turn, req: GenerationRequest) -> None:
+    """Shape the answer and its sources once generation is done."""
+    gen = turn.generation
+    assert gen is not None
+    turn.answer = gen.text
+    turn.sources = [
+        {
+            "n": i,
+            "document_id": h.document_id,
+            "chunk_id": h.chunk_id,
+            "title": h.title,
+            "source": h.source,
+            "anchor": h.anchor,
+            "score": round(h.score, 6),
+            "bm25_score": h.bm25_score,
+            "vector_score": h.vector_score,
+            "cited": i in gen.cited or f"[{i}]" in gen.text,
+            "snippet": h.text[:300],
+        }
+        for i, h in enumerate(req.passages, 1)
+    ]
+    kind = "answered" if req.passages else "no_answer"
+    metrics.CHAT_ANSWERS.labels(kind, str(turn.degraded).lower()).inc()
+
+
+class Persist:
+    """Store the user message and the answer; if the database fails, journal them (never lose a turn)."""
+
+    name = "persist"
+
+    def __init__(self, sessions: SessionStore, journal: Journal) -> None:
+        self.sessions = sessions
+        self.journal = journal
+
+    def __call__(self, turn: Turn) -> None:
+        assert turn.session_id is not None
+        msgs = [
+            StoredMessage(turn.user_message_id, "user", turn.message, turn.received_at, request_id=turn.request_id),
+            StoredMessage(
+                turn.message_id,
+                "assistant",
+                turn.answer,
+                utcnow(),
+                sources=turn.sources,
+                latency_ms=round(turn.latency_ms, 2),
+                degraded=turn.degraded,
+                request_id=turn.request_id,
+            ),
+        ]
+        try:
+            self.sessions.append(turn.session_id, turn.kb, turn.user_id, msgs)
+            turn.persisted_to = "database"
+        except SQLAlchemyError as exc:
+            try:
+                self.journal.write(turn.session_id, turn.kb, turn.user_id, msgs)
+            except OSError as jexc:
+                raise DependencyUnavailable(f"database and journal both failed: {exc}; {jexc}") from jexc
+            turn.persisted_to = "journal"
+            turn.degrade(f"database unavailable ({type(exc).__name__}); turn journaled for replay")
+            metrics.JOURNAL_PENDING.set(len(self.journal.pending()))
+
+
+class ChatPipeline:
+    """Runs the stages in order. ``stream`` runs the same chain, streaming the generate stage."""
+
+    def __init__(self, stages: list[Stage]) -> None:
+        self.stages = stages
+
+    def run(self, turn: Turn) -> Turn:
+        for stage in self.stages:
+            with run_stage(stage.name, turn):
+                stage(turn)
+        return turn
+
+    def stream(self, turn: Turn, on_ready: Callable[[Turn], None] | None = None) -> Iterator[str]:
+        """Yield answer deltas; ``on_ready`` is called once the turn is known (before the first delta)."""
+        idx = next(i for i, s in enumerate(self.stages) if hasattr(s, "stream"))
+        for stage in self.stages[:idx]:
+            with run_stage(stage.name, turn):
+                stage(turn)
+        if on_ready is not None:
+            on_ready(turn)
+        gen_stage = self.stages[idx]
+        with run_stage(gen_stage.name, turn):
+            yield from gen_stage.stream(turn)  # type: ignore[attr-defined]
+        for stage in self.stages[idx + 1 :]:
+            with run_stage(stage.name, turn):
+                stage(turn)

@@ -1,0 +1,209 @@
+"""Command line: serve, ingest, search, ask, migrate, config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ragvigil.config import Settings, describe_errors, load_settings, masked_dump
+
+app = typer.Typer(help="ragvigil: a knowledge-base chat service that runs itself.", no_args_is_help=True)
+config_app = typer.Typer(help="Show or check the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ValidationError as exc:
+        err.print("[red]invalid configuration:[/red]")
+        for line in describe_errors(exc):
+            err.print(f"  {line}")
+        raise typer.Exit(2) from None
+
+
+def _runtime(settings: Settings):  # type: ignore[no-untyped-def]
+    from ragvigil.app import Runtime
+    from ragvigil.ops.logging import configure_logging
+
+    configure_logging("WARNING", settings.log_dir, settings.log_json)
+    return Runtime(settings)
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the effective configuration (secrets masked)."""
+    console.print_json(json.dumps(masked_dump(_settings())))
+
+
+@config_app.command("check")
+def config_check() -> None:
+    """Validate the configuration; lists every invalid field and exits 2 if any."""
+    try:
+        s = load_settings()
+    except ValidationError as exc:
+        lines = describe_errors(exc)
+        err.print(f"[red]{len(lines)} invalid setting(s):[/red]")
+        for line in lines:
+            err.print(f"  {line}")
+        raise typer.Exit(2) from None
+    console.print(f"[green]configuration ok[/green] (profile {s.profile.value}, database {s.db_url.split('://')[0]})")
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations."""
+    from ragvigil.storage.db import Database
+    from ragvigil.storage.db import migrate as do_migrate
+
+    s = _settings()
+    db = Database(s.db_url)
+    do_migrate(db.engine)
+    console.print("[green]database is at the newest schema[/green]")
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or directories (.md .txt .html .pdf)")],
+    kb: Annotated[str | None, typer.Option(help="Knowledge base name (default: settings.default_kb)")] = None,
+    vectors: Annotated[
+        bool,
+        typer.Option("--vectors/--defer-vectors", help="Embed now, or leave it to the server's background worker"),
+    ] = True,
+) -> None:
+    """Ingest files; a bad file is reported and the rest continue. Exit 1 if any file failed."""
+    from ragvigil.knowledge.loaders import discover
+
+    s = _settings()
+    rt = _runtime(s)
+    kb = kb or s.default_kb
+    files = discover(paths)
+    missing = [p for p in paths if not p.exists()]
+    counts = {"created": 0, "updated": 0, "unchanged": 0, "failed": 0}
+    failures: list[tuple[str, str]] = [(str(p), "no such file or directory") for p in missing]
+    counts["failed"] += len(missing)
+    try:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+        ) as progress:
+            task = progress.add_task("ingesting", total=len(files))
+            for path in files:
+                if not path.exists():
+                    progress.advance(task)
+                    continue
+                try:
+                    raw = path.read_bytes()
+                except OSError as exc:
+                    counts["failed"] += 1
+                    failures.append((str(path), f"cannot read file: {exc.strerror}"))
+                    progress.advance(task)
+                    continue
+                res = rt.ingestor.ingest_bytes(kb, str(path), raw)
+                counts[res.outcome] += 1
+                if res.error:
+                    failures.append((str(path), res.error))
+                for w in res.warnings:
+                    err.print(f"[yellow]warning[/yellow] {path}: {w}")
+                progress.advance(task)
+            if vectors:
+                pending = rt.ingestor.pending_vectors()
+                vtask = progress.add_task("embedding", total=pending)
+                while n := rt.filler.run_once():
+                    progress.advance(vtask, n)
+                rt.vectors.flush()
+    finally:
+        rt.close()
+    for path, reason in failures:
+        err.print(f"[red]failed[/red] {path}: {reason}")
+    console.print(", ".join(f"{v} {k}" for k, v in counts.items()) + f" (knowledge base {kb!r})")
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def search(
+    query: str,
+    kb: Annotated[str | None, typer.Option()] = None,
+    k: Annotated[int, typer.Option("-k", min=1, max=50)] = 5,
+    mode: Annotated[str, typer.Option(help="hybrid, bm25 or vector")] = "hybrid",
+) -> None:
+    """Print the retrieval hits for a query."""
+    s = _settings()
+    rt = _runtime(s)
+    try:
+        result = rt.retriever.search(kb or s.default_kb, query, k, mode)
+    finally:
+        rt.close()
+    table = Table("#", "score", "bm25", "vector", "relevant", "document", "anchor", "text")
+    for i, h in enumerate(result.hits, 1):
+        table.add_row(
+            str(i),
+            f"{h.score:.4f}",
+            "-" if h.bm25_score is None else f"{h.bm25_score:.2f}",
+            "-" if h.vector_score is None else f"{h.vector_score:.3f}",
+            "yes" if h.relevant else "no",
+            f"{h.title}\n[dim]{h.source}[/dim]",
+            h.anchor,
+            h.text[:120].replace("\n", " "),
+        )
+    console.print(table)
+    if result.vector_error:
+        err.print(f"[yellow]vector search unavailable:[/yellow] {result.vector_error}")
+
+
+@app.command()
+def ask(
+    question: str,
+    kb: Annotated[str | None, typer.Option()] = None,
+    session: Annotated[str | None, typer.Option(help="Continue this session")] = None,
+) -> None:
+    """Answer a question from the knowledge base (the same pipeline as the API)."""
+    from ragvigil.chat.pipeline import Turn
+
+    s = _settings()
+    rt = _runtime(s)
+    try:
+        turn = rt.pipeline.run(Turn(message=question, kb=kb or s.default_kb, session_id=session))
+    finally:
+        rt.close()
+    console.print(turn.answer)
+    for src in turn.sources:
+        console.print(f"[dim][{src['n']}] {src['title']} — {src['anchor']} ({src['source']})[/dim]")
+    if turn.degraded:
+        err.print("[yellow]degraded:[/yellow] " + "; ".join(turn.degraded_reasons))
+    err.print(f"[dim]session {turn.session_id}[/dim]")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="default: settings.host")] = None,
+    port: Annotated[int | None, typer.Option(help="default: settings.port")] = None,
+) -> None:
+    """Start the HTTP server."""
+    import uvicorn
+
+    from ragvigil.api.server import create_app
+    from ragvigil.ops.logging import configure_logging
+
+    s = _settings()
+    configure_logging(s.log_level, s.log_dir, s.log_json)
+    host, port = host or s.host, port or s.port
+    err.print(f"ragvigil {s.profile.value} on http://{host}:{port}  (chat page: POST /api/v1/chat, metrics: /metrics)")
+    uvicorn.run(create_app(s), host=host, port=port, log_config=None, access_log=False)
+
+
+if __name__ == "__main__":
+    app()

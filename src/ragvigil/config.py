@@ -1,0 +1,175 @@
+"""One validated settings tree for the whole service.
+
+Sources, highest precedence first: keyword arguments, ``RAGVIGIL_*`` environment
+variables (nested fields with ``__``, e.g. ``RAGVIGIL_OPENAI__BASE_URL``), a ``.env``
+file, a TOML file (``RAGVIGIL_CONFIG_FILE`` or ``./ragvigil.toml``), then the
+defaults of the selected profile. Nothing else in the package reads ``os.environ``
+for configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class Profile(StrEnum):
+    development = "development"
+    staging = "staging"
+    production = "production"
+
+
+# Defaults that differ by profile. A value set anywhere else wins over these.
+PROFILE_DEFAULTS: dict[Profile, dict[str, Any]] = {
+    Profile.development: {"log_level": "DEBUG", "expose_errors": True, "api_docs": True},
+    Profile.staging: {"log_level": "INFO", "expose_errors": True, "api_docs": True},
+    Profile.production: {"log_level": "INFO", "expose_errors": False, "api_docs": False},
+}
+
+
+class OpenAISettings(BaseModel):
+    """An OpenAI-compatible chat completions endpoint (OpenAI, DashScope, vLLM, llama.cpp...)."""
+
+    base_url: str = "http://127.0.0.1:8080/v1"
+    api_key: SecretStr = SecretStr("")
+    model: str = "default"
+    timeout_s: float = Field(30.0, gt=0, le=600)
+    max_tokens: int = Field(512, gt=0, le=32768)
+    temperature: float = Field(0.2, ge=0, le=2)
+
+
+class RetrievalSettings(BaseModel):
+    """Knobs of hybrid retrieval and chunking."""
+
+    top_k: int = Field(5, ge=1, le=50)
+    candidates: int = Field(30, ge=1, le=500)
+    rrf_k: int = Field(60, ge=1)
+    bm25_weight: float = Field(1.0, ge=0)
+    vector_weight: float = Field(1.0, ge=0)
+    chunk_chars: int = Field(500, ge=100, le=8000)
+    chunk_overlap: int = Field(80, ge=0, le=2000)
+    history_turns: int = Field(3, ge=0, le=20)
+    min_term_coverage: float = Field(0.5, ge=0, le=1)
+    min_vector_score: float = Field(0.865, ge=0, le=1)
+    vector_index: Literal["flat", "hnsw"] = "flat"
+    embed_threads: int = Field(1, ge=1, le=64)
+    embed_batch: int = Field(16, ge=1, le=256)
+    query_cache_size: int = Field(4096, ge=0)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> RetrievalSettings:
+        if self.chunk_overlap >= self.chunk_chars:
+            raise ValueError("chunk_overlap must be smaller than chunk_chars")
+        return self
+
+
+class Settings(BaseSettings):
+    """Settings of one ragvigil instance. Every file it writes lives under ``data_dir``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAGVIGIL_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    profile: Profile = Profile.development
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    data_dir: Path = Path("data")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default is a SQLite file in data_dir")
+    default_kb: str = Field("default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    generator: Literal["extractive", "openai"] = "extractive"
+    openai: OpenAISettings = OpenAISettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = True
+    expose_errors: bool = False
+    api_docs: bool = False
+    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_message_chars: int = Field(4000, ge=1)
+    background_embedding: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_profile_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        try:
+            profile = Profile(data.get("profile", Profile.development))
+        except ValueError:
+            return data  # the field validator reports the bad profile
+        return {**PROFILE_DEFAULTS[profile], **data}
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'ragvigil.db'}"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = Path(os.environ.get("RAGVIGIL_CONFIG_FILE", "ragvigil.toml"))
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=toml_file)
+        return init_settings, env_settings, dotenv_settings, toml
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings; raises pydantic's ValidationError listing every bad field."""
+    return Settings(**overrides)
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """Render every validation error as ``path: reason`` for humans."""
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(settings)"
+        lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
+    return lines
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """Settings as plain data with secrets masked, for ``config show``."""
+    data = settings.model_dump(mode="json")
+    if settings.openai.api_key.get_secret_value():
+        data["openai"]["api_key"] = "********"
+    url = settings.database_url
+    if url and "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
+        scheme, rest = url.split("//", 1)
+        creds, host = rest.split("@", 1)
+        data["database_url"] = f"{scheme}//{creds.split(':', 1)[0]}:********@{host}"
+    data["effective_database_url"] = data["database_url"] if settings.database_url else settings.db_url
+    return data

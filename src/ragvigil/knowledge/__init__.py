@@ -1,0 +1,1 @@
+"""Knowledge: loading, chunking, tokenizing, embedding, indexing and hybrid retrieval."""

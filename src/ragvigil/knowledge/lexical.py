@@ -1,0 +1,60 @@
+"""BM25 over one knowledge base's chunks, kept in memory and rebuilt from stored tokens.
+
+bm25s has no incremental add, but rebuilding from pre-tokenized chunks is fast (tokens
+are stored with each chunk, so a rebuild never re-runs jieba).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+import bm25s
+import numpy as np
+
+_EMPTY = "\x00"  # bm25s cannot index an empty token list
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRecord:
+    id: int
+    document_id: str
+    title: str
+    source: str
+    anchor: str
+    text: str
+    tokens: tuple[str, ...]
+
+
+class Bm25Index:
+    """Immutable BM25 index of one knowledge base; replace it whole to update."""
+
+    def __init__(self, records: list[ChunkRecord]) -> None:
+        self.records = records
+        self.positions = {r.id: i for i, r in enumerate(records)}
+        self._bm25: bm25s.BM25 | None = None
+        self._df: Counter[str] = Counter()
+        for r in records:
+            self._df.update(set(r.tokens))
+        if records:
+            self._bm25 = bm25s.BM25()
+            self._bm25.index([list(r.tokens) or [_EMPTY] for r in records], show_progress=False)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def idf(self, token: str) -> float:
+        """BM25's inverse document frequency of ``token`` in this knowledge base."""
+        n, df = len(self.records), self._df.get(token, 0)
+        return math.log(1 + (n - df + 0.5) / (df + 0.5))
+
+    def search(self, tokens: list[str], k: int) -> list[tuple[ChunkRecord, float]]:
+        """Top-k chunks with a positive score, best first."""
+        if self._bm25 is None or not tokens:
+            return []
+        scores = self._bm25.get_scores(tokens)
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top])]
+        return [(self.records[i], float(scores[i])) for i in top if scores[i] > 0]

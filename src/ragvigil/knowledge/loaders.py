@@ -1,0 +1,162 @@
+"""Turn uploaded bytes into clean text with headings kept as Markdown.
+
+Why repair here: help-centre exports often arrive as UTF-8 that some tool decoded as
+Windows-1252 ("ä¸­æ–‡"). ftfy undoes that; where bytes were lost the repair is only
+partial, and the document carries a warning instead of being indexed as if clean.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+
+import ftfy
+from bs4 import BeautifulSoup
+from ftfy.badness import is_bad
+
+SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf")
+
+
+class LoadError(Exception):
+    """A file that cannot become a document; the message says why."""
+
+
+@dataclass
+class LoadedDocument:
+    source: str
+    title: str
+    text: str
+    content_hash: str
+    size_bytes: int
+    warnings: list[str] = field(default_factory=list)
+
+
+# Fragments that survive only when a mojibake repair was partial.
+_MOJIBAKE_LEFTOVER = re.compile(r"[ÃÂâåäæçèéï][\x80-\xbf\u0152-\u2122]|\ufffd|Ã.|â€")
+
+
+def decode_bytes(raw: bytes) -> str:
+    """Decode with the encodings such files actually come in, strict first."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    for enc in ("utf-8", "gb18030"):
+        try:
+            return raw.decode(enc)
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("cp1252", errors="replace")
+
+
+def repair_text(text: str) -> tuple[str, list[str]]:
+    """Fix mojibake (keeping full-width CJK punctuation) and report what could not be fixed."""
+    fixed = ftfy.fix_text(text, fix_character_width=False, normalization="NFC")
+    warnings: list[str] = []
+    if fixed != text and _looks_mojibake(text):
+        warnings.append("mojibake repaired (text had been decoded with the wrong encoding)")
+    leftovers = _MOJIBAKE_LEFTOVER.findall(fixed)
+    if leftovers or is_bad(fixed):
+        warnings.append(
+            f"encoding damage remains after repair ({len(leftovers)} suspicious fragments); "
+            "some characters may be lost — re-export the source as UTF-8"
+        )
+    return fixed, warnings
+
+
+def _looks_mojibake(text: str) -> bool:
+    return bool(_MOJIBAKE_LEFTOVER.search(text)) or is_bad(text)
+
+
+def _html_to_markdown(html: str) -> tuple[str, str]:
+    soup = BeautifulSoup(html, "html.parser")
+    for tag in soup(["script", "style", "nav", "header", "footer", "noscript", "template", "aside"]):
+        tag.decompose()
+    title = soup.title.get_text(strip=True) if soup.title else ""
+    lines: list[str] = []
+    body = soup.body or soup
+    for el in body.find_all(["h1", "h2", "h3", "h4", "h5", "h6", "p", "li", "pre", "td", "th", "blockquote"]):
+        if el.find_parent(["p", "li", "td", "th", "blockquote", "pre"]) is not None:
+            continue  # its text is already part of the enclosing block
+        txt = el.get_text(" ", strip=True)
+        if not txt:
+            continue
+        if el.name and el.name[0] == "h" and el.name[1:].isdigit():
+            lines.append("#" * int(el.name[1:]) + " " + txt)
+        elif el.name == "li":
+            lines.append("- " + txt)
+        else:
+            lines.append(txt)
+    return "\n\n".join(lines), title
+
+
+def _pdf_text(raw: bytes) -> str:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(raw))
+        return "\n\n".join((page.extract_text() or "") for page in reader.pages)
+    except (PdfReadError, ValueError, KeyError) as exc:
+        raise LoadError(f"unreadable PDF: {exc}") from exc
+
+
+def _first_heading(text: str) -> str:
+    for line in text.splitlines():
+        m = re.match(r"^#{1,6}\s+(.+?)\s*#*$", line.strip())
+        if m:
+            return m.group(1)
+    return ""
+
+
+def load_bytes(raw: bytes, source: str) -> LoadedDocument:
+    """Parse one file's bytes by its suffix. Raises LoadError for unsupported or empty input."""
+    suffix = PurePath(source).suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise LoadError(f"unsupported file type {suffix or '(none)'}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
+    if not raw.strip():
+        raise LoadError("empty file")
+    title = ""
+    if suffix == ".pdf":
+        text = _pdf_text(raw)
+    elif suffix in (".html", ".htm"):
+        text, title = _html_to_markdown(decode_bytes(raw))
+    else:
+        text = decode_bytes(raw)
+    text, warnings = repair_text(text)
+    text = re.sub(r"[ \t]+\n", "\n", text).strip()
+    if not text:
+        raise LoadError("no extractable text (scanned PDF or empty markup?)")
+    title = _first_heading(text) or title or PurePath(source).stem
+    return LoadedDocument(
+        source=source,
+        title=title[:500],
+        text=text,
+        content_hash=hashlib.sha256(raw).hexdigest(),
+        size_bytes=len(raw),
+        warnings=warnings,
+    )
+
+
+def load_path(path: Path) -> LoadedDocument:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise LoadError(f"cannot read file: {exc.strerror or exc}") from exc
+    return load_bytes(raw, str(path))
+
+
+def discover(paths: list[Path]) -> list[Path]:
+    """Expand directories into their files (sorted, hidden files skipped); files are kept as given."""
+    found: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found.extend(
+                f
+                for f in sorted(p.rglob("*"))
+                if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
+        else:
+            found.append(p)
+    return found

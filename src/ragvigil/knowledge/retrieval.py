@@ -1,0 +1,136 @@
+"""Hybrid retrieval: BM25 and vector search fused with reciprocal rank fusion.
+
+Relevance is judged separately from ranking, because RRF scores are relative: a hit is
+*relevant* when it covers enough of the query's weighted terms, or when its vector
+cosine clears a threshold calibrated for e5 (whose cosines sit in 0.7-1.0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from ragvigil.config import RetrievalSettings
+from ragvigil.knowledge.catalog import Catalog
+from ragvigil.knowledge.embeddings import Embedder
+from ragvigil.knowledge.lexical import ChunkRecord
+from ragvigil.knowledge.tokenize import Tokenizer
+from ragvigil.knowledge.vectorstore import VectorStore, VectorStoreError
+
+
+@dataclass
+class Hit:
+    chunk_id: int
+    document_id: str
+    title: str
+    source: str
+    anchor: str
+    text: str
+    score: float
+    bm25_score: float | None = None
+    bm25_rank: int | None = None
+    vector_score: float | None = None
+    vector_rank: int | None = None
+    term_coverage: float = 0.0
+    relevant: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class Retrieval:
+    query: str
+    tokens: list[str]
+    hits: list[Hit]
+    vector_error: str | None = None  # set when vector search failed and BM25 answered alone
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def relevant_hits(self) -> list[Hit]:
+        return [h for h in self.hits if h.relevant]
+
+
+def term_coverage(query_tokens: list[str], chunk_tokens: set[str], idf: dict[str, float]) -> float:
+    """Share of the query's IDF weight that the chunk contains (0..1)."""
+    uniq = set(query_tokens)
+    total = sum(idf.get(t, 1.0) for t in uniq)
+    if not total:
+        return 0.0
+    return sum(idf.get(t, 1.0) for t in uniq if t in chunk_tokens) / total
+
+
+class HybridRetriever:
+    def __init__(
+        self,
+        catalog: Catalog,
+        tokenizer: Tokenizer,
+        embedder: Embedder | None,
+        store: VectorStore | None,
+        settings: RetrievalSettings,
+    ) -> None:
+        self.catalog = catalog
+        self.tokenizer = tokenizer
+        self.embedder = embedder
+        self.store = store
+        self.settings = settings
+
+    def search(self, kb: str, query: str, k: int | None = None, mode: str = "hybrid") -> Retrieval:
+        """Rank chunks of ``kb`` for ``query``; ``mode`` is hybrid, bm25 or vector."""
+        k = k or self.settings.top_k
+        n = max(self.settings.candidates, k)
+        tokens = self.tokenizer.tokens(query)
+        index = self.catalog.bm25(kb)
+        result = Retrieval(query=query, tokens=tokens, hits=[])
+        if not len(index):
+            return result
+
+        lexical = index.search(tokens, n) if mode in ("hybrid", "bm25") else []
+        vector: list[tuple[ChunkRecord, float]] = []
+        if mode in ("hybrid", "vector") and self.embedder is not None and self.store is not None:
+            try:
+                qvec = self.embedder.embed_query(query)
+                for chunk_id, score in self.store.search(kb, qvec, n):
+                    pos = index.positions.get(chunk_id)
+                    if pos is not None:
+                        vector.append((index.records[pos], score))
+            except VectorStoreError as exc:
+                result.vector_error = str(exc)
+
+        fused: dict[int, Hit] = {}
+        for rank, (rec, score) in enumerate(lexical, 1):
+            hit = fused.setdefault(rec.id, _hit(rec))
+            hit.bm25_score, hit.bm25_rank = score, rank
+            hit.score += self.settings.bm25_weight / (self.settings.rrf_k + rank)
+        for rank, (rec, score) in enumerate(vector, 1):
+            hit = fused.setdefault(rec.id, _hit(rec))
+            hit.vector_score, hit.vector_rank = score, rank
+            hit.score += self.settings.vector_weight / (self.settings.rrf_k + rank)
+
+        ranked = sorted(fused.values(), key=lambda h: h.score, reverse=True)[:k]
+        idf = {t: index.idf(t) for t in set(tokens)}
+        for hit in ranked:
+            rec = index.records[index.positions[hit.chunk_id]]
+            hit.term_coverage = round(term_coverage(tokens, set(rec.tokens), idf), 4)
+            hit.relevant = self._relevant(hit)
+        result.hits = ranked
+        return result
+
+    def _relevant(self, hit: Hit) -> bool:
+        """Enough of the query's terms, or a cosine (nudged by partial term overlap) above the threshold."""
+        if hit.term_coverage >= self.settings.min_term_coverage:
+            return True
+        if hit.vector_score is None:
+            return False
+        return hit.vector_score + 0.1 * hit.term_coverage >= self.settings.min_vector_score
+
+
+def _hit(rec: ChunkRecord) -> Hit:
+    return Hit(
+        chunk_id=rec.id,
+        document_id=rec.document_id,
+        title=rec.title,
+        source=rec.source,
+        anchor=rec.anchor,
+        text=rec.text,
+        score=0.0,
+    )

@@ -1,0 +1,1 @@
+"""Operations: metrics, logging, health. Observes the rest through small interfaces."""

@@ -1,0 +1,62 @@
+"""One JSON object per log line, carrying the request's ids from context variables."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+session_id_var: ContextVar[str | None] = ContextVar("session_id", default=None)
+user_id_var: ContextVar[str | None] = ContextVar("user_id", default=None)
+
+_RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "event": record.getMessage(),
+            "request_id": request_id_var.get(),
+            "session_id": session_id_var.get(),
+            "user_id": user_id_var.get(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+def configure_logging(level: str, log_dir: Path | None, json_lines: bool = True) -> None:
+    """Log to stdout and, when ``log_dir`` is given, to a size-rotated ``application.log`` there."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_ragvigil", False):
+            root.removeHandler(h)
+            h.close()
+    formatter: logging.Formatter = (
+        JsonFormatter() if json_lines else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    )
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        handlers.append(
+            RotatingFileHandler(log_dir / "application.log", maxBytes=20_000_000, backupCount=5, encoding="utf-8")
+        )
+    for h in handlers:
+        h.setFormatter(formatter)
+        h._ragvigil = True  # type: ignore[attr-defined]
+        root.addHandler(h)
+    root.setLevel(level)
+    for noisy in ("jieba", "httpx", "httpcore", "alembic", "multipart", "faiss"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.access").disabled = True  # the request middleware logs requests

@@ -1,0 +1,60 @@
+"""Every metric ragvigil exports, declared once. Label sets are bounded by construction:
+routes are templates (never raw paths), stages and outcomes come from fixed lists."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+STAGES = ("history", "retrieve", "generate", "persist")
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+HTTP_REQUESTS = Counter(
+    "ragvigil_http_requests_total",
+    "HTTP requests by route template, method and status code.",
+    ["route", "method", "status"],
+    registry=REGISTRY,
+)
+HTTP_DURATION = Histogram(
+    "ragvigil_http_request_duration_seconds",
+    "HTTP request duration by route template and method.",
+    ["route", "method"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+STAGE_DURATION = Histogram(
+    "ragvigil_stage_duration_seconds",
+    "Duration of one chat pipeline stage.",
+    ["stage"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+STAGE_OUTCOMES = Counter(
+    "ragvigil_stage_outcomes_total",
+    "Chat pipeline stage runs by outcome (ok, error, degraded).",
+    ["stage", "outcome"],
+    registry=REGISTRY,
+)
+CHAT_ANSWERS = Counter(
+    "ragvigil_chat_answers_total",
+    "Chat answers by kind (answered, no_answer) and whether a fallback produced them.",
+    ["kind", "degraded"],
+    registry=REGISTRY,
+)
+DOCUMENTS_INGESTED = Counter(
+    "ragvigil_documents_ingested_total",
+    "Documents processed by ingestion, by outcome (created, updated, unchanged, failed).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+VECTORS_PENDING = Gauge(
+    "ragvigil_vectors_pending_chunks",
+    "Chunks stored and searchable by BM25 whose vectors are not yet filled in.",
+    registry=REGISTRY,
+)
+JOURNAL_PENDING = Gauge(
+    "ragvigil_journal_pending_turns",
+    "Chat turns accepted while the database was unavailable, not yet written to it.",
+    registry=REGISTRY,
+)

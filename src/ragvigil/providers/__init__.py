@@ -1,0 +1,1 @@
+"""Answer generators: the model-free extractive one and OpenAI-compatible endpoints."""

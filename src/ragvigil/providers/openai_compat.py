@@ -1,0 +1,148 @@
+"""Any OpenAI-compatible chat completions endpoint (OpenAI, DashScope, DeepSeek, vLLM, llama.cpp...)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+
+from ragvigil.config import OpenAISettings
+from ragvigil.providers.base import (
+    Generation,
+    GenerationRequest,
+    ProviderError,
+    ProviderRejected,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
+
+SYSTEM_RULES = {
+    "en": (
+        "You are a customer support assistant. Answer only from the numbered passages below. "
+        "Cite passages as [n]. If the passages do not contain the answer, say you do not know "
+        "and offer to hand over to a person. Never invent prices, dates or policies."
+    ),
+    "zh": (
+        "你是客服助手。只根据下面编号的资料回答，并用 [n] 标注引用。"
+        "资料里没有答案时，直接说明不知道，并建议转人工客服。不要编造价格、日期或政策。"
+    ),
+}
+
+
+def build_messages(request: GenerationRequest) -> list[dict[str, str]]:
+    """System rules + retrieved passages + recent history + the question."""
+    lang = "zh" if request.language == "zh" else "en"
+    passages = "\n\n".join(
+        f"[{i}] {h.title}{' > ' + h.anchor if h.anchor and h.anchor != h.title else ''}\n{h.text}"
+        for i, h in enumerate(request.passages, 1)
+    )
+    system = SYSTEM_RULES[lang] + "\n\n" + (passages or "(no passages found)")
+    messages = [{"role": "system", "content": system}]
+    messages += [{"role": role, "content": content} for role, content in request.history]
+    messages.append({"role": "user", "content": request.question})
+    return messages
+
+
+class OpenAIGenerator:
+    """One client per endpoint with explicit timeouts; errors mapped to the provider hierarchy."""
+
+    def __init__(self, settings: OpenAISettings, name: str = "openai") -> None:
+        self.settings = settings
+        self.name = name
+        headers = {}
+        key = settings.api_key.get_secret_value()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        self._client = httpx.Client(
+            base_url=settings.base_url.rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(settings.timeout_s, connect=min(5.0, settings.timeout_s)),
+        )
+
+    def _payload(self, request: GenerationRequest, stream: bool) -> dict[str, object]:
+        return {
+            "model": self.settings.model,
+            "messages": build_messages(request),
+            "max_tokens": self.settings.max_tokens,
+            "temperature": self.settings.temperature,
+            "stream": stream,
+        }
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        with self._call():
+            resp = self._client.post("/chat/completions", json=self._payload(request, False))
+            self._raise_for(resp)
+            data = resp.json()
+        try:
+            text = data["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError) as exc:
+            raise ProviderUnavailable(f"{self.name}: malformed response: {str(data)[:200]}") from exc
+        usage = data.get("usage") or {}
+        return Generation(
+            text.strip(),
+            self.name,
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+        )
+
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        with (
+            self._call(),
+            self._client.stream("POST", "/chat/completions", json=self._payload(request, True)) as resp,
+        ):
+            if resp.status_code >= 400:
+                resp.read()
+                self._raise_for(resp)
+            for line in resp.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    break
+                try:
+                    delta = json.loads(payload)["choices"][0].get("delta", {}).get("content")
+                except (ValueError, KeyError, IndexError) as exc:
+                    raise ProviderUnavailable(f"{self.name}: malformed stream chunk") from exc
+                if delta:
+                    yield delta
+
+    def check(self) -> None:
+        with self._call():
+            resp = self._client.get("/models", timeout=min(3.0, self.settings.timeout_s))
+            self._raise_for(resp)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _raise_for(self, resp: httpx.Response) -> None:
+        if resp.status_code < 400:
+            return
+        body = resp.text[:300]
+        if resp.status_code in (408, 429) or resp.status_code >= 500:
+            raise ProviderUnavailable(f"{self.name}: HTTP {resp.status_code}: {body}")
+        raise ProviderRejected(f"{self.name}: HTTP {resp.status_code}: {body}")
+
+    def _call(self):  # type: ignore[no-untyped-def]
+        return _translate_errors(self.name)
+
+
+class _translate_errors:
+    """Context manager mapping httpx's exceptions onto the provider error hierarchy."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:  # type: ignore[no-untyped-def]
+        if exc is None or isinstance(exc, ProviderError):
+            return False
+        if isinstance(exc, httpx.TimeoutException):
+            raise ProviderTimeout(f"{self.name}: timed out: {exc}") from exc
+        if isinstance(exc, httpx.TransportError):
+            raise ProviderUnavailable(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+        if isinstance(exc, ValueError):
+            raise ProviderUnavailable(f"{self.name}: bad response: {exc}") from exc
+        return False

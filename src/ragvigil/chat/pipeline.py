@@ -120,11 +120,11 @@ class Retrieve:
     def __call__(self, turn: Turn) -> None:
         result = self.retriever.search(turn.kb, turn.message)
         previous = [content for role, content in turn.history if role == "user"]
-        if previous and (not result.relevant_hits or len(result.tokens) <= 3):
+        short_follow_up = len(result.tokens) <= 3
+        if previous and (short_follow_up or not result.relevant_hits):
+            # "and is there a page limit?" only makes sense with the previous question
             contextual = self.retriever.search(turn.kb, f"{previous[-1]} {turn.message}")
-            if contextual.relevant_hits and (
-                not result.relevant_hits or contextual.relevant_hits[0].score >= result.relevant_hits[0].score
-            ):
+            if contextual.relevant_hits:
                 result = contextual
         if result.vector_error:
             turn.degrade(f"vector search unavailable: {result.vector_error}")

@@ -9,6 +9,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
+from typing import TextIO
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 session_id_var: ContextVar[str | None] = ContextVar("session_id", default=None)
@@ -36,8 +37,8 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
-def configure_logging(level: str, log_dir: Path | None, json_lines: bool = True) -> None:
-    """Log to stdout and, when ``log_dir`` is given, to a size-rotated ``application.log`` there."""
+def configure_logging(level: str, log_dir: Path | None, json_lines: bool = True, stream: TextIO | None = None) -> None:
+    """Log to ``stream`` (stdout) and, when ``log_dir`` is given, to a size-rotated ``application.log`` there."""
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_ragvigil", False):
@@ -46,7 +47,7 @@ def configure_logging(level: str, log_dir: Path | None, json_lines: bool = True)
     formatter: logging.Formatter = (
         JsonFormatter() if json_lines else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     )
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stdout)]
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
         handlers.append(
@@ -57,6 +58,6 @@ def configure_logging(level: str, log_dir: Path | None, json_lines: bool = True)
         h._ragvigil = True  # type: ignore[attr-defined]
         root.addHandler(h)
     root.setLevel(level)
-    for noisy in ("jieba", "httpx", "httpcore", "alembic", "multipart", "faiss"):
+    for noisy in ("jieba", "httpx", "httpcore", "alembic", "multipart", "faiss", "bm25s"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").disabled = True  # the request middleware logs requests

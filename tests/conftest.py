@@ -1,0 +1,93 @@
+"""Shared fixtures. The sample knowledge base is ingested (with vectors) once per session."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from ragvigil.api.server import create_app
+from ragvigil.app import Runtime, sample_kb_path
+from ragvigil.config import Settings
+from ragvigil.knowledge.loaders import discover
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_settings(data_dir: Path, **overrides: object) -> Settings:
+    """Settings isolated from the developer's environment and files."""
+    return Settings(_env_file=None, data_dir=data_dir, **overrides)  # type: ignore[call-arg]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for var in ("RAGVIGIL_DATA_DIR", "RAGVIGIL_PORT", "RAGVIGIL_HOST", "RAGVIGIL_PROFILE", "RAGVIGIL_DATABASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("RAGVIGIL_CONFIG_FILE", str(tmp_path / "absent.toml"))
+
+
+def ingest_dir(rt: Runtime, path: Path, kb: str = "default") -> None:
+    for f in discover([path]):
+        rt.ingestor.ingest_bytes(kb, f"{path.name}/{f.name}", f.read_bytes())
+
+
+@pytest.fixture(scope="session")
+def sample_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir holding the sample KB with every vector filled in (built once)."""
+    d = tmp_path_factory.mktemp("sample-kb")
+    rt = Runtime(make_settings(d))
+    try:
+        ingest_dir(rt, sample_kb_path())
+        rt.filler.drain()
+    finally:
+        rt.close()
+    return d
+
+
+@pytest.fixture
+def sample_runtime(sample_data_dir: Path, tmp_path: Path) -> Iterator[Runtime]:
+    """A private copy of the sample data dir, so tests may write to it."""
+    d = tmp_path / "data"
+    shutil.copytree(sample_data_dir, d)
+    rt = Runtime(make_settings(d))
+    yield rt
+    rt.close()
+
+
+@pytest.fixture
+def client(sample_runtime: Runtime) -> Iterator[TestClient]:
+    with TestClient(create_app(runtime=sample_runtime)) as c:
+        yield c
+
+
+@pytest.fixture
+def empty_runtime(tmp_path: Path) -> Iterator[Runtime]:
+    rt = Runtime(make_settings(tmp_path / "empty"))
+    yield rt
+    rt.close()
+
+
+class LiveServer:
+    """A real uvicorn server on a free loopback port, in a thread."""
+
+    def __init__(self, app: object) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        for _ in range(200):
+            if self.server.started:
+                break
+            threading.Event().wait(0.05)
+        sock = self.server.servers[0].sockets[0]
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 
 import pytest
 
@@ -93,7 +94,7 @@ def test_chunks_respect_headings_size_and_overlap() -> None:
     yearly = [c for c in chunks if c.anchor.endswith("年付")]
     assert len(yearly) > 3
     # consecutive chunks share their boundary sentence(s)
-    for a, b in zip(yearly, yearly[1:], strict=False):
+    for a, b in itertools.pairwise(yearly):
         first_of_next = split_sentences(b.text)[0]
         assert first_of_next in split_sentences(a.text)[-2:]
     assert chunks[-1].text == "月付订单不支持退款。"

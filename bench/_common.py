@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-console = Console(highlight=False)
+console = Console(highlight=False, width=int(os.environ.get("COLUMNS", "200")))
 
 
 def percentiles_ms(seconds: Sequence[float]) -> dict[str, float]:
@@ -68,6 +68,7 @@ class Row:
     ratio: float | None = None  # value / baseline unless given
     note: str = ""
     digits: int = 1
+    display: str = ""  # shown instead of ``value`` when set (e.g. "3.1 / 7.9 ms" for p50 / p95)
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -111,7 +112,8 @@ class Report:
             if r.baseline_name and r.baseline is None:
                 base = r.baseline_name
             ratio = "" if r.ratio is None else f"{r.ratio:.2f}×"
-            table.add_row(r.section, r.name, fmt_num(r.value, r.unit, r.digits), r.target, result, base, ratio, r.note)
+            shown = r.display or fmt_num(r.value, r.unit, r.digits)
+            table.add_row(r.section, r.name, shown, r.target, result, base, ratio, r.note)
         console.print(table)
         for n in self.notes:
             console.print(f"[dim]• {n}[/dim]")
@@ -149,7 +151,10 @@ def free_port() -> int:
 
 def machine_line() -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    return f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, load avg {load}"
+    line = f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, load avg {load}"
+    if hasattr(os, "getloadavg") and os.getloadavg()[0] > 0.5:
+        line += " [yellow](machine not idle: numbers include CPU contention)[/yellow]"
+    return line
 
 
 def normalise_rows(x: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ragvigil.chat.journal import Journal
 from ragvigil.chat.sessions import SessionNotFound, SessionStore, StoredMessage
-from ragvigil.knowledge.retrieval import HybridRetriever, Retrieval
+from ragvigil.knowledge.retrieval import Hit, HybridRetriever, Retrieval
 from ragvigil.knowledge.tokenize import is_cjk
 from ragvigil.ops import metrics
 from ragvigil.providers.base import Generation, GenerationRequest, Generator, ProviderError
@@ -120,15 +120,20 @@ class Retrieve:
     def __call__(self, turn: Turn) -> None:
         result = self.retriever.search(turn.kb, turn.message)
         previous = [content for role, content in turn.history if role == "user"]
-        short_follow_up = len(result.tokens) <= 3
-        if previous and (short_follow_up or not result.relevant_hits):
+        if previous and (len(result.tokens) <= 3 or not result.relevant_hits):
             # "and is there a page limit?" only makes sense with the previous question
             contextual = self.retriever.search(turn.kb, f"{previous[-1]} {turn.message}")
-            if contextual.relevant_hits:
+            if contextual.relevant_hits and self._about(contextual.relevant_hits[0], result.tokens):
                 result = contextual
         if result.vector_error:
             turn.degrade(f"vector search unavailable: {result.vector_error}")
         turn.retrieval = result
+
+    def _about(self, hit: Hit, tokens: list[str]) -> bool:
+        """A context-assisted hit must still speak to the new message ("明天会下雨吗" is a new topic)."""
+        if not tokens:
+            return True  # "那怎么办？" has nothing of its own: it is all context
+        return bool(set(tokens) & set(self.retriever.tokenizer.tokens(f"{hit.anchor} {hit.text}")))
 
 
 class Generate:

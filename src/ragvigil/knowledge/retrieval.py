@@ -107,7 +107,8 @@ class HybridRetriever:
             hit.score += self.settings.vector_weight / (self.settings.rrf_k + rank)
 
         ranked = sorted(fused.values(), key=lambda h: h.score, reverse=True)[:k]
-        idf = {t: index.idf(t) for t in set(tokens)}
+        # floor at 1: in a tiny knowledge base every matched term would otherwise weigh next to nothing
+        idf = {t: max(index.idf(t), 1.0) for t in set(tokens)}
         for hit in ranked:
             rec = index.records[index.positions[hit.chunk_id]]
             hit.term_coverage = round(term_coverage(tokens, set(rec.tokens), idf), 4)

@@ -16,6 +16,7 @@ STOPWORDS = frozenset(
     do does did doing have has had having i me my we our you your he she it its they them their this that these
     those what which who whom whose when where why how can could should would will shall may might must
     not no yes so than then there here just also very too any some all each more most such only own same
+    much many
     s t don doesn isn aren won ve ll re d m o y please hi hello thanks thank
     的 了 吗 呢 吧 啊 呀 是 在 和 与 及 或 我 你 您 他 她 它 我们 你们 他们 这 那 这个 那个 哪 哪个 什么 怎么
     怎样 如何 为什么 多少 有 没有 会 能 可以 要 想 请 请问 一下 一个 就 都 也 还 又 么 个 把 被 让 给 对 从

@@ -21,10 +21,14 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+# Before numpy loads OpenBLAS: the exact-search baseline runs on one BLAS thread (faiss is unaffected).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 

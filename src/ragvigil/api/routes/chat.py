@@ -14,7 +14,7 @@ from ragvigil.api.errors import ApiError
 from ragvigil.api.schemas import ChatRequest, ChatResponse, MessageOut
 from ragvigil.app import Runtime
 from ragvigil.chat.pipeline import Turn
-from ragvigil.ops.logging import session_id_var
+from ragvigil.ops.logging import session_id_var, user_id_var
 
 router = APIRouter(prefix="/api/v1", tags=["chat"])
 
@@ -27,14 +27,17 @@ def make_turn(rt: Runtime, body: ChatRequest, request_id: str | None) -> Turn:
             f"message is longer than {rt.settings.max_message_chars} characters",
             "message",
         )
-    session_id_var.set(body.session_id)
-    return Turn(
+    turn = Turn(
         message=body.message.strip(),
         kb=body.kb or rt.settings.default_kb,
         session_id=body.session_id,
         user_id=body.user_id,
         request_id=request_id,
     )
+    turn.open_session()
+    session_id_var.set(turn.session_id)
+    user_id_var.set(body.user_id)
+    return turn
 
 
 def turn_response(turn: Turn) -> ChatResponse:
@@ -69,7 +72,7 @@ async def chat_stream(
     """Events: ``meta`` (session and message ids), ``delta`` (text), ``done`` (the full response) or ``error``."""
     turn = make_turn(rt, body, request_id)
     # history is read before the response starts, so an unknown session is a plain 404
-    if turn.session_id is not None:
+    if not turn.new_session:
         await run_in_threadpool(rt.sessions.history, turn.session_id, 0)
 
     def events() -> Iterator[str]:

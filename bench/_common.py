@@ -9,7 +9,9 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -140,6 +142,11 @@ def temp_data_dir(prefix: str, keep: bool = False) -> Iterator[Path]:
             console.print(f"[dim]kept data dir {path}[/dim]")
         else:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so ``finally`` blocks stop servers and remove temp dirs."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def free_port() -> int:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from _common import REPO_ROOT, Report, Row, console, machine_line, temp_data_dir
+from _common import REPO_ROOT, Report, Row, console, exit_on_sigterm, machine_line, temp_data_dir
 
 MODES = ("bm25", "vector", "hybrid")
 KS = (1, 5, 10)
@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temp data dir")
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = ap.parse_args(argv)
+    exit_on_sigterm()
     if args.quick and args.limit is None:
         args.limit = 40
     data = args.data.resolve()

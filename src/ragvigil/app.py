@@ -38,12 +38,15 @@ class Runtime:
             migrate(self.db.engine)
         rs = settings.retrieval
         self.tokenizer = Tokenizer(settings.cache_dir)
-        self.embedder = CachedQueryEmbedder(E5Embedder(threads=rs.embed_threads), rs.query_cache_size)
+        self.embedder = CachedQueryEmbedder(
+            E5Embedder(threads=rs.embed_threads, engines=rs.query_engines), rs.query_cache_size
+        )
         self.vectors = FaissVectorStore(settings.index_dir, self.embedder.dim, rs.vector_index)
         self.catalog = Catalog(self.db)
         self.ingestor = Ingestor(self.catalog, self.tokenizer, rs, self.vectors)
         self.retriever = HybridRetriever(self.catalog, self.tokenizer, self.embedder, self.vectors, rs)
-        self.filler = VectorFiller(self.db, self.embedder.inner, self.vectors, batch=rs.embed_batch)
+        # its own engine: a batch of passages must never make questions wait behind it
+        self.filler = VectorFiller(self.db, E5Embedder(threads=rs.embed_threads), self.vectors, batch=rs.embed_batch)
         self.sessions = SessionStore(self.db)
         self.journal = Journal(settings.data_dir / "journal")
         self.extractive = ExtractiveGenerator(self.tokenizer)

@@ -63,6 +63,7 @@ class RetrievalSettings(BaseModel):
     min_vector_score: float = Field(0.865, ge=0, le=1)
     vector_index: Literal["flat", "hnsw"] = "flat"
     embed_threads: int = Field(1, ge=1, le=64)
+    query_engines: int = Field(2, ge=1, le=16, description="parallel query-embedding engines")
     embed_batch: int = Field(16, ge=1, le=256)
     query_cache_size: int = Field(4096, ge=0)
 

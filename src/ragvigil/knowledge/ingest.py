@@ -73,7 +73,7 @@ class Ingestor:
         pieces = chunk_text(loaded.text, loaded.title, self.settings.chunk_chars, self.settings.chunk_overlap)
         rows = [(p, " ".join(self.tokenizer.tokens(indexable_text(loaded.title, p.anchor, p.text)))) for p in pieces]
         old_chunk_ids: list[int] = []
-        with self.db.session() as s:  # one transaction: old chunks go and new ones appear together
+        with self.db.session(write=True) as s:  # one transaction: old chunks go and new ones appear together
             doc = s.scalar(select(Document).where(Document.kb_id == kb_id, Document.source == source))
             outcome: Outcome = "updated" if doc is not None else "created"
             if doc is None:
@@ -109,7 +109,7 @@ class Ingestor:
         return IngestResult(source, outcome, doc_id, len(rows), warnings=loaded.warnings)
 
     def _record_failure(self, kb_id: int, source: str, digest: str, size: int, reason: str) -> IngestResult:
-        with self.db.session() as s:
+        with self.db.session(write=True) as s:
             doc = s.scalar(select(Document).where(Document.kb_id == kb_id, Document.source == source))
             if doc is None:
                 doc = Document(kb_id=kb_id, source=source, title=source.rsplit("/", 1)[-1])
@@ -129,7 +129,7 @@ class Ingestor:
 
     def delete_document(self, kb: str, document_id: str) -> None:
         kb_id = self.catalog.kb_id(kb)
-        with self.db.session() as s:
+        with self.db.session(write=True) as s:
             doc = s.scalar(select(Document).where(Document.kb_id == kb_id, Document.id == document_id))
             if doc is None:
                 raise DocumentNotFound(document_id)

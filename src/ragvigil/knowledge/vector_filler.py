@@ -44,7 +44,7 @@ class VectorFiller:
     def resync(self) -> int:
         """Mark chunks whose vector is missing from the index; drop index entries with no chunk."""
         requeued = 0
-        with self.db.session() as s:
+        with self.db.session(write=True) as s:
             for kb_id, kb in s.execute(select(KnowledgeBase.id, KnowledgeBase.name)):
                 in_index = self.store.ids(kb)
                 rows = s.execute(select(Chunk.id, Chunk.embedded).where(Chunk.kb_id == kb_id)).all()
@@ -91,7 +91,7 @@ class VectorFiller:
         for i, r in enumerate(rows):
             by_kb.setdefault(r.name, []).append(i)
         ids = [r[0] for r in rows]
-        with self.db.session() as s:
+        with self.db.session(write=True) as s:
             # a chunk deleted while we embedded must not come back into the index
             alive = set(s.scalars(select(Chunk.id).where(Chunk.id.in_(ids))))
             for kb, idx in by_kb.items():

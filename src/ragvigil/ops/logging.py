@@ -7,14 +7,17 @@ import logging
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import TextIO
+
+from ragvigil.ops.logfiles import file_handlers
+from ragvigil.ops.redaction import RedactingFilter, Redactor
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 session_id_var: ContextVar[str | None] = ContextVar("session_id", default=None)
 user_id_var: ContextVar[str | None] = ContextVar("user_id", default=None)
 
+_REDACTOR = Redactor()
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
 
 
@@ -29,6 +32,8 @@ class JsonFormatter(logging.Formatter):
             "session_id": session_id_var.get(),
             "user_id": user_id_var.get(),
         }
+        if out["user_id"] is not None:
+            out["user_id"] = _REDACTOR.redact(str(out["user_id"]))  # a user id may be an email or a phone
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 out[key] = value
@@ -38,7 +43,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, log_dir: Path | None, json_lines: bool = True, stream: TextIO | None = None) -> None:
-    """Log to ``stream`` (stdout) and, when ``log_dir`` is given, to a size-rotated ``application.log`` there."""
+    """Log to ``stream`` (stdout) and, when ``log_dir`` is given, to rotated files there; PII is redacted first."""
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_ragvigil", False):
@@ -49,12 +54,12 @@ def configure_logging(level: str, log_dir: Path | None, json_lines: bool = True,
     )
     handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stdout)]
     if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        handlers.append(
-            RotatingFileHandler(log_dir / "application.log", maxBytes=20_000_000, backupCount=5, encoding="utf-8")
-        )
+        handlers.extend(file_handlers(log_dir, formatter))  # application.log (INFO+), error.log (ERROR+)
+    redacting = RedactingFilter(Redactor())
     for h in handlers:
         h.setFormatter(formatter)
+        # on each handler: a logger's own filters do not see records propagated from child loggers
+        h.addFilter(redacting)
         h._ragvigil = True  # type: ignore[attr-defined]
         root.addHandler(h)
     root.setLevel(level)

@@ -20,6 +20,8 @@ Design choices:
 * Boundaries are "not an ASCII letter or digit" instead of ``\\b``: Chinese characters count as word
   characters, so ``手机号是13812345678`` has no ``\\b`` before the number; the ASCII guard also stops
   a rule from biting the middle of an id or hash.
+* Each pattern can only start where a token starts (a look-behind guard), so a 200 kB base64 blob or
+  identifier costs one linear scan, not a quadratic one; keep that property when adding rules.
 * Numbers that look like IDs or cards are *validated* (ID: ISO 7064 MOD 11-2 check digit plus a real
   birth date between 1900 and today; card: Luhn, 13–19 digits, leading digit 2–6 or 8). Order numbers,
   timestamps and amounts are what ops needs to read, and without validation every long number would
@@ -139,7 +141,9 @@ def default_rules() -> list[Rule]:
             secret,
         ),
         Rule("jwt", c(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"), secret),
-        Rule("url_password", c(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]+:(?P<secret>[^\s@/]+)@"), secret),
+        Rule(
+            "url_password", c(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]+:(?P<secret>[^\s@/]+)@"), secret
+        ),
         # prose ("basic authentication") must survive: the credential needs a digit, "=" padding or 20+ chars
         Rule(
             "bearer",
@@ -157,7 +161,7 @@ def default_rules() -> list[Rule]:
         Rule(
             "key_value",
             c(
-                rf"(?:{_L}{_KEY_NAME}|密码|口令|密钥|令牌)[\"']?[ \t]*[:=：][ \t]*"
+                rf"(?:(?<![A-Za-z0-9_-])-*{_KEY_NAME}|密码|口令|密钥|令牌)[\"']?[ \t]*[:=：][ \t]*"
                 r"(?:(?P<q>[\"']))?(?P<secret>(?(q)[^\"'\n]+|(?:(?:bearer|basic|token)[ ]+)?[^\s'\",;&，。；]+))",
                 re.IGNORECASE,
             ),

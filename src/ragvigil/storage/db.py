@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from alembic import command
@@ -55,23 +56,28 @@ class Database:
     """The engine plus a session factory; one per process."""
 
     def __init__(self, url: str) -> None:
+        self.is_sqlite = url.startswith("sqlite")
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite allows one writer; threads that collide fall into its busy handler, which
+        # sleeps in growing steps (tens of ms). Queueing writers here keeps the tail short.
+        self._write_lock = threading.RLock() if self.is_sqlite else nullcontext()
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A unit of work: commits on success, rolls back on error."""
-        s = self._sessions()
-        try:
-            yield s
-            s.commit()
-        except BaseException:
-            s.rollback()
-            raise
-        finally:
-            s.close()
+    def session(self, write: bool = False) -> Iterator[Session]:
+        """A unit of work: commits on success, rolls back on error. Pass ``write=True`` to write."""
+        with self._write_lock if write else nullcontext():
+            s = self._sessions()
+            try:
+                yield s
+                s.commit()
+            except BaseException:
+                s.rollback()
+                raise
+            finally:
+                s.close()
 
     def dispose(self) -> None:
         self.engine.dispose()

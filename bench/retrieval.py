@@ -566,7 +566,7 @@ def bench_size(report: Report, args: argparse.Namespace, n_chunks: int, gen_seed
             )
             omp_default = faiss.omp_get_max_threads()
             if omp_default > 1 and not args.no_omp_compare:
-                # the service never sets faiss' OpenMP threads; one query needs no parallelism
+                # FaissVectorStore sets one thread; this row only appears if something raised it again
                 faiss.omp_set_num_threads(1)
                 try:
                     t_vec1 = time_each(lambda qv, store=store: store.search("bench", qv, rs.candidates), qlist)
@@ -593,7 +593,7 @@ def bench_size(report: Report, args: argparse.Namespace, n_chunks: int, gen_seed
                         baseline_name=f"omp {omp_default} p50",
                         baseline=p_hyb["p50"],
                         ratio=p1["p50"] / p_hyb["p50"],
-                        note="what faiss.omp_set_num_threads(1) in the service would give",
+                        note="what the service setting (one faiss thread) gives",
                     )
                 )
 

@@ -104,8 +104,16 @@ def test_dead_endpoint_falls_back_to_extractive_and_says_degraded(sample_data_di
     rt = Runtime(make_settings(d, generator="openai", openai={"base_url": dead, "timeout_s": 2}))
     try:
         with TestClient(create_app(runtime=rt)) as c:
+            from ragvigil.ops.metrics import REGISTRY
+
+            def failed() -> float:
+                labels = {"provider": "openai", "model": "default", "outcome": "unavailable"}
+                return REGISTRY.get_sample_value("ragvigil_llm_requests_total", labels) or 0.0
+
+            failed_before = failed()
             body = c.post("/api/v1/chat", json={"message": "专业版年付多少钱？"}).json()
             assert body["degraded"] is True and "¥268" in body["answer"]
+            assert failed() == failed_before + 1
             assert any("extractive" in r for r in body["degraded_reasons"])
             ready = c.get("/health/ready")
             assert ready.status_code == 200 and ready.json()["status"] == "degraded"

@@ -6,6 +6,8 @@ import logging
 import threading
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from ragvigil.chat.journal import Journal
 from ragvigil.chat.pipeline import ChatPipeline, Generate, LoadHistory, Persist, Retrieve
 from ragvigil.chat.sessions import SessionStore
@@ -19,8 +21,10 @@ from ragvigil.knowledge.vector_filler import VectorFiller
 from ragvigil.knowledge.vectorstore import FaissVectorStore
 from ragvigil.ops import metrics
 from ragvigil.ops.health import HealthChecks
+from ragvigil.ops.system import register_system_collectors
 from ragvigil.providers.base import Generator
 from ragvigil.providers.extractive import ExtractiveGenerator
+from ragvigil.providers.metered import MeteredGenerator
 from ragvigil.providers.openai_compat import OpenAIGenerator
 from ragvigil.storage.db import Database, migrate, ping
 
@@ -33,6 +37,7 @@ class Runtime:
     def __init__(self, settings: Settings, *, apply_migrations: bool = True) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        register_system_collectors(metrics.REGISTRY, settings.data_dir)
         self.db = Database(settings.db_url)
         if apply_migrations:
             migrate(self.db.engine)
@@ -49,9 +54,11 @@ class Runtime:
         self.filler = VectorFiller(self.db, E5Embedder(threads=rs.embed_threads), self.vectors, batch=rs.embed_batch)
         self.sessions = SessionStore(self.db)
         self.journal = Journal(settings.data_dir / "journal")
-        self.extractive = ExtractiveGenerator(self.tokenizer)
+        self.extractive = MeteredGenerator(ExtractiveGenerator(self.tokenizer))
         self.generator: Generator = (
-            OpenAIGenerator(settings.openai) if settings.generator == "openai" else self.extractive
+            MeteredGenerator(OpenAIGenerator(settings.openai), settings.openai.model)
+            if settings.generator == "openai"
+            else self.extractive
         )
         self.pipeline = ChatPipeline(
             [
@@ -99,6 +106,8 @@ class Runtime:
         try:
             return fn()
         except Exception as exc:
+            if isinstance(exc, SQLAlchemyError):
+                metrics.DATABASE_ERRORS.labels("background").inc()
             log.warning("background_task_failed", extra={"task": fn.__name__, "error": str(exc)})
             return default
 
@@ -106,8 +115,8 @@ class Runtime:
         self._stop.set()
         self.filler.stop()
         self.health.close()
-        if isinstance(self.generator, OpenAIGenerator):
-            self.generator.close()
+        if self.generator is not self.extractive:
+            self.generator.close()  # type: ignore[attr-defined]
         self.db.dispose()
 
 

@@ -14,6 +14,7 @@ from ragvigil.chat.pipeline import DependencyUnavailable
 from ragvigil.chat.sessions import SessionNotFound
 from ragvigil.knowledge.catalog import KnowledgeBaseNotFound
 from ragvigil.knowledge.ingest import DocumentNotFound
+from ragvigil.ops import metrics
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(SQLAlchemyError)
     async def _db_down(_: Request, exc: SQLAlchemyError) -> JSONResponse:
+        metrics.DATABASE_ERRORS.labels("api").inc()
         log.error("database_error", extra={"error": str(exc)[:300]})
         return JSONResponse(
             error_body("dependency_unavailable", "the database is unavailable; try again shortly"),

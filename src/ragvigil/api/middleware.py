@@ -66,6 +66,7 @@ class RequestContextMiddleware:
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode("latin-1"))]
             await send(message)
 
+        metrics.HTTP_IN_FLIGHT.inc()
         try:
             await self.app(scope, limited_receive, send_with_id)
         except _BodyTooLarge:
@@ -73,6 +74,7 @@ class RequestContextMiddleware:
                 await self._reject_too_large(send, rid)
             status = 413
         finally:
+            metrics.HTTP_IN_FLIGHT.dec()
             self._observe(scope, status, start)
             for var, tok in zip((request_id_var, session_id_var, user_id_var), tokens, strict=True):
                 var.reset(tok)

@@ -132,6 +132,9 @@ class Retrieve:
                 result = contextual
         if result.vector_error:
             turn.degrade(f"vector search unavailable: {result.vector_error}")
+        metrics.RETRIEVAL_HITS.observe(len(result.relevant_hits))
+        if not result.relevant_hits:
+            metrics.RETRIEVAL_EMPTY.inc()
         turn.retrieval = result
 
     def _about(self, hits: list[Hit], tokens: list[str]) -> bool:
@@ -247,6 +250,7 @@ class Persist:
             self.sessions.append(turn.session_id, turn.kb, turn.user_id, msgs)
             turn.persisted_to = "database"
         except SQLAlchemyError as exc:
+            metrics.DATABASE_ERRORS.labels("chat_persist").inc()
             msgs[1].degraded = True
             try:
                 self.journal.write(turn.session_id, turn.kb, turn.user_id, msgs)

@@ -9,6 +9,8 @@ from typing import Protocol
 
 import numpy as np
 
+from ragvigil.ops import metrics
+
 
 class Embedder(Protocol):
     dim: int
@@ -76,8 +78,10 @@ class CachedQueryEmbedder:
             if vec is not None:
                 self._cache.move_to_end(key)
                 self.hits += 1
+                metrics.CACHE_REQUESTS.labels("query_embedding", "hit").inc()
                 return vec
             self.misses += 1
+        metrics.CACHE_REQUESTS.labels("query_embedding", "miss").inc()
         vec = self.inner.embed_query(text)
         vec.setflags(write=False)
         if self._size:

@@ -9,16 +9,40 @@ leaves the previous index, and the ingest service re-embeds whatever the index l
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import faiss
 import numpy as np
+
+from ragvigil.ops import metrics
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _metered(op: str) -> Callable[[F], F]:
+    """Count each call of a store method by outcome (one decorator, no inline metrics)."""
+
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = fn(*args, **kwargs)
+            except Exception:
+                metrics.VECTOR_STORE_OPS.labels(op, "error").inc()
+                raise
+            metrics.VECTOR_STORE_OPS.labels(op, "ok").inc()
+            return result
+
+        return inner  # type: ignore[return-value]
+
+    return wrap
 
 
 class VectorStoreError(Exception):
@@ -123,6 +147,7 @@ class FaissVectorStore:
             return entry
 
     # -- writes --------------------------------------------------------------
+    @_metered("upsert")
     def upsert(self, kb: str, ids: Sequence[int], vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
@@ -144,6 +169,7 @@ class FaissVectorStore:
             entry.tombstones.difference_update(arr.tolist())
             entry.dirty = True
 
+    @_metered("delete")
     def delete(self, kb: str, ids: Sequence[int]) -> None:
         if len(ids) == 0:
             return
@@ -177,6 +203,7 @@ class FaissVectorStore:
             for p in (self._path(kb), self._path(kb).with_suffix(".tomb.json")):
                 p.unlink(missing_ok=True)
 
+    @_metered("flush")
     def flush(self) -> None:
         """Persist every changed index atomically."""
         with self._lock:
@@ -195,6 +222,7 @@ class FaissVectorStore:
                 entry.dirty = False
 
     # -- reads ---------------------------------------------------------------
+    @_metered("search")
     def search(self, kb: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         entry = self._get(kb)
         if entry.index.ntotal == 0:

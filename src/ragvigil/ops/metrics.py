@@ -58,3 +58,63 @@ JOURNAL_PENDING = Gauge(
     "Chat turns accepted while the database was unavailable, not yet written to it.",
     registry=REGISTRY,
 )
+HTTP_IN_FLIGHT = Gauge(
+    "ragvigil_http_requests_in_flight",
+    "HTTP requests being served right now.",
+    registry=REGISTRY,
+)
+LLM_REQUESTS = Counter(
+    "ragvigil_llm_requests_total",
+    "Generator calls by provider, model and outcome (ok, timeout, unavailable, rejected, error).",
+    ["provider", "model", "outcome"],
+    registry=REGISTRY,
+)
+LLM_DURATION = Histogram(
+    "ragvigil_llm_request_duration_seconds",
+    "Generator call duration (whole answer) by provider.",
+    ["provider"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+LLM_FIRST_TOKEN = Histogram(
+    "ragvigil_llm_time_to_first_token_seconds",
+    "Time from a streaming generator call to its first text, by provider.",
+    ["provider"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+LLM_TOKENS = Counter(
+    "ragvigil_llm_tokens_total",
+    "Tokens reported by the provider, by kind (prompt, completion).",
+    ["provider", "kind"],
+    registry=REGISTRY,
+)
+RETRIEVAL_HITS = Histogram(
+    "ragvigil_retrieval_relevant_hits",
+    "Relevant passages found per question.",
+    buckets=(0, 1, 2, 3, 5, 10, 20),
+    registry=REGISTRY,
+)
+RETRIEVAL_EMPTY = Counter(
+    "ragvigil_retrieval_empty_total",
+    "Questions for which no relevant passage was found (the honest no-answer).",
+    registry=REGISTRY,
+)
+VECTOR_STORE_OPS = Counter(
+    "ragvigil_vector_store_operations_total",
+    "Vector store operations by operation (search, upsert, delete, flush) and outcome (ok, error).",
+    ["op", "outcome"],
+    registry=REGISTRY,
+)
+DATABASE_ERRORS = Counter(
+    "ragvigil_database_errors_total",
+    "Database operations that failed, by where they failed (chat_persist, api, background).",
+    ["where"],
+    registry=REGISTRY,
+)
+CACHE_REQUESTS = Counter(
+    "ragvigil_cache_requests_total",
+    "Cache lookups by cache and result (hit, miss).",
+    ["cache", "result"],
+    registry=REGISTRY,
+)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -21,6 +23,7 @@ from ragvigil.knowledge.vector_filler import VectorFiller
 from ragvigil.knowledge.vectorstore import FaissVectorStore
 from ragvigil.ops import metrics
 from ragvigil.ops.health import HealthChecks
+from ragvigil.ops.logfiles import RetentionPolicy, RetentionReport, enforce_retention
 from ragvigil.ops.system import register_system_collectors
 from ragvigil.providers.base import Generator
 from ragvigil.providers.extractive import ExtractiveGenerator
@@ -95,8 +98,20 @@ class Runtime:
             log.info("journal_replayed", extra={"turns": moved})
         return moved
 
+    def enforce_log_retention(self, now: datetime | None = None) -> RetentionReport:
+        """Drop rotated log lines older than their level's retention (run at start and daily)."""
+        policy = RetentionPolicy(days=dict(self.settings.log_retention_days))
+        report = enforce_retention(self.settings.log_dir, policy, now=now)
+        if report.dropped_total:
+            log.info("log_retention_enforced", extra={"dropped": dict(report.dropped), "files": report.files_scanned})
+        return report
+
     def _replay_loop(self) -> None:
+        next_retention = 0.0
         while not self._stop.wait(5.0):
+            if time.monotonic() >= next_retention:
+                self._safe(self.enforce_log_retention, None)
+                next_retention = time.monotonic() + 24 * 3600
             metrics.VECTORS_PENDING.set(self._safe(self.ingestor.pending_vectors, 0))
             if self.journal.pending():
                 self._safe(self.replay_journal, 0)

@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     openai: OpenAISettings = OpenAISettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_retention_days: dict[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], int | None] = Field(
+        default_factory=lambda: {"DEBUG": 7, "INFO": 30, "WARNING": 60, "ERROR": 90, "CRITICAL": None},
+        description="days a rotated log line is kept, by level; null keeps it forever",
+    )
     log_json: bool = True
     expose_errors: bool = False
     api_docs: bool = False

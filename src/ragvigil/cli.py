@@ -18,6 +18,8 @@ from ragvigil.config import Settings, describe_errors, load_settings, masked_dum
 app = typer.Typer(help="ragvigil: a knowledge-base chat service that runs itself.", no_args_is_help=True)
 config_app = typer.Typer(help="Show or check the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+logs_app = typer.Typer(help="Read the log files (rotated and gzipped ones too).", no_args_is_help=True)
+app.add_typer(logs_app, name="logs")
 console = Console()
 err = Console(stderr=True)
 
@@ -208,6 +210,144 @@ def serve(
     host, port = host or s.host, port or s.port
     err.print(f"ragvigil {s.profile.value} on http://{host}:{port}  (chat page: POST /api/v1/chat, metrics: /metrics)")
     uvicorn.run(create_app(s), host=host, port=port, log_config=None, access_log=False)
+
+
+SinceOpt = Annotated[str | None, typer.Option("--since", help="ISO-8601 time or 15m / 2h / 7d ago")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="ISO-8601 time or 15m / 2h / 7d ago")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
+LogDirOpt = Annotated[Path | None, typer.Option("--log-dir", help="default: <data dir>/logs")]
+
+
+def _read_logs(log_dir: Path | None, since: str | None, until: str | None):  # type: ignore[no-untyped-def]
+    """Records of the chosen window plus the read statistics (filled in as records are consumed)."""
+    from datetime import datetime
+
+    from ragvigil.ops.loganalysis import ReadStats, iter_records, parse_when
+
+    now = datetime.now().astimezone()
+    try:
+        lo = parse_when(since, now) if since else None
+        hi = parse_when(until, now) if until else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    stats = ReadStats()
+    try:
+        records = list(iter_records(log_dir or _settings().log_dir, lo, hi, stats=stats))
+    except (FileNotFoundError, ValueError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    return records, stats
+
+
+def _emit(result: object, stats, as_json: bool, table: Table | None) -> None:  # type: ignore[no-untyped-def]
+    from ragvigil.ops.loganalysis import to_json
+
+    if as_json:
+        print(to_json({"result": result, "stats": stats}))
+    elif table is not None:
+        console.print(table)
+    if stats.corrupt_lines:
+        err.print(f"[yellow]{stats.corrupt_lines} corrupt line(s) skipped[/yellow]")
+    for path in stats.unreadable_files:
+        err.print(f"[yellow]unreadable: {path}[/yellow]")
+
+
+@logs_app.command("errors")
+def logs_errors(
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    top: Annotated[int, typer.Option(min=1)] = 20,
+    as_json: JsonOpt = False,
+    log_dir: LogDirOpt = None,
+) -> None:
+    """Top error kinds with counts, first and last seen."""
+    from ragvigil.ops.loganalysis import error_summary
+
+    records, stats = _read_logs(log_dir, since, until)
+    kinds = error_summary(records, top)
+    table = Table("count", "event", "exception", "first seen", "last seen", "example")
+    for k in kinds:
+        table.add_row(
+            str(k.count),
+            k.event,
+            k.exc_type or "-",
+            f"{k.first_seen:%Y-%m-%d %H:%M:%S}",
+            f"{k.last_seen:%Y-%m-%d %H:%M:%S}",
+            f"{k.example[:80]} ({k.example_request_id or '-'})",
+        )
+    _emit(kinds, stats, as_json, table)
+
+
+@logs_app.command("levels")
+def logs_levels(
+    since: SinceOpt = None, until: UntilOpt = None, as_json: JsonOpt = False, log_dir: LogDirOpt = None
+) -> None:
+    """Lines per level."""
+    from ragvigil.ops.loganalysis import level_counts
+
+    records, stats = _read_logs(log_dir, since, until)
+    counts = level_counts(records)
+    table = Table("level", "lines")
+    for level, n in counts.items():
+        table.add_row(level, str(n))
+    _emit(counts, stats, as_json, table)
+
+
+@logs_app.command("latency")
+def logs_latency(
+    by: Annotated[str, typer.Option(help="route or stage")] = "route",
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    as_json: JsonOpt = False,
+    log_dir: LogDirOpt = None,
+) -> None:
+    """p50/p95/p99 per route or per pipeline stage."""
+    from ragvigil.ops.loganalysis import latency_summary
+
+    if by not in ("route", "stage"):
+        raise typer.BadParameter("--by must be route or stage")
+    records, stats = _read_logs(log_dir, since, until)
+    rows = latency_summary(records, by=by)  # type: ignore[arg-type]
+    table = Table(by, "count", "p50 ms", "p95 ms", "p99 ms", "max ms")
+    for r in rows:
+        table.add_row(r.name, str(r.count), f"{r.p50_ms:.1f}", f"{r.p95_ms:.1f}", f"{r.p99_ms:.1f}", f"{r.max_ms:.1f}")
+    _emit(rows, stats, as_json, table)
+
+
+def _timeline(records, stats, as_json: bool, **ids: str) -> None:  # type: ignore[no-untyped-def]
+    from ragvigil.ops.loganalysis import timeline
+
+    try:
+        lines = timeline(records, **ids)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    table = Table("time", "level", "event", "request", "details")
+    skip = {"ts", "level", "event", "request_id", "session_id", "user_id", "logger"}
+    for rec in lines:
+        details = " ".join(f"{k}={v}" for k, v in rec.items() if k not in skip)
+        table.add_row(
+            str(rec.get("ts")), str(rec.get("level")), str(rec.get("event")), str(rec.get("request_id")), details[:120]
+        )
+    _emit(lines, stats, as_json, table)
+
+
+@logs_app.command("session")
+def logs_session(
+    session_id: str, since: SinceOpt = None, until: UntilOpt = None, as_json: JsonOpt = False, log_dir: LogDirOpt = None
+) -> None:
+    """Every log line of one chat session, in time order, across all files."""
+    records, stats = _read_logs(log_dir, since, until)
+    _timeline(records, stats, as_json, session_id=session_id)
+
+
+@logs_app.command("user")
+def logs_user(
+    user_id: str, since: SinceOpt = None, until: UntilOpt = None, as_json: JsonOpt = False, log_dir: LogDirOpt = None
+) -> None:
+    """Every log line of one user, in time order, across all files."""
+    records, stats = _read_logs(log_dir, since, until)
+    _timeline(records, stats, as_json, user_id=user_id)
 
 
 if __name__ == "__main__":

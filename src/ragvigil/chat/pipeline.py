@@ -89,7 +89,7 @@ def run_stage(name: str, turn: Turn) -> Iterator[None]:
         elapsed = time.perf_counter() - start
         metrics.STAGE_DURATION.labels(name).observe(elapsed)
         metrics.STAGE_OUTCOMES.labels(name, outcome).inc()
-        log.debug("stage_done", extra={"stage": name, "outcome": outcome, "ms": round(elapsed * 1000, 2)})
+        log.info("stage_done", extra={"stage": name, "outcome": outcome, "ms": round(elapsed * 1000, 2)})
 
 
 class LoadHistory:

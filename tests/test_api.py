@@ -177,7 +177,7 @@ def test_health_probes(client: TestClient) -> None:
     assert client.get("/health/live").json() == {"status": "alive"}
     r = client.get("/health/ready")
     assert r.status_code == 200
-    assert set(r.json()["checks"]) == {"database", "vector_store", "generator"}
+    assert set(r.json()["checks"]) == {"database", "vector_store", "embedding", "generator", "disk"}
 
 
 def test_ready_is_503_when_the_database_is_gone(sample_runtime: Runtime) -> None:

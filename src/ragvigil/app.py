@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from datetime import datetime
@@ -74,9 +75,18 @@ class Runtime:
         self.health = HealthChecks()
         self.health.add("database", lambda: ping(self.db.engine))
         self.health.add("vector_store", self.vectors.check, critical=False)  # BM25 still answers
+        self.health.add("embedding", lambda: self.embedder.inner.embed_query("health"), critical=False)
         self.health.add("generator", self.generator.check, critical=False)  # extractive still answers
+        self.health.add("disk", self._check_disk)
+        self.started_at = time.time()
+        self.draining = False
         self._stop = threading.Event()
         self._replayer: threading.Thread | None = None
+
+    def _check_disk(self) -> None:
+        free = shutil.disk_usage(self.settings.data_dir).free
+        if free < self.settings.min_free_disk_mb * 1024 * 1024:
+            raise OSError(f"only {free // (1024 * 1024)} MB free under {self.settings.data_dir}")
 
     def start_background(self) -> None:
         """Background work of a serving instance: vector filling and journal replay."""

@@ -105,6 +105,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_message_chars: int = Field(4000, ge=1)
     background_embedding: bool = True
+    min_free_disk_mb: int = Field(200, ge=0, description="below this the disk check fails")
 
     @model_validator(mode="before")
     @classmethod

@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
             rt.start_background()
         log.info("ragvigil_started", extra={"version": __version__, "profile": settings.profile.value})
         yield
+        rt.draining = True  # readiness turns 503 while in-flight requests finish
         if owned:
             rt.close()
 

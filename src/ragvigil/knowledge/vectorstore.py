@@ -248,7 +248,12 @@ class FaissVectorStore:
         return entry.index.ntotal - len(entry.tombstones)
 
     def check(self) -> None:
-        if not os.access(self.root, os.R_OK | os.W_OK | os.X_OK):
-            raise VectorStoreError(f"vector index directory {self.root} is not readable and writable")
+        """The index directory must take a write (a flush would fail otherwise) and loaded indexes read."""
+        probe = self.root / ".health-probe"
+        try:
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            raise VectorStoreError(f"vector index directory {self.root} is not writable: {exc}") from exc
         for kb in list(self._indexes):
             self._get(kb)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,12 +29,28 @@ class CheckResult:
 
 
 class HealthChecks:
-    """Runs named checks concurrently with a timeout; a check never raises out of here."""
+    """Runs named checks concurrently with a timeout; a check never raises out of here.
 
-    def __init__(self, timeout_s: float = 3.0) -> None:
+    Results are cached for ``cache_s`` seconds so that probes from many sources (kubelet,
+    load balancer, Prometheus, people) cannot multiply the load on a dependency.
+    """
+
+    def __init__(self, timeout_s: float = 3.0, cache_s: float = 2.0) -> None:
         self.timeout_s = timeout_s
+        self.cache_s = cache_s
         self._checks: dict[str, tuple[Check, bool]] = {}
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="health")
+        self._cached: tuple[float, list[CheckResult]] | None = None
+        self._lock = threading.Lock()
+
+    def results(self) -> list[CheckResult]:
+        """The latest results, re-run when older than ``cache_s``."""
+        with self._lock:
+            if self._cached is not None and time.monotonic() - self._cached[0] < self.cache_s:
+                return self._cached[1]
+            fresh = self.run()
+            self._cached = (time.monotonic(), fresh)
+            return fresh
 
     def add(self, name: str, check: Check, critical: bool = True) -> None:
         """``critical``: without it ragvigil cannot answer at all (readiness fails)."""
@@ -61,3 +78,39 @@ def _timed(fn: Check) -> tuple[float, str | None]:
         return (time.perf_counter() - start) * 1000, None
     except Exception as exc:  # a check reports failure; it must not crash the probe
         return (time.perf_counter() - start) * 1000, f"{type(exc).__name__}: {exc}"[:500]
+
+
+# What needs what. Each edge says whether the dependency is *required*: a failing required
+# dependency makes the node unhealthy; a failing optional one (there is a fallback) makes it
+# degraded. The roll-up of "chat" is the service's own status.
+DEPENDENCIES: dict[str, list[tuple[str, bool]]] = {
+    "chat": [("retrieval", True), ("generation", True), ("persistence", True)],
+    "retrieval": [("database", True), ("vector_store", False), ("embedding", False)],
+    "generation": [("generator", False)],  # the extractive generator answers when it fails
+    "persistence": [("database", False), ("disk", True)],  # the journal keeps turns while the DB is down
+}
+_RANK = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+
+
+def rollup(results: list[CheckResult], graph: dict[str, list[tuple[str, bool]]] = DEPENDENCIES) -> dict[str, dict]:
+    """Status of every node of the graph from the leaf checks (a missing leaf counts as healthy)."""
+    leaf = {r.name: ("healthy" if r.ok else "unhealthy") for r in results}
+    out: dict[str, dict] = {}
+
+    def status(node: str) -> str:
+        if node in out:
+            return out[node]["status"]
+        if node not in graph:
+            return leaf.get(node, "healthy")
+        worst = "healthy"
+        for dep, required in graph[node]:
+            s = status(dep)
+            if s != "healthy":
+                s = s if required else "degraded"
+            worst = max(worst, s, key=_RANK.__getitem__)
+        out[node] = {"status": worst, "depends_on": [{"name": d, "required": r} for d, r in graph[node]]}
+        return worst
+
+    for node in graph:
+        status(node)
+    return out

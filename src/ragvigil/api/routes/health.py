@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import platform
+import shutil
+import time
+
+import psutil
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
+from ragvigil import __version__
 from ragvigil.api.deps import get_runtime
 from ragvigil.app import Runtime
+from ragvigil.ops.health import rollup
 from ragvigil.ops.metrics import REGISTRY
 
 router = APIRouter(tags=["ops"])
@@ -21,12 +28,51 @@ async def live() -> dict[str, str]:
 
 @router.get("/health/ready")
 async def ready(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
-    results = await run_in_threadpool(rt.health.run)
-    critical_down = [r.name for r in results if r.critical and not r.ok]
-    degraded = [r.name for r in results if not r.critical and not r.ok]
-    status = "unready" if critical_down else "degraded" if degraded else "ready"
+    """200 while ragvigil can answer, degraded included; 503 when it cannot or is draining."""
+    results = await run_in_threadpool(rt.health.results)
+    chat = rollup(results)["chat"]["status"]
+    status = "draining" if rt.draining else {"healthy": "ready", "degraded": "degraded"}.get(chat, "unready")
     body = {"status": status, "checks": {r.name: r.to_dict() for r in results}}
-    return JSONResponse(body, status_code=503 if critical_down else 200)
+    return JSONResponse(body, status_code=503 if status in ("unready", "draining") else 200)
+
+
+@router.get("/health")
+async def deep_health(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
+    """Every dependency check plus the dependency graph rolled up to healthy / degraded / unhealthy."""
+    results = await run_in_threadpool(rt.health.results)
+    graph = rollup(results)
+    status = graph["chat"]["status"]
+    body = {
+        "status": status,
+        "checks": {r.name: r.to_dict() | {"required_for_readiness": r.critical} for r in results},
+        "graph": graph,
+    }
+    return JSONResponse(body, status_code=503 if status == "unhealthy" else 200)
+
+
+@router.get("/api/v1/system/info")
+async def system_info(rt: Runtime = Depends(get_runtime)) -> dict[str, object]:
+    proc = psutil.Process()
+    mem = psutil.virtual_memory()
+    disk = shutil.disk_usage(rt.settings.data_dir)
+    return {
+        "version": __version__,
+        "profile": rt.settings.profile.value,
+        "uptime_s": round(time.time() - rt.started_at, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "process": {
+            "pid": proc.pid,
+            "rss_bytes": proc.memory_info().rss,
+            "cpu_seconds": round(sum(proc.cpu_times()[:2]), 2),
+            "threads": proc.num_threads(),
+            "open_fds": proc.num_fds(),
+        },
+        "host": {"cpus": psutil.cpu_count(), "memory_total_bytes": mem.total, "memory_used_ratio": mem.percent / 100},
+        "data_dir": {"path": str(rt.settings.data_dir), "disk_free_bytes": disk.free, "disk_total_bytes": disk.total},
+        "generator": rt.generator.name,
+        "vector_index": rt.settings.retrieval.vector_index,
+    }
 
 
 @router.get("/metrics")

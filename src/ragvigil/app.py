@@ -23,6 +23,7 @@ from ragvigil.knowledge.tokenize import Tokenizer
 from ragvigil.knowledge.vector_filler import VectorFiller
 from ragvigil.knowledge.vectorstore import FaissVectorStore
 from ragvigil.ops import metrics
+from ragvigil.ops.access import AuditLog, KeyStore
 from ragvigil.ops.health import HealthChecks
 from ragvigil.ops.logfiles import RetentionPolicy, RetentionReport, enforce_retention
 from ragvigil.ops.system import register_system_collectors
@@ -33,6 +34,8 @@ from ragvigil.providers.openai_compat import OpenAIGenerator
 from ragvigil.storage.db import Database, migrate, ping
 
 log = logging.getLogger(__name__)
+
+DEFAULT_SECRETS = frozenset({"changeme", "change-me", "secret", "password", "default", "test", "sk-xxx"})
 
 
 class Runtime:
@@ -57,6 +60,8 @@ class Runtime:
         # its own engine: a batch of passages must never make questions wait behind it
         self.filler = VectorFiller(self.db, E5Embedder(threads=rs.embed_threads), self.vectors, batch=rs.embed_batch)
         self.sessions = SessionStore(self.db)
+        self.keys = KeyStore(self.db)
+        self.audit = AuditLog(self.db)
         self.journal = Journal(settings.data_dir / "journal")
         self.extractive = MeteredGenerator(ExtractiveGenerator(self.tokenizer))
         self.generator: Generator = (
@@ -82,6 +87,16 @@ class Runtime:
         self.draining = False
         self._stop = threading.Event()
         self._replayer: threading.Thread | None = None
+
+    def startup_problems(self) -> list[str]:
+        """Why this instance must not serve: production without an admin key or with a default secret."""
+        problems = []
+        if self.settings.auth_required and not self.keys.has_active_admin():
+            problems.append("no active admin API key: create one with `ragvigil keys create NAME --role admin`")
+        key = self.settings.openai.api_key.get_secret_value().lower()
+        if self.settings.profile.value == "production" and key in DEFAULT_SECRETS:
+            problems.append("openai.api_key is a default placeholder secret")
+        return problems
 
     def _check_disk(self) -> None:
         free = shutil.disk_usage(self.settings.data_dir).free

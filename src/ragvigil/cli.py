@@ -20,6 +20,10 @@ config_app = typer.Typer(help="Show or check the configuration.", no_args_is_hel
 app.add_typer(config_app, name="config")
 logs_app = typer.Typer(help="Read the log files (rotated and gzipped ones too).", no_args_is_help=True)
 app.add_typer(logs_app, name="logs")
+keys_app = typer.Typer(
+    help="API keys: create, list, revoke (roles: client, viewer, operator, admin).", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
 console = Console()
 err = Console(stderr=True)
 
@@ -207,9 +211,125 @@ def serve(
 
     s = _settings()
     configure_logging(s.log_level, s.log_dir, s.log_json)
+    if s.profile.value == "production":
+        from ragvigil.app import Runtime
+
+        rt = Runtime(s)
+        problems = rt.startup_problems()
+        rt.close()
+        if problems:
+            for p in problems:
+                err.print(f"[red]refusing to start in production:[/red] {p}")
+            raise typer.Exit(2)
     host, port = host or s.host, port or s.port
     err.print(f"ragvigil {s.profile.value} on http://{host}:{port}  (chat page: POST /api/v1/chat, metrics: /metrics)")
     uvicorn.run(create_app(s), host=host, port=port, log_config=None, access_log=False)
+
+
+def _cli_actor() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _access():  # type: ignore[no-untyped-def]
+    from ragvigil.ops.access import AuditLog, KeyStore
+    from ragvigil.storage.db import Database
+    from ragvigil.storage.db import migrate as do_migrate
+
+    db = Database(_settings().db_url)
+    do_migrate(db.engine)
+    return KeyStore(db), AuditLog(db)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str,
+    role: Annotated[str, typer.Option(help="client, viewer, operator or admin")] = "client",
+) -> None:
+    """Create a key; it is printed once and only its hash is stored."""
+    from ragvigil.ops.access import Role
+
+    if role not in Role.__members__:
+        raise typer.BadParameter(f"role must be one of {', '.join(Role.__members__)}")
+    keys, audit = _access()
+    row, plain = keys.create(name, Role[role])
+    audit.record(_cli_actor(), "key.create", "ok", target=f"{row.prefix} ({name}, {role})", source="cli")
+    err.print(f"created key {row.prefix}… for {name!r} with role {role}; store it now, it is not shown again:")
+    print(plain)
+
+
+@keys_app.command("list")
+def keys_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Keys with role, creation, last use and revocation (never the key itself)."""
+    keys, _ = _access()
+    rows = keys.list()
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "id": r.id,
+                        "prefix": r.prefix,
+                        "name": r.name,
+                        "role": r.role,
+                        "created_at": r.created_at,
+                        "last_used_at": r.last_used_at,
+                        "revoked_at": r.revoked_at,
+                    }
+                    for r in rows
+                ],
+                default=str,
+            )
+        )
+        return
+    table = Table("id", "prefix", "name", "role", "created", "last used", "revoked")
+    for r in rows:
+        table.add_row(
+            r.id,
+            r.prefix,
+            r.name,
+            r.role,
+            f"{r.created_at:%Y-%m-%d %H:%M}",
+            f"{r.last_used_at:%Y-%m-%d %H:%M}" if r.last_used_at else "-",
+            f"{r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "-",
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: Annotated[str, typer.Argument(help="key id or prefix")]) -> None:
+    """Revoke a key at once."""
+    from ragvigil.ops.access import KeyNotFound
+
+    keys, audit = _access()
+    try:
+        row = keys.revoke(key)
+    except KeyNotFound:
+        audit.record(_cli_actor(), "key.revoke", "not_found", target=key, source="cli")
+        err.print(f"[red]no key with id or prefix {key!r}[/red]")
+        raise typer.Exit(1) from None
+    audit.record(_cli_actor(), "key.revoke", "ok", target=f"{row.prefix} ({row.name})", source="cli")
+    console.print(f"revoked {row.prefix}… ({row.name})")
+
+
+@app.command()
+def audit(
+    action: Annotated[str | None, typer.Option()] = None,
+    actor: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+) -> None:
+    """The audit trail of operator and admin actions, newest first."""
+    _, log = _access()
+    table = Table("at", "actor", "role", "action", "target", "source", "result")
+    for r in log.query(action, actor, None, limit):
+        table.add_row(
+            f"{r.at:%Y-%m-%d %H:%M:%S}", r.actor, r.role or "-", r.action, r.target or "-", r.source or "-", r.result
+        )
+    console.print(table)
 
 
 SinceOpt = Annotated[str | None, typer.Option("--since", help="ISO-8601 time or 15m / 2h / 7d ago")]

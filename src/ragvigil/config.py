@@ -31,9 +31,9 @@ class Profile(StrEnum):
 
 # Defaults that differ by profile. A value set anywhere else wins over these.
 PROFILE_DEFAULTS: dict[Profile, dict[str, Any]] = {
-    Profile.development: {"log_level": "DEBUG", "expose_errors": True, "api_docs": True},
-    Profile.staging: {"log_level": "INFO", "expose_errors": True, "api_docs": True},
-    Profile.production: {"log_level": "INFO", "expose_errors": False, "api_docs": False},
+    Profile.development: {"log_level": "DEBUG", "expose_errors": True, "api_docs": True, "auth_required": False},
+    Profile.staging: {"log_level": "INFO", "expose_errors": True, "api_docs": True, "auth_required": True},
+    Profile.production: {"log_level": "INFO", "expose_errors": False, "api_docs": False, "auth_required": True},
 }
 
 
@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_message_chars: int = Field(4000, ge=1)
     background_embedding: bool = True
+    auth_required: bool = Field(False, description="API keys on every route except the open probes")
+    open_probes: bool = Field(True, description="/health/* and /metrics without a key (Prometheus, kubelet)")
     min_free_disk_mb: int = Field(200, ge=0, description="below this the disk check fails")
 
     @model_validator(mode="before")

@@ -27,6 +27,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
         rt = runtime or Runtime(settings)
+        if settings.profile.value == "production" and (problems := rt.startup_problems()):
+            rt.close()
+            raise RuntimeError("refusing to start in production: " + "; ".join(problems))
         app.state.runtime = rt
         if owned and background:
             rt.start_background()
@@ -47,7 +50,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     if runtime is not None:
         app.state.runtime = runtime
     install_error_handlers(app)
-    for r in (chat.router, kb.router, openai_compat.router, health.router):
+    for r in (chat.router, kb.router, openai_compat.router, health.router, health.probes):
         app.include_router(r)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

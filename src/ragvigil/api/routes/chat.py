@@ -9,14 +9,15 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ragvigil.api.deps import get_request_id, get_runtime
+from ragvigil.api.deps import get_request_id, get_runtime, require
 from ragvigil.api.errors import ApiError
 from ragvigil.api.schemas import ChatRequest, ChatResponse, MessageOut
 from ragvigil.app import Runtime
 from ragvigil.chat.pipeline import Turn
+from ragvigil.ops.access import Role
 from ragvigil.ops.logging import session_id_var, user_id_var
 
-router = APIRouter(prefix="/api/v1", tags=["chat"])
+router = APIRouter(prefix="/api/v1", tags=["chat"], dependencies=[Depends(require(Role.client))])
 
 
 def make_turn(rt: Runtime, body: ChatRequest, request_id: str | None) -> Turn:

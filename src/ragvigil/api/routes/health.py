@@ -7,26 +7,28 @@ import shutil
 import time
 
 import psutil
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from ragvigil import __version__
-from ragvigil.api.deps import get_runtime
+from ragvigil.api.deps import get_runtime, probe_access, require
 from ragvigil.app import Runtime
+from ragvigil.ops.access import Role
 from ragvigil.ops.health import rollup
 from ragvigil.ops.metrics import REGISTRY
 
 router = APIRouter(tags=["ops"])
+probes = APIRouter(tags=["ops"], dependencies=[Depends(probe_access)])
 
 
-@router.get("/health/live")
+@probes.get("/health/live")
 async def live() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@router.get("/health/ready")
+@probes.get("/health/ready")
 async def ready(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
     """200 while ragvigil can answer, degraded included; 503 when it cannot or is draining."""
     results = await run_in_threadpool(rt.health.results)
@@ -36,7 +38,7 @@ async def ready(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
     return JSONResponse(body, status_code=503 if status in ("unready", "draining") else 200)
 
 
-@router.get("/health")
+@probes.get("/health")
 async def deep_health(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
     """Every dependency check plus the dependency graph rolled up to healthy / degraded / unhealthy."""
     results = await run_in_threadpool(rt.health.results)
@@ -50,7 +52,7 @@ async def deep_health(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
     return JSONResponse(body, status_code=503 if status == "unhealthy" else 200)
 
 
-@router.get("/api/v1/system/info")
+@router.get("/api/v1/system/info", dependencies=[Depends(require(Role.viewer))])
 async def system_info(rt: Runtime = Depends(get_runtime)) -> dict[str, object]:
     proc = psutil.Process()
     mem = psutil.virtual_memory()
@@ -75,6 +77,29 @@ async def system_info(rt: Runtime = Depends(get_runtime)) -> dict[str, object]:
     }
 
 
-@router.get("/metrics")
+@probes.get("/metrics")
 async def prometheus_metrics() -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/api/v1/ops/audit", dependencies=[Depends(require(Role.admin))])
+async def audit_log(
+    action: str | None = None,
+    actor: str | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+    rt: Runtime = Depends(get_runtime),
+) -> list[dict[str, object]]:
+    rows = await run_in_threadpool(rt.audit.query, action, actor, None, limit)
+    return [
+        {
+            "at": r.at,
+            "actor": r.actor,
+            "role": r.role,
+            "action": r.action,
+            "target": r.target,
+            "source": r.source,
+            "result": r.result,
+            "detail": r.detail,
+        }
+        for r in rows
+    ]

@@ -4,27 +4,35 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Path, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Path, Query, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from ragvigil.api.deps import get_runtime
+from ragvigil.api.deps import client_address, get_runtime, require
 from ragvigil.api.errors import ApiError
 from ragvigil.api.schemas import KB_PATTERN, DocumentOut, IngestOut
 from ragvigil.app import Runtime
 from ragvigil.ops import metrics
+from ragvigil.ops.access import Principal, Role
 
 router = APIRouter(prefix="/api/v1", tags=["knowledge"])
 KbName = Annotated[str, Path(pattern=KB_PATTERN)]
 
 
-@router.get("/kb")
+Viewer = Depends(require(Role.viewer))
+
+
+@router.get("/kb", dependencies=[Viewer])
 async def list_kbs(rt: Runtime = Depends(get_runtime)) -> list[str]:
     return await run_in_threadpool(rt.catalog.kb_names)
 
 
 @router.post("/kb/{kb}/documents", status_code=201, response_model=list[IngestOut])
 async def upload_documents(
-    kb: KbName, files: list[UploadFile] = File(..., alias="file"), rt: Runtime = Depends(get_runtime)
+    request: Request,
+    kb: KbName,
+    files: list[UploadFile] = File(..., alias="file"),
+    rt: Runtime = Depends(get_runtime),
+    who: Principal = Depends(require(Role.operator)),
 ) -> list[IngestOut]:
     """Upload one or more files (form field ``file``). Each file's outcome is reported separately."""
     results = []
@@ -35,28 +43,49 @@ async def upload_documents(
         res = await run_in_threadpool(rt.ingestor.ingest_bytes, kb, f.filename, raw)
         metrics.DOCUMENTS_INGESTED.labels(res.outcome).inc()
         results.append(IngestOut(**res.__dict__))
+    await run_in_threadpool(
+        rt.audit.record,
+        who,
+        "document.upload",
+        "failed" if any(r.outcome == "failed" for r in results) else "ok",
+        f"kb:{kb}",
+        client_address(request),
+        {"files": [{"source": r.source, "outcome": r.outcome, "error": r.error} for r in results]},
+    )
     rt.filler.wake()
     return results
 
 
-@router.get("/kb/{kb}/documents", response_model=list[DocumentOut])
+@router.get("/kb/{kb}/documents", response_model=list[DocumentOut], dependencies=[Viewer])
 async def list_documents(kb: KbName, rt: Runtime = Depends(get_runtime)) -> list[DocumentOut]:
     docs = await run_in_threadpool(rt.ingestor.documents, kb)
     return [DocumentOut.model_validate(d, from_attributes=True) for d in docs]
 
 
-@router.get("/kb/{kb}/documents/{doc_id}", response_model=DocumentOut)
+@router.get("/kb/{kb}/documents/{doc_id}", response_model=DocumentOut, dependencies=[Viewer])
 async def get_document(kb: KbName, doc_id: str, rt: Runtime = Depends(get_runtime)) -> DocumentOut:
     doc = await run_in_threadpool(rt.ingestor.document, kb, doc_id)
     return DocumentOut.model_validate(doc, from_attributes=True)
 
 
 @router.delete("/kb/{kb}/documents/{doc_id}", status_code=204)
-async def delete_document(kb: KbName, doc_id: str, rt: Runtime = Depends(get_runtime)) -> None:
-    await run_in_threadpool(rt.ingestor.delete_document, kb, doc_id)
+async def delete_document(
+    request: Request,
+    kb: KbName,
+    doc_id: str,
+    rt: Runtime = Depends(get_runtime),
+    who: Principal = Depends(require(Role.admin)),
+) -> None:
+    source = client_address(request)
+    try:
+        await run_in_threadpool(rt.ingestor.delete_document, kb, doc_id)
+    except LookupError:
+        await run_in_threadpool(rt.audit.record, who, "document.delete", "not_found", f"{kb}/{doc_id}", source)
+        raise
+    await run_in_threadpool(rt.audit.record, who, "document.delete", "ok", f"{kb}/{doc_id}", source)
 
 
-@router.get("/kb/{kb}/search")
+@router.get("/kb/{kb}/search", dependencies=[Viewer])
 async def search(
     kb: KbName,
     q: str = Query(..., min_length=1, max_length=2000),

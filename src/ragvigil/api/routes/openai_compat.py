@@ -16,13 +16,14 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ragvigil import __version__
-from ragvigil.api.deps import get_request_id, get_runtime
+from ragvigil.api.deps import get_request_id, get_runtime, require
 from ragvigil.api.errors import ApiError
 from ragvigil.api.schemas import OpenAIChatRequest
 from ragvigil.app import Runtime
 from ragvigil.chat.pipeline import Turn
+from ragvigil.ops.access import Role
 
-router = APIRouter(prefix="/v1", tags=["openai-compatible"])
+router = APIRouter(prefix="/v1", tags=["openai-compatible"], dependencies=[Depends(require(Role.client))])
 MODEL = "ragvigil"
 
 

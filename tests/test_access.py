@@ -1,0 +1,140 @@
+"""API keys, roles and the audit trail, with auth on (the staging/production behaviour)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from tests.conftest import make_settings
+from typer.testing import CliRunner
+
+from ragvigil.api.server import create_app
+from ragvigil.app import Runtime
+from ragvigil.cli import app as cli_app
+from ragvigil.ops.access import Role
+
+ROLES = ("client", "viewer", "operator", "admin")
+
+# route → least role; None means open (probes and /metrics with open_probes)
+MATRIX: list[tuple[str, str, dict, str | None]] = [
+    ("POST", "/api/v1/chat", {"json": {"message": "How do I export notes?"}}, "client"),
+    ("POST", "/api/v1/chat/stream", {"json": {"message": "How do I export notes?"}}, "client"),
+    ("POST", "/v1/chat/completions", {"json": {"messages": [{"role": "user", "content": "hi"}]}}, "client"),
+    ("GET", "/v1/models", {}, "client"),
+    ("GET", "/api/v1/kb", {}, "viewer"),
+    ("GET", "/api/v1/kb/default/documents", {}, "viewer"),
+    ("GET", "/api/v1/kb/default/search?q=export", {}, "viewer"),
+    ("GET", "/api/v1/system/info", {}, "viewer"),
+    (
+        "POST",
+        "/api/v1/kb/default/documents",
+        {"files": {"file": ("n.md", b"# N\nnew text", "text/markdown")}},
+        "operator",
+    ),
+    ("DELETE", "/api/v1/kb/default/documents/nope", {}, "admin"),
+    ("GET", "/api/v1/ops/audit", {}, "admin"),
+    ("GET", "/health/live", {}, None),
+    ("GET", "/health/ready", {}, None),
+    ("GET", "/health", {}, None),
+    ("GET", "/metrics", {}, None),
+]
+
+
+@pytest.fixture
+def secured(sample_data_dir: Path, tmp_path: Path) -> Iterator[tuple[Runtime, TestClient, dict[str, str]]]:
+    import shutil
+
+    d = tmp_path / "data"
+    shutil.copytree(sample_data_dir, d)
+    rt = Runtime(make_settings(d, profile="staging"))
+    keys = {role: rt.keys.create(f"{role}-key", Role[role])[1] for role in ROLES}
+    with TestClient(create_app(runtime=rt)) as c:
+        yield rt, c, keys
+    rt.close()
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "least"), MATRIX, ids=[f"{m} {p}" for m, p, _, _ in MATRIX])
+def test_role_matrix(secured, method: str, path: str, kwargs: dict, least: str | None) -> None:  # type: ignore[no-untyped-def]
+    _, c, keys = secured
+    anonymous = c.request(method, path, **kwargs)
+    if least is None:
+        assert anonymous.status_code in (200, 503), anonymous.text
+        return
+    assert anonymous.status_code == 401 and anonymous.json()["code"] == "unauthorized"
+    bad = c.request(method, path, headers={"Authorization": "Bearer rv_not-a-key"}, **kwargs)
+    assert bad.status_code == 401
+    for role in ROLES:
+        r = c.request(method, path, headers={"Authorization": f"Bearer {keys[role]}"}, **kwargs)
+        if ROLES.index(role) < ROLES.index(least):
+            assert r.status_code == 403 and r.json()["code"] == "forbidden", (role, r.text)
+        else:
+            assert r.status_code not in (401, 403), (role, r.text)
+
+
+def test_x_api_key_header_and_revocation(secured) -> None:  # type: ignore[no-untyped-def]
+    rt, c, keys = secured
+    assert c.get("/api/v1/kb", headers={"X-API-Key": keys["viewer"]}).status_code == 200
+    viewer = next(k for k in rt.keys.list() if k.name == "viewer-key")
+    assert viewer.last_used_at is not None
+    rt.keys.revoke(viewer.prefix)
+    assert c.get("/api/v1/kb", headers={"X-API-Key": keys["viewer"]}).status_code == 401
+
+
+def test_keys_are_stored_hashed(secured) -> None:  # type: ignore[no-untyped-def]
+    rt, _, keys = secured
+    stored = {k.key_hash for k in rt.keys.list()}
+    assert not any(plain in stored for plain in keys.values())
+    assert all(len(h) == 64 for h in stored)
+
+
+def test_operator_and_admin_actions_are_audited(secured) -> None:  # type: ignore[no-untyped-def]
+    _, c, keys = secured
+
+    def as_(role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {keys[role]}"}
+
+    up = c.post(
+        "/api/v1/kb/default/documents",
+        files={"file": ("a.md", b"# A\nAudit me.", "text/markdown")},
+        headers=as_("operator"),
+    )
+    doc_id = up.json()[0]["document_id"]
+    assert c.delete(f"/api/v1/kb/default/documents/{doc_id}", headers=as_("operator")).status_code == 403
+    assert c.delete(f"/api/v1/kb/default/documents/{doc_id}", headers=as_("admin")).status_code == 204
+    trail = c.get("/api/v1/ops/audit", headers=as_("admin")).json()
+    got = [(e["actor"], e["action"], e["result"]) for e in trail]
+    assert got[:3] == [
+        ("admin-key", "document.delete", "ok"),
+        ("operator-key", "DELETE /api/v1/kb/{kb}/documents/{doc_id}", "denied"),
+        ("operator-key", "document.upload", "ok"),
+    ]
+    assert trail[0]["source"] == "testclient" and trail[0]["target"] == f"default/{doc_id}"
+
+
+def test_development_profile_keeps_chat_open(client: TestClient) -> None:
+    assert client.post("/api/v1/chat", json={"message": "hi"}).status_code == 200
+
+
+def test_production_refuses_to_start_without_an_admin_key(tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path / "p", profile="production"))
+    with pytest.raises(RuntimeError, match="no active admin API key"), TestClient(app):
+        pass
+
+
+def test_keys_cli_and_serve_refusal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGVIGIL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RAGVIGIL_PROFILE", "production")
+    runner = CliRunner()
+    refused = runner.invoke(cli_app, ["serve", "--port", "1"])
+    assert refused.exit_code == 2 and "no active admin API key" in refused.output
+    made = runner.invoke(cli_app, ["keys", "create", "ops-lead", "--role", "admin"])
+    assert made.exit_code == 0 and made.stdout.strip().startswith("rv_")
+    listed = runner.invoke(cli_app, ["keys", "list", "--json"])
+    assert '"role": "admin"' in listed.stdout and made.stdout.strip() not in listed.stdout
+    prefix = made.stdout.strip()[:10]
+    assert runner.invoke(cli_app, ["keys", "revoke", prefix]).exit_code == 0
+    assert runner.invoke(cli_app, ["keys", "revoke", "rv_nothing"]).exit_code == 1
+    trail = runner.invoke(cli_app, ["audit"])
+    assert "key.create" in trail.output and "key.revoke" in trail.output

@@ -22,7 +22,7 @@ from ragvigil.knowledge.retrieval import HybridRetriever
 from ragvigil.knowledge.tokenize import Tokenizer
 from ragvigil.knowledge.vector_filler import VectorFiller
 from ragvigil.knowledge.vectorstore import FaissVectorStore
-from ragvigil.ops import metrics
+from ragvigil.ops import metrics, tracing
 from ragvigil.ops.access import AuditLog, KeyStore
 from ragvigil.ops.health import HealthChecks
 from ragvigil.ops.logfiles import RetentionPolicy, RetentionReport, enforce_retention
@@ -45,6 +45,8 @@ class Runtime:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         register_system_collectors(metrics.REGISTRY, settings.data_dir)
+        if settings.otlp_endpoint:
+            tracing.enable_otlp(settings.otlp_endpoint)
         self.db = Database(settings.db_url)
         if apply_migrations:
             migrate(self.db.engine)

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_message_chars: int = Field(4000, ge=1)
     background_embedding: bool = True
+    otlp_endpoint: str | None = Field(
+        None, description="also export traces over OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces"
+    )
     auth_required: bool = Field(False, description="API keys on every route except the open probes")
     open_probes: bool = Field(True, description="/health/* and /metrics without a key (Prometheus, kubelet)")
     min_free_disk_mb: int = Field(200, ge=0, description="below this the disk check fails")

@@ -9,7 +9,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ragvigil.ops import metrics
+from ragvigil.ops import metrics, tracing
 from ragvigil.ops.logging import request_id_var, session_id_var, user_id_var
 
 log = logging.getLogger("ragvigil.access")
@@ -67,6 +67,9 @@ class RequestContextMiddleware:
             await send(message)
 
         metrics.HTTP_IN_FLIGHT.inc()
+        span_cm = tracing.tracer().start_as_current_span(f"HTTP {scope.get('method', 'GET')}")
+        span = span_cm.__enter__()
+        span.set_attribute(tracing.REQUEST_ID_ATTR, rid)
         try:
             await self.app(scope, limited_receive, send_with_id)
         except _BodyTooLarge:
@@ -75,6 +78,13 @@ class RequestContextMiddleware:
             status = 413
         finally:
             metrics.HTTP_IN_FLIGHT.dec()
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            span.update_name(f"{scope.get('method', 'GET')} {route}")
+            tracing.set_attributes(
+                span,
+                **{"http.route": route, "http.status_code": status, "session_id": session_id_var.get()},
+            )
+            span_cm.__exit__(None, None, None)
             self._observe(scope, status, start)
             for var, tok in zip((request_id_var, session_id_var, user_id_var), tokens, strict=True):
                 var.reset(tok)

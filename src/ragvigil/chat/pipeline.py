@@ -19,7 +19,7 @@ from ragvigil.chat.journal import Journal
 from ragvigil.chat.sessions import SessionNotFound, SessionStore, StoredMessage
 from ragvigil.knowledge.retrieval import Hit, HybridRetriever, Retrieval
 from ragvigil.knowledge.tokenize import is_cjk
-from ragvigil.ops import metrics
+from ragvigil.ops import metrics, tracing
 from ragvigil.providers.base import Generation, GenerationRequest, Generator, ProviderError
 from ragvigil.providers.extractive import NO_ANSWER
 from ragvigil.storage.models import new_id, utcnow
@@ -82,14 +82,33 @@ def run_stage(name: str, turn: Turn) -> Iterator[None]:
     before = len(turn.degraded_reasons)
     start = time.perf_counter()
     outcome = "error"
-    try:
-        yield
-        outcome = "degraded" if len(turn.degraded_reasons) > before else "ok"
-    finally:
-        elapsed = time.perf_counter() - start
-        metrics.STAGE_DURATION.labels(name).observe(elapsed)
-        metrics.STAGE_OUTCOMES.labels(name, outcome).inc()
-        log.info("stage_done", extra={"stage": name, "outcome": outcome, "ms": round(elapsed * 1000, 2)})
+    with tracing.tracer().start_as_current_span(f"stage.{name}") as span:
+        try:
+            yield
+            outcome = "degraded" if len(turn.degraded_reasons) > before else "ok"
+        finally:
+            elapsed = time.perf_counter() - start
+            metrics.STAGE_DURATION.labels(name).observe(elapsed)
+            metrics.STAGE_OUTCOMES.labels(name, outcome).inc()
+            tracing.set_attributes(span, **_span_attributes(name, turn), outcome=outcome, degraded=turn.degraded)
+            log.info("stage_done", extra={"stage": name, "outcome": outcome, "ms": round(elapsed * 1000, 2)})
+
+
+def _span_attributes(stage: str, turn: Turn) -> dict[str, Any]:
+    """What each stage's span should say about the turn (None values are left out)."""
+    attrs: dict[str, Any] = {"session_id": turn.session_id, "kb": turn.kb, tracing.REQUEST_ID_ATTR: turn.request_id}
+    if stage == "history":
+        attrs["history_turns"] = len(turn.history) // 2
+    elif stage == "retrieve" and turn.retrieval is not None:
+        attrs["hits"] = len(turn.retrieval.hits)
+        attrs["relevant_hits"] = len(turn.retrieval.relevant_hits)
+    elif stage == "generate" and turn.generation is not None:
+        attrs["provider"] = turn.generation.provider
+        attrs["prompt_tokens"] = turn.generation.prompt_tokens
+        attrs["completion_tokens"] = turn.generation.completion_tokens
+    elif stage == "persist":
+        attrs["persisted_to"] = turn.persisted_to
+    return attrs
 
 
 class LoadHistory:

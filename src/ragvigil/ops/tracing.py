@@ -1,0 +1,123 @@
+"""OpenTelemetry spans for each request and pipeline stage, kept in a bounded in-process store.
+
+The store answers "where did the time of request X go" from the service itself
+(``GET /api/v1/traces/{request_id}``); an OTLP exporter can be added by configuration for
+Jaeger, Tempo, Phoenix or Langfuse. One tracer provider per process, created here, so that
+several runtimes in one process (tests) share it instead of fighting over the global one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Span, Tracer
+
+REQUEST_ID_ATTR = "ragvigil.request_id"
+
+
+class RecentSpans(SpanProcessor):
+    """Finished spans grouped by the request id of their trace; the oldest requests are dropped."""
+
+    def __init__(self, max_requests: int = 2000) -> None:
+        self.max_requests = max_requests
+        self._by_trace: OrderedDict[int, list[dict[str, Any]]] = OrderedDict()
+        self._trace_of_request: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def on_end(self, span: ReadableSpan) -> None:
+        ctx = span.get_span_context()
+        if ctx is None:
+            return
+        record = {
+            "name": span.name,
+            "span_id": f"{ctx.span_id:016x}",
+            "parent_id": f"{span.parent.span_id:016x}" if span.parent else None,
+            "start_ns": span.start_time,
+            "end_ns": span.end_time,
+            "duration_ms": round(((span.end_time or 0) - (span.start_time or 0)) / 1e6, 3),
+            "status": span.status.status_code.name.lower(),
+            "attributes": dict(span.attributes or {}),
+        }
+        with self._lock:
+            spans = self._by_trace.setdefault(ctx.trace_id, [])
+            spans.append(record)
+            self._by_trace.move_to_end(ctx.trace_id)
+            rid = record["attributes"].get(REQUEST_ID_ATTR)
+            if rid:
+                self._trace_of_request[str(rid)] = ctx.trace_id
+            while len(self._by_trace) > self.max_requests:
+                old, _ = self._by_trace.popitem(last=False)
+                self._trace_of_request = {r: t for r, t in self._trace_of_request.items() if t != old}
+
+    def for_request(self, request_id: str) -> list[dict[str, Any]] | None:
+        """Spans of the request in start order, or None when unknown or already evicted."""
+        with self._lock:
+            trace_id = self._trace_of_request.get(request_id)
+            spans = self._by_trace.get(trace_id) if trace_id is not None else None
+            return sorted(spans, key=lambda s: s["start_ns"]) if spans else None
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+class _Exporters(SpanProcessor):
+    """OTLP exporters that can be added and removed at run time (the SDK only ever adds)."""
+
+    def __init__(self) -> None:
+        self.by_endpoint: dict[str, BatchSpanProcessor] = {}
+
+    def on_end(self, span: ReadableSpan) -> None:
+        for proc in list(self.by_endpoint.values()):
+            proc.on_end(span)
+
+    def shutdown(self) -> None:
+        for endpoint in list(self.by_endpoint):
+            disable_otlp(endpoint)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return all(p.force_flush(timeout_millis) for p in list(self.by_endpoint.values()))
+
+
+RECENT = RecentSpans()
+_EXPORTERS = _Exporters()
+_PROVIDER = TracerProvider(resource=Resource.create({"service.name": "ragvigil"}))
+_PROVIDER.add_span_processor(RECENT)
+_PROVIDER.add_span_processor(_EXPORTERS)
+
+
+def tracer() -> Tracer:
+    return _PROVIDER.get_tracer("ragvigil")
+
+
+def enable_otlp(endpoint: str) -> None:
+    """Also export spans over OTLP/HTTP (e.g. http://collector:4318/v1/traces); once per endpoint."""
+    if endpoint in _EXPORTERS.by_endpoint:
+        return
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    _EXPORTERS.by_endpoint[endpoint] = BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=5))
+
+
+def disable_otlp(endpoint: str) -> None:
+    proc = _EXPORTERS.by_endpoint.pop(endpoint, None)
+    if proc is not None:
+        proc.shutdown()
+
+
+def flush() -> bool:
+    return _PROVIDER.force_flush()
+
+
+def set_attributes(span: Span, **attrs: Any) -> None:
+    """Set the attributes that have a value (OpenTelemetry refuses None)."""
+    for key, value in attrs.items():
+        if value is not None:
+            span.set_attribute(key, value)

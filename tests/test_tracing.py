@@ -1,0 +1,70 @@
+"""Spans for every request and stage, the trace API, the session timeline and OTLP export."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+from fastapi.testclient import TestClient
+
+from ragvigil.ops import tracing
+
+
+def test_trace_contains_every_stage_with_attributes(client: TestClient) -> None:
+    r = client.post("/api/v1/chat", json={"message": "How do I export my notes?"}, headers={"X-Request-ID": "trace-1"})
+    sid = r.json()["session_id"]
+    spans = client.get("/api/v1/traces/trace-1").json()["spans"]
+    names = [s["name"] for s in spans]
+    assert names[0] == "POST /api/v1/chat"
+    assert names[1:] == ["stage.history", "stage.retrieve", "stage.generate", "stage.persist"]
+    root = spans[0]
+    assert all(s["parent_id"] == root["span_id"] for s in spans[1:])  # context crossed into the worker thread
+    by = {s["name"]: s["attributes"] for s in spans}
+    assert by["stage.retrieve"]["relevant_hits"] >= 1 and by["stage.retrieve"]["session_id"] == sid
+    assert by["stage.generate"]["provider"] == "extractive" and by["stage.generate"]["degraded"] is False
+    assert by["stage.persist"]["persisted_to"] == "database"
+    assert root["attributes"]["http.status_code"] == 200
+
+
+def test_unknown_trace_is_404(client: TestClient) -> None:
+    r = client.get("/api/v1/traces/never-seen")
+    assert r.status_code == 404 and r.json()["code"] == "trace_not_found"
+
+
+def test_session_timeline_lists_turns_with_stage_timings(client: TestClient) -> None:
+    first = client.post("/api/v1/chat", json={"message": "专业版年付多少钱？"}, headers={"X-Request-ID": "tl-1"}).json()
+    client.post(
+        "/api/v1/chat",
+        json={"message": "How do I turn on two-step verification?", "session_id": first["session_id"]},
+        headers={"X-Request-ID": "tl-2"},
+    )
+    tl = client.get(f"/api/v1/sessions/{first['session_id']}/timeline").json()
+    assert [t["request_id"] for t in tl["turns"]] == ["tl-1", "tl-2"]
+    assert tl["turns"][0]["question"] == "专业版年付多少钱？"
+    assert set(tl["turns"][1]["stages_ms"]) == {"history", "retrieve", "generate", "persist"}
+
+
+def test_otlp_export_reaches_a_collector(client: TestClient) -> None:
+    received: list[bytes] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = HTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_port}/v1/traces"
+    try:
+        tracing.enable_otlp(endpoint)
+        client.post("/api/v1/chat", json={"message": "How do I export my notes?"}, headers={"X-Request-ID": "otlp-1"})
+        tracing.flush()
+        assert received and any(b"stage.retrieve" in body for body in received)
+        assert any(b"otlp-1" in body for body in received)
+    finally:
+        tracing.disable_otlp(endpoint)
+        server.shutdown()

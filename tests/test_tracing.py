@@ -68,3 +68,24 @@ def test_otlp_export_reaches_a_collector(client: TestClient) -> None:
     finally:
         tracing.disable_otlp(endpoint)
         server.shutdown()
+
+
+def test_instrumentation_switch_turns_spans_and_metrics_off(sample_runtime) -> None:  # type: ignore[no-untyped-def]
+    from ragvigil.api.server import create_app
+    from ragvigil.ops import instrumentation
+    from ragvigil.ops.metrics import REGISTRY
+
+    def chat_count() -> float:
+        labels = {"route": "/api/v1/chat", "method": "POST", "status": "200"}
+        return REGISTRY.get_sample_value("ragvigil_http_requests_total", labels) or 0.0
+
+    instrumentation.configure(False)
+    try:
+        with TestClient(create_app(runtime=sample_runtime)) as c:
+            before = chat_count()
+            r = c.post("/api/v1/chat", json={"message": "How do I export my notes?"}, headers={"X-Request-ID": "off-1"})
+            assert r.status_code == 200 and r.headers["x-request-id"] == "off-1" and r.json()["sources"]
+            assert chat_count() == before
+            assert tracing.RECENT.for_request("off-1") is None
+    finally:
+        instrumentation.configure(True)

@@ -22,7 +22,7 @@ from ragvigil.knowledge.retrieval import HybridRetriever
 from ragvigil.knowledge.tokenize import Tokenizer
 from ragvigil.knowledge.vector_filler import VectorFiller
 from ragvigil.knowledge.vectorstore import FaissVectorStore
-from ragvigil.ops import metrics, tracing
+from ragvigil.ops import instrumentation, metrics, tracing
 from ragvigil.ops.access import AuditLog, KeyStore
 from ragvigil.ops.health import HealthChecks
 from ragvigil.ops.logfiles import RetentionPolicy, RetentionReport, enforce_retention
@@ -44,6 +44,7 @@ class Runtime:
     def __init__(self, settings: Settings, *, apply_migrations: bool = True) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        instrumentation.configure(settings.instrumentation)
         register_system_collectors(metrics.REGISTRY, settings.data_dir)
         if settings.otlp_endpoint:
             tracing.enable_otlp(settings.otlp_endpoint)

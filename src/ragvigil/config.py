@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_message_chars: int = Field(4000, ge=1)
     background_embedding: bool = True
+    instrumentation: bool = Field(
+        True, description="metrics, traces and request/stage log lines (off only to measure their cost)"
+    )
     otlp_endpoint: str | None = Field(
         None, description="also export traces over OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces"
     )

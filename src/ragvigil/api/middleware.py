@@ -9,7 +9,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ragvigil.ops import metrics, tracing
+from ragvigil.ops import instrumentation, metrics, tracing
 from ragvigil.ops.logging import request_id_var, session_id_var, user_id_var
 
 log = logging.getLogger("ragvigil.access")
@@ -27,7 +27,10 @@ class RequestContextMiddleware:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not instrumentation.enabled:
+            if scope["type"] == "http":
+                await self._bare(scope, receive, send)
+                return
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
@@ -88,6 +91,23 @@ class RequestContextMiddleware:
             self._observe(scope, status, start)
             for var, tok in zip((request_id_var, session_id_var, user_id_var), tokens, strict=True):
                 var.reset(tok)
+
+    async def _bare(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Instrumentation off: only the request id and the body limit, the parts clients rely on."""
+        headers = dict(scope.get("headers") or [])
+        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._reject_too_large(send, rid)
+            return
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode("latin-1"))]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
     async def _reject_too_large(self, send: Send, rid: str) -> None:
         body = json.dumps(

@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from ragvigil.chat.journal import Journal
-from ragvigil.chat.pipeline import ChatPipeline, Generate, LoadHistory, Persist, Retrieve
+from ragvigil.chat.pipeline import ChatPipeline, Generate, LoadHistory, Persist, RecordContents, Retrieve
 from ragvigil.chat.sessions import SessionStore
 from ragvigil.config import Settings
 from ragvigil.knowledge.catalog import Catalog
@@ -26,6 +26,7 @@ from ragvigil.ops import instrumentation, metrics, tracing
 from ragvigil.ops.access import AuditLog, KeyStore
 from ragvigil.ops.health import HealthChecks
 from ragvigil.ops.logfiles import RetentionPolicy, RetentionReport, enforce_retention
+from ragvigil.ops.message_log import EncryptedMessageLog
 from ragvigil.ops.system import register_system_collectors
 from ragvigil.providers.base import Generator
 from ragvigil.providers.extractive import ExtractiveGenerator
@@ -72,14 +73,17 @@ class Runtime:
             if settings.generator == "openai"
             else self.extractive
         )
-        self.pipeline = ChatPipeline(
-            [
-                LoadHistory(self.sessions, rs.history_turns),
-                Retrieve(self.retriever),
-                Generate(self.generator, self.extractive),
-                Persist(self.sessions, self.journal),
-            ]
-        )
+        stages = [
+            LoadHistory(self.sessions, rs.history_turns),
+            Retrieve(self.retriever),
+            Generate(self.generator, self.extractive),
+            Persist(self.sessions, self.journal),
+        ]
+        if settings.log_message_contents and settings.message_log_key is not None:
+            stages.append(
+                RecordContents(EncryptedMessageLog(settings.log_dir, settings.message_log_key.get_secret_value()))
+            )
+        self.pipeline = ChatPipeline(stages)
         self.health = HealthChecks()
         self.health.add("database", lambda: ping(self.db.engine))
         self.health.add("vector_store", self.vectors.check, critical=False)  # BM25 still answers

@@ -452,6 +452,41 @@ def _timeline(records, stats, as_json: bool, **ids: str) -> None:  # type: ignor
     _emit(lines, stats, as_json, table)
 
 
+@logs_app.command("new-key")
+def logs_new_key() -> None:
+    """Print a new key for the encrypted message log (set it as RAGVIGIL_MESSAGE_LOG_KEY)."""
+    from ragvigil.ops.message_log import new_key
+
+    print(new_key())
+
+
+@logs_app.command("messages")
+def logs_messages(
+    session: Annotated[str | None, typer.Option(help="only this session")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Decrypt and show the conversation log (needs RAGVIGIL_MESSAGE_LOG_KEY)."""
+    from ragvigil.ops.message_log import EncryptedMessageLog, MessageLogKeyError
+
+    s = _settings()
+    if s.message_log_key is None:
+        err.print("[red]no message_log_key configured: the message log cannot be read[/red]")
+        raise typer.Exit(2)
+    log = EncryptedMessageLog(s.log_dir, s.message_log_key.get_secret_value())
+    try:
+        records = list(log.read(session))
+    except MessageLogKeyError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    if as_json:
+        print(json.dumps(records, ensure_ascii=False))
+        return
+    table = Table("at", "session", "question", "answer")
+    for r in records:
+        table.add_row(r["at"], r["session_id"] or "-", r["question"][:80], r["answer"][:120])
+    console.print(table)
+
+
 @logs_app.command("session")
 def logs_session(
     session_id: str, since: SinceOpt = None, until: UntilOpt = None, as_json: JsonOpt = False, log_dir: LogDirOpt = None

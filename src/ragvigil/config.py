@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_message_chars: int = Field(4000, ge=1)
     background_embedding: bool = True
+    log_message_contents: bool = Field(False, description="keep conversation text, encrypted, in logs/messages.enc")
+    message_log_key: SecretStr | None = Field(
+        None, description="Fernet key for logs/messages.enc (ragvigil logs new-key)"
+    )
     instrumentation: bool = Field(
         True, description="metrics, traces and request/stage log lines (off only to measure their cost)"
     )
@@ -125,6 +129,21 @@ class Settings(BaseSettings):
         except ValueError:
             return data  # the field validator reports the bad profile
         return {**PROFILE_DEFAULTS[profile], **data}
+
+    @model_validator(mode="after")
+    def _message_log_needs_a_key(self) -> Settings:
+        if self.log_message_contents:
+            key = self.message_log_key.get_secret_value() if self.message_log_key else ""
+            try:
+                from cryptography.fernet import Fernet
+
+                Fernet(key.encode())
+            except ValueError as exc:
+                raise ValueError(
+                    "message_log_key must be a Fernet key (create one with `ragvigil logs new-key`) "
+                    "when log_message_contents is on"
+                ) from exc
+        return self
 
     @field_validator("data_dir")
     @classmethod
@@ -180,6 +199,8 @@ def masked_dump(settings: Settings) -> dict[str, Any]:
     data = settings.model_dump(mode="json")
     if settings.openai.api_key.get_secret_value():
         data["openai"]["api_key"] = "********"
+    if settings.message_log_key is not None:
+        data["message_log_key"] = "********"
     url = settings.database_url
     if url and "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
         scheme, rest = url.split("//", 1)

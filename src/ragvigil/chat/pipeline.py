@@ -20,6 +20,7 @@ from ragvigil.chat.sessions import SessionNotFound, SessionStore, StoredMessage
 from ragvigil.knowledge.retrieval import Hit, HybridRetriever, Retrieval
 from ragvigil.knowledge.tokenize import is_cjk
 from ragvigil.ops import instrumentation, metrics, tracing
+from ragvigil.ops.message_log import EncryptedMessageLog, turn_record
 from ragvigil.providers.base import Generation, GenerationRequest, Generator, ProviderError
 from ragvigil.providers.extractive import NO_ANSWER
 from ragvigil.storage.models import new_id, utcnow
@@ -281,6 +282,22 @@ class Persist:
             turn.persisted_to = "journal"
             turn.degrade(f"database unavailable ({type(exc).__name__}); turn journaled for replay")
             metrics.JOURNAL_PENDING.set(len(self.journal.pending()))
+
+
+class RecordContents:
+    """Append the turn's text to the encrypted message log (only in the chain when enabled)."""
+
+    name = "record"
+
+    def __init__(self, message_log: EncryptedMessageLog) -> None:
+        self.message_log = message_log
+
+    def __call__(self, turn: Turn) -> None:
+        record = turn_record(turn.session_id, turn.request_id, turn.user_id, turn.message, turn.answer)
+        try:
+            self.message_log.append(record)
+        except OSError as exc:  # the answer is already persisted; losing the review copy is degraded, not fatal
+            turn.degrade(f"message log unavailable: {exc}")
 
 
 class ChatPipeline:

@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-STAGES = ("history", "retrieve", "generate", "persist")
+STAGES = ("history", "retrieve", "generate", "persist", "record")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 HTTP_REQUESTS = Counter(
@@ -116,5 +116,11 @@ CACHE_REQUESTS = Counter(
     "ragvigil_cache_requests_total",
     "Cache lookups by cache and result (hit, miss).",
     ["cache", "result"],
+    registry=REGISTRY,
+)
+FEEDBACK_SCORE = Histogram(
+    "ragvigil_feedback_score",
+    "User ratings of answers (-1 bad, 0 neutral, 1 good); recorded once the feedback API exists.",
+    buckets=(-1.0, 0.0, 1.0),
     registry=REGISTRY,
 )

@@ -382,7 +382,9 @@ def _milliseconds(record: Record) -> float | None:
 
 
 def latency_summary(records: Iterable[Record], by: Literal["route", "stage"] = "route") -> list[LatencyRow]:
-    """p50/p95/p99 per route (``http_request`` lines) or per stage (``stage_done`` lines), slowest p95 first.
+    """p50/p95/p99 per route (``http_request`` lines) or per stage (``chat_turn`` / ``stage_done`` lines).
+
+    Rows are sorted slowest p95 first.
 
     Percentiles are exact nearest-rank (numpy's ``inverted_cdf``): p95 is the smallest observed value with at
     least 95% of the values at or below it, so it is always a latency that really happened; no interpolation.
@@ -393,6 +395,12 @@ def latency_summary(records: Iterable[Record], by: Literal["route", "stage"] = "
         raise ValueError(f"latency by {by!r}: expected 'route' or 'stage'")
     samples: defaultdict[str, list[float]] = defaultdict(list)
     for record in records:
+        if by == "stage" and record.get("event") == "chat_turn" and isinstance(record.get("stages_ms"), dict):
+            # one line per turn carries every stage's time (per-stage lines are DEBUG)
+            for stage, ms in record["stages_ms"].items():
+                if isinstance(ms, int | float) and math.isfinite(ms):
+                    samples[str(stage)].append(float(ms))
+            continue
         key = _latency_key(record, by)
         ms = _milliseconds(record) if key is not None else None
         if key is not None and ms is not None:

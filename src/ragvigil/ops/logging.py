@@ -23,6 +23,13 @@ _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "co
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        cached = record.__dict__.get("_json")
+        if cached is not None:  # stdout and the log files share one rendering of a record
+            return cached
+        record._json = self._render(record)  # type: ignore[attr-defined]
+        return record._json  # type: ignore[attr-defined]
+
+    def _render(self, record: logging.LogRecord) -> str:
         out: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,

@@ -252,10 +252,13 @@ class RedactingFilter(logging.Filter):
         self.redactor = redactor or Redactor()
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "_redacted", False):
+            return True  # the same record passes every handler: redact it once
         try:
             self._redact(record)
         except Exception as exc:
             self._withhold(record, exc)
+        record._redacted = True  # type: ignore[attr-defined]
         return True
 
     def _redact(self, record: logging.LogRecord) -> None:

@@ -102,7 +102,7 @@ class Runtime:
             problems.append("no active admin API key: create one with `ragvigil keys create NAME --role admin`")
         key = self.settings.openai.api_key.get_secret_value().lower()
         if self.settings.profile.value == "production" and key in DEFAULT_SECRETS:
-            problems.append("openai.api_key is a default placeholder secret")
+            problems.append("openai.api_key is a well-known default secret; set a real one")
         return problems
 
     def _check_disk(self) -> None:

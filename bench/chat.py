@@ -6,7 +6,7 @@ What it does (everything on 127.0.0.1, in a temp data dir, stops by itself):
      process with ``--embed-threads`` (default 1, like the service): queries/s;
   3. ceiling (a): a bare FastAPI endpoint returning a constant (one uvicorn worker, own process),
      under the same load generator and concurrency levels;
-  4. ``ragvigil serve`` (one process, the production profile), warmed with the popular questions, then
+  4. ``ragvigil serve`` (one process, the staging profile with auth off), warmed with the popular questions, then
      POST /api/v1/chat at each concurrency level for a fixed duration;
   5. one more level (10 clients) right after uploading the samples again into another knowledge base,
      i.e. while the background vector filler embeds them (skip with ``--no-ingest-phase``).
@@ -494,7 +494,9 @@ def main(argv: list[str] | None = None) -> int:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAGVIGIL_")}
         env.update(
             RAGVIGIL_DATA_DIR=str(data_dir),
-            RAGVIGIL_PROFILE="production",
+            # production's log level and JSON lines; production itself refuses to start without an admin key
+            RAGVIGIL_PROFILE="staging",
+            RAGVIGIL_AUTH_REQUIRED="false",
             RAGVIGIL_CONFIG_FILE=str(tmp / "no-config.toml"),  # ignore any ./ragvigil.toml
             RAGVIGIL_RETRIEVAL__EMBED_THREADS=str(args.ingest_threads),
             PYTHONUNBUFFERED="1",
@@ -646,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         "next request when the previous answer arrives); it shares the 2 cores with the server under test."
     )
     report.note(
-        f"Chat: `ragvigil serve` (production profile, INFO access log, {args.embed_threads} e5 thread(s), extractive "
+        f"Chat: `ragvigil serve` (staging profile, auth off, INFO access log, {args.embed_threads} e5 thread(s), extractive "
         "generator, SQLite), every request a new session; the 40 popular questions were asked once before measuring."
     )
     report.note(

@@ -13,8 +13,9 @@ What it does (everything on 127.0.0.1, in a temp data dir, stops by itself):
      ``RAGVIGIL_INSTRUMENTATION=true``, one with ``false``; warms both with the 40 popular questions and
      a short load burst;
   3. for each workload, runs POST /api/v1/chat at ``--clients`` (10) closed-loop clients for a fixed
-     duration, alternating the servers: on, off, on, off (``--rounds`` 2). Only one server is loaded at
-     a time; the other idles. Within a round both servers get the same question stream;
+     duration, alternating the servers: on, off, on, off, ... (``--rounds`` 4 pairs; many short phases
+     average out the drift of a shared machine better than a few long ones). Only one server is loaded
+     at a time; the other idles. Within a round both servers get the same question stream;
   4. per phase: the loaded server's CPU time (psutil ``cpu_times`` of its pid, user + system, before and
      after) divided by the completed requests, and the client-side p50/p95 latency and req/s.
 
@@ -23,10 +24,12 @@ cache, so the request CPU is mostly Python and the instrumentation share is visi
 (50% fresh questions, each one e5 embedding). The load generator, the question stream and the
 server wrapper are those of ``chat.py``.
 
-Target: overhead = (CPU/request on − CPU/request off) / CPU/request on < 3 %, per workload.
+Target: overhead = (CPU/request on − CPU/request off) / CPU/request on < 3 %, per workload, on the
+CPU pooled over the rounds (sum of CPU seconds / sum of requests); the per-round values, their median
+and the spread between rounds of the same setting are in the notes, to judge the noise.
 
-    .venv/bin/python bench/overhead.py            # ~3.5 minutes
-    .venv/bin/python bench/overhead.py --quick    # ~80 s
+    .venv/bin/python bench/overhead.py            # ~2.5-3.5 minutes (the ingest takes 13-40 s)
+    .venv/bin/python bench/overhead.py --quick    # ~60-90 s (2 rounds of short phases)
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,6 +114,13 @@ def chat_requests_counted(metrics_text: str) -> float:
             r'^ragvigil_http_requests_total\{[^}]*route="/api/v1/chat"[^}]*\} (\S+)$', metrics_text, re.M
         )
     )
+
+
+def count_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with path.open("rb") as f:
+        return sum(1 for _ in f)
 
 
 def start_instance(mode: str, data_dir: Path, base_env: dict[str, str], tmp: Path) -> Instance:
@@ -223,7 +235,7 @@ def add_workload_rows(report: Report, sec: str, on: Totals, off: Totals) -> None
         vals = [p["server_cpu_ms"] for p in t.phases]
         if len(vals) > 1:
             spread.append(100 * (max(vals) - min(vals)) / (sum(vals) / len(vals)))
-    noise = f"; same-setting spread between rounds {max(spread):.1f} %" if spread else ""
+    noise = f"; same-setting spread between rounds up to {max(spread):.0f} %" if spread else ""
     report.add(
         Row(
             sec,
@@ -234,7 +246,10 @@ def add_workload_rows(report: Report, sec: str, on: Totals, off: Totals) -> None
             target=f"< {TARGET_PCT:.0f} %",
             passed=pct < TARGET_PCT,
             ratio=None,
-            note="per round: " + ", ".join(f"{x:.1f} %" for x in per_round) + noise,
+            note=f"{1000 * (on.cpu_ms - off.cpu_ms):.0f} µs CPU per request; per round: "
+            + ", ".join(f"{x:.1f}" for x in per_round)
+            + f" % (median {statistics.median(per_round):.1f} %)"
+            + noise,
         )
     )
 
@@ -242,9 +257,9 @@ def add_workload_rows(report: Report, sec: str, on: Totals, off: Totals) -> None
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=10, help="concurrent closed-loop clients")
-    ap.add_argument("--rounds", type=int, default=2, help="on/off pairs per workload (on, off, on, off, ...)")
-    ap.add_argument("--duration", type=float, default=22.0, help="seconds per phase of the repeats workload")
-    ap.add_argument("--mixed-duration", type=float, default=12.0, help="seconds per phase of the mixed workload")
+    ap.add_argument("--rounds", type=int, default=4, help="on/off pairs per workload (on, off, on, off, ...)")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds per phase of the repeats workload")
+    ap.add_argument("--mixed-duration", type=float, default=7.0, help="seconds per phase of the mixed workload")
     ap.add_argument("--repeat-share", type=float, default=0.95, help="repeated popular questions, repeats workload")
     ap.add_argument("--mixed-repeat-share", type=float, default=0.5, help="repeated popular questions, mixed workload")
     ap.add_argument("--no-mixed", dest="mixed", action="store_false", help="skip the mixed workload")
@@ -253,13 +268,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ingest-threads", type=int, default=2, help="e5 threads for ingesting the samples")
     ap.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, seconds")
     ap.add_argument("--seed", type=int, default=11)
-    ap.add_argument("--quick", action="store_true", help="short phases (about 80 s in all)")
+    ap.add_argument("--quick", action="store_true", help="2 rounds of short phases (about 60-90 s in all)")
     ap.add_argument("--keep", action="store_true", help="keep the temp data dir (logs, databases)")
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = ap.parse_args(argv)
     exit_on_sigterm()
     if args.quick:
-        args.duration, args.mixed_duration, args.warmup = 8.0, 5.0, 2.0
+        args.rounds, args.duration, args.mixed_duration, args.warmup = 2, 6.0, 3.5, 1.5
     t_start = time.perf_counter()
     console.print(f"[bold]ragvigil instrumentation overhead benchmark[/bold] — {machine_line()}")
     workloads = [("repeats", args.repeat_share, args.duration)]
@@ -307,17 +322,18 @@ def main(argv: list[str] | None = None) -> int:
         # 2. both servers, started together (model loading overlaps)
         instances: list[Instance] = []
         try:
+            t = time.perf_counter()
             for m in MODES:
                 instances.append(start_instance(m, dirs[m], base_env, tmp))
             for inst in instances:
                 inst.server.wait_ready(f"{inst.base}/health/ready", 120)
-            t = time.perf_counter()
-            for inst in instances:
-                warm_up(inst, args)
-            idle = idle_cpu_ms_per_s(instances, 1.0)
+            t_ready = time.perf_counter() - t
+            with ThreadPoolExecutor(len(instances)) as pool:  # both at once: the first questions embed
+                list(pool.map(lambda i: warm_up(i, args), instances))
+            idle = idle_cpu_ms_per_s(instances, 2.0)
             console.print(
-                f"  both servers up and warm in {time.perf_counter() - t:.1f} s; idle CPU "
-                + ", ".join(f"{m} {v:.1f} ms/s" for m, v in idle.items())
+                f"  both servers ready in {t_ready:.1f} s, warm after {time.perf_counter() - t:.1f} s; idle CPU "
+                + ", ".join(f"{m} {v:.0f} ms/s" for m, v in idle.items())
             )
             by_mode = {m: i for m, i in zip(MODES, instances, strict=True)}
 
@@ -347,12 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             counted = {
                 i.mode: chat_requests_counted(httpx.get(f"{i.base}/metrics", timeout=10).text) for i in instances
             }
-            log_lines = {
-                i.mode: sum(1 for _ in (dirs[i.mode] / "logs" / "application.log").open("rb"))
-                if (dirs[i.mode] / "logs" / "application.log").exists()
-                else 0
-                for i in instances
-            }
+            log_lines = {m: count_lines(dirs[m] / "logs" / "application.log") for m in MODES}
             if counted["on"] == 0 or counted["off"] != 0:
                 console.print(f"[red]instrumentation switch not effective: chat requests counted {counted}[/red]")
         finally:
@@ -370,8 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     report.note(
         f"Order: on, off alternated {args.rounds}× per workload, one server loaded at a time (the other idles: "
-        + ", ".join(f"{m} {v:.1f} ms/s" for m, v in idle.items())
-        + "); CPU = psutil user+system of the server pid over the phase / completed requests."
+        + ", ".join(f"{m} {v:.0f} ms/s" for m, v in idle.items())
+        + ", 10 ms clock ticks); CPU = psutil user+system of the server pid over the phase / completed requests."
     )
     report.note(
         f"Switch check: chat requests in /metrics on {counted['on']:.0f}, off {counted['off']:.0f}; "

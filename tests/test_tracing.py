@@ -20,7 +20,7 @@ def test_trace_contains_every_stage_with_attributes(client: TestClient) -> None:
     root = spans[0]
     assert all(s["parent_id"] == root["span_id"] for s in spans[1:])  # context crossed into the worker thread
     by = {s["name"]: s["attributes"] for s in spans}
-    assert by["stage.retrieve"]["relevant_hits"] >= 1 and by["stage.retrieve"]["session_id"] == sid
+    assert by["stage.retrieve"]["relevant_hits"] >= 1 and spans[0]["attributes"]["session_id"] == sid
     assert by["stage.generate"]["provider"] == "extractive" and by["stage.generate"]["degraded"] is False
     assert by["stage.persist"]["persisted_to"] == "database"
     assert root["attributes"]["http.status_code"] == 200
@@ -89,3 +89,15 @@ def test_instrumentation_switch_turns_spans_and_metrics_off(sample_runtime) -> N
             assert tracing.RECENT.for_request("off-1") is None
     finally:
         instrumentation.configure(True)
+
+
+def test_span_store_evicts_the_oldest_requests() -> None:
+    store = tracing.RecentSpans(max_requests=3)
+    provider = tracing.TracerProvider()
+    provider.add_span_processor(store)
+    t = provider.get_tracer("t")
+    for i in range(5):
+        with t.start_as_current_span("req") as span:
+            span.set_attribute(tracing.REQUEST_ID_ATTR, f"r{i}")
+    assert store.for_request("r0") is None and store.for_request("r1") is None
+    assert [s["name"] for s in store.for_request("r4") or []] == ["req"]

@@ -102,7 +102,7 @@ def run_stage(name: str, turn: Turn) -> Iterator[None]:
 
 def _span_attributes(stage: str, turn: Turn) -> dict[str, Any]:
     """What each stage's span should say about the turn (None values are left out)."""
-    attrs: dict[str, Any] = {"session_id": turn.session_id, "kb": turn.kb, tracing.REQUEST_ID_ATTR: turn.request_id}
+    attrs: dict[str, Any] = {}  # session and request ids live on the root span
     if stage == "history":
         attrs["history_turns"] = len(turn.history) // 2
     elif stage == "retrieve" and turn.retrieval is not None:

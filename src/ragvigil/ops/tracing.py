@@ -23,10 +23,11 @@ REQUEST_ID_ATTR = "ragvigil.request_id"
 class RecentSpans(SpanProcessor):
     """Finished spans grouped by the request id of their trace; the oldest requests are dropped."""
 
-    def __init__(self, max_requests: int = 2000) -> None:
+    def __init__(self, max_requests: int = 500) -> None:
         self.max_requests = max_requests
         self._by_trace: OrderedDict[int, list[dict[str, Any]]] = OrderedDict()
         self._trace_of_request: dict[str, int] = {}
+        self._requests_of_trace: dict[int, str] = {}
         self._lock = threading.Lock()
 
     def on_end(self, span: ReadableSpan) -> None:
@@ -50,9 +51,12 @@ class RecentSpans(SpanProcessor):
             rid = record["attributes"].get(REQUEST_ID_ATTR)
             if rid:
                 self._trace_of_request[str(rid)] = ctx.trace_id
+                self._requests_of_trace[ctx.trace_id] = str(rid)
             while len(self._by_trace) > self.max_requests:
                 old, _ = self._by_trace.popitem(last=False)
-                self._trace_of_request = {r: t for r, t in self._trace_of_request.items() if t != old}
+                old_rid = self._requests_of_trace.pop(old, None)
+                if old_rid is not None and self._trace_of_request.get(old_rid) == old:
+                    del self._trace_of_request[old_rid]
 
     def for_request(self, request_id: str) -> list[dict[str, Any]] | None:
         """Spans of the request in start order, or None when unknown or already evicted."""

@@ -19,6 +19,12 @@ class _BodyTooLarge(Exception):
     pass
 
 
+def _request_id(headers: dict[bytes, bytes]) -> str:
+    """The caller's X-Request-ID when it is sane (printable, at most 128 chars), else a new one."""
+    incoming = headers.get(b"x-request-id", b"").decode("latin-1")
+    return incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
+
+
 class RequestContextMiddleware:
     """X-Request-ID in and out, one access log line and the HTTP metrics per request."""
 
@@ -34,8 +40,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        incoming = headers.get(b"x-request-id", b"").decode("latin-1")
-        rid = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
+        rid = _request_id(headers)
         tokens = (request_id_var.set(rid), session_id_var.set(None), user_id_var.set(None))
         scope.setdefault("state", {})["request_id"] = rid
         status = 500
@@ -95,7 +100,7 @@ class RequestContextMiddleware:
     async def _bare(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Instrumentation off: only the request id and the body limit, the parts clients rely on."""
         headers = dict(scope.get("headers") or [])
-        rid = headers.get(b"x-request-id", b"").decode("latin-1")[:128] or uuid.uuid4().hex
+        rid = _request_id(headers)
         scope.setdefault("state", {})["request_id"] = rid
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:

@@ -455,6 +455,23 @@ def add_chat_rows(
         report.add(Row(sec, "req/s as a fraction of (b)", frac, "", target="≥ 0.70", passed=frac >= 0.70, digits=2))
 
 
+def ingest_samples(env: dict[str, str], cwd: Path) -> None:
+    """``ragvigil ingest samples/helpcentre --vectors`` into the data dir named by ``env``."""
+    t = time.perf_counter()
+    ing = subprocess.run(
+        [sys.executable, "-m", "ragvigil.cli", "ingest", str(SAMPLES), "--vectors"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if ing.returncode != 0:
+        console.print(ing.stdout[-2000:], ing.stderr[-2000:])
+        raise SystemExit("ingest failed")
+    console.print(f"  {ing.stdout.strip().splitlines()[-1]} in {time.perf_counter() - t:.1f} s")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--levels", default="1,10,50", help="concurrent clients, comma separated")
@@ -504,19 +521,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # 1. ingest the sample help centre with vectors
         console.print(f"ingesting {SAMPLES} with vectors ({args.ingest_threads} e5 threads)...")
-        t = time.perf_counter()
-        ing = subprocess.run(
-            [sys.executable, "-m", "ragvigil.cli", "ingest", str(SAMPLES), "--vectors"],
-            env=env,
-            cwd=tmp,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        if ing.returncode != 0:
-            console.print(ing.stdout[-2000:], ing.stderr[-2000:])
-            raise SystemExit("ingest failed")
-        console.print(f"  {ing.stdout.strip().splitlines()[-1]} in {time.perf_counter() - t:.1f} s")
+        ingest_samples(env, tmp)
 
         # 2. ceiling (b): query embedding alone
         console.print(

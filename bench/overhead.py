@@ -39,7 +39,6 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +48,7 @@ from pathlib import Path
 import psutil
 
 from _common import Report, Row, console, exit_on_sigterm, free_port, machine_line, temp_data_dir
-from chat import SAMPLES, QuestionStream, Server, describe, run_loadgen
+from chat import SAMPLES, QuestionStream, Server, describe, ingest_samples, run_loadgen
 
 MODES = ("on", "off")
 TARGET_PCT = 3.0
@@ -297,23 +296,14 @@ def main(argv: list[str] | None = None) -> int:
         # 1. one ingest, copied for both servers
         seed_dir = tmp / "seed-data"
         console.print(f"ingesting {SAMPLES} with vectors ({args.ingest_threads} e5 threads)...")
-        t = time.perf_counter()
-        ing = subprocess.run(
-            [sys.executable, "-m", "ragvigil.cli", "ingest", str(SAMPLES), "--vectors"],
-            env={
+        ingest_samples(
+            {
                 **base_env,
                 "RAGVIGIL_DATA_DIR": str(seed_dir),
                 "RAGVIGIL_RETRIEVAL__EMBED_THREADS": str(args.ingest_threads),
             },
-            cwd=tmp,
-            capture_output=True,
-            text=True,
-            timeout=900,
+            tmp,
         )
-        if ing.returncode != 0:
-            console.print(ing.stdout[-2000:], ing.stderr[-2000:])
-            raise SystemExit("ingest failed")
-        console.print(f"  {ing.stdout.strip().splitlines()[-1]} in {time.perf_counter() - t:.1f} s")
         shutil.rmtree(seed_dir / "logs", ignore_errors=True)
         dirs = {m: tmp / f"data-{m}" for m in MODES}
         for d in dirs.values():

@@ -240,6 +240,11 @@ _RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asc
 _TRACEBACKS = logging.Formatter()
 
 
+# Structured fields the service itself fills with values that cannot carry personal data (route
+# templates, methods, stage names and timings): skipping them keeps redaction off the hot path.
+SAFE_EXTRAS = frozenset({"route", "method", "status", "ms", "stage", "outcome", "stages_ms", "persisted_to"})
+
+
 class RedactingFilter(logging.Filter):
     """Rewrites each record in place so every later formatter sees only redacted text; never drops a record.
 
@@ -268,7 +273,7 @@ class RedactingFilter(logging.Filter):
             message = f"{record.msg} [log arguments did not match the format]"
         record.msg, record.args = self.redactor.redact(message), None
         for key, value in list(record.__dict__.items()):
-            if key not in _RECORD_ATTRS and isinstance(value, str | dict | list | tuple):
+            if key not in _RECORD_ATTRS and key not in SAFE_EXTRAS and isinstance(value, str | dict | list | tuple):
                 setattr(record, key, self.redactor.redact_obj(value))
         if record.exc_info:
             record.exc_text = record.exc_text or _TRACEBACKS.formatException(record.exc_info)

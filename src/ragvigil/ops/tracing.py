@@ -25,7 +25,8 @@ class RecentSpans(SpanProcessor):
 
     def __init__(self, max_requests: int = 500) -> None:
         self.max_requests = max_requests
-        self._by_trace: OrderedDict[int, list[dict[str, Any]]] = OrderedDict()
+        # the finished spans themselves: turning them into dicts is left to the rare reader
+        self._by_trace: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
         self._trace_of_request: dict[str, int] = {}
         self._requests_of_trace: dict[int, str] = {}
         self._lock = threading.Lock()
@@ -34,21 +35,12 @@ class RecentSpans(SpanProcessor):
         ctx = span.get_span_context()
         if ctx is None:
             return
-        record = {
-            "name": span.name,
-            "span_id": f"{ctx.span_id:016x}",
-            "parent_id": f"{span.parent.span_id:016x}" if span.parent else None,
-            "start_ns": span.start_time,
-            "end_ns": span.end_time,
-            "duration_ms": round(((span.end_time or 0) - (span.start_time or 0)) / 1e6, 3),
-            "status": span.status.status_code.name.lower(),
-            "attributes": dict(span.attributes or {}),
-        }
+        rid = (span.attributes or {}).get(REQUEST_ID_ATTR)
         with self._lock:
-            spans = self._by_trace.setdefault(ctx.trace_id, [])
-            spans.append(record)
-            self._by_trace.move_to_end(ctx.trace_id)
-            rid = record["attributes"].get(REQUEST_ID_ATTR)
+            spans = self._by_trace.get(ctx.trace_id)
+            if spans is None:
+                spans = self._by_trace[ctx.trace_id] = []
+            spans.append(span)
             if rid:
                 self._trace_of_request[str(rid)] = ctx.trace_id
                 self._requests_of_trace[ctx.trace_id] = str(rid)
@@ -62,8 +54,10 @@ class RecentSpans(SpanProcessor):
         """Spans of the request in start order, or None when unknown or already evicted."""
         with self._lock:
             trace_id = self._trace_of_request.get(request_id)
-            spans = self._by_trace.get(trace_id) if trace_id is not None else None
-            return sorted(spans, key=lambda s: s["start_ns"]) if spans else None
+            spans = list(self._by_trace.get(trace_id) or ()) if trace_id is not None else []
+        if not spans:
+            return None
+        return [_as_dict(s) for s in sorted(spans, key=lambda s: s.start_time or 0)]
 
     def shutdown(self) -> None:
         return None
@@ -88,6 +82,20 @@ class _Exporters(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return all(p.force_flush(timeout_millis) for p in list(self.by_endpoint.values()))
+
+
+def _as_dict(span: ReadableSpan) -> dict[str, Any]:
+    ctx = span.get_span_context()
+    return {
+        "name": span.name,
+        "span_id": f"{ctx.span_id:016x}" if ctx else None,
+        "parent_id": f"{span.parent.span_id:016x}" if span.parent else None,
+        "start_ns": span.start_time,
+        "end_ns": span.end_time,
+        "duration_ms": round(((span.end_time or 0) - (span.start_time or 0)) / 1e6, 3),
+        "status": span.status.status_code.name.lower(),
+        "attributes": dict(span.attributes or {}),
+    }
 
 
 RECENT = RecentSpans()

@@ -125,6 +125,14 @@ class Report:
             colour = "green" if ok == len(verdicts) else "red"
             console.print(f"[{colour}]{ok}/{len(verdicts)} targets met[/{colour}]")
 
+    def finish(self, started: float, json_path: Path | None, extra: str = "") -> int:
+        """Close a run: note its duration, print the table, write JSON if asked; the exit code."""
+        self.note(f"total run time {time.perf_counter() - started:.0f} s{extra}")
+        self.print()
+        if json_path:
+            self.dump_json(json_path, argv=sys.argv[1:])
+        return 0
+
     def dump_json(self, path: Path, **meta: object) -> None:
         data = {"title": self.title, "meta": meta, "rows": [asdict(r) for r in self.rows], "notes": self.notes}
         path.write_text(json.dumps(data, ensure_ascii=False, indent=2, default=str), encoding="utf-8")

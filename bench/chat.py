@@ -659,11 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     report.note(
         "Reference (MEASURED.md, wrk, not this run): bare FastAPI ~1,700 req/s at 10 connections, ~1,450 at 50."
     )
-    report.note(f"total run time {time.perf_counter() - t_start:.0f} s")
-    report.print()
-    if args.json:
-        report.dump_json(args.json, argv=sys.argv[1:])
-    return 0
+    return report.finish(t_start, args.json)
 
 
 if __name__ == "__main__":

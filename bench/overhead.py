@@ -383,11 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         "query-cache hits, vector-store ops), so 'off' still pays those."
     )
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    report.note(f"total run time {time.perf_counter() - t_start:.0f} s; load avg at the end {load}")
-    report.print()
-    if args.json:
-        report.dump_json(args.json, argv=sys.argv[1:])
-    return 0
+    return report.finish(t_start, args.json, f"; load avg at the end {load}")
 
 
 if __name__ == "__main__":

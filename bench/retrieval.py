@@ -690,11 +690,7 @@ def main(argv: list[str] | None = None) -> int:
     report.note(
         "Hybrid, BM25-alone and vector-alone go through HybridRetriever.search over a real Catalog (SQLite) with production RetrievalSettings (candidates 30, top_k 5, RRF k 60)."
     )
-    report.note(f"total run time {time.perf_counter() - t_start:.0f} s")
-    report.print()
-    if args.json:
-        report.dump_json(args.json, argv=sys.argv[1:])
-    return 0
+    return report.finish(t_start, args.json)
 
 
 if __name__ == "__main__":

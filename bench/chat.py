@@ -243,6 +243,8 @@ async def client(state: LoadState) -> None:
 
 
 async def run_load(spec: dict) -> dict:
+    if spec.get("cpus") and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, spec["cpus"])  # keep the load generator off the server's core
     stream = QuestionStream(spec["seed"], spec["repeat_share"], spec["fresh_start"]) if spec["chat"] else None
     start = time.perf_counter()
     state = LoadState(spec, start + spec["duration_s"], stream)

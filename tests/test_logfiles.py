@@ -58,6 +58,22 @@ def test_rotation_produces_gz_files_holding_every_line(
     assert not list(tmp_path.glob("*.part")) and not (tmp_path / "error.log.1.gz").exists()
 
 
+def test_rotation_counts_the_bytes_already_in_the_file_and_multibyte_text(
+    tmp_path: Path, file_logger: tuple[logging.Logger, list[logging.Handler]]
+) -> None:
+    old = json.dumps({"ts": "2026-01-01T00:00:00+00:00", "level": "INFO", "event": "before restart"}) + "\n"
+    (tmp_path / "application.log").write_text(old * 6)  # a restart finds 480 bytes already written
+    logger, handlers = file_logger
+    attach(logger, handlers, file_handlers(tmp_path, JsonFormatter(), max_bytes=600, backup_count=100))
+    for i in range(30):
+        logger.info("数据" * 12 + str(i))  # 3 bytes per character in UTF-8
+    files = [*tmp_path.glob("application.log.*.gz"), tmp_path / "application.log"]
+    sizes = [len(gzip.decompress(p.read_bytes())) if p.suffix == ".gz" else p.stat().st_size for p in files]
+    assert len(files) >= 4 and max(sizes) <= 600
+    oldest = max(files[:-1], key=lambda p: int(p.name.split(".")[2]))
+    assert events(oldest) == ["before restart"] * 6  # rolled over at the first record that did not fit
+
+
 def test_backup_count_caps_the_number_of_gz_files(
     tmp_path: Path, file_logger: tuple[logging.Logger, list[logging.Handler]]
 ) -> None:

@@ -6,6 +6,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from fastapi.testclient import TestClient
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from ragvigil.ops import tracing
 
@@ -59,15 +60,29 @@ def test_otlp_export_reaches_a_collector(client: TestClient) -> None:
     server = HTTPServer(("127.0.0.1", 0), Collector)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     endpoint = f"http://127.0.0.1:{server.server_port}/v1/traces"
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
     try:
         tracing.enable_otlp(endpoint)
-        client.post("/api/v1/chat", json={"message": "How do I export my notes?"}, headers={"X-Request-ID": "otlp-1"})
+        client.post(
+            "/api/v1/chat",
+            json={"message": "How do I export my notes?"},
+            headers={"X-Request-ID": "otlp-1", "traceparent": f"00-{trace_id}-b7ad6b7169203331-01"},
+        )
         tracing.flush()
-        assert received and any(b"stage.retrieve" in body for body in received)
-        assert any(b"otlp-1" in body for body in received)
     finally:
         tracing.disable_otlp(endpoint)
         server.shutdown()
+    spans = []
+    for body in received:
+        export = ExportTraceServiceRequest.FromString(body)
+        spans += [s for rs in export.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    mine = {s.name: s for s in spans if s.trace_id.hex() == trace_id}
+    root = mine["POST /api/v1/chat"]
+    assert root.parent_span_id.hex() == "b7ad6b7169203331"
+    assert any(a.key == "ragvigil.request_id" and a.value.string_value == "otlp-1" for a in root.attributes)
+    assert {"stage.history", "stage.retrieve", "stage.generate", "stage.persist"} <= set(mine)
+    assert all(mine[n].parent_span_id == root.span_id for n in mine if n.startswith("stage."))
+    assert mine["stage.retrieve"].end_time_unix_nano > mine["stage.retrieve"].start_time_unix_nano
 
 
 def test_instrumentation_switch_turns_spans_and_metrics_off(sample_runtime) -> None:  # type: ignore[no-untyped-def]
@@ -92,12 +107,24 @@ def test_instrumentation_switch_turns_spans_and_metrics_off(sample_runtime) -> N
 
 
 def test_span_store_evicts_the_oldest_requests() -> None:
-    store = tracing.RecentSpans(max_requests=3)
-    provider = tracing.TracerProvider()
-    provider.add_span_processor(store)
-    t = provider.get_tracer("t")
+    store = tracing.RecentTraces(max_requests=3)
     for i in range(5):
-        with t.start_as_current_span("req") as span:
-            span.set_attribute(tracing.REQUEST_ID_ATTR, f"r{i}")
+        trace = tracing.RequestTrace(f"r{i}", "req")
+        trace.add_child("stage.x", trace.root.start_ns, trace.root.start_ns + 1000, {"n": i}, False)
+        store.add(trace)
     assert store.for_request("r0") is None and store.for_request("r1") is None
-    assert [s["name"] for s in store.for_request("r4") or []] == ["req"]
+    assert [s["name"] for s in store.for_request("r4") or []] == ["req", "stage.x"]
+
+
+def test_a_callers_traceparent_is_continued(client: TestClient) -> None:
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    client.post(
+        "/api/v1/chat",
+        json={"message": "How do I export my notes?"},
+        headers={"X-Request-ID": "tp-1", "traceparent": parent},
+    )
+    spans = client.get("/api/v1/traces/tp-1").json()["spans"]
+    assert spans[0]["parent_id"] == "00f067aa0ba902b7"
+    assert tracing.RECENT.trace_id("tp-1") == "4bf92f3577b34da6a3ce929d0e0e4736"
+    client.post("/api/v1/chat", json={"message": "hi"}, headers={"X-Request-ID": "tp-2", "traceparent": "garbage"})
+    assert client.get("/api/v1/traces/tp-2").json()["spans"][0]["parent_id"] is None

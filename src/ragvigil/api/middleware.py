@@ -10,9 +10,11 @@ import uuid
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ragvigil.ops import instrumentation, metrics, tracing
-from ragvigil.ops.logging import request_id_var, session_id_var, user_id_var
+from ragvigil.ops.logging import access_fields_var, request_id_var, session_id_var, user_id_var
 
 log = logging.getLogger("ragvigil.access")
+_CONTEXT_VARS = (request_id_var, session_id_var, user_id_var, access_fields_var, tracing.current_trace)
+_QUIET_ROUTES = frozenset({"/metrics", "/health/live", "/health/ready"})  # probes would drown the log
 
 
 class _BodyTooLarge(Exception):
@@ -33,26 +35,54 @@ class RequestContextMiddleware:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not instrumentation.enabled:
-            if scope["type"] == "http":
-                await self._bare(scope, receive, send)
-                return
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
         rid = _request_id(headers)
-        tokens = (request_id_var.set(rid), session_id_var.set(None), user_id_var.set(None))
         scope.setdefault("state", {})["request_id"] = rid
-        status = 500
-        start = time.perf_counter()
-
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await self._reject_too_large(send, rid)
-            self._observe(scope, 413, start)
+        too_large = declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes
+        if not instrumentation.enabled:  # only the request id and the body limit, the parts clients rely on
+            await (self._reject_too_large(send, rid) if too_large else self._serve(scope, receive, send, rid))
             return
 
+        method = scope.get("method", "GET")
+        trace = tracing.RequestTrace(rid, f"HTTP {method}", headers.get(b"traceparent"))
+        fields: dict[str, object] = {}
+        tokens = (
+            request_id_var.set(rid),
+            session_id_var.set(None),
+            user_id_var.set(None),
+            access_fields_var.set(fields),
+            tracing.current_trace.set(trace),
+        )
+        status = 500
+        start = time.perf_counter()
+        metrics.HTTP_IN_FLIGHT.inc()
+        try:
+            if too_large:
+                await self._reject_too_large(send, rid)
+                status = 413
+            else:
+                status = await self._serve(scope, receive, send, rid)
+        finally:
+            metrics.HTTP_IN_FLIGHT.dec()
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            trace.finish(
+                f"{method} {route}",
+                status >= 500,
+                **{"http.route": route, "http.status_code": status, "session_id": session_id_var.get()},
+            )
+            self._observe(route, method, status, start, fields)
+            for var, tok in zip(_CONTEXT_VARS, tokens, strict=True):
+                var.reset(tok)  # type: ignore[attr-defined]
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, rid: str) -> int:
+        """Call the app with the body limit enforced and the request id added; returns the status sent."""
         received = 0
+        status = 500
+        started = False
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -63,56 +93,21 @@ class RequestContextMiddleware:
                     raise _BodyTooLarge
             return message
 
-        started = False
-
         async def send_with_id(message: Message) -> None:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode("latin-1"))]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode("latin-1"))]
             await send(message)
 
-        metrics.HTTP_IN_FLIGHT.inc()
-        span_cm = tracing.tracer().start_as_current_span(f"HTTP {scope.get('method', 'GET')}")
-        span = span_cm.__enter__()
-        span.set_attribute(tracing.REQUEST_ID_ATTR, rid)
         try:
             await self.app(scope, limited_receive, send_with_id)
         except _BodyTooLarge:
             if not started:
                 await self._reject_too_large(send, rid)
             status = 413
-        finally:
-            metrics.HTTP_IN_FLIGHT.dec()
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            span.update_name(f"{scope.get('method', 'GET')} {route}")
-            tracing.set_attributes(
-                span,
-                **{"http.route": route, "http.status_code": status, "session_id": session_id_var.get()},
-            )
-            span_cm.__exit__(None, None, None)
-            self._observe(scope, status, start)
-            for var, tok in zip((request_id_var, session_id_var, user_id_var), tokens, strict=True):
-                var.reset(tok)
-
-    async def _bare(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Instrumentation off: only the request id and the body limit, the parts clients rely on."""
-        headers = dict(scope.get("headers") or [])
-        rid = _request_id(headers)
-        scope.setdefault("state", {})["request_id"] = rid
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await self._reject_too_large(send, rid)
-            return
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode("latin-1"))]
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
+        return status
 
     async def _reject_too_large(self, send: Send, rid: str) -> None:
         body = json.dumps(
@@ -132,15 +127,10 @@ class RequestContextMiddleware:
         await send({"type": "http.response.body", "body": body})
 
     @staticmethod
-    def _observe(scope: Scope, status: int, start: float) -> None:
-        route = scope.get("route")
-        template = getattr(route, "path", None) or "unmatched"
+    def _observe(route: str, method: str, status: int, start: float, fields: dict[str, object]) -> None:
         elapsed = time.perf_counter() - start
-        method = scope.get("method", "GET")
-        metrics.HTTP_REQUESTS.labels(template, method, str(status)).inc()
-        metrics.HTTP_DURATION.labels(template, method).observe(elapsed)
-        if template not in ("/metrics", "/health/live", "/health/ready"):
-            log.info(
-                "http_request",
-                extra={"method": method, "route": template, "status": status, "ms": round(elapsed * 1000, 2)},
-            )
+        metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
+        metrics.HTTP_DURATION.labels(route, method).observe(elapsed)
+        if route not in _QUIET_ROUTES:
+            fields.update(method=method, route=route, status=status, ms=round(elapsed * 1000, 2))
+            log.info("http_request", extra=fields)

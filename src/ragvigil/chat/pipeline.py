@@ -20,6 +20,7 @@ from ragvigil.chat.sessions import SessionNotFound, SessionStore, StoredMessage
 from ragvigil.knowledge.retrieval import Hit, HybridRetriever, Retrieval
 from ragvigil.knowledge.tokenize import is_cjk
 from ragvigil.ops import instrumentation, metrics, tracing
+from ragvigil.ops.logging import attach_to_access_line
 from ragvigil.ops.message_log import EncryptedMessageLog, turn_record
 from ragvigil.providers.base import Generation, GenerationRequest, Generator, ProviderError
 from ragvigil.providers.extractive import NO_ANSWER
@@ -80,24 +81,32 @@ class Stage(Protocol):
 
 @contextmanager
 def run_stage(name: str, turn: Turn) -> Iterator[None]:
-    """Time and count one stage; a stage that degrades the turn is counted as degraded."""
+    """Time and count one stage, and add its span to the request's trace.
+
+    A stage that degrades the turn is counted as degraded, one that raises as error.
+    """
     if not instrumentation.enabled:
         yield
         return
     before = len(turn.degraded_reasons)
-    start = time.perf_counter()
+    start = time.time_ns()
     outcome = "error"
-    with tracing.tracer().start_as_current_span(f"stage.{name}") as span:
-        try:
-            yield
-            outcome = "degraded" if len(turn.degraded_reasons) > before else "ok"
-        finally:
-            elapsed = time.perf_counter() - start
-            metrics.STAGE_DURATION.labels(name).observe(elapsed)
-            metrics.STAGE_OUTCOMES.labels(name, outcome).inc()
-            tracing.set_attributes(span, **_span_attributes(name, turn), outcome=outcome, degraded=turn.degraded)
-            turn.stages_ms[name] = round(elapsed * 1000, 2)
-            log.debug("stage_done", extra={"stage": name, "outcome": outcome, "ms": turn.stages_ms[name]})
+    try:
+        yield
+        outcome = "degraded" if len(turn.degraded_reasons) > before else "ok"
+    finally:
+        end = time.time_ns()
+        elapsed = (end - start) / 1e9
+        metrics.STAGE_DURATION.labels(name).observe(elapsed)
+        metrics.STAGE_OUTCOMES.labels(name, outcome).inc()
+        turn.stages_ms[name] = round(elapsed * 1000, 2)
+        trace = tracing.current_trace.get()
+        if trace is not None:
+            attrs = _span_attributes(name, turn)
+            attrs["outcome"] = outcome
+            attrs["degraded"] = turn.degraded
+            trace.add_child(f"stage.{name}", start, end, attrs, outcome == "error")
+        log.debug("stage_done", extra={"stage": name, "outcome": outcome, "ms": turn.stages_ms[name]})
 
 
 def _span_attributes(stage: str, turn: Turn) -> dict[str, Any]:
@@ -114,7 +123,7 @@ def _span_attributes(stage: str, turn: Turn) -> dict[str, Any]:
         attrs["completion_tokens"] = turn.generation.completion_tokens
     elif stage == "persist":
         attrs["persisted_to"] = turn.persisted_to
-    return attrs
+    return {k: v for k, v in attrs.items() if v is not None}  # OpenTelemetry refuses None
 
 
 class LoadHistory:
@@ -312,7 +321,7 @@ class ChatPipeline:
         for stage in self.stages:
             with run_stage(stage.name, turn):
                 stage(turn)
-        _log_turn(turn)
+        log_turn(turn)
         return turn
 
     def stream(self, turn: Turn, on_ready: Callable[[Turn], None] | None = None) -> Iterator[str]:
@@ -329,19 +338,18 @@ class ChatPipeline:
         for stage in self.stages[idx + 1 :]:
             with run_stage(stage.name, turn):
                 stage(turn)
-        _log_turn(turn)
+        log_turn(turn)
 
 
-def _log_turn(turn: Turn) -> None:
-    """One line per answered turn with every stage's time (cheaper than a line per stage)."""
-    if instrumentation.enabled:
-        log.info(
-            "chat_turn",
-            extra={
-                "stages_ms": turn.stages_ms,
-                "ms": round(turn.latency_ms, 2),
-                "sources": len(turn.sources),
-                "degraded": turn.degraded,
-                "persisted_to": turn.persisted_to,
-            },
-        )
+def log_turn(turn: Turn) -> None:
+    """Every stage's time on the request's access line, or on a line of its own outside a request."""
+    if not instrumentation.enabled:
+        return
+    fields = {
+        "stages_ms": turn.stages_ms,
+        "sources": len(turn.sources),
+        "degraded": turn.degraded,
+        "persisted_to": turn.persisted_to,
+    }
+    if not attach_to_access_line(fields):
+        log.info("chat_turn", extra={**fields, "ms": round(turn.latency_ms, 2)})

@@ -382,7 +382,7 @@ def _milliseconds(record: Record) -> float | None:
 
 
 def latency_summary(records: Iterable[Record], by: Literal["route", "stage"] = "route") -> list[LatencyRow]:
-    """p50/p95/p99 per route (``http_request`` lines) or per stage (``chat_turn`` / ``stage_done`` lines).
+    """p50/p95/p99 per route (``http_request`` lines) or per stage (``stages_ms`` / ``stage_done`` lines).
 
     Rows are sorted slowest p95 first.
 
@@ -395,8 +395,9 @@ def latency_summary(records: Iterable[Record], by: Literal["route", "stage"] = "
         raise ValueError(f"latency by {by!r}: expected 'route' or 'stage'")
     samples: defaultdict[str, list[float]] = defaultdict(list)
     for record in records:
-        if by == "stage" and record.get("event") == "chat_turn" and isinstance(record.get("stages_ms"), dict):
-            # one line per turn carries every stage's time (per-stage lines are DEBUG)
+        if by == "stage" and isinstance(record.get("stages_ms"), dict):
+            # a chat request's access line (or a ``chat_turn`` line outside HTTP) carries every stage's
+            # time; per-stage ``stage_done`` lines are DEBUG
             for stage, ms in record["stages_ms"].items():
                 if isinstance(ms, int | float) and math.isfinite(ms):
                     samples[str(stage)].append(float(ms))

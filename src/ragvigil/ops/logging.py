@@ -16,9 +16,20 @@ from ragvigil.ops.redaction import RedactingFilter, Redactor
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 session_id_var: ContextVar[str | None] = ContextVar("session_id", default=None)
 user_id_var: ContextVar[str | None] = ContextVar("user_id", default=None)
+# fields gathered during a request for its one access line (one line per request is half the cost of two)
+access_fields_var: ContextVar[dict[str, object] | None] = ContextVar("access_fields", default=None)
 
 _REDACTOR = Redactor()
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
+
+
+def attach_to_access_line(fields: dict[str, object]) -> bool:
+    """Put ``fields`` on the current request's access line; False outside a request (log them yourself)."""
+    pending = access_fields_var.get()
+    if pending is None:
+        return False
+    pending.update(fields)
+    return True
 
 
 class JsonFormatter(logging.Formatter):

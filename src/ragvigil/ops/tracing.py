@@ -1,135 +1,188 @@
-"""OpenTelemetry spans for each request and pipeline stage, kept in a bounded in-process store.
+"""Spans of each request and pipeline stage: a bounded in-process store, exported over OTLP on demand.
 
 The store answers "where did the time of request X go" from the service itself
-(``GET /api/v1/traces/{request_id}``); an OTLP exporter can be added by configuration for
-Jaeger, Tempo, Phoenix or Langfuse. One tracer provider per process, created here, so that
-several runtimes in one process (tests) share it instead of fighting over the global one.
+(``GET /api/v1/traces/{request_id}``); an OTLP exporter can be added by configuration for Jaeger,
+Tempo, Phoenix or Langfuse, and receives standard OpenTelemetry spans (W3C trace and span ids,
+parentage, a caller's ``traceparent`` continued).
+
+Why the request path does not call the OpenTelemetry SDK tracer: an SDK span costs ~15-20 µs
+(sampler, context attach, processors) and a chat turn has six, which alone is ~2 % of a cached
+turn's CPU against a budget of 3 % for metrics, traces and logs together (``bench/overhead.py``).
+Here a span is a small record appended to the request's trace (~1 µs); the records become SDK
+``ReadableSpan`` objects only when an exporter is configured, and dicts only when someone reads them.
 """
 
 from __future__ import annotations
 
+import re
 import threading
+import time
 from collections import OrderedDict
+from contextvars import ContextVar
+from random import getrandbits
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import Span, Tracer
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 REQUEST_ID_ATTR = "ragvigil.request_id"
+_TRACEPARENT = re.compile(rb"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 
 
-class RecentSpans(SpanProcessor):
-    """Finished spans grouped by the request id of their trace; the oldest requests are dropped."""
+class SpanRecord:
+    """One finished or running span: what OpenTelemetry would export, without its machinery."""
+
+    __slots__ = ("attributes", "end_ns", "error", "name", "parent_id", "span_id", "start_ns")
+
+    def __init__(self, name: str, parent_id: int | None, start_ns: int, attributes: dict[str, Any]) -> None:
+        self.name = name
+        self.span_id = getrandbits(64) or 1
+        self.parent_id = parent_id
+        self.start_ns = start_ns
+        self.end_ns = start_ns
+        self.error = False
+        self.attributes = attributes
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "span_id": f"{self.span_id:016x}",
+            "parent_id": f"{self.parent_id:016x}" if self.parent_id is not None else None,
+            "start_ns": self.start_ns,
+            "end_ns": self.end_ns,
+            "duration_ms": round((self.end_ns - self.start_ns) / 1e6, 3),
+            "status": "error" if self.error else "unset",
+            "attributes": dict(self.attributes),
+        }
+
+
+class RequestTrace:
+    """The spans of one request: the root (the HTTP request) and one child per pipeline stage.
+
+    Stages may run in a worker thread: they reach the trace through a context variable copied into
+    that thread, and append to the same list (``list.append`` is atomic).
+    """
+
+    __slots__ = ("remote_parent", "request_id", "root", "spans", "trace_id")
+
+    def __init__(self, request_id: str, name: str, traceparent: bytes | None = None) -> None:
+        self.request_id = request_id
+        self.trace_id, self.remote_parent = _continue(traceparent)
+        self.root = SpanRecord(name, self.remote_parent, time.time_ns(), {REQUEST_ID_ATTR: request_id})
+        self.spans = [self.root]
+
+    def add_child(self, name: str, start_ns: int, end_ns: int, attributes: dict[str, Any], error: bool) -> None:
+        span = SpanRecord(name, self.root.span_id, start_ns, attributes)
+        span.end_ns = end_ns
+        span.error = error
+        self.spans.append(span)
+
+    def finish(self, name: str, error: bool, **attributes: Any) -> None:
+        """End the root span, name it after the matched route and keep the trace."""
+        root = self.root
+        root.end_ns = time.time_ns()
+        root.name = name
+        root.error = error
+        root.attributes.update((k, v) for k, v in attributes.items() if v is not None)
+        RECENT.add(self)
+        if _EXPORTERS:
+            _export(self)
+
+    def as_dicts(self) -> list[dict[str, Any]]:
+        return [s.as_dict() for s in sorted(self.spans, key=lambda s: s.start_ns)]
+
+
+def _continue(traceparent: bytes | None) -> tuple[int, int | None]:
+    """The caller's trace id and parent span from a W3C ``traceparent`` header, else a new trace."""
+    if traceparent:
+        m = _TRACEPARENT.match(traceparent.strip().lower())
+        if m and int(m.group(1), 16) and int(m.group(2), 16):
+            return int(m.group(1), 16), int(m.group(2), 16)
+    return getrandbits(128) or 1, None
+
+
+current_trace: ContextVar[RequestTrace | None] = ContextVar("ragvigil_trace", default=None)
+
+
+class RecentTraces:
+    """The traces of the last ``max_requests`` requests, by request id; the oldest are dropped."""
 
     def __init__(self, max_requests: int = 500) -> None:
         self.max_requests = max_requests
-        # the finished spans themselves: turning them into dicts is left to the rare reader
-        self._by_trace: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
-        self._trace_of_request: dict[str, int] = {}
-        self._requests_of_trace: dict[int, str] = {}
+        self._by_request: OrderedDict[str, RequestTrace] = OrderedDict()
         self._lock = threading.Lock()
 
-    def on_end(self, span: ReadableSpan) -> None:
-        ctx = span.get_span_context()
-        if ctx is None:
-            return
-        rid = (span.attributes or {}).get(REQUEST_ID_ATTR)
+    def add(self, trace: RequestTrace) -> None:
         with self._lock:
-            spans = self._by_trace.get(ctx.trace_id)
-            if spans is None:
-                spans = self._by_trace[ctx.trace_id] = []
-            spans.append(span)
-            if rid:
-                self._trace_of_request[str(rid)] = ctx.trace_id
-                self._requests_of_trace[ctx.trace_id] = str(rid)
-            while len(self._by_trace) > self.max_requests:
-                old, _ = self._by_trace.popitem(last=False)
-                old_rid = self._requests_of_trace.pop(old, None)
-                if old_rid is not None and self._trace_of_request.get(old_rid) == old:
-                    del self._trace_of_request[old_rid]
+            self._by_request[trace.request_id] = trace  # a reused request id shows its latest request
+            self._by_request.move_to_end(trace.request_id)
+            while len(self._by_request) > self.max_requests:
+                self._by_request.popitem(last=False)
 
     def for_request(self, request_id: str) -> list[dict[str, Any]] | None:
         """Spans of the request in start order, or None when unknown or already evicted."""
         with self._lock:
-            trace_id = self._trace_of_request.get(request_id)
-            spans = list(self._by_trace.get(trace_id) or ()) if trace_id is not None else []
-        if not spans:
-            return None
-        return [_as_dict(s) for s in sorted(spans, key=lambda s: s.start_time or 0)]
+            trace = self._by_request.get(request_id)
+        return trace.as_dicts() if trace is not None else None
 
-    def shutdown(self) -> None:
-        return None
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
+    def trace_id(self, request_id: str) -> str | None:
+        with self._lock:
+            trace = self._by_request.get(request_id)
+        return f"{trace.trace_id:032x}" if trace is not None else None
 
 
-class _Exporters(SpanProcessor):
-    """OTLP exporters that can be added and removed at run time (the SDK only ever adds)."""
+RECENT = RecentTraces()
+_RESOURCE = Resource.create({"service.name": "ragvigil"})
+_SCOPE = InstrumentationScope("ragvigil")
+_EXPORTERS: dict[str, BatchSpanProcessor] = {}
 
-    def __init__(self) -> None:
-        self.by_endpoint: dict[str, BatchSpanProcessor] = {}
 
-    def on_end(self, span: ReadableSpan) -> None:
-        for proc in list(self.by_endpoint.values()):
+def _readable(trace: RequestTrace, span: SpanRecord) -> ReadableSpan:
+    is_root = span is trace.root
+    parent = None
+    if span.parent_id is not None:
+        remote = is_root  # only the root's parent lives in another service
+        parent = SpanContext(trace.trace_id, span.parent_id, is_remote=remote, trace_flags=TraceFlags(1))
+    return ReadableSpan(
+        name=span.name,
+        context=SpanContext(trace.trace_id, span.span_id, is_remote=False, trace_flags=TraceFlags(1)),
+        parent=parent,
+        resource=_RESOURCE,
+        attributes=span.attributes,
+        kind=SpanKind.SERVER if is_root else SpanKind.INTERNAL,
+        status=Status(StatusCode.ERROR) if span.error else Status(StatusCode.UNSET),
+        start_time=span.start_ns,
+        end_time=span.end_ns,
+        instrumentation_scope=_SCOPE,
+    )
+
+
+def _export(trace: RequestTrace) -> None:
+    """Hand the trace's spans to every OTLP exporter (they batch and send from their own thread)."""
+    spans = [_readable(trace, s) for s in trace.spans]
+    for proc in list(_EXPORTERS.values()):
+        for span in spans:
             proc.on_end(span)
-
-    def shutdown(self) -> None:
-        for endpoint in list(self.by_endpoint):
-            disable_otlp(endpoint)
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return all(p.force_flush(timeout_millis) for p in list(self.by_endpoint.values()))
-
-
-def _as_dict(span: ReadableSpan) -> dict[str, Any]:
-    ctx = span.get_span_context()
-    return {
-        "name": span.name,
-        "span_id": f"{ctx.span_id:016x}" if ctx else None,
-        "parent_id": f"{span.parent.span_id:016x}" if span.parent else None,
-        "start_ns": span.start_time,
-        "end_ns": span.end_time,
-        "duration_ms": round(((span.end_time or 0) - (span.start_time or 0)) / 1e6, 3),
-        "status": span.status.status_code.name.lower(),
-        "attributes": dict(span.attributes or {}),
-    }
-
-
-RECENT = RecentSpans()
-_EXPORTERS = _Exporters()
-_PROVIDER = TracerProvider(resource=Resource.create({"service.name": "ragvigil"}))
-_PROVIDER.add_span_processor(RECENT)
-_PROVIDER.add_span_processor(_EXPORTERS)
-
-
-def tracer() -> Tracer:
-    return _PROVIDER.get_tracer("ragvigil")
 
 
 def enable_otlp(endpoint: str) -> None:
     """Also export spans over OTLP/HTTP (e.g. http://collector:4318/v1/traces); once per endpoint."""
-    if endpoint in _EXPORTERS.by_endpoint:
+    if endpoint in _EXPORTERS:
         return
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    _EXPORTERS.by_endpoint[endpoint] = BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=5))
+    _EXPORTERS[endpoint] = BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=5))
 
 
 def disable_otlp(endpoint: str) -> None:
-    proc = _EXPORTERS.by_endpoint.pop(endpoint, None)
+    proc = _EXPORTERS.pop(endpoint, None)
     if proc is not None:
         proc.shutdown()
 
 
-def flush() -> bool:
-    return _PROVIDER.force_flush()
-
-
-def set_attributes(span: Span, **attrs: Any) -> None:
-    """Set the attributes that have a value (OpenTelemetry refuses None)."""
-    for key, value in attrs.items():
-        if value is not None:
-            span.set_attribute(key, value)
+def flush(timeout_millis: int = 30000) -> bool:
+    """Send what the exporters have queued (at shutdown, and in tests)."""
+    return all(p.force_flush(timeout_millis) for p in list(_EXPORTERS.values()))

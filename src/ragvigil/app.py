@@ -24,7 +24,8 @@ from ragvigil.knowledge.vector_filler import VectorFiller
 from ragvigil.knowledge.vectorstore import FaissVectorStore
 from ragvigil.ops import instrumentation, metrics, tracing
 from ragvigil.ops.access import AuditLog, KeyStore
-from ragvigil.ops.health import HealthChecks
+from ragvigil.ops.alerts.service import AlertService
+from ragvigil.ops.health import HEALTH_COLLECTOR, HealthChecks
 from ragvigil.ops.logfiles import RetentionPolicy, RetentionReport, enforce_retention
 from ragvigil.ops.message_log import EncryptedMessageLog
 from ragvigil.ops.system import register_system_collectors
@@ -90,6 +91,21 @@ class Runtime:
         self.health.add("embedding", lambda: self.embedder.inner.embed_query("health"), critical=False)
         self.health.add("generator", self.generator.check, critical=False)  # extractive still answers
         self.health.add("disk", self._check_disk)
+        HEALTH_COLLECTOR.checks = self.health  # health as metrics, for the alert rules and Prometheus
+        a = settings.alerts
+        self.alerts: AlertService | None = (
+            AlertService(
+                metrics.REGISTRY,
+                a.rules_file,
+                eval_interval=a.eval_interval,
+                history_s=a.history_s,
+                stall_after=a.stall_after,
+                heartbeat_url=a.heartbeat_url,
+                heartbeat_interval=a.heartbeat_interval,
+            )
+            if a.enabled
+            else None
+        )
         self.started_at = time.time()
         self.draining = False
         self._stop = threading.Event()
@@ -122,6 +138,8 @@ class Runtime:
             self.filler.start()
         self._replayer = threading.Thread(target=self._replay_loop, name="journal-replay", daemon=True)
         self._replayer.start()
+        if self.alerts is not None:
+            self.alerts.start()
 
     def replay_journal(self) -> int:
         moved = self.journal.replay(self.sessions)
@@ -160,6 +178,10 @@ class Runtime:
 
     def close(self) -> None:
         self._stop.set()
+        if self.alerts is not None:
+            self.alerts.stop()
+        if HEALTH_COLLECTOR.checks is self.health:
+            HEALTH_COLLECTOR.checks = None
         self.filler.stop()
         self.health.close()
         if self.generator is not self.extractive:

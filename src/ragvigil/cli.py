@@ -1,4 +1,4 @@
-"""Command line: serve, ingest, search, ask, migrate, config."""
+"""Command line: serve, ingest, search, ask, migrate, config, keys, audit, logs, alerts."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ragvigil.cli_alerts import alerts_app
+from ragvigil.cli_common import console, err, load_settings_or_exit
 from ragvigil.config import Settings, describe_errors, load_settings, masked_dump
 
 app = typer.Typer(help="ragvigil: a knowledge-base chat service that runs itself.", no_args_is_help=True)
@@ -24,18 +25,8 @@ keys_app = typer.Typer(
     help="API keys: create, list, revoke (roles: client, viewer, operator, admin).", no_args_is_help=True
 )
 app.add_typer(keys_app, name="keys")
-console = Console()
-err = Console(stderr=True)
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ValidationError as exc:
-        err.print("[red]invalid configuration:[/red]")
-        for line in describe_errors(exc):
-            err.print(f"  {line}")
-        raise typer.Exit(2) from None
+app.add_typer(alerts_app, name="alerts")
+_settings = load_settings_or_exit
 
 
 def _runtime(settings: Settings):  # type: ignore[no-untyped-def]
@@ -211,6 +202,14 @@ def serve(
 
     s = _settings()
     configure_logging(s.log_level, s.log_dir, s.log_json)
+    if s.alerts.enabled and s.alerts.rules_file is not None:
+        from ragvigil.ops.alerts.rules import RuleFileError, load_rule_file
+
+        try:
+            load_rule_file(s.alerts.rules_file)
+        except RuleFileError as exc:
+            err.print(f"[red]alert rules rejected:[/red] {exc}")
+            raise typer.Exit(2) from None
     if s.profile.value == "production":
         from ragvigil.app import Runtime
 

@@ -74,6 +74,18 @@ class RetrievalSettings(BaseModel):
         return self
 
 
+class AlertSettings(BaseModel):
+    """The built-in alert engine (embedded mode); in scaled mode Prometheus evaluates the same rules."""
+
+    enabled: bool = True
+    rules_file: Path | None = Field(None, description="a Prometheus rule file; empty: the default rule pack")
+    eval_interval: float = Field(3.0, gt=0, le=300, description="seconds between evaluation cycles")
+    history_s: float = Field(900.0, ge=60, description="seconds of signal history kept for the rules")
+    stall_after: float = Field(30.0, gt=0, description="no evaluation for this long is a stall")
+    heartbeat_url: str | None = Field(None, description="dead man's switch: POSTed while evaluation is healthy")
+    heartbeat_interval: float = Field(60.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Settings of one ragvigil instance. Every file it writes lives under ``data_dir``."""
 
@@ -118,6 +130,7 @@ class Settings(BaseSettings):
     auth_required: bool = Field(False, description="API keys on every route except the open probes")
     open_probes: bool = Field(True, description="/health/* and /metrics without a key (Prometheus, kubelet)")
     min_free_disk_mb: int = Field(200, ge=0, description="below this the disk check fails")
+    alerts: AlertSettings = AlertSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ragvigil.ops.metrics import REGISTRY
 
 Check = Callable[[], None]
 
@@ -114,3 +119,40 @@ def rollup(results: list[CheckResult], graph: dict[str, list[tuple[str, bool]]] 
     for node in graph:
         status(node)
     return out
+
+
+_STATUS_VALUE = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+
+
+class HealthCollector(Collector):
+    """Health as metrics, so alert rules (ours and Prometheus') can read it.
+
+    ``ragvigil_health_check_up{check}`` is 1/0 per leaf check; ``ragvigil_health_status{component}``
+    is the roll-up of every node of the dependency graph (0 healthy, 1 degraded, 2 unhealthy).
+    Reads the cached results, so a scrape never multiplies the load on a dependency.
+    """
+
+    def __init__(self) -> None:
+        self.checks: HealthChecks | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        checks = self.checks
+        if checks is None:
+            return
+        results = checks.results()
+        up = GaugeMetricFamily("ragvigil_health_check_up", "Health check passing (1) or failing (0).", labels=["check"])
+        for r in results:
+            up.add_metric([r.name], 1.0 if r.ok else 0.0)
+        yield up
+        status = GaugeMetricFamily(
+            "ragvigil_health_status",
+            "Roll-up of the dependency graph per component: 0 healthy, 1 degraded, 2 unhealthy.",
+            labels=["component"],
+        )
+        for node, info in rollup(results).items():
+            status.add_metric([node], float(_STATUS_VALUE[info["status"]]))
+        yield status
+
+
+HEALTH_COLLECTOR = HealthCollector()
+REGISTRY.register(HEALTH_COLLECTOR)

@@ -124,3 +124,41 @@ FEEDBACK_SCORE = Histogram(
     buckets=(-1.0, 0.0, 1.0),
     registry=REGISTRY,
 )
+ALERT_EVALUATIONS = Counter(
+    "ragvigil_alert_evaluations",
+    "Evaluation cycles of the built-in alert engine (every rule once per cycle).",
+    registry=REGISTRY,
+)
+ALERT_LAST_EVALUATION = Gauge(
+    "ragvigil_alert_last_evaluation_timestamp_seconds",
+    "Unix time the alert engine's latest evaluation cycle started (a stall shows as an old value).",
+    registry=REGISTRY,
+)
+ALERT_EVALUATION_DURATION = Histogram(
+    "ragvigil_alert_evaluation_duration_seconds",
+    "Time one evaluation cycle took (sampling the signals and evaluating every rule).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+    registry=REGISTRY,
+)
+ALERT_RULE_FAILURES = Counter(
+    "ragvigil_alert_rule_failures",
+    "Rule evaluations that failed (the expression could not be evaluated), by rule.",
+    ["rule"],
+    registry=REGISTRY,
+)
+ALERTS_ACTIVE = Gauge(
+    "ragvigil_alerts",
+    "Alerts of the built-in engine by state (pending, firing) and severity (P1, P2, P3).",
+    ["state", "severity"],
+    registry=REGISTRY,
+)
+ALERT_SIGNAL_SERIES = Gauge(
+    "ragvigil_alert_signal_series",
+    "Series kept in the alert engine's signal history.",
+    registry=REGISTRY,
+)
+ALERT_HEARTBEAT_FAILURES = Counter(
+    "ragvigil_alert_heartbeat_failures",
+    "Dead man's switch heartbeats that could not be delivered to the configured URL.",
+    registry=REGISTRY,
+)

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
 from ragvigil.ops import metrics
+from ragvigil.ops.health import HealthChecks, HealthCollector
 from ragvigil.ops.system import HostCollector
 
 _SUFFIX = {"counter": "_total"}
@@ -27,11 +28,17 @@ def _declared() -> list[tuple[str, str, str, tuple[str, ...]]]:
     from prometheus_client import ProcessCollector
 
     ProcessCollector(registry=reg)
+    health = HealthCollector()
+    health.checks = HealthChecks()
+    health.checks.add("example", lambda: None)
+    reg.register(health)
     with tempfile.TemporaryDirectory() as d:
         reg.register(HostCollector(Path(d)))
         for fam in reg.collect():
             name = fam.name + _SUFFIX.get(fam.type, "")
-            rows.append((name, fam.type, fam.documentation, ()))
+            labels = tuple(sorted({k for sample in fam.samples for k in sample.labels}))
+            rows.append((name, fam.type, fam.documentation, labels))
+    health.checks.close()
     return sorted(rows)
 
 
@@ -39,7 +46,7 @@ def render() -> str:
     lines = [
         "# Metrics",
         "",
-        "Generated from `src/ragvigil/ops/metrics.py` and `ops/system.py` by",
+        "Generated from `src/ragvigil/ops/metrics.py`, `ops/system.py` and `ops/health.py` by",
         "`python -m ragvigil.ops.metrics_doc > docs/metrics.md`; a test fails when this file is stale.",
         "Histograms also export `_bucket`, `_sum` and `_count` series. Label values are bounded: routes",
         "are templates, stages/outcomes/kinds come from fixed lists in the code.",

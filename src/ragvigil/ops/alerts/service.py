@@ -1,0 +1,194 @@
+"""The embedded alerting loop: sample the signals, evaluate the rules, hand the changes on.
+
+One thread samples ragvigil's Prometheus registry and evaluates every rule each ``eval_interval``
+seconds (3 s by default: a P1 rule with ``for: 5s`` fires within 10 s of its onset). The rule file is
+re-read when it changes; an invalid file is refused, logged with every problem, and the previous rules
+stay active. A second thread watches the first (monitoring the monitor): when evaluation stalls it
+logs CRITICAL and stops the dead man's switch heartbeat, so the external receiver raises the alarm.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from prometheus_client.registry import CollectorRegistry
+
+from ragvigil.ops import metrics
+from ragvigil.ops.alerts.engine import AlertEngine, Transition
+from ragvigil.ops.alerts.history import SignalHistory
+from ragvigil.ops.alerts.promql import LOOKBACK_S
+from ragvigil.ops.alerts.rules import RuleFileError, RuleSet, default_rules, load_rule_file
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[list[Transition]], None]
+
+
+def load_configured_rules(path: Path | None) -> RuleSet:
+    """The rule file named in the settings, or the default pack."""
+    return default_rules() if path is None else load_rule_file(path)
+
+
+class AlertService:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        rules_file: Path | None = None,
+        eval_interval: float = 3.0,
+        history_s: float = 900.0,
+        stall_after: float = 30.0,
+        heartbeat_url: str | None = None,
+        heartbeat_interval: float = 60.0,
+        sinks: list[Sink] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.rules_file = rules_file
+        self.eval_interval = eval_interval
+        self.stall_after = stall_after
+        self.heartbeat_url = heartbeat_url
+        self.heartbeat_interval = heartbeat_interval
+        self.sinks = sinks or []
+        rules = load_configured_rules(rules_file)
+        self.history = SignalHistory(retention_s=history_s, names=rules.metric_names())
+        self.engine = AlertEngine(rules, self.history)
+        self.rules_error: RuleFileError | None = None
+        self._rules_mtime = self._mtime()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.stalled = False
+        self.last_heartbeat: float | None = None
+
+    # --- one cycle -----------------------------------------------------------------------------
+    def tick(self, t: float | None = None) -> list[Transition]:
+        """Sample the signals and evaluate every rule once (the loop body; tests call it directly)."""
+        start = time.perf_counter()
+        t = time.time() if t is None else t
+        self._reload_if_changed()
+        metrics.ALERT_LAST_EVALUATION.set(t)  # the cycle's time, before sampling: the rules see this cycle
+        self.history.sample(self.registry, t)
+        changes = self.engine.evaluate(t)
+        for state in self.engine.rule_health():
+            if state["health"] == "error":
+                metrics.ALERT_RULE_FAILURES.labels(state["rule"]).inc()
+        counts: dict[tuple[str, str], int] = {(s, p): 0 for s in ("pending", "firing") for p in ("P1", "P2", "P3")}
+        for alert in self.engine.alerts():
+            key = (alert.state, alert.severity)
+            counts[key] = counts.get(key, 0) + 1
+        for (state, severity), n in counts.items():
+            metrics.ALERTS_ACTIVE.labels(state, severity).set(n)
+        metrics.ALERT_SIGNAL_SERIES.set(self.history.series_count)
+        metrics.ALERT_EVALUATIONS.inc()
+        metrics.ALERT_EVALUATION_DURATION.observe(time.perf_counter() - start)
+        for change in changes:
+            if change.new in ("firing", "resolved"):
+                log.log(
+                    logging.ERROR if change.new == "firing" and change.alert.severity == "P1" else logging.WARNING,
+                    f"alert_{change.new}",
+                    extra={
+                        "alert": change.alert.rule,
+                        "severity": change.alert.severity,
+                        "labels": change.alert.labels,
+                    },
+                )
+        for sink in self.sinks:
+            try:
+                sink(changes)
+            except Exception:  # a failing sink must never stop evaluation
+                log.exception("alert_sink_failed")
+        return changes
+
+    # --- rules ---------------------------------------------------------------------------------
+    def _mtime(self) -> float | None:
+        try:
+            return self.rules_file.stat().st_mtime if self.rules_file is not None else None
+        except OSError:
+            return None
+
+    def _reload_if_changed(self) -> None:
+        mtime = self._mtime()
+        if mtime != self._rules_mtime:
+            self._rules_mtime = mtime
+            self.reload()
+
+    def reload(self) -> RuleFileError | None:
+        """Re-read the rule file; on any problem keep the previous rules and return the error."""
+        try:
+            rules = load_configured_rules(self.rules_file)
+        except RuleFileError as exc:
+            self.rules_error = exc
+            log.error("alert_rules_rejected", extra={"problems": exc.problems, "file": str(self.rules_file)})
+            return exc
+        self.history.names = rules.metric_names()  # only what the rules read is kept
+        self.engine.replace_rules(rules)
+        self.rules_error = None
+        log.info("alert_rules_loaded", extra={"rules": len(rules.rules), "file": str(self.rules_file)})
+        return None
+
+    # --- background ----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._threads:
+            return
+        for name, target in (("alert-evaluator", self._loop), ("alert-watchdog", self._watchdog)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._threads = []
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.tick()
+            except Exception:
+                log.exception("alert_evaluation_failed")
+            self._stop.wait(max(0.0, self.eval_interval - (time.monotonic() - started)))
+
+    def _watchdog(self) -> None:
+        """Notice a stalled evaluator, and send the heartbeat only while evaluation is healthy."""
+        while not self._stop.wait(min(self.eval_interval, 5.0)):
+            last = self.engine.last_evaluation
+            stalled = last is not None and time.time() - last > self.stall_after
+            if stalled and not self.stalled:
+                log.critical("alert_evaluation_stalled", extra={"seconds_since": round(time.time() - last, 1)})
+            self.stalled = stalled
+            due = self.last_heartbeat is None or time.time() - self.last_heartbeat >= self.heartbeat_interval
+            if self.heartbeat_url and not stalled and last is not None and due:
+                self.send_heartbeat()
+
+    def send_heartbeat(self) -> bool:
+        """POST to the dead man's switch URL; its owner alerts when these stop arriving."""
+        assert self.heartbeat_url is not None
+        try:
+            httpx.post(
+                self.heartbeat_url, json={"service": "ragvigil", "at": time.time()}, timeout=5
+            ).raise_for_status()
+        except httpx.HTTPError as exc:
+            metrics.ALERT_HEARTBEAT_FAILURES.inc()
+            log.warning("alert_heartbeat_failed", extra={"error": str(exc)})
+            return False
+        self.last_heartbeat = time.time()
+        return True
+
+    def status(self) -> dict[str, object]:
+        last = self.engine.last_evaluation
+        return {
+            "rules": len(self.engine.ruleset.rules),
+            "rules_source": self.engine.ruleset.source,
+            "rules_error": self.rules_error.problems if self.rules_error else None,
+            "evaluations": self.engine.evaluations,
+            "last_evaluation": last,
+            "stalled": self.stalled,
+            "eval_interval_s": self.eval_interval,
+            "signal_series": self.history.series_count,
+            "lookback_s": LOOKBACK_S,
+        }

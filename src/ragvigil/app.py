@@ -24,7 +24,12 @@ from ragvigil.knowledge.vector_filler import VectorFiller
 from ragvigil.knowledge.vectorstore import FaissVectorStore
 from ragvigil.ops import instrumentation, metrics, tracing
 from ragvigil.ops.access import AuditLog, KeyStore
+from ragvigil.ops.alerts.channels import build_channel
+from ragvigil.ops.alerts.incidents import IncidentStore
+from ragvigil.ops.alerts.notifier import Notifier
+from ragvigil.ops.alerts.router import Router
 from ragvigil.ops.alerts.service import AlertService
+from ragvigil.ops.alerts.silences import SilenceStore
 from ragvigil.ops.health import HEALTH_COLLECTOR, HealthChecks
 from ragvigil.ops.logfiles import RetentionPolicy, RetentionReport, enforce_retention
 from ragvigil.ops.message_log import EncryptedMessageLog
@@ -93,6 +98,12 @@ class Runtime:
         self.health.add("disk", self._check_disk)
         HEALTH_COLLECTOR.checks = self.health  # health as metrics, for the alert rules and Prometheus
         a = settings.alerts
+        self.incidents = IncidentStore(self.db)
+        self.silences = SilenceStore(self.db)
+        self.notifier = Notifier([build_channel(c) for c in a.channels], self.db, self.incidents)
+        if a.channels:
+            self.health.add("notifications", self.notifier.check, critical=False)
+        router = Router(a.routing, self.incidents, self.silences, self.notifier.submit, a.external_url)
         self.alerts: AlertService | None = (
             AlertService(
                 metrics.REGISTRY,
@@ -102,6 +113,7 @@ class Runtime:
                 stall_after=a.stall_after,
                 heartbeat_url=a.heartbeat_url,
                 heartbeat_interval=a.heartbeat_interval,
+                router=router,
             )
             if a.enabled
             else None
@@ -138,6 +150,7 @@ class Runtime:
             self.filler.start()
         self._replayer = threading.Thread(target=self._replay_loop, name="journal-replay", daemon=True)
         self._replayer.start()
+        self.notifier.start()
         if self.alerts is not None:
             self.alerts.start()
 
@@ -180,6 +193,7 @@ class Runtime:
         self._stop.set()
         if self.alerts is not None:
             self.alerts.stop()
+        self.notifier.stop()
         if HEALTH_COLLECTOR.checks is self.health:
             HEALTH_COLLECTOR.checks = None
         self.filler.stop()

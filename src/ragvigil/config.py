@@ -10,6 +10,7 @@ for configuration.
 from __future__ import annotations
 
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -74,6 +75,69 @@ class RetrievalSettings(BaseModel):
         return self
 
 
+_MATCHER_TEXT = re.compile(r'^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)\s*"?.*?"?\s*$')
+ChannelType = Literal["webhook", "slack", "email", "dingtalk", "feishu", "wecom"]
+
+
+class ChannelSettings(BaseModel):
+    """One channel, e.g. in ragvigil.toml: ``[[alerts.channels]] name="ops" type="webhook" url="…"``."""
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9_.-]{1,64}$")
+    type: ChannelType
+    url: str | None = None  # webhook / robot URL
+    secret: SecretStr | None = None  # DingTalk / Feishu signing secret
+    severities: list[Literal["P1", "P2", "P3"]] = ["P1", "P2", "P3"]
+    language: Literal["zh", "en"] = "en"
+    timeout_s: float = Field(5.0, gt=0, le=60)
+    attempts: int = Field(3, ge=1, le=10)
+    # email
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_starttls: bool = True
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str | None = None
+    smtp_to: list[str] = []
+    tls_verify: bool = True  # off only for a test server with a self-signed certificate
+
+
+class InhibitRule(BaseModel):
+    source_matchers: list[str]
+    target_matchers: list[str]
+    equal: list[str] = []
+
+    @field_validator("source_matchers", "target_matchers")
+    @classmethod
+    def _matcher_syntax(cls, v: list[str]) -> list[str]:
+        for m in v:
+            if not _MATCHER_TEXT.fullmatch(m):
+                raise ValueError(f'matcher {m!r} is not of the form name="value" (operators =, !=, =~, !~)')
+        return v
+
+
+class RoutingSettings(BaseModel):
+    group_by: list[str] = ["alertname"]
+    group_wait: float = Field(10.0, ge=0)
+    p1_group_wait: float = Field(0.0, ge=0)
+    group_interval: float = Field(60.0, gt=0)
+    repeat_interval: float = Field(300.0, gt=0)
+    inhibit_rules: list[InhibitRule] = [
+        InhibitRule(
+            source_matchers=['alertname="RagvigilUnhealthy"'], target_matchers=['severity=~"P2|P3"'], equal=["instance"]
+        )
+    ]
+    escalate_p2_after: float | None = Field(1800.0, description="seconds unacknowledged before P2 becomes P1")
+    escalate_p3_after: float | None = Field(7200.0, description="seconds unacknowledged before P3 becomes P2")
+
+    def escalation(self) -> dict[str, tuple[str, float]]:
+        out = {}
+        if self.escalate_p2_after is not None:
+            out["P2"] = ("P1", self.escalate_p2_after)
+        if self.escalate_p3_after is not None:
+            out["P3"] = ("P2", self.escalate_p3_after)
+        return out
+
+
 class AlertSettings(BaseModel):
     """The built-in alert engine (embedded mode); in scaled mode Prometheus evaluates the same rules."""
 
@@ -84,6 +148,18 @@ class AlertSettings(BaseModel):
     stall_after: float = Field(30.0, gt=0, description="no evaluation for this long is a stall")
     heartbeat_url: str | None = Field(None, description="dead man's switch: POSTed while evaluation is healthy")
     heartbeat_interval: float = Field(60.0, gt=0)
+    routing: RoutingSettings = RoutingSettings()
+    channels: list[ChannelSettings] = []
+    external_url: str = Field("", description="where people reach this ragvigil (links in notifications)")
+
+    @field_validator("channels")
+    @classmethod
+    def _unique_channel_names(cls, v: list[ChannelSettings]) -> list[ChannelSettings]:
+        names = [c.name for c in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"channel names must be unique: {', '.join(dupes)}")
+        return v
 
 
 class Settings(BaseSettings):

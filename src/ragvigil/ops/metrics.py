@@ -162,3 +162,15 @@ ALERT_HEARTBEAT_FAILURES = Counter(
     "Dead man's switch heartbeats that could not be delivered to the configured URL.",
     registry=REGISTRY,
 )
+NOTIFICATIONS = Counter(
+    "ragvigil_notifications",
+    "Alert notifications by channel (configured names) and outcome (sent, failed after retries).",
+    ["channel", "outcome"],
+    registry=REGISTRY,
+)
+NOTIFICATION_CHANNEL_UP = Gauge(
+    "ragvigil_notification_channel_up",
+    "1 while a notification channel delivers, 0 after three failed deliveries in a row.",
+    ["channel"],
+    registry=REGISTRY,
+)

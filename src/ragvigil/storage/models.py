@@ -143,3 +143,84 @@ class AuditEntry(Base):
     source: Mapped[str | None] = mapped_column(String(128), default=None)
     result: Mapped[str] = mapped_column(String(32))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Incident(Base):
+    """One problem as people handle it: the alerts it groups, and everything that happened to it."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    title: Mapped[str] = mapped_column(String(512))
+    severity: Mapped[str] = mapped_column(String(8))  # the highest of its alerts, after escalation
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)  # open | acknowledged | resolved
+    group_key: Mapped[str] = mapped_column(String(512), index=True)
+    source: Mapped[str] = mapped_column(String(32))  # embedded | alertmanager
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(160), default=None)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    escalated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class IncidentAlert(Base):
+    """An alert instance (one label set, one firing episode) inside an incident."""
+
+    __tablename__ = "incident_alerts"
+    __table_args__ = (UniqueConstraint("fingerprint", "starts_at", name="uq_incident_alert_episode"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(1024))
+    alertname: Mapped[str] = mapped_column(String(160), index=True)
+    severity: Mapped[str] = mapped_column(String(8))
+    state: Mapped[str] = mapped_column(String(16))  # firing | resolved
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    annotations: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ends_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class IncidentEvent(Base):
+    """The incident's timeline: state changes, notifications, acknowledgements, notes, later diagnosis."""
+
+    __tablename__ = "incident_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str | None] = mapped_column(String(160), default=None)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Silence(Base):
+    """Mute the notifications of matching alerts between two times (Alertmanager's silences)."""
+
+    __tablename__ = "silences"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    matchers: Mapped[list[Any]] = mapped_column(JSON)  # [{"name", "op", "value"}]
+    starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    created_by: Mapped[str] = mapped_column(String(160))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+
+
+class Delivery(Base):
+    """One notification sent (or not) to one channel: the delivery log."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    channel: Mapped[str] = mapped_column(String(64), index=True)
+    incident_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
+    group_key: Mapped[str] = mapped_column(String(512))
+    status: Mapped[str] = mapped_column(String(16))  # firing | resolved (what was announced)
+    outcome: Mapped[str] = mapped_column(String(16))  # sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    alerts: Mapped[int] = mapped_column(Integer, default=0)

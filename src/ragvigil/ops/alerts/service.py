@@ -1,7 +1,8 @@
 """The embedded alerting loop: sample the signals, evaluate the rules, hand the changes on.
 
 One thread samples ragvigil's Prometheus registry and evaluates every rule each ``eval_interval``
-seconds (3 s by default: a P1 rule with ``for: 5s`` fires within 10 s of its onset). The rule file is
+seconds (3 s by default: a P1 rule with ``for: 5s`` fires within 10 s of its onset), then hands the
+alerts to the router (incidents, silences, inhibition, grouping, notifications). The rule file is
 re-read when it changes; an invalid file is refused, logged with every problem, and the previous rules
 stay active. A second thread watches the first (monitoring the monitor): when evaluation stalls it
 logs CRITICAL and stops the dead man's switch heartbeat, so the external receiver raises the alarm.
@@ -12,7 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -22,11 +22,10 @@ from ragvigil.ops import metrics
 from ragvigil.ops.alerts.engine import AlertEngine, Transition
 from ragvigil.ops.alerts.history import SignalHistory
 from ragvigil.ops.alerts.promql import LOOKBACK_S
+from ragvigil.ops.alerts.router import Router
 from ragvigil.ops.alerts.rules import RuleFileError, RuleSet, default_rules, load_rule_file
 
 log = logging.getLogger(__name__)
-
-Sink = Callable[[list[Transition]], None]
 
 
 def load_configured_rules(path: Path | None) -> RuleSet:
@@ -44,7 +43,7 @@ class AlertService:
         stall_after: float = 30.0,
         heartbeat_url: str | None = None,
         heartbeat_interval: float = 60.0,
-        sinks: list[Sink] | None = None,
+        router: Router | None = None,
     ) -> None:
         self.registry = registry
         self.rules_file = rules_file
@@ -52,7 +51,7 @@ class AlertService:
         self.stall_after = stall_after
         self.heartbeat_url = heartbeat_url
         self.heartbeat_interval = heartbeat_interval
-        self.sinks = sinks or []
+        self.router = router
         rules = load_configured_rules(rules_file)
         self.history = SignalHistory(retention_s=history_s, names=rules.metric_names())
         self.engine = AlertEngine(rules, self.history)
@@ -95,11 +94,11 @@ class AlertService:
                         "labels": change.alert.labels,
                     },
                 )
-        for sink in self.sinks:
+        if self.router is not None:
             try:
-                sink(changes)
-            except Exception:  # a failing sink must never stop evaluation
-                log.exception("alert_sink_failed")
+                self.router.process(self.engine.alerts(["firing", "resolved"]), t)
+            except Exception:  # routing trouble (e.g. the database) must never stop evaluation
+                log.exception("alert_routing_failed")
         return changes
 
     # --- rules ---------------------------------------------------------------------------------

@@ -72,3 +72,160 @@ def export(
     else:
         output.write_text(text, encoding="utf-8")
         err.print(f"wrote {output}")
+
+
+def _db():  # type: ignore[no-untyped-def]
+    from ragvigil.storage.db import Database, migrate
+
+    db = Database(load_settings_or_exit().db_url)
+    migrate(db.engine)
+    return db
+
+
+def _print_json(data: object) -> None:
+    import json
+
+    print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+@alerts_app.command("list")
+def list_active(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Firing alerts of the open incidents (what the running service recorded)."""
+    from rich.table import Table
+
+    from ragvigil.ops.alerts.incidents import IncidentStore
+
+    store = IncidentStore(_db())
+    rows = []
+    for incident in store.list():
+        if incident["status"] == "resolved":
+            continue
+        for a in store.get(incident["id"])["alerts"]:
+            if a["state"] == "firing":
+                rows.append({"incident": incident["id"], "status": incident["status"], **a})
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("incident", "status", "severity", "alert", "labels", "since")
+    for r in rows:
+        labels = ", ".join(f"{k}={v}" for k, v in r["labels"].items() if k not in ("alertname", "severity"))
+        table.add_row(r["incident"][:8], r["status"], r["severity"], r["alertname"], labels, str(r["starts_at"])[:19])
+    console.print(table if rows else "no firing alerts")
+
+
+@alerts_app.command("ack")
+def ack(
+    incident_id: Annotated[str, typer.Argument(help="incident id (from `ragvigil alerts list`; a prefix is enough)")],
+    comment: Annotated[str, typer.Option(help="what you are doing about it")] = "",
+    who: Annotated[str, typer.Option(help="your name, for the timeline and the audit log")] = "cli",
+) -> None:
+    """Acknowledge an incident: stops its escalation."""
+    from ragvigil.ops.access import AuditLog
+    from ragvigil.ops.alerts.incidents import IncidentNotFound, IncidentStore
+
+    db = _db()
+    store = IncidentStore(db)
+    matches = [i["id"] for i in store.list(limit=1000) if i["id"].startswith(incident_id)]
+    if len(matches) != 1:
+        err.print(f"[red]{'no' if not matches else 'more than one'} incident matches {incident_id!r}[/red]")
+        raise typer.Exit(1)
+    try:
+        out = store.acknowledge(matches[0], who, comment)
+    except IncidentNotFound:
+        raise typer.Exit(1) from None
+    AuditLog(db).record(who, "incident.ack", "ok", matches[0], "cli")
+    console.print(f"incident {out['id']} is {out['status']} by {out['acknowledged_by']}")
+
+
+@alerts_app.command("silence")
+def silence(
+    matchers: Annotated[list[str] | None, typer.Argument(help='e.g. alertname="HighCPU" severity=~"P3"')] = None,
+    duration: Annotated[str, typer.Option("--for", help="how long, e.g. 2h")] = "1h",
+    comment: Annotated[str, typer.Option(help="why (required with matchers)")] = "",
+    who: Annotated[str, typer.Option(help="your name")] = "cli",
+    expire: Annotated[str | None, typer.Option(help="end this silence now (its id)")] = None,
+) -> None:
+    """Create a silence, list the active ones (no arguments), or end one (--expire ID)."""
+    from datetime import UTC, datetime, timedelta
+
+    from ragvigil.ops.access import AuditLog
+    from ragvigil.ops.alerts.rules import parse_duration
+    from ragvigil.ops.alerts.silences import SilenceStore, parse_matcher
+
+    db = _db()
+    store = SilenceStore(db)
+    if expire:
+        out = store.expire(expire)
+        if out is None:
+            err.print(f"[red]no silence {expire}[/red]")
+            raise typer.Exit(1)
+        AuditLog(db).record(who, "silence.expire", "ok", expire, "cli")
+        console.print(f"silence {expire} expired")
+        return
+    if not matchers:
+        for s in store.list():
+            m = " ".join(f'{x["name"]}{x["op"]}"{x["value"]}"' for x in s["matchers"])
+            console.print(
+                f"{s['id']}  {s['state']}  until {str(s['ends_at'])[:19]}  {m}  — {s['comment']} ({s['created_by']})"
+            )
+        return
+    if not comment:
+        err.print("[red]--comment is required: say why the alerts are muted[/red]")
+        raise typer.Exit(2)
+    try:
+        parsed = [parse_matcher(m) for m in matchers]
+        start = datetime.now(UTC)
+        out = store.create(parsed, start, start + timedelta(seconds=parse_duration(duration)), who, comment)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    AuditLog(db).record(who, "silence.create", "ok", out["id"], "cli", {"matchers": [str(m) for m in parsed]})
+    console.print(f"silence {out['id']} until {out['ends_at']:%Y-%m-%d %H:%M:%S} UTC")
+
+
+@alerts_app.command("history")
+def history(
+    since: Annotated[str, typer.Option(help="e.g. 24h, 7d")] = "24h",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Incidents opened in the window, each with its timeline."""
+    from datetime import UTC, datetime, timedelta
+
+    from ragvigil.ops.alerts.incidents import IncidentStore
+    from ragvigil.ops.alerts.rules import parse_duration
+
+    try:
+        cutoff = datetime.now(UTC) - timedelta(seconds=parse_duration(since))
+    except ValueError as exc:
+        err.print(f"[red]--since: {exc}[/red]")
+        raise typer.Exit(2) from None
+    store = IncidentStore(_db())
+    incidents = [store.get(i["id"]) for i in store.list(limit=1000) if i["opened_at"] >= cutoff]
+    if as_json:
+        _print_json(incidents)
+        return
+    for i in incidents:
+        console.print(f"[bold]{i['id'][:8]}[/bold] {i['severity']} {i['status']}  {i['title']}")
+        for e in i["timeline"]:
+            what = e["detail"].get("alertname") or e["detail"].get("channel") or e["detail"].get("to") or ""
+            console.print(f"    {str(e['at'])[:19]}  {e['kind']:<20} {what} {e['actor'] or ''}")
+    if not incidents:
+        console.print(f"no incidents since {cutoff:%Y-%m-%d %H:%M} UTC")
+
+
+@alerts_app.command("test-channel")
+def test_channel(name: Annotated[str, typer.Argument(help="a channel from settings.alerts.channels")]) -> None:
+    """Send a test notification through one configured channel; exit 1 when it fails."""
+    from ragvigil.ops.alerts.channels import build_channel, test_notification
+    from ragvigil.ops.alerts.notifier import Notifier
+
+    settings = load_settings_or_exit()
+    channels = {c.name: c for c in settings.alerts.channels}
+    if name not in channels:
+        err.print(f"[red]no channel {name!r}[/red]; configured: {', '.join(sorted(channels)) or 'none'}")
+        raise typer.Exit(2)
+    result = Notifier([build_channel(channels[name])]).deliver(test_notification(), name)[0]
+    if not result.ok:
+        err.print(f"[red]{name}: failed after {result.attempts} attempt(s):[/red] {result.error}")
+        raise typer.Exit(1)
+    console.print(f"{name}: delivered ({result.attempts} attempt(s))")

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from ragvigil import __version__
 from ragvigil.api.errors import install_error_handlers
 from ragvigil.api.middleware import RequestContextMiddleware
-from ragvigil.api.routes import alerts, chat, health, kb, openai_compat, traces
+from ragvigil.api.routes import alerts, chat, health, incidents, kb, openai_compat, traces
 from ragvigil.app import Runtime
 from ragvigil.config import Settings, load_settings
 from ragvigil.ops.logging import configure_logging
@@ -50,7 +50,16 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     if runtime is not None:
         app.state.runtime = runtime
     install_error_handlers(app)
-    for r in (chat.router, kb.router, openai_compat.router, traces.router, alerts.router, health.router, health.probes):
+    for r in (
+        chat.router,
+        kb.router,
+        openai_compat.router,
+        traces.router,
+        alerts.router,
+        incidents.router,
+        health.router,
+        health.probes,
+    ):
         app.include_router(r)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

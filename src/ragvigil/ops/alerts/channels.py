@@ -16,7 +16,7 @@ import ssl
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any, Protocol
 
@@ -257,3 +257,15 @@ _TYPES: dict[str, type] = {
 
 def build_channel(settings: ChannelSettings) -> Channel:
     return _TYPES[settings.type](settings)  # type: ignore[no-any-return]
+
+
+def test_notification() -> Notification:
+    """What ``ragvigil alerts test-channel`` sends: clearly a test, shaped like a real P3 alert."""
+    now = datetime.now(UTC)
+    alert = AlertNotice(
+        {"alertname": "RagvigilTestNotification", "severity": "P3"},
+        {"summary": "test notification from ragvigil: this channel works / 测试通知：此渠道可用"},
+        "firing",
+        now,
+    )
+    return Notification('{}:{alertname="RagvigilTestNotification"}', {"alertname": "RagvigilTestNotification"}, [alert])

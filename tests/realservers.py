@@ -551,3 +551,93 @@ def llama_server(
                 _stop_group(proc, signal.SIGTERM, grace=10.0)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# Prometheus and Alertmanager (Debian packages prometheus, prometheus-alertmanager)
+# --------------------------------------------------------------------------
+
+
+def _binary(*names: str) -> str:
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    raise ServerUnavailable(
+        f"none of {', '.join(names)} is installed (Debian packages prometheus, prometheus-alertmanager)"
+    )
+
+
+@contextlib.contextmanager
+def _served(
+    what: str,
+    cmd_for_port: Callable[[int, Path], list[str]],
+    ready_path: str,
+    files: dict[str, str],
+    startup_timeout: float,
+) -> Iterator[str]:
+    """Write ``files`` into a temp dir, start the command on a free port there, yield its base URL."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"rv-{what}-"))
+    try:
+        for name, text in files.items():
+            (tmp / name).write_text(text)
+        log = tmp / f"{what}.log"
+        port = free_port()
+        cmd = cmd_for_port(port, tmp)
+        with open(log, "ab") as logf:
+            proc = subprocess.Popen(
+                cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=tmp
+            )
+        base = f"http://{HOST}:{port}"
+        try:
+            try:
+                wait_until(
+                    lambda: _http_ok(base + ready_path),
+                    startup_timeout,
+                    f"{what} on {HOST}:{port}",
+                    abort=lambda: _exit_reason(proc),
+                )
+            except (TimeoutError, RuntimeError) as exc:
+                raise _start_error(what, cmd, log, exc) from exc
+            yield base
+        finally:
+            _stop_group(proc)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def prometheus_server(
+    config: str, rule_files: dict[str, str], *, startup_timeout: float = 30.0
+) -> contextlib.AbstractContextManager[str]:
+    """``prometheus`` with ``config`` (prometheus.yml) and rule files next to it; yields its base URL."""
+    binary = _binary("prometheus")
+    return _served(
+        "prometheus",
+        lambda port, tmp: [
+            binary,
+            "--config.file=prometheus.yml",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address={HOST}:{port}",
+        ],
+        "/-/ready",
+        {"prometheus.yml": config, **rule_files},
+        startup_timeout,
+    )
+
+
+def alertmanager_server(config: str, *, startup_timeout: float = 30.0) -> contextlib.AbstractContextManager[str]:
+    """Alertmanager (``prometheus-alertmanager`` on Debian) with ``config``; clustering off; yields its URL."""
+    binary = _binary("prometheus-alertmanager", "alertmanager")
+    return _served(
+        "alertmanager",
+        lambda port, tmp: [
+            binary,
+            "--config.file=alertmanager.yml",
+            f"--storage.path={tmp / 'data'}",
+            f"--web.listen-address={HOST}:{port}",
+            "--cluster.listen-address=",
+        ],
+        "/-/ready",
+        {"alertmanager.yml": config},
+        startup_timeout,
+    )

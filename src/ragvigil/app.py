@@ -27,6 +27,7 @@ from ragvigil.ops.access import AuditLog, KeyStore
 from ragvigil.ops.alerts.channels import build_channel
 from ragvigil.ops.alerts.incidents import IncidentStore
 from ragvigil.ops.alerts.notifier import Notifier
+from ragvigil.ops.alerts.recording import SignalRecorder
 from ragvigil.ops.alerts.router import Router
 from ragvigil.ops.alerts.service import AlertService
 from ragvigil.ops.alerts.silences import SilenceStore
@@ -114,6 +115,8 @@ class Runtime:
                 heartbeat_url=a.heartbeat_url,
                 heartbeat_interval=a.heartbeat_interval,
                 router=router,
+                recorder=SignalRecorder(settings.signal_dir, a.record_retention_h * 3600),
+                record_interval=a.record_interval,
             )
             if a.enabled
             else None

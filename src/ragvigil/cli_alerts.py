@@ -229,3 +229,50 @@ def test_channel(name: Annotated[str, typer.Argument(help="a channel from settin
         err.print(f"[red]{name}: failed after {result.attempts} attempt(s):[/red] {result.error}")
         raise typer.Exit(1)
     console.print(f"{name}: delivered ({result.attempts} attempt(s))")
+
+
+@alerts_app.command("backtest")
+def backtest_cmd(
+    rule_file: Annotated[Path, typer.Argument(help="the rule file to try")],
+    since: Annotated[str, typer.Option(help="how far back, e.g. 24h")] = "24h",
+    step: Annotated[str, typer.Option(help="evaluation step (default: the recording interval)")] = "",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Replay the recorded signals through RULE_FILE: when each rule would have fired and resolved."""
+    import time
+    from datetime import UTC, datetime
+
+    from rich.table import Table
+
+    from ragvigil.ops.alerts.recording import backtest, load_recording
+    from ragvigil.ops.alerts.rules import parse_duration
+
+    rules = _rules(rule_file)
+    settings = load_settings_or_exit()
+    try:
+        window = parse_duration(since)
+        every = parse_duration(step) if step else settings.alerts.record_interval or 15.0
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    until = time.time()
+    start = until - window
+    history = load_recording(settings.signal_dir, start, until, rules.metric_names())
+    if history.last_sample_at is None:
+        err.print(f"[yellow]no recorded signals in {settings.signal_dir} for the last {since}[/yellow]")
+        raise typer.Exit(1)
+    episodes = backtest(rules, history, start, until, every)
+
+    def when(ts: float | None) -> str:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "—"
+
+    if as_json:
+        _print_json([e.__dict__ for e in episodes])
+        return
+    table = Table("rule", "severity", "labels", "pending", "fired", "resolved")
+    for e in episodes:
+        labels = ", ".join(f"{k}={v}" for k, v in e.labels.items() if k not in ("alertname", "severity"))
+        table.add_row(e.rule, e.severity, labels, when(e.pending_at), when(e.fired_at), when(e.resolved_at))
+    console.print(table)
+    fired = sum(1 for e in episodes if e.fired_at)
+    console.print(f"{len(rules.rules)} rules over {since} ({history.series_count} series): {fired} would have fired")

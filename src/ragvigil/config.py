@@ -148,6 +148,8 @@ class AlertSettings(BaseModel):
     stall_after: float = Field(30.0, gt=0, description="no evaluation for this long is a stall")
     heartbeat_url: str | None = Field(None, description="dead man's switch: POSTed while evaluation is healthy")
     heartbeat_interval: float = Field(60.0, gt=0)
+    record_interval: float = Field(15.0, ge=0, description="seconds between signal snapshots on disk (0: off)")
+    record_retention_h: float = Field(48.0, gt=0, description="hours of signal recording kept for backtests")
     routing: RoutingSettings = RoutingSettings()
     channels: list[ChannelSettings] = []
     external_url: str = Field("", description="where people reach this ragvigil (links in notifications)")
@@ -250,6 +252,10 @@ class Settings(BaseSettings):
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def signal_dir(self) -> Path:
+        return self.data_dir / "signals"
 
     @property
     def cache_dir(self) -> Path:

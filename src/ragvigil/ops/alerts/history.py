@@ -71,7 +71,7 @@ class SignalHistory:
     def sample(self, registry: CollectorRegistry, t: float | None = None) -> None:
         """Collect every metric of ``registry`` now (what a Prometheus scrape would have read)."""
         t = time.time() if t is None else t
-        self.add(t, _registry_samples(registry))
+        self.add(t, registry_samples(registry))
 
     def select(
         self, name: str | None, start: float, end: float
@@ -91,7 +91,7 @@ class SignalHistory:
         return self._count
 
 
-def _registry_samples(registry: CollectorRegistry) -> Iterable[tuple[str, dict[str, str], float]]:
+def registry_samples(registry: CollectorRegistry) -> Iterable[tuple[str, dict[str, str], float]]:
     for family in registry.collect():
         for s in family.samples:
             if s.name.endswith("_created"):

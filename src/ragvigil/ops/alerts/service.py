@@ -22,6 +22,7 @@ from ragvigil.ops import metrics
 from ragvigil.ops.alerts.engine import AlertEngine, Transition
 from ragvigil.ops.alerts.history import SignalHistory
 from ragvigil.ops.alerts.promql import LOOKBACK_S
+from ragvigil.ops.alerts.recording import SignalRecorder
 from ragvigil.ops.alerts.router import Router
 from ragvigil.ops.alerts.rules import RuleFileError, RuleSet, default_rules, load_rule_file
 
@@ -44,6 +45,8 @@ class AlertService:
         heartbeat_url: str | None = None,
         heartbeat_interval: float = 60.0,
         router: Router | None = None,
+        recorder: SignalRecorder | None = None,
+        record_interval: float = 15.0,
     ) -> None:
         self.registry = registry
         self.rules_file = rules_file
@@ -52,6 +55,9 @@ class AlertService:
         self.heartbeat_url = heartbeat_url
         self.heartbeat_interval = heartbeat_interval
         self.router = router
+        self.recorder = recorder
+        self.record_interval = record_interval
+        self._last_record = 0.0
         rules = load_configured_rules(rules_file)
         self.history = SignalHistory(retention_s=history_s, names=rules.metric_names())
         self.engine = AlertEngine(rules, self.history)
@@ -70,6 +76,12 @@ class AlertService:
         self._reload_if_changed()
         metrics.ALERT_LAST_EVALUATION.set(t)  # the cycle's time, before sampling: the rules see this cycle
         self.history.sample(self.registry, t)
+        if self.recorder is not None and self.record_interval and t - self._last_record >= self.record_interval:
+            self._last_record = t
+            try:
+                self.recorder.record(self.registry, t)
+            except OSError as exc:  # a full disk must not stop alerting (DiskFilling will say why)
+                log.warning("signal_recording_failed", extra={"error": str(exc)})
         changes = self.engine.evaluate(t)
         for state in self.engine.rule_health():
             if state["health"] == "error":

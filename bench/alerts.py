@@ -272,7 +272,7 @@ scrape_configs: [{{job_name: ragvigil, static_configs: [{{targets: ["127.0.0.1:{
         report.add(
             Row(
                 "fault → notification",
-                "built-in engine (sampling every 3 s, VectorStoreDown for: 5s)",
+                "built-in engine (sampling every 3 s, VectorStoreDown for: 3s)",
                 worst,
                 "s",
                 target="≤ 10 s",

@@ -49,7 +49,7 @@ def test_recording_rolls_hours_into_gzip_and_reads_back(tmp_path: Path) -> None:
     names = sorted(p.name for p in tmp_path.iterdir())
     assert len(names) == 2 and names[0].endswith(".jsonl.gz") and names[1].endswith(".jsonl")
     history = load_recording(tmp_path, start, start + 1200)
-    routes = {dict(lb)["route"] for lb, _ in history.select("errors_total", start, start + 1200)}
+    routes = {dict(lb)["route"] for lb, _, _ in history.select("errors_total", start, start + 1200)}
     assert routes == {"/a", "/late"}
     assert len(next(iter(history.select("errors_total", start, start + 1200)))[1]) == 80
 

@@ -151,7 +151,7 @@ class AlertEngine:
 
     def _no_data(self, rule: Rule, t: float) -> bool:
         """True when a metric the rule reads has no sample within the lookback (a dead signal)."""
-        return any(not list(self.source.select(name, t - LOOKBACK_S, t)) for name in rule.metrics)
+        return any(not self.source.has_data(name, t - LOOKBACK_S, t) for name in rule.metrics)
 
     def _apply_policy(self, state: RuleHealth, policy: str, t: float, reason: str) -> list[Transition]:
         if policy == "keep_last":

@@ -12,7 +12,7 @@ import threading
 import time
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from prometheus_client.registry import CollectorRegistry
 
@@ -74,17 +74,28 @@ class SignalHistory:
         self.add(t, registry_samples(registry))
 
     def select(
-        self, name: str | None, start: float, end: float
-    ) -> Iterable[tuple[Labels, Sequence[tuple[float, float]]]]:
+        self, name: str | None, start: float, end: float, keep: Callable[[Labels], bool] | None = None
+    ) -> list[tuple[Labels, Sequence[float], Sequence[float]]]:
+        """Series of ``name`` (all when None) that ``keep`` accepts, with their times and values in [start, end]."""
         with self._lock:
             groups = [self._series.get(name, {})] if name else list(self._series.values())
             out = []
             for by_labels in groups:
                 for labels, s in by_labels.items():
+                    if keep is not None and not keep(labels):
+                        continue
                     lo, hi = bisect_left(s.times, start), bisect_right(s.times, end)
                     if lo < hi:
-                        out.append((labels, list(zip(s.times[lo:hi], s.values[lo:hi], strict=True))))
+                        out.append((labels, s.times[lo:hi], s.values[lo:hi]))
         return out
+
+    def has_data(self, name: str, start: float, end: float) -> bool:
+        """Whether any series of ``name`` has a sample in [start, end] (the no-data check)."""
+        with self._lock:
+            for s in self._series.get(name, {}).values():
+                if s.times and s.times[-1] >= start and bisect_right(s.times, end) > bisect_left(s.times, start):
+                    return True
+        return False
 
     @property
     def series_count(self) -> int:

@@ -22,14 +22,14 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import promql_parser as pp
 
 Labels = tuple[tuple[str, str], ...]  # sorted (name, value) pairs, "__name__" included for raw series
 Vector = list[tuple[Labels, float]]
-Matrix = list[tuple[Labels, list[tuple[float, float]]]]
+Matrix = list[tuple[Labels, tuple[Sequence[float], Sequence[float]]]]  # (times, values) per series
 Value = Vector | Matrix | float
 
 LOOKBACK_S = 300.0  # Prometheus' default lookback delta
@@ -43,10 +43,12 @@ class SeriesSource(Protocol):
     """Where samples come from: the live in-memory history, or a recording being backtested."""
 
     def select(
-        self, name: str | None, start: float, end: float
-    ) -> Iterable[tuple[Labels, Sequence[tuple[float, float]]]]:
-        """Every series of metric ``name`` (all series when None) with its samples in ``[start, end]``."""
+        self, name: str | None, start: float, end: float, keep: Callable[[Labels], bool] | None = None
+    ) -> Sequence[tuple[Labels, Sequence[float], Sequence[float]]]:
+        """Series of metric ``name`` that ``keep`` accepts, with their sample times and values in [start, end]."""
         ...
+
+    def has_data(self, name: str, start: float, end: float) -> bool: ...
 
 
 def parse(expr: str) -> pp.Expr:
@@ -175,18 +177,13 @@ class Evaluator:
     # --- selectors -----------------------------------------------------------------------------
     def _select(self, vs: pp.VectorSelector, start: float, end: float) -> Matrix:
         matchers = [m for m in _matchers(vs) if m[0] != "__name__"]
-        out: Matrix = []
-        for labels, samples in self.source.select(vs.name, start, end):
-            if _matches(labels, matchers):
-                points = [(ts, v) for ts, v in samples if start <= ts <= end]
-                if points:
-                    out.append((labels, points))
-        return out
+        keep = (lambda labels: _matches(labels, matchers)) if matchers else None
+        return [(labels, (times, values)) for labels, times, values in self.source.select(vs.name, start, end, keep)]  # type: ignore[misc]
 
     def _vector_selector(self, vs: pp.VectorSelector, t: float) -> Vector:
         t -= vs.offset.total_seconds() if vs.offset else 0.0
         # (t - 5m, t]: the latest sample not older than the lookback
-        return [(labels, points[-1][1]) for labels, points in self._select(vs, t - LOOKBACK_S + 1e-9, t)]
+        return [(labels, values[-1]) for labels, (_, values) in self._select(vs, t - LOOKBACK_S + 1e-9, t)]  # type: ignore[misc]
 
     def _matrix(self, ms: pp.MatrixSelector, t: float) -> tuple[Matrix, float, float]:
         vs = ms.vector_selector
@@ -233,12 +230,12 @@ class Evaluator:
                 return [] if matrix else [(_absent_labels(args[0].vector_selector), 1.0)]
             if name in ("rate", "increase", "delta"):
                 out = []
-                for labels, points in matrix:
-                    v = _extrapolated(points, start, end, counter=name != "delta", per_second=name == "rate")
+                for labels, (times, values) in matrix:  # type: ignore[misc]
+                    v = _extrapolated(times, values, start, end, counter=name != "delta", per_second=name == "rate")
                     if v is not None:
                         out.append((_drop_name(labels), v))
                 return out
-            return [(_drop_name(lb), _OVER_TIME[name]([v for _, v in pts])) for lb, pts in matrix]
+            return [(_drop_name(lb), _OVER_TIME[name](list(values))) for lb, (_, values) in matrix]  # type: ignore[misc]
         if name in _MATH_FUNCS:
             f = _MATH_FUNCS[name]
             return [(_drop_name(lb), float(f(v))) for lb, v in self._vector_arg(args[0], t)]
@@ -416,24 +413,24 @@ def _absent_labels(vs: pp.VectorSelector) -> Labels:
 
 
 def _extrapolated(
-    points: list[tuple[float, float]], start: float, end: float, counter: bool, per_second: bool
+    times: Sequence[float], values: Sequence[float], start: float, end: float, counter: bool, per_second: bool
 ) -> float | None:
     """Prometheus' ``extrapolatedRate``: the increase over the window, extrapolated to its edges."""
-    if len(points) < 2:
+    if len(times) < 2:
         return None
-    first_t, first_v = points[0]
-    last_t, last_v = points[-1]
+    first_t, first_v = times[0], values[0]
+    last_t, last_v = times[-1], values[-1]
     result = last_v - first_v
     if counter:
         previous = 0.0
-        for _, v in points:
+        for v in values:
             if v < previous:  # a reset: the counter restarted from zero
                 result += previous
             previous = v
     to_start = first_t - start
     to_end = end - last_t
     sampled = last_t - first_t
-    average_gap = sampled / (len(points) - 1)
+    average_gap = sampled / (len(times) - 1)
     if counter and result > 0 and first_v >= 0:
         to_zero = sampled * (first_v / result)
         to_start = min(to_start, to_zero)

@@ -109,3 +109,31 @@ def test_the_cli_reads_and_acts_on_the_same_records(client: TestClient, sample_r
     assert [e["kind"] for e in hist[0]["timeline"]][-1] == "acknowledged"
     missing = runner.invoke(cli_app, ["alerts", "test-channel", "nope"])
     assert missing.exit_code == 2 and "no channel" in missing.output
+
+
+def test_a_stalled_evaluation_pages_through_the_channels_and_files_an_incident(sample_data_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+    import time
+
+    from conftest import make_settings
+    from receivers import http_receiver
+
+    d = tmp_path / "data"
+    shutil.copytree(sample_data_dir, d)
+    with http_receiver() as hook:
+        channels = [{"name": "ops", "type": "webhook", "url": hook.url}]
+        rt = Runtime(make_settings(d, alerts={"channels": channels}))
+        try:
+            rt.notifier.start()
+            since = time.time() - 60
+            rt._evaluation_stalled(True, since)
+            rt._evaluation_stalled(False, since)
+            assert rt.notifier.drain(10)
+            statuses = [r.body["alerts"][0]["status"] for r in hook.wait_for(2)]
+            assert statuses == ["firing", "resolved"]
+            assert hook.requests[0].body["alerts"][0]["labels"]["alertname"] == "AlertEvaluationStalled"
+            incident = rt.incidents.list()[0]
+            assert incident["severity"] == "P1" and incident["status"] == "resolved"
+            assert [d["outcome"] for d in rt.notifier.deliveries()] == ["sent", "sent"]
+        finally:
+            rt.close()

@@ -87,8 +87,15 @@ def test_heartbeat_flows_while_evaluating_and_stops_when_evaluation_stalls(tmp_p
     rules = tmp_path / "r.yml"
     rules.write_text(RULE)
     with http_receiver() as dms:
+        stalls: list[tuple[bool, float]] = []
         service = AlertService(
-            REGISTRY, rules, eval_interval=0.1, stall_after=0.5, heartbeat_url=dms.url, heartbeat_interval=0.1
+            REGISTRY,
+            rules,
+            eval_interval=0.1,
+            stall_after=0.5,
+            heartbeat_url=dms.url,
+            heartbeat_interval=0.1,
+            on_stall=lambda stalled, since: stalls.append((stalled, since)),
         )
         service.start()
         try:
@@ -107,6 +114,7 @@ def test_heartbeat_flows_while_evaluating_and_stops_when_evaluation_stalls(tmp_p
             while not service.stalled and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert service.stalled and service.status()["stalled"] is True
+            assert [s for s, _ in stalls] == [True]  # the watchdog raised the stall alert itself
             count = len(dms.requests)
             time.sleep(0.5)
             assert len(dms.requests) == count  # no heartbeat while stalled

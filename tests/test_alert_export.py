@@ -85,6 +85,28 @@ SCENARIOS = [
         "must_fire": {("30s", "RagvigilUnhealthy"), ("1m", "HealthCheckFailing")},
     },
     {
+        "name": "one provider failing pages P2; all failing pages P1",
+        "series": {
+            'ragvigil_llm_requests_total{provider="openai",model="m",outcome="ok"}': "0x40",
+            'ragvigil_llm_requests_total{provider="openai",model="m",outcome="timeout"}': "0+4x40",
+            'ragvigil_llm_requests_total{provider="backup",model="b",outcome="ok"}': "0+2x20 40x20",
+            'ragvigil_llm_requests_total{provider="backup",model="b",outcome="error"}': "0x20 0+3x20",
+        },
+        "checks": ["4m", "10m"],
+        "must_fire": {("4m", "LLMProviderFailing"), ("10m", "AllLLMProvidersFailing")},
+    },
+    {
+        "name": "disk, journal and no-answer rules",
+        "series": {
+            "ragvigil_data_disk_used_ratio": "0.5 0.9x40",
+            "ragvigil_journal_pending_turns": "0 3x40",
+            'ragvigil_chat_answers_total{kind="answered",degraded="false"}': "0+1x80",
+            'ragvigil_chat_answers_total{kind="no_answer",degraded="false"}': "0+2x80",
+        },
+        "checks": ["4m", "7m", "20m"],
+        "must_fire": {("7m", "DiskFilling"), ("4m", "ChatTurnsJournaled"), ("20m", "HighNoAnswerRate")},
+    },
+    {
         "name": "slow chat answers fire the p95 latency rule",
         "series": {
             f'ragvigil_http_request_duration_seconds_bucket{{route="/api/v1/chat",method="POST",le="{le}"}}': vals

@@ -6,7 +6,7 @@ import logging
 import shutil
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,8 +24,8 @@ from ragvigil.knowledge.vector_filler import VectorFiller
 from ragvigil.knowledge.vectorstore import FaissVectorStore
 from ragvigil.ops import instrumentation, metrics, tracing
 from ragvigil.ops.access import AuditLog, KeyStore
-from ragvigil.ops.alerts.channels import build_channel
-from ragvigil.ops.alerts.incidents import IncidentStore
+from ragvigil.ops.alerts.channels import Notification, build_channel
+from ragvigil.ops.alerts.incidents import AlertNotice, IncidentStore
 from ragvigil.ops.alerts.notifier import Notifier
 from ragvigil.ops.alerts.recording import SignalRecorder
 from ragvigil.ops.alerts.router import Router
@@ -117,6 +117,7 @@ class Runtime:
                 router=router,
                 recorder=SignalRecorder(settings.signal_dir, a.record_retention_h * 3600),
                 record_interval=a.record_interval,
+                on_stall=self._evaluation_stalled,
             )
             if a.enabled
             else None
@@ -125,6 +126,19 @@ class Runtime:
         self.draining = False
         self._stop = threading.Event()
         self._replayer: threading.Thread | None = None
+
+    def _evaluation_stalled(self, stalled: bool, since: float) -> None:
+        """The watchdog's own alert: filed and notified without the (stalled) evaluation loop."""
+        labels = {"alertname": "AlertEvaluationStalled", "severity": "P1"}
+        notice = AlertNotice(
+            labels,
+            {"summary": "ragvigil's alert evaluation has stalled: alerts are not being raised"},
+            "firing" if stalled else "resolved",
+            datetime.fromtimestamp(since, UTC),
+            None if stalled else datetime.now(UTC),
+        )
+        ids = self.incidents.record([notice], '{}:{alertname="AlertEvaluationStalled"}')
+        self.notifier.submit(Notification('{}:{alertname="AlertEvaluationStalled"}', labels, [notice], ids))
 
     def startup_problems(self) -> list[str]:
         """Why this instance must not serve: production without an admin key or with a default secret."""

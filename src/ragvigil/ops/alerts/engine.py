@@ -151,7 +151,8 @@ class AlertEngine:
 
     def _no_data(self, rule: Rule, t: float) -> bool:
         """True when a metric the rule reads has no sample within the lookback (a dead signal)."""
-        return any(not self.source.has_data(name, t - LOOKBACK_S, t) for name in rule.metrics)
+        # the same window as an instant selector: (t - 5m, t]
+        return any(not self.source.has_data(name, t - LOOKBACK_S + 1e-9, t) for name in rule.metrics)
 
     def _apply_policy(self, state: RuleHealth, policy: str, t: float, reason: str) -> list[Transition]:
         if policy == "keep_last":

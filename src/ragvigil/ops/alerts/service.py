@@ -5,7 +5,9 @@ seconds (3 s by default: a P1 rule with ``for: 5s`` fires within 10 s of its ons
 alerts to the router (incidents, silences, inhibition, grouping, notifications). The rule file is
 re-read when it changes; an invalid file is refused, logged with every problem, and the previous rules
 stay active. A second thread watches the first (monitoring the monitor): when evaluation stalls it
-logs CRITICAL and stops the dead man's switch heartbeat, so the external receiver raises the alarm.
+logs CRITICAL, raises the AlertEvaluationStalled alert itself (``on_stall``: an incident and a
+notification that do not depend on the stalled loop) and stops the dead man's switch heartbeat, so
+the external receiver raises the alarm too.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -47,6 +50,7 @@ class AlertService:
         router: Router | None = None,
         recorder: SignalRecorder | None = None,
         record_interval: float = 15.0,
+        on_stall: Callable[[bool, float], None] | None = None,
     ) -> None:
         self.registry = registry
         self.rules_file = rules_file
@@ -56,6 +60,7 @@ class AlertService:
         self.heartbeat_interval = heartbeat_interval
         self.router = router
         self.recorder = recorder
+        self.on_stall = on_stall
         self.record_interval = record_interval
         self._last_record = 0.0
         rules = load_configured_rules(rules_file)
@@ -66,6 +71,7 @@ class AlertService:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.stalled = False
+        self._stalled_since: float | None = None
         self.last_heartbeat: float | None = None
 
     # --- one cycle -----------------------------------------------------------------------------
@@ -171,6 +177,14 @@ class AlertService:
             stalled = last is not None and time.time() - last > self.stall_after
             if stalled and not self.stalled:
                 log.critical("alert_evaluation_stalled", extra={"seconds_since": round(time.time() - last, 1)})
+            if stalled and not self.stalled:
+                self._stalled_since = last
+            if stalled != self.stalled and self.on_stall is not None:
+                try:
+                    # page people directly, around the stalled evaluator; the same episode resolves
+                    self.on_stall(stalled, self._stalled_since or last)
+                except Exception:
+                    log.exception("alert_stall_notification_failed")
             self.stalled = stalled
             due = self.last_heartbeat is None or time.time() - self.last_heartbeat >= self.heartbeat_interval
             if self.heartbeat_url and not stalled and last is not None and due:

@@ -36,7 +36,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from _common import REPO_ROOT, Report, Row, console, exit_on_sigterm, free_port, machine_line, temp_data_dir
-from chat import Server
+from chat import ragvigil_server
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
@@ -224,13 +224,7 @@ def fault_to_notification(report: Report, trials: int, tmp: Path) -> None:
         RAGVIGIL_ALERTS__CHANNELS=json.dumps([{"name": "bench", "type": "webhook", "url": builtin.url}]),
         PYTHONUNBUFFERED="1",
     )
-    server = Server(
-        "ragvigil serve",
-        [sys.executable, "-m", "ragvigil.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env,
-        tmp,
-        tmp / "server.log",
-    )
+    server = ragvigil_server(env, tmp, port)
     base = f"http://127.0.0.1:{port}"
     try:
         server.wait_ready(f"{base}/health/ready", 120)

@@ -336,6 +336,14 @@ class Server:
         self._log.close()
 
 
+def ragvigil_server(
+    env: dict[str, str], cwd: Path, port: int, name: str = "ragvigil serve", log: str = "server.log", pin: bool = False
+) -> Server:
+    """``ragvigil serve`` on 127.0.0.1:``port`` (``pin``: every thread on core 0, via taskset)."""
+    cmd = [sys.executable, "-m", "ragvigil.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    return Server(name, ["taskset", "-c", "0", *cmd] if pin else cmd, env, cwd, cwd / log)
+
+
 def run_loadgen(spec: dict) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--loadgen-spec", json.dumps(spec)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=spec["duration_s"] + spec["timeout_s"] + 60)
@@ -603,13 +611,7 @@ def main(argv: list[str] | None = None) -> int:
         env["RAGVIGIL_RETRIEVAL__EMBED_THREADS"] = str(args.embed_threads)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server = Server(
-            "ragvigil serve",
-            [sys.executable, "-m", "ragvigil.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env,
-            tmp,
-            tmp / "server.log",
-        )
+        server = ragvigil_server(env, tmp, port)
         try:
             import httpx
 

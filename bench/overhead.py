@@ -60,7 +60,7 @@ from pathlib import Path
 import psutil
 
 from _common import Report, Row, console, exit_on_sigterm, free_port, machine_line, temp_data_dir
-from chat import SAMPLES, QuestionStream, Server, describe, ingest_samples, run_loadgen
+from chat import SAMPLES, QuestionStream, Server, describe, ingest_samples, ragvigil_server, run_loadgen
 
 MODES = ("on", "off")
 TARGET_PCT = 3.0
@@ -141,14 +141,7 @@ def start_instance(mode: str, data_dir: Path, base_env: dict[str, str], tmp: Pat
         "RAGVIGIL_DATA_DIR": str(data_dir),
         "RAGVIGIL_INSTRUMENTATION": "true" if mode == "on" else "false",
     }
-    cmd = [sys.executable, "-m", "ragvigil.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    server = Server(
-        f"ragvigil serve (instrumentation {mode})",
-        ["taskset", "-c", "0", *cmd] if pin else cmd,  # every server thread on core 0
-        env,
-        tmp,
-        tmp / f"server-{mode}.log",
-    )
+    server = ragvigil_server(env, tmp, port, f"ragvigil serve (instrumentation {mode})", f"server-{mode}.log", pin)
     return Instance(mode, server, port, psutil.Process(server.proc.pid))
 
 

@@ -1,29 +1,29 @@
 """Cost of observability: the same chat load with instrumentation on and off, in one run.
 
-``instrumentation`` (env ``RAGVIGIL_INSTRUMENTATION``) switches the Prometheus metrics of the request
+``instrumentation`` (env ``RAGVIGIL_INSTRUMENTATION``, or ``PUT /api/v1/ops/instrumentation`` at run
+time) switches the Prometheus metrics of the request
 middleware and the pipeline stages, the OpenTelemetry spans and the per-request / per-stage log lines
 on or off. This script measures what they cost in server CPU per request.
 
 What it does (everything on 127.0.0.1, in a temp data dir, stops by itself):
-  1. ``ragvigil ingest samples/helpcentre --vectors`` once, then copies the data dir, so both servers
-     start from the same content;
-  2. starts two ``ragvigil serve`` processes side by side (staging profile with
-     ``RAGVIGIL_AUTH_REQUIRED=false``: the production profile refuses to start without an admin key;
-     staging has production's INFO log level and JSON log lines, to stdout and ``data/logs``), one with
-     ``RAGVIGIL_INSTRUMENTATION=true``, one with ``false``; warms both with the 40 popular questions and
-     a short load burst;
+  1. ``ragvigil ingest samples/helpcentre --vectors`` into a temp data dir;
+  2. starts one ``ragvigil serve`` (staging profile with ``RAGVIGIL_AUTH_REQUIRED=false``: the
+     production profile refuses to start without an admin key; staging has production's INFO log level
+     and JSON log lines, to stdout and ``data/logs``) and warms it with the 40 popular questions and a
+     short load burst; the switch is flipped between phases with ``PUT /api/v1/ops/instrumentation``,
+     so both settings run in the same process with the same caches (two processes side by side
+     differed by up to 10 % in CPU per request on this shared machine, more than the effect measured);
   3. for each workload, sends a fixed number of POST /api/v1/chat requests at ``--clients`` (10)
-     closed-loop clients, alternating the servers: on, off, off, on, on, off, ... (``--rounds`` 6 pairs,
+     closed-loop clients, alternating the setting: on, off, off, on, on, off, ... (``--rounds`` 6 pairs,
      the order flipped every round so that going first or second cannot favour one setting; many
      short phases average out the drift of a shared machine better than a few long ones). Only one
-     server is loaded at a time; the other idles. Within a round both servers get exactly the same
-     questions (same seed, same count), so the mix of cached and fresh questions cannot differ;
-  4. the servers run pinned to core 0 and the load generator to core 1 (``taskset``; ``--no-pin`` to
+     setting is measured at a time. Within a round both phases get the same repeated questions in the
+     same order (same seed) and as many fresh ones (different texts: the cache would answer repeats);
+  4. the server runs pinned to core 0 and the load generator to core 1 (``taskset``; ``--no-pin`` to
      let them float): sharing a core with the load generator or not is the largest source of noise
      in CPU per request on a 2-core machine;
-  5. per phase: the loaded server's CPU time (psutil ``cpu_times`` of its pid, user + system, before and
-     after) divided by the completed requests, and the client-side p50/p95 latency and req/s.
-
+  5. per phase: the server's CPU time (psutil ``cpu_times`` of its pid, user + system, before and
+     after) divided by the completed requests, and the client-side p50/p95 latency and req/s;
   6. direct: the instrumented code alone, in this process — the request middleware around an app that
      runs four empty pipeline stages and sends a response, the access line going through the real
      handlers (a stdout file and data/logs) — on vs off, ``--direct-requests`` times each. It has none
@@ -53,7 +53,6 @@ import shutil
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,9 +67,8 @@ TARGET_PCT = 3.0
 
 @dataclass
 class Instance:
-    """One ``ragvigil serve`` with instrumentation on or off."""
+    """The ``ragvigil serve`` under test."""
 
-    mode: str
     server: Server
     port: int
     proc: psutil.Process
@@ -134,15 +132,19 @@ def count_lines(path: Path) -> int:
         return sum(1 for _ in f)
 
 
-def start_instance(mode: str, data_dir: Path, base_env: dict[str, str], tmp: Path, pin: bool) -> Instance:
+def start_instance(data_dir: Path, base_env: dict[str, str], tmp: Path, pin: bool) -> Instance:
     port = free_port()
-    env = {
-        **base_env,
-        "RAGVIGIL_DATA_DIR": str(data_dir),
-        "RAGVIGIL_INSTRUMENTATION": "true" if mode == "on" else "false",
-    }
-    server = ragvigil_server(env, tmp, port, f"ragvigil serve (instrumentation {mode})", f"server-{mode}.log", pin)
-    return Instance(mode, server, port, psutil.Process(server.proc.pid))
+    env = {**base_env, "RAGVIGIL_DATA_DIR": str(data_dir), "RAGVIGIL_INSTRUMENTATION": "true"}
+    server = ragvigil_server(env, tmp, port, pin=pin)
+    return Instance(server, port, psutil.Process(server.proc.pid))
+
+
+def switch(inst: Instance, mode: str) -> None:
+    """Instrumentation on or off in the running server (the operator's switch)."""
+    import httpx
+
+    r = httpx.put(f"{inst.base}/api/v1/ops/instrumentation", json={"enabled": mode == "on"}, timeout=10)
+    r.raise_for_status()
 
 
 def warm_up(inst: Instance, args: argparse.Namespace) -> None:
@@ -242,11 +244,11 @@ def direct_cost_us(requests: int, log_dir: Path) -> dict[str, float]:
     return {m: min(v) for m, v in cost.items()}
 
 
-def idle_cpu_ms_per_s(instances: list[Instance], seconds: float) -> dict[str, float]:
-    """Background CPU of each idle server (vector filler, journal replay), ms per second."""
-    before = {i.mode: i.cpu_s() for i in instances}
+def idle_cpu_ms_per_s(inst: Instance, seconds: float) -> float:
+    """Background CPU of the idle server (alert evaluation, vector filler, journal replay), ms per second."""
+    before = inst.cpu_s()
     time.sleep(seconds)
-    return {i.mode: 1000 * (i.cpu_s() - before[i.mode]) / seconds for i in instances}
+    return 1000 * (inst.cpu_s() - before) / seconds
 
 
 def add_workload_rows(report: Report, sec: str, on: Totals, off: Totals) -> None:
@@ -378,68 +380,64 @@ def main(argv: list[str] | None = None) -> int:
             tmp,
         )
         shutil.rmtree(seed_dir / "logs", ignore_errors=True)
-        dirs = {m: tmp / f"data-{m}" for m in MODES}
-        for d in dirs.values():
-            shutil.copytree(seed_dir, d)
 
-        # 2. both servers, started together (model loading overlaps)
-        instances: list[Instance] = []
+        # 2. one server; the switch is flipped between phases through PUT /api/v1/ops/instrumentation,
+        #    so both settings run in the same process, on the same core, with the same caches
+        inst: Instance | None = None
         try:
             t = time.perf_counter()
-            for m in MODES:
-                instances.append(start_instance(m, dirs[m], base_env, tmp, args.pin))
-            for inst in instances:
-                inst.server.wait_ready(f"{inst.base}/health/ready", 120)
+            inst = start_instance(seed_dir, base_env, tmp, args.pin)
+            inst.server.wait_ready(f"{inst.base}/health/ready", 120)
             t_ready = time.perf_counter() - t
-            with ThreadPoolExecutor(len(instances)) as pool:  # both at once: the first questions embed
-                list(pool.map(lambda i: warm_up(i, args), instances))
-            # one discarded phase per server, shaped like the first measured one: the first phase after
+            warm_up(inst, args)
+            # one discarded phase per setting, shaped like the first measured one: the first phase after
             # start-up ran 5-10 % more CPU per request than the later ones (allocator, SQLite pages, caches)
             _, share0, requests0 = workloads[0]
-            for inst in instances:
+            for m in MODES:
+                switch(inst, m)
                 run_phase(inst, load_spec(inst, args, share0, args.phase_cap, args.seed - 2, 10**6, requests0))
-            idle = idle_cpu_ms_per_s(instances, 2.0)
-            console.print(
-                f"  both servers ready in {t_ready:.1f} s, warm after {time.perf_counter() - t:.1f} s; idle CPU "
-                + ", ".join(f"{m} {v:.0f} ms/s" for m, v in idle.items())
-            )
-            by_mode = {m: i for m, i in zip(MODES, instances, strict=True)}
+            switch(inst, "on")
+            idle = idle_cpu_ms_per_s(inst, 2.0)
+            import httpx
 
-            # 3. alternate: on, off, on, off (same question stream within a round)
+            counted_before = chat_requests_counted(httpx.get(f"{inst.base}/metrics", timeout=10).text)
+            console.print(
+                f"  server ready in {t_ready:.1f} s, warm after {time.perf_counter() - t:.1f} s; idle CPU {idle:.0f} ms/s"
+            )
+
+            # 3. alternate: on, off | off, on | ... Both phases of a round draw the same question stream
+            #    (same seed: the same repeated questions in the same order); the fresh questions differ
+            #    (the query cache would otherwise answer the second phase's), in equal number.
             fresh_start = 0
             results: dict[str, dict[str, Totals]] = {}
+            sent = dict.fromkeys(MODES, 0)
             for w, (name, share, requests) in enumerate(workloads):
                 results[name] = {m: Totals() for m in MODES}
                 for rnd in range(args.rounds):
                     seed = args.seed + 100 * w + rnd
-                    used = 0
                     for m in MODES if rnd % 2 == 0 else MODES[::-1]:  # on-off, off-on, ...: order cancels
-                        spec = load_spec(by_mode[m], args, share, args.phase_cap, seed, fresh_start, requests)
-                        r = run_phase(by_mode[m], spec)
+                        switch(inst, m)
+                        r = run_phase(inst, load_spec(inst, args, share, args.phase_cap, seed, fresh_start, requests))
                         results[name][m].add(r)
-                        used = max(used, r["fresh_used"])
+                        sent[m] += r["ok"] + r["n_errors"]
+                        fresh_start += r["fresh_used"]
                         errs = r["errors"] or 0
                         console.print(
                             f"  {name} r{rnd + 1} {m:>3}: {r['ok']} ok, {r['rps']:.1f} req/s, {describe(r)}, "
                             f"server {r['server_cpu_ms']:.2f} CPU-ms/req, "
                             f"{r['kinds'].get('repeat', 0) / max(1, r['ok']):.0%} repeats, errors {errs}"
                         )
-                    fresh_start += used
 
-            # sanity: the switch really is on in one server and off in the other
-            import httpx
-
-            counted = {
-                i.mode: chat_requests_counted(httpx.get(f"{i.base}/metrics", timeout=10).text) for i in instances
-            }
-            log_lines = {m: count_lines(dirs[m] / "logs" / "application.log") for m in MODES}
-            if counted["on"] == 0 or counted["off"] != 0:
-                console.print(f"[red]instrumentation switch not effective: chat requests counted {counted}[/red]")
+            # sanity: exactly the requests served while on were counted in /metrics
+            switch(inst, "on")
+            counted = chat_requests_counted(httpx.get(f"{inst.base}/metrics", timeout=10).text) - counted_before
+            if counted != sent["on"]:
+                console.print(f"[red]switch not effective: {counted:.0f} counted, {sent} sent[/red]")
         finally:
-            for inst in instances:
+            if inst is not None:
                 inst.server.stop()
             if args.keep:
-                console.print(f"[dim]server logs: {tmp}/server-on.log, {tmp}/server-off.log[/dim]")
+                console.print(f"[dim]server log: {tmp}/server.log[/dim]")
 
     for name, share, _ in workloads:
         add_workload_rows(report, f"{name}: {share:.0%} repeated", results[name]["on"], results[name]["off"])
@@ -465,19 +463,19 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     report.note(
-        "Servers: `ragvigil serve` x2, staging profile with RAGVIGIL_AUTH_REQUIRED=false (production refuses to "
+        "Server: one `ragvigil serve`, staging profile with RAGVIGIL_AUTH_REQUIRED=false (production refuses to "
         "start without an admin key), INFO JSON log lines to stdout (a file here) and data/logs/application.log, "
-        "extractive generator, SQLite, 1 e5 thread; identical copies of one ingested data dir; "
-        + ("servers pinned to core 0, load generator to core 1." if args.pin else "not pinned to cores.")
+        "extractive generator, SQLite, 1 e5 thread; "
+        + ("server pinned to core 0, load generator to core 1." if args.pin else "not pinned to cores.")
     )
     report.note(
-        f"Order: on/off pairs, the order flipped every round, {args.rounds}× per workload, one server loaded at a time (the other idles: "
-        + ", ".join(f"{m} {v:.0f} ms/s" for m, v in idle.items())
-        + ", 10 ms clock ticks); CPU = psutil user+system of the server pid over the phase / completed requests."
+        f"Order: on/off pairs, the order flipped every round, {args.rounds}× per workload, the switch flipped "
+        f"between phases (PUT /api/v1/ops/instrumentation); idle CPU {idle:.0f} ms/s; "
+        "CPU = psutil user+system of the server pid over the phase / completed requests."
     )
     report.note(
-        f"Switch check: chat requests in /metrics on {counted['on']:.0f}, off {counted['off']:.0f}; "
-        f"application.log lines on {log_lines['on']}, off {log_lines['off']}."
+        f"Switch check: chat requests counted in /metrics during the measured phases {counted:.0f}; "
+        f"sent while on {sent['on']}, while off {sent['off']}."
     )
     report.note(
         "Not switched off: a few unconditional counters (retrieval hits, chat answers, LLM calls, "

@@ -39,6 +39,8 @@ MATRIX: list[tuple[str, str, dict, str | None]] = [
     ("GET", "/api/v1/ops/alerts/rules", {}, "viewer"),
     ("POST", "/api/v1/ops/alerts/reload", {}, "operator"),
     ("GET", "/api/v1/ops/incidents", {}, "viewer"),
+    ("GET", "/api/v1/ops/instrumentation", {}, "viewer"),
+    ("PUT", "/api/v1/ops/instrumentation", {"json": {"enabled": True}}, "operator"),
     ("GET", "/api/v1/ops/silences", {}, "viewer"),
     (
         "POST",

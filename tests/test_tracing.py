@@ -106,6 +106,24 @@ def test_instrumentation_switch_turns_spans_and_metrics_off(sample_runtime) -> N
         instrumentation.configure(True)
 
 
+def test_instrumentation_can_be_switched_at_run_time_and_the_switch_is_audited(
+    client: TestClient, sample_runtime
+) -> None:  # type: ignore[no-untyped-def]
+    try:
+        assert client.put("/api/v1/ops/instrumentation", json={"enabled": False}).json() == {"enabled": False}
+        client.post("/api/v1/chat", json={"message": "How do I export my notes?"}, headers={"X-Request-ID": "rt-off"})
+        assert client.get("/api/v1/traces/rt-off").status_code == 404
+        assert client.put("/api/v1/ops/instrumentation", json={"enabled": True}).json() == {"enabled": True}
+        client.post("/api/v1/chat", json={"message": "How do I export my notes?"}, headers={"X-Request-ID": "rt-on"})
+        assert client.get("/api/v1/traces/rt-on").status_code == 200
+        assert [e.target for e in sample_runtime.audit.query(action="instrumentation.set")] == ["true", "false"]
+        assert client.put("/api/v1/ops/instrumentation", json={"enabled": "maybe"}).status_code == 422
+    finally:
+        from ragvigil.ops import instrumentation
+
+        instrumentation.configure(True)
+
+
 def test_span_store_evicts_the_oldest_requests() -> None:
     store = tracing.RecentTraces(max_requests=3)
     for i in range(5):

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import platform
 import shutil
 import time
 
 import psutil
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from ragvigil import __version__
-from ragvigil.api.deps import get_runtime, probe_access, require
+from ragvigil.api.deps import client_address, get_runtime, probe_access, require
 from ragvigil.app import Runtime
-from ragvigil.ops.access import Role
+from ragvigil.ops import instrumentation
+from ragvigil.ops.access import Principal, Role
 from ragvigil.ops.health import rollup
 from ragvigil.ops.metrics import REGISTRY
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["ops"])
 probes = APIRouter(tags=["ops"], dependencies=[Depends(probe_access)])
 
@@ -103,3 +107,39 @@ async def audit_log(
         }
         for r in rows
     ]
+
+
+class InstrumentationIn(BaseModel):
+    enabled: bool
+
+
+@router.get("/api/v1/ops/instrumentation", dependencies=[Depends(require(Role.viewer))])
+async def instrumentation_state() -> dict[str, bool]:
+    return {"enabled": instrumentation.enabled}
+
+
+@router.put("/api/v1/ops/instrumentation")
+async def set_instrumentation(
+    body: InstrumentationIn,
+    request: Request,
+    rt: Runtime = Depends(get_runtime),
+    who: Principal = Depends(require(Role.operator)),
+) -> dict[str, bool]:
+    """Switch request metrics, spans and access lines off or on at run time (e.g. to shed load).
+
+    Probes, alerts and the business counters stay; the switch is logged and audited, since
+    requests served while it is off leave no trace in /metrics, traces or logs.
+    """
+    before = instrumentation.enabled
+    instrumentation.configure(body.enabled)
+    log.warning("instrumentation_switched", extra={"enabled": body.enabled, "by": who.name})
+    await run_in_threadpool(
+        rt.audit.record,
+        who,
+        "instrumentation.set",
+        "ok",
+        str(body.enabled).lower(),
+        client_address(request),
+        {"before": before},
+    )
+    return {"enabled": instrumentation.enabled}

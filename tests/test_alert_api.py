@@ -135,5 +135,15 @@ def test_a_stalled_evaluation_pages_through_the_channels_and_files_an_incident(s
             incident = rt.incidents.list()[0]
             assert incident["severity"] == "P1" and incident["status"] == "resolved"
             assert [d["outcome"] for d in rt.notifier.deliveries()] == ["sent", "sent"]
+            import os
+
+            from ragvigil.cli import app as cli
+
+            os.environ["RAGVIGIL_DATA_DIR"] = str(d)
+            try:
+                out = CliRunner().invoke(cli, ["alerts", "deliveries", "--json"])
+            finally:
+                del os.environ["RAGVIGIL_DATA_DIR"]
+            assert out.exit_code == 0 and [x["channel"] for x in json.loads(out.stdout)] == ["ops", "ops"]
         finally:
             rt.close()

@@ -276,3 +276,32 @@ def backtest_cmd(
     console.print(table)
     fired = sum(1 for e in episodes if e.fired_at)
     console.print(f"{len(rules.rules)} rules over {since} ({history.series_count} series): {fired} would have fired")
+
+
+@alerts_app.command("deliveries")
+def deliveries(
+    channel: Annotated[str | None, typer.Option(help="only this channel")] = None,
+    limit: Annotated[int, typer.Option(help="how many, newest first")] = 30,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The delivery log: each notification, channel, outcome, attempts and error."""
+    from rich.table import Table
+
+    from ragvigil.ops.alerts.notifier import Notifier
+
+    rows = Notifier([], _db()).deliveries(limit, channel)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("at", "channel", "status", "outcome", "attempts", "alerts", "error")
+    for d in rows:
+        table.add_row(
+            str(d["at"])[:19],
+            str(d["channel"]),
+            str(d["status"]),
+            str(d["outcome"]),
+            str(d["attempts"]),
+            str(d["alerts"]),
+            str(d["error"] or "")[:80],
+        )
+    console.print(table if rows else "no deliveries yet")

@@ -129,8 +129,8 @@ class RequestContextMiddleware:
     @staticmethod
     def _observe(route: str, method: str, status: int, start: float, fields: dict[str, object]) -> None:
         elapsed = time.perf_counter() - start
-        metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
-        metrics.HTTP_DURATION.labels(route, method).observe(elapsed)
+        metrics.child(metrics.HTTP_REQUESTS, route, method, str(status)).inc()
+        metrics.child(metrics.HTTP_DURATION, route, method).observe(elapsed)
         if route not in _QUIET_ROUTES:
             fields.update(method=method, route=route, status=status, ms=round(elapsed * 1000, 2))
             log.info("http_request", extra=fields)

@@ -97,8 +97,8 @@ def run_stage(name: str, turn: Turn) -> Iterator[None]:
     finally:
         end = time.time_ns()
         elapsed = (end - start) / 1e9
-        metrics.STAGE_DURATION.labels(name).observe(elapsed)
-        metrics.STAGE_OUTCOMES.labels(name, outcome).inc()
+        metrics.child(metrics.STAGE_DURATION, name).observe(elapsed)
+        metrics.child(metrics.STAGE_OUTCOMES, name, outcome).inc()
         turn.stages_ms[name] = round(elapsed * 1000, 2)
         trace = tracing.current_trace.get()
         if trace is not None:

@@ -3,9 +3,26 @@ routes are templates (never raw paths), stages and outcomes come from fixed list
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, remembered: the hot path skips prometheus_client's checks and lock.
+
+    Only for label values from fixed sets (stages, outcomes, route templates, status codes), so the
+    memo stays as small as the metric's own series.
+    """
+    key = (id(metric), labels)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*labels)
+    return found
+
 
 STAGES = ("history", "retrieve", "generate", "persist", "record")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

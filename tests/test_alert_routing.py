@@ -329,3 +329,10 @@ def self_signed(tmp_path: Path) -> tuple[str, str]:
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return str(cert_path), str(key_path)
+
+
+def test_without_channels_nothing_queues_up() -> None:
+    notifier = Notifier([])
+    for _ in range(2000):
+        notifier.submit(notification())
+    assert notifier._queue.qsize() == 0 and notifier.drain(1)

@@ -68,6 +68,8 @@ class Notifier:
 
     # --- asynchronous path -----------------------------------------------------------------------
     def submit(self, n: Notification) -> None:
+        if not self.channels:
+            return  # nobody to tell: incidents still record everything
         try:
             self._queue.put_nowait(n)
         except queue.Full:

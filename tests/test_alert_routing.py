@@ -252,6 +252,14 @@ def test_a_failing_channel_is_retried_logged_and_reported_down(db: Database) -> 
     assert REGISTRY.get_sample_value("ragvigil_notification_channel_up", {"channel": "broken"}) == 0
     log = notifier.deliveries(channel="broken")
     assert len(log) == 3 and {d["outcome"] for d in log} == {"failed"}
+    # and the default pack turns that into an alert of its own
+    from ragvigil.ops.alerts.service import AlertService
+
+    service = AlertService(REGISTRY)
+    service.tick(T0)
+    service.tick(T0 + 61)
+    failing = [a for a in service.engine.alerts(["firing"]) if a.rule == "NotificationChannelFailing"]
+    assert [a.labels["channel"] for a in failing] == ["broken"]
 
 
 def test_email_goes_through_starttls_and_auth(tmp_path: Path) -> None:

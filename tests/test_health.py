@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -78,3 +79,26 @@ def test_health_results_are_cached_between_probes(sample_runtime: Runtime) -> No
             c.get("/health/ready")
             c.get("/health")
     assert len(calls) == 1
+
+
+def test_an_expensive_check_that_passed_is_trusted_for_a_while_and_a_failure_rechecked_at_once() -> None:
+    from ragvigil.ops.health import HealthChecks
+
+    checks = HealthChecks(cache_s=0)
+    calls: list[int] = []
+    failing = [False]
+
+    def expensive() -> None:
+        calls.append(1)
+        if failing[0]:
+            raise RuntimeError("engine gone")
+
+    checks.add("embedding", expensive, critical=False, recheck_passed_s=60)
+    for _ in range(5):
+        assert checks.results()[0].ok
+    assert len(calls) == 1
+    checks._passed_at["embedding"] = (time.monotonic() - 3600, checks._passed_at["embedding"][1])  # trust ran out
+    failing[0] = True
+    assert not checks.results()[0].ok and not checks.results()[0].ok
+    assert len(calls) == 3  # failures are re-run on every refresh
+    checks.close()

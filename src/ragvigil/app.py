@@ -94,7 +94,10 @@ class Runtime:
         self.health = HealthChecks()
         self.health.add("database", lambda: ping(self.db.engine))
         self.health.add("vector_store", self.vectors.check, critical=False)  # BM25 still answers
-        self.health.add("embedding", lambda: self.embedder.inner.embed_query("health"), critical=False)
+        # embedding a word costs ~20 ms of CPU: a pass is trusted for 30 s (the alert engine samples every 3 s)
+        self.health.add(
+            "embedding", lambda: self.embedder.inner.embed_query("health"), critical=False, recheck_passed_s=30.0
+        )
         self.health.add("generator", self.generator.check, critical=False)  # extractive still answers
         self.health.add("disk", self._check_disk)
         HEALTH_COLLECTOR.checks = self.health  # health as metrics, for the alert rules and Prometheus

@@ -43,7 +43,8 @@ class HealthChecks:
     def __init__(self, timeout_s: float = 3.0, cache_s: float = 2.0) -> None:
         self.timeout_s = timeout_s
         self.cache_s = cache_s
-        self._checks: dict[str, tuple[Check, bool]] = {}
+        self._checks: dict[str, tuple[Check, bool, float]] = {}
+        self._passed_at: dict[str, tuple[float, CheckResult]] = {}
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="health")
         self._cached: tuple[float, list[CheckResult]] | None = None
         self._lock = threading.Lock()
@@ -57,19 +58,38 @@ class HealthChecks:
             self._cached = (time.monotonic(), fresh)
             return fresh
 
-    def add(self, name: str, check: Check, critical: bool = True) -> None:
-        """``critical``: without it ragvigil cannot answer at all (readiness fails)."""
-        self._checks[name] = (check, critical)
+    def add(self, name: str, check: Check, critical: bool = True, recheck_passed_s: float = 0.0) -> None:
+        """``critical``: without it ragvigil cannot answer at all (readiness fails).
+
+        ``recheck_passed_s``: an expensive check (embedding a word) that passed is trusted this long;
+        a failing one is re-run on every refresh, so recovery shows at once.
+        """
+        self._checks[name] = (check, critical, recheck_passed_s)
 
     def run(self) -> list[CheckResult]:
-        futures = {name: (self._pool.submit(_timed, fn), crit) for name, (fn, crit) in self._checks.items()}
+        now = time.monotonic()
+        futures = {}
+        for name, (fn, crit, trust_s) in self._checks.items():
+            passed = self._passed_at.get(name)
+            if passed is not None and now - passed[0] < trust_s:
+                futures[name] = (None, crit)
+            else:
+                futures[name] = (self._pool.submit(_timed, fn), crit)
         results = []
         for name, (fut, crit) in futures.items():
+            if fut is None:
+                results.append(self._passed_at[name][1])
+                continue
             try:
                 latency, error = fut.result(timeout=self.timeout_s)
             except FutureTimeout:
                 latency, error = self.timeout_s * 1000, f"timed out after {self.timeout_s}s"
-            results.append(CheckResult(name, error is None, latency, error, crit))
+            result = CheckResult(name, error is None, latency, error, crit)
+            if result.ok:
+                self._passed_at[name] = (now, result)
+            else:
+                self._passed_at.pop(name, None)
+            results.append(result)
         return results
 
     def close(self) -> None:

@@ -3,8 +3,8 @@
 Every ``interval`` seconds the service appends a snapshot of all its metrics to
 ``<data dir>/signals/<UTC hour>.jsonl``; the previous hours are gzipped, and files older than the
 retention are deleted. A file starts with the names of its series; each line then holds one time
-and the values in that order (a new series adds a ``series`` line), which keeps an hour of ~1,000
-series at ~200 KB gzipped.
+and the values in that order (a new series adds a ``series`` line), so a snapshot costs a number
+per series rather than its name and labels.
 
 ``backtest`` replays a window of the recording through a rule set — the same engine, the same
 states — and reports when each rule would have fired and resolved, before the rules are deployed.

@@ -111,7 +111,9 @@ def test_the_cli_reads_and_acts_on_the_same_records(client: TestClient, sample_r
     assert missing.exit_code == 2 and "no channel" in missing.output
 
 
-def test_a_stalled_evaluation_pages_through_the_channels_and_files_an_incident(sample_data_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_stalled_evaluation_pages_through_the_channels_and_files_an_incident(
+    sample_data_dir, tmp_path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     import shutil
     import time
 
@@ -135,15 +137,9 @@ def test_a_stalled_evaluation_pages_through_the_channels_and_files_an_incident(s
             incident = rt.incidents.list()[0]
             assert incident["severity"] == "P1" and incident["status"] == "resolved"
             assert [d["outcome"] for d in rt.notifier.deliveries()] == ["sent", "sent"]
-            import os
 
-            from ragvigil.cli import app as cli
-
-            os.environ["RAGVIGIL_DATA_DIR"] = str(d)
-            try:
-                out = CliRunner().invoke(cli, ["alerts", "deliveries", "--json"])
-            finally:
-                del os.environ["RAGVIGIL_DATA_DIR"]
+            monkeypatch.setenv("RAGVIGIL_DATA_DIR", str(d))
+            out = CliRunner().invoke(cli_app, ["alerts", "deliveries", "--json"])
             assert out.exit_code == 0 and [x["channel"] for x in json.loads(out.stdout)] == ["ops", "ops"]
         finally:
             rt.close()

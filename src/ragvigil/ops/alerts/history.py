@@ -9,7 +9,6 @@ the 5-minute lookback.
 from __future__ import annotations
 
 import threading
-import time
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
@@ -67,11 +66,6 @@ class SignalHistory:
                 series.values.append(value)
                 series.trim(t - self.retention_s)
             self.last_sample_at = t
-
-    def sample(self, registry: CollectorRegistry, t: float | None = None) -> None:
-        """Collect every metric of ``registry`` now (what a Prometheus scrape would have read)."""
-        t = time.time() if t is None else t
-        self.add(t, registry_samples(registry))
 
     def select(
         self, name: str | None, start: float, end: float, keep: Callable[[Labels], bool] | None = None

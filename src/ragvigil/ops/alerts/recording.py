@@ -23,10 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from prometheus_client.registry import CollectorRegistry
-
 from ragvigil.ops.alerts.engine import AlertEngine
-from ragvigil.ops.alerts.history import SignalHistory, registry_samples
+from ragvigil.ops.alerts.history import SignalHistory
 from ragvigil.ops.alerts.rules import RuleSet
 
 log = logging.getLogger(__name__)
@@ -43,10 +41,6 @@ class SignalRecorder:
         self._hour: str | None = None
         self._columns: dict[str, int] = {}
         self._lock = threading.Lock()
-
-    def record(self, registry: CollectorRegistry, t: float | None = None) -> None:
-        t = time.time() if t is None else t
-        self.write(t, [(n, lb, v) for n, lb, v in registry_samples(registry)])
 
     def write(self, t: float, samples: list[tuple[str, dict[str, str], float]]) -> None:
         hour = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H")

@@ -23,7 +23,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from ragvigil.ops import metrics
 from ragvigil.ops.alerts.engine import AlertEngine, Transition
-from ragvigil.ops.alerts.history import SignalHistory
+from ragvigil.ops.alerts.history import SignalHistory, registry_samples
 from ragvigil.ops.alerts.promql import LOOKBACK_S
 from ragvigil.ops.alerts.recording import SignalRecorder
 from ragvigil.ops.alerts.router import Router
@@ -81,11 +81,12 @@ class AlertService:
         t = time.time() if t is None else t
         self._reload_if_changed()
         metrics.ALERT_LAST_EVALUATION.set(t)  # the cycle's time, before sampling: the rules see this cycle
-        self.history.sample(self.registry, t)
+        samples = list(registry_samples(self.registry))  # one collection feeds the history and the recording
+        self.history.add(t, samples)
         if self.recorder is not None and self.record_interval and t - self._last_record >= self.record_interval:
             self._last_record = t
             try:
-                self.recorder.record(self.registry, t)
+                self.recorder.write(t, samples)
             except OSError as exc:  # a full disk must not stop alerting (DiskFilling will say why)
                 log.warning("signal_recording_failed", extra={"error": str(exc)})
         changes = self.engine.evaluate(t)

@@ -14,11 +14,13 @@ What it does (everything on 127.0.0.1, in a temp data dir, stops by itself):
      so both settings run in the same process with the same caches (two processes side by side
      differed by up to 10 % in CPU per request on this shared machine, more than the effect measured);
   3. for each workload, sends a fixed number of POST /api/v1/chat requests at ``--clients`` (10)
-     closed-loop clients, alternating the setting: on, off, off, on, on, off, ... (``--rounds`` 6 pairs,
-     the order flipped every round so that going first or second cannot favour one setting; many
-     short phases average out the drift of a shared machine better than a few long ones). Only one
-     setting is measured at a time. Within a round both phases get the same repeated questions in the
-     same order (same seed) and as many fresh ones (different texts: the cache would answer repeats);
+     closed-loop clients, alternating the setting: on, off, off, on, on, off, ... (``--rounds`` pairs,
+     the order flipped every round so that going first or second cannot favour one setting). Phases
+     are short (~2 s) and many (40 pairs): on this shared VM the CPU per request of two adjacent
+     phases with the same setting differs by 5-10 %, more than the effect measured, and only many
+     close pairs average that out. Only one setting is measured at a time. Within a round both
+     phases get the same repeated questions in the same order (same seed) and as many fresh ones
+     (different texts: the cache would answer repeats);
   4. the server runs pinned to core 0 and the load generator to core 1 (``taskset``; ``--no-pin`` to
      let them float): sharing a core with the load generator or not is the largest source of noise
      in CPU per request on a 2-core machine;
@@ -26,7 +28,8 @@ What it does (everything on 127.0.0.1, in a temp data dir, stops by itself):
      after) divided by the completed requests, and the client-side p50/p95 latency and req/s;
   6. direct: the instrumented code alone, in this process — the request middleware around an app that
      runs four empty pipeline stages and sends a response, the access line going through the real
-     handlers (a stdout file and data/logs) — on vs off, ``--direct-requests`` times each. It has none
+     handlers (a stdout file and data/logs, written in batches as in the server) — on vs off,
+     ``--direct-requests`` times each, the log writer's work included. It has none
      of the noise of a shared machine, and says how much of the end-to-end difference is the code itself.
 
 Workloads: "repeats" (``--repeat-share`` 95% popular questions, answered from the query-embedding
@@ -36,18 +39,20 @@ server wrapper are those of ``chat.py``.
 
 Target: overhead = (CPU/request on − CPU/request off) / CPU/request on < 3 %, per workload, as the
 median of the per-round paired overheads: a round disturbed by another tenant of a shared machine
-moves the mean by several per cent but not the median. The pooled value (sum of CPU seconds / sum of
-requests), every round's value and the spread between rounds of one setting are printed next to it,
-and the direct in-process measurement (step 6) bounds what the code itself costs.
+moves the mean by several per cent but not the median. Its 95 % confidence interval (bootstrap over
+the rounds), the pooled value (sum of CPU seconds / sum of requests) and the spread of the rounds
+are printed next to it, and the direct in-process measurement (step 6) bounds what the code itself
+costs.
 
-    .venv/bin/python bench/overhead.py            # ~3.5-4.5 minutes (the ingest takes 13-40 s)
-    .venv/bin/python bench/overhead.py --quick    # ~60-90 s (2 rounds of short phases)
+    .venv/bin/python bench/overhead.py            # ~6-7 minutes (the ingest takes 13-40 s)
+    .venv/bin/python bench/overhead.py --quick    # ~90 s (6 rounds)
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import re
 import shutil
 import statistics
@@ -109,6 +114,13 @@ class Totals:
 
     def mean_lat(self, key: str) -> float:
         return sum(p["lat"][key] for p in self.phases) / max(1, len(self.phases))
+
+
+def median_ci(values: list[float], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95 % bootstrap confidence interval of the median of ``values``."""
+    rng = random.Random(seed)
+    meds = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
+    return meds[int(0.025 * resamples)], meds[int(0.975 * resamples) - 1]
 
 
 def overhead_pct(on_ms: float, off_ms: float) -> float:
@@ -195,9 +207,11 @@ def run_phase(inst: Instance, spec: dict) -> dict:
 def direct_cost_us(requests: int, log_dir: Path) -> dict[str, float]:
     """CPU µs per request of the middleware and stage wrappers around an empty app, on and off."""
     import asyncio
+    import logging
 
     from ragvigil.api.middleware import RequestContextMiddleware
     from ragvigil.chat.pipeline import Turn, log_turn, run_stage
+    from ragvigil.config import Settings
     from ragvigil.ops import instrumentation
     from ragvigil.ops.logging import configure_logging
 
@@ -229,14 +243,17 @@ def direct_cost_us(requests: int, log_dir: Path) -> dict[str, float]:
 
     log_dir.mkdir(parents=True, exist_ok=True)
     with (log_dir / "stdout.log").open("w") as stdout:
-        configure_logging("INFO", log_dir, True, stdout)
+        configure_logging("INFO", log_dir, True, stdout, Settings().log_flush_interval)  # as `ragvigil serve`
+        root = logging.getLogger()
         cost: dict[str, list[float]] = {m: [] for m in MODES}
         try:
             for _ in range(3):
                 for m in MODES:
                     instrumentation.configure(m == "on")
-                    t = time.process_time()
+                    t = time.process_time()  # all threads: the log writer's work counts
                     asyncio.run(serve(requests))
+                    for h in root.handlers:
+                        h.flush()
                     cost[m].append(1e6 * (time.process_time() - t) / requests)
         finally:
             instrumentation.configure(True)
@@ -262,11 +279,7 @@ def add_workload_rows(report: Report, sec: str, on: Totals, off: Totals) -> None
             display=f"on {on.cpu_ms:.2f} ms",
             baseline_name="instrumentation off",
             baseline=off.cpu_ms,
-            note="per phase (ms): "
-            + "; ".join(
-                f"r{i + 1} on {a['server_cpu_ms']:.2f} / off {b['server_cpu_ms']:.2f}"
-                for i, (a, b) in enumerate(zip(on.phases, off.phases, strict=True))
-            ),
+            note=f"sum of server CPU / requests over {len(on.phases)} phases each",
         )
     )
     report.add(
@@ -298,6 +311,8 @@ def add_workload_rows(report: Report, sec: str, on: Totals, off: Totals) -> None
         overhead_pct(a["server_cpu_ms"], b["server_cpu_ms"]) for a, b in zip(on.phases, off.phases, strict=True)
     ]
     median = statistics.median(per_round)
+    low, high = median_ci(per_round)
+    q = statistics.quantiles(per_round, n=4) if len(per_round) > 1 else [median] * 3
     spread = []
     for t in (on, off):
         vals = [p["server_cpu_ms"] for p in t.phases]
@@ -314,10 +329,10 @@ def add_workload_rows(report: Report, sec: str, on: Totals, off: Totals) -> None
             target=f"< {TARGET_PCT:.0f} %",
             passed=median < TARGET_PCT,
             ratio=None,
-            note="per round: "
-            + ", ".join(f"{x:.1f}" for x in per_round)
-            + f" %; pooled over all rounds {pooled:.1f} % ({1000 * (on.cpu_ms - off.cpu_ms):.0f} µs a request)"
-            + noise,
+            note=f"95 % CI of the median {low:.1f} … {high:.1f} % ({len(per_round)} rounds, bootstrap); "
+            f"rounds min / quartiles / max {min(per_round):.1f} / {q[0]:.1f}, {q[1]:.1f}, {q[2]:.1f} / "
+            f"{max(per_round):.1f} %; pooled over all rounds {pooled:.1f} % "
+            f"({1000 * (on.cpu_ms - off.cpu_ms):.0f} µs a request)" + noise,
         )
     )
 
@@ -325,9 +340,10 @@ def add_workload_rows(report: Report, sec: str, on: Totals, off: Totals) -> None
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=10, help="concurrent closed-loop clients")
-    ap.add_argument("--rounds", type=int, default=6, help="on/off pairs per workload (on, off, on, off, ...)")
-    ap.add_argument("--requests", type=int, default=1500, help="requests per phase of the repeats workload")
-    ap.add_argument("--mixed-requests", type=int, default=500, help="requests per phase of the mixed workload")
+    ap.add_argument("--rounds", type=int, default=40, help="on/off pairs of the repeats workload")
+    ap.add_argument("--requests", type=int, default=300, help="requests per phase of the repeats workload")
+    ap.add_argument("--mixed-rounds", type=int, default=24, help="on/off pairs of the mixed workload")
+    ap.add_argument("--mixed-requests", type=int, default=120, help="requests per phase of the mixed workload")
     ap.add_argument(
         "--no-pin", dest="pin", action="store_false", help="do not pin servers to core 0 and the load to core 1"
     )
@@ -341,19 +357,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ingest-threads", type=int, default=2, help="e5 threads for ingesting the samples")
     ap.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, seconds")
     ap.add_argument("--seed", type=int, default=11)
-    ap.add_argument("--quick", action="store_true", help="2 rounds of short phases (about 60-90 s in all)")
+    ap.add_argument("--quick", action="store_true", help="6 + 4 rounds (about 90 s in all)")
     ap.add_argument("--keep", action="store_true", help="keep the temp data dir (logs, databases)")
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
     args = ap.parse_args(argv)
     exit_on_sigterm()
     args.pin = args.pin and shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
     if args.quick:
-        args.rounds, args.requests, args.mixed_requests, args.warmup = 2, 900, 350, 1.5
+        args.rounds, args.mixed_rounds, args.warmup = 6, 4, 1.5
     t_start = time.perf_counter()
     console.print(f"[bold]ragvigil instrumentation overhead benchmark[/bold] — {machine_line()}")
-    workloads = [("repeats", args.repeat_share, args.requests)]
+    workloads = [("repeats", args.repeat_share, args.requests, args.rounds)]
     if args.mixed:
-        workloads.append(("mixed", args.mixed_repeat_share, args.mixed_requests))
+        workloads.append(("mixed", args.mixed_repeat_share, args.mixed_requests, args.mixed_rounds))
     report = Report(
         f"instrumentation overhead: POST /api/v1/chat, {args.clients} clients, on vs off "
         f"(measured = on, baseline = off, ratio = on / off)"
@@ -392,10 +408,10 @@ def main(argv: list[str] | None = None) -> int:
             warm_up(inst, args)
             # one discarded phase per setting, shaped like the first measured one: the first phase after
             # start-up ran 5-10 % more CPU per request than the later ones (allocator, SQLite pages, caches)
-            _, share0, requests0 = workloads[0]
+            _, share0, requests0, _ = workloads[0]
             for m in MODES:
                 switch(inst, m)
-                run_phase(inst, load_spec(inst, args, share0, args.phase_cap, args.seed - 2, 10**6, requests0))
+                run_phase(inst, load_spec(inst, args, share0, args.phase_cap, args.seed - 2, 10**6, 3 * requests0))
             switch(inst, "on")
             idle = idle_cpu_ms_per_s(inst, 2.0)
             import httpx
@@ -411,9 +427,9 @@ def main(argv: list[str] | None = None) -> int:
             fresh_start = 0
             results: dict[str, dict[str, Totals]] = {}
             sent = dict.fromkeys(MODES, 0)
-            for w, (name, share, requests) in enumerate(workloads):
+            for w, (name, share, requests, rounds) in enumerate(workloads):
                 results[name] = {m: Totals() for m in MODES}
-                for rnd in range(args.rounds):
+                for rnd in range(rounds):
                     seed = args.seed + 100 * w + rnd
                     for m in MODES if rnd % 2 == 0 else MODES[::-1]:  # on-off, off-on, ...: order cancels
                         switch(inst, m)
@@ -439,13 +455,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.keep:
                 console.print(f"[dim]server log: {tmp}/server.log[/dim]")
 
-    for name, share, _ in workloads:
+    for name, share, _, _ in workloads:
         add_workload_rows(report, f"{name}: {share:.0%} repeated", results[name]["on"], results[name]["off"])
     console.print(f"direct measurement: {args.direct_requests} requests per setting, 3 times, in this process...")
     with temp_data_dir("overhead-direct", keep=False) as tmp:
         direct = direct_cost_us(args.direct_requests, tmp / "logs")
     extra_us = direct["on"] - direct["off"]
-    for name, share, _ in workloads:
+    for name, share, _, _ in workloads:
         on_ms = results[name]["on"].cpu_ms
         report.add(
             Row(
@@ -469,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
         + ("server pinned to core 0, load generator to core 1." if args.pin else "not pinned to cores.")
     )
     report.note(
-        f"Order: on/off pairs, the order flipped every round, {args.rounds}× per workload, the switch flipped "
+        f"Order: on/off pairs, the order flipped every round, {args.rounds} (repeats) and {args.mixed_rounds} "
+        "(mixed) rounds, the switch flipped "
         f"between phases (PUT /api/v1/ops/instrumentation); idle CPU {idle:.0f} ms/s; "
         "CPU = psutil user+system of the server pid over the phase / completed requests."
     )

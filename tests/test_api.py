@@ -212,18 +212,15 @@ def test_openai_client_against_chat_completions(sample_runtime: Runtime) -> None
 
 def test_json_log_lines_carry_request_and_session_ids(client: TestClient) -> None:
     import io
-    import logging
 
-    from ragvigil.ops.logging import configure_logging
+    from ragvigil.ops.logging import configure_logging, reset_logging
 
     stream = io.StringIO()
-    configure_logging("INFO", None, stream=stream)
+    configure_logging("INFO", None, stream=stream, flush_interval=0.05)  # as the server: lines written in batches
     try:
         r = client.post("/api/v1/chat", json={"message": "How do I export notes?"}, headers={"X-Request-ID": "req-42"})
     finally:
-        for h in list(logging.getLogger().handlers):
-            if getattr(h, "_ragvigil", False):
-                logging.getLogger().removeHandler(h)
+        reset_logging()
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     access = [x for x in lines if x["event"] == "http_request" and x["route"] == "/api/v1/chat"]
     assert access and access[-1]["request_id"] == "req-42"
@@ -235,7 +232,7 @@ def test_log_lines_are_redacted(client: TestClient) -> None:
     import io
     import logging
 
-    from ragvigil.ops.logging import configure_logging
+    from ragvigil.ops.logging import configure_logging, reset_logging
 
     stream = io.StringIO()
     configure_logging("INFO", None, stream=stream)
@@ -243,9 +240,7 @@ def test_log_lines_are_redacted(client: TestClient) -> None:
         client.post("/api/v1/chat", json={"message": "hi", "user_id": "alice@example.com"})
         logging.getLogger("ragvigil.test").warning("user 13812345678 sent key sk-abcdefghijklmnopqrstuv")
     finally:
-        for h in list(logging.getLogger().handlers):
-            if getattr(h, "_ragvigil", False):
-                logging.getLogger().removeHandler(h)
+        reset_logging()
     text = stream.getvalue()
     assert "alice@example.com" not in text and "13812345678" not in text and "sk-abcdefghij" not in text
     assert "[EMAIL]" in text and "[PHONE]" in text

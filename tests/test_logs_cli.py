@@ -12,20 +12,12 @@ from typer.testing import CliRunner
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
 from ragvigil.cli import app as cli_app
-from ragvigil.ops.logging import configure_logging
-
-
-def _drop_handlers() -> None:
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        if getattr(h, "_ragvigil", False):
-            root.removeHandler(h)
-            h.close()
+from ragvigil.ops.logging import configure_logging, reset_logging
 
 
 def test_logs_commands_read_what_the_service_wrote(sample_runtime: Runtime, tmp_path: Path) -> None:
     log_dir = tmp_path / "logs"
-    configure_logging("INFO", log_dir, stream=open(tmp_path / "stdout.log", "w"))  # noqa: SIM115
+    configure_logging("INFO", log_dir, stream=open(tmp_path / "stdout.log", "w"), flush_interval=0.05)  # noqa: SIM115
     try:
         with TestClient(create_app(runtime=sample_runtime)) as c:
             first = c.post("/api/v1/chat", json={"message": "How do I export my notes?", "user_id": "u-7"}).json()
@@ -33,7 +25,7 @@ def test_logs_commands_read_what_the_service_wrote(sample_runtime: Runtime, tmp_
             c.post("/api/v1/chat", json={"message": "专业版年付多少钱？"})
             logging.getLogger("ragvigil.test").error("vector_fill_failed", extra={"error": "disk full"})
     finally:
-        _drop_handlers()
+        reset_logging()
     runner = CliRunner()
 
     def run(*args: str) -> dict:

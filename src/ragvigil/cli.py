@@ -198,31 +198,36 @@ def serve(
     import uvicorn
 
     from ragvigil.api.server import create_app
-    from ragvigil.ops.logging import configure_logging
+    from ragvigil.ops.logging import configure_logging, reset_logging
 
     s = _settings()
-    configure_logging(s.log_level, s.log_dir, s.log_json)
-    if s.alerts.enabled and s.alerts.rules_file is not None:
-        from ragvigil.ops.alerts.rules import RuleFileError, load_rule_file
+    configure_logging(s.log_level, s.log_dir, s.log_json, flush_interval=s.log_flush_interval)
+    try:
+        if s.alerts.enabled and s.alerts.rules_file is not None:
+            from ragvigil.ops.alerts.rules import RuleFileError, load_rule_file
 
-        try:
-            load_rule_file(s.alerts.rules_file)
-        except RuleFileError as exc:
-            err.print(f"[red]alert rules rejected:[/red] {exc}")
-            raise typer.Exit(2) from None
-    if s.profile.value == "production":
-        from ragvigil.app import Runtime
+            try:
+                load_rule_file(s.alerts.rules_file)
+            except RuleFileError as exc:
+                err.print(f"[red]alert rules rejected:[/red] {exc}")
+                raise typer.Exit(2) from None
+        if s.profile.value == "production":
+            from ragvigil.app import Runtime
 
-        rt = Runtime(s)
-        problems = rt.startup_problems()
-        rt.close()
-        if problems:
-            for p in problems:
-                err.print(f"[red]refusing to start in production:[/red] {p}")
-            raise typer.Exit(2)
-    host, port = host or s.host, port or s.port
-    err.print(f"ragvigil {s.profile.value} on http://{host}:{port}  (chat page: POST /api/v1/chat, metrics: /metrics)")
-    uvicorn.run(create_app(s), host=host, port=port, log_config=None, access_log=False)
+            rt = Runtime(s)
+            problems = rt.startup_problems()
+            rt.close()
+            if problems:
+                for p in problems:
+                    err.print(f"[red]refusing to start in production:[/red] {p}")
+                raise typer.Exit(2)
+        host, port = host or s.host, port or s.port
+        err.print(
+            f"ragvigil {s.profile.value} on http://{host}:{port}  (chat page: POST /api/v1/chat, metrics: /metrics)"
+        )
+        uvicorn.run(create_app(s), host=host, port=port, log_config=None, access_log=False)
+    finally:
+        reset_logging()  # the lines still queued in the log writer
 
 
 def _cli_actor() -> str:

@@ -190,6 +190,12 @@ class Settings(BaseSettings):
         description="days a rotated log line is kept, by level; null keeps it forever",
     )
     log_json: bool = True
+    log_flush_interval: float = Field(
+        0.2,
+        ge=0,
+        le=5,
+        description="seconds INFO/WARNING lines may wait to be written in a batch (ERROR+ at once); 0 = each at once",
+    )
     expose_errors: bool = False
     api_docs: bool = False
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ragvigil.ops import instrumentation, metrics, tracing
-from ragvigil.ops.logging import access_fields_var, request_id_var, session_id_var, user_id_var
+from ragvigil.ops.logging import access_fields_var, log_access, request_id_var, session_id_var, user_id_var
 
-log = logging.getLogger("ragvigil.access")
 _CONTEXT_VARS = (request_id_var, session_id_var, user_id_var, access_fields_var, tracing.current_trace)
 _QUIET_ROUTES = frozenset({"/metrics", "/health/live", "/health/ready"})  # probes would drown the log
 
@@ -68,13 +66,12 @@ class RequestContextMiddleware:
                 status = await self._serve(scope, receive, send, rid)
         finally:
             metrics.HTTP_IN_FLIGHT.dec()
+            elapsed = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            trace.finish(
-                f"{method} {route}",
-                status >= 500,
-                **{"http.route": route, "http.status_code": status, "session_id": session_id_var.get()},
-            )
-            self._observe(route, method, status, start, fields)
+            instrumentation.later(_record, trace, time.time_ns(), route, method, status, elapsed, session_id_var.get())
+            if route not in _QUIET_ROUTES:
+                fields.update(method=method, route=route, status=status, ms=round(elapsed * 1000, 2))
+                log_access(fields)
             for var, tok in zip(_CONTEXT_VARS, tokens, strict=True):
                 var.reset(tok)  # type: ignore[attr-defined]
 
@@ -126,11 +123,20 @@ class RequestContextMiddleware:
         )
         await send({"type": "http.response.body", "body": body})
 
-    @staticmethod
-    def _observe(route: str, method: str, status: int, start: float, fields: dict[str, object]) -> None:
-        elapsed = time.perf_counter() - start
-        metrics.child(metrics.HTTP_REQUESTS, route, method, str(status)).inc()
-        metrics.child(metrics.HTTP_DURATION, route, method).observe(elapsed)
-        if route not in _QUIET_ROUTES:
-            fields.update(method=method, route=route, status=status, ms=round(elapsed * 1000, 2))
-            log.info("http_request", extra=fields)
+
+def _record(
+    trace: tracing.RequestTrace,
+    end_ns: int,
+    route: str,
+    method: str,
+    status: int,
+    elapsed: float,
+    session_id: str | None,
+) -> None:
+    """The request's metrics and root span (run by ``instrumentation.later``)."""
+    metrics.child(metrics.HTTP_REQUESTS, route, method, str(status)).inc()
+    metrics.child(metrics.HTTP_DURATION, route, method).observe(elapsed)
+    attributes: dict[str, object] = {"http.route": route, "http.status_code": status}
+    if session_id is not None:
+        attributes["session_id"] = session_id
+    trace.finish(f"{method} {route}", status >= 500, end_ns, attributes)

@@ -68,5 +68,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
 def app_from_env() -> FastAPI:
     """Entry point for ``uvicorn --factory ragvigil.api.server:app_from_env``."""
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_dir, settings.log_json)
+    configure_logging(
+        settings.log_level, settings.log_dir, settings.log_json, flush_interval=settings.log_flush_interval
+    )
     return create_app(settings)

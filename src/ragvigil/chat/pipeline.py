@@ -106,18 +106,32 @@ class run_stage:
             outcome = "error"
         elif len(turn.degraded_reasons) > self.before:
             outcome = "degraded"
-        elapsed = (end - self.start) / 1e9
-        metrics.child(metrics.STAGE_DURATION, name).observe(elapsed)
-        metrics.child(metrics.STAGE_OUTCOMES, name, outcome).inc()
-        turn.stages_ms[name] = round(elapsed * 1000, 2)
-        trace = tracing.current_trace.get()
-        if trace is not None:
-            attrs = _span_attributes(name, turn)
-            attrs["outcome"] = outcome
-            attrs["degraded"] = turn.degraded
-            trace.add_child(f"stage.{name}", self.start, end, attrs, outcome == "error")
+        turn.stages_ms[name] = round((end - self.start) / 1e6, 2)
+        # metrics and span in the writer's next batch: the stage's fields of the turn are final by now
+        instrumentation.later(
+            _record_stage, name, outcome, self.start, end, turn, turn.degraded, tracing.current_trace.get()
+        )
         if log.isEnabledFor(logging.DEBUG):
             log.debug("stage_done", extra={"stage": name, "outcome": outcome, "ms": turn.stages_ms[name]})
+
+
+def _record_stage(
+    name: str,
+    outcome: str,
+    start_ns: int,
+    end_ns: int,
+    turn: Turn,
+    degraded: bool,
+    trace: tracing.RequestTrace | None,
+) -> None:
+    """The stage's metrics and span (run by ``instrumentation.later``)."""
+    metrics.child(metrics.STAGE_DURATION, name).observe((end_ns - start_ns) / 1e9)
+    metrics.child(metrics.STAGE_OUTCOMES, name, outcome).inc()
+    if trace is not None:
+        attrs = _span_attributes(name, turn)
+        attrs["outcome"] = outcome
+        attrs["degraded"] = degraded
+        trace.add_child(f"stage.{name}", start_ns, end_ns, attrs, outcome == "error")
 
 
 def _span_attributes(stage: str, turn: Turn) -> dict[str, Any]:

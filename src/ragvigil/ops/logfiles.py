@@ -45,6 +45,8 @@ from datetime import UTC, datetime, timedelta
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
+from ragvigil.ops.logwriter import DeferredFlush
+
 __all__ = [
     "DEFAULT_RETENTION_DAYS",
     "ERROR_LOG",
@@ -79,7 +81,7 @@ def _gzip_rotator(source: str, dest: str) -> None:
     os.remove(source)
 
 
-class _CountingRotatingFileHandler(RotatingFileHandler):
+class _CountingRotatingFileHandler(DeferredFlush, RotatingFileHandler):
     """Rolls over by the bytes it wrote instead of asking the file system before every record.
 
     The stock ``shouldRollover`` stats the path twice and seeks the stream per record (three syscalls

@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
+from ragvigil.ops import instrumentation
 from ragvigil.ops.logfiles import file_handlers
+from ragvigil.ops.logwriter import BatchingHandler, DeferredFlush
 from ragvigil.ops.redaction import RedactingFilter, Redactor
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -41,14 +43,16 @@ class JsonFormatter(logging.Formatter):
         return record._json  # type: ignore[attr-defined]
 
     def _render(self, record: logging.LogRecord) -> str:
+        # ids captured where the record was made (``capture_context``), else read here
+        request_id, session_id, user_id = record.__dict__.get("_ids") or _context_ids()
         out: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "event": record.getMessage(),
-            "request_id": request_id_var.get(),
-            "session_id": session_id_var.get(),
-            "user_id": user_id_var.get(),
+            "request_id": request_id,
+            "session_id": session_id,
+            "user_id": user_id,
         }
         if out["user_id"] is not None:
             out["user_id"] = _REDACTOR.redact(str(out["user_id"]))  # a user id may be an email or a phone
@@ -60,17 +64,56 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
-def configure_logging(level: str, log_dir: Path | None, json_lines: bool = True, stream: TextIO | None = None) -> None:
-    """Log to ``stream`` (stdout) and, when ``log_dir`` is given, to rotated files there; PII is redacted first."""
-    root = logging.getLogger()
-    for h in list(root.handlers):
-        if getattr(h, "_ragvigil", False):
-            root.removeHandler(h)
-            h.close()
+def _context_ids() -> tuple[str | None, str | None, str | None]:
+    return request_id_var.get(), session_id_var.get(), user_id_var.get()
+
+
+def capture_context(record: logging.LogRecord) -> None:
+    """Copy the request's ids onto a record that another thread will format (unless already there)."""
+    if "_ids" not in record.__dict__:
+        record._ids = _context_ids()  # type: ignore[attr-defined]
+
+
+_ACCESS = logging.getLogger("ragvigil.access")
+_WRITER: BatchingHandler | None = None  # the log writer configure_logging installed, if any
+
+
+def log_access(fields: dict[str, object]) -> None:
+    """The request's access line (event ``http_request``): made and written by the log writer when there is one."""
+    writer = _WRITER
+    if writer is None:
+        _ACCESS.info("http_request", extra=fields)
+    elif _ACCESS.isEnabledFor(logging.INFO):
+        writer.defer(_ACCESS, logging.INFO, "http_request", fields, _context_ids())
+
+
+class _StreamHandler(DeferredFlush, logging.StreamHandler):  # type: ignore[type-arg]
+    """stdout; flushed once per batch by the log writer."""
+
+
+def configure_logging(
+    level: str,
+    log_dir: Path | None,
+    json_lines: bool = True,
+    stream: TextIO | None = None,
+    flush_interval: float = 0.0,
+) -> None:
+    """Log to ``stream`` (stdout) and, when ``log_dir`` is given, to rotated files there; PII is redacted first.
+
+    ``flush_interval`` > 0: a writer thread writes the lines in batches at most that many seconds late
+    (ERROR and above at once), so requests never wait on a file write (``ragvigil.ops.logwriter``);
+    0 writes each line in the thread that logs it (the CLI, tests).
+    """
+    reset_logging()
+    # No caller file/line, process or thread names on records: the lines do not show them, and
+    # finding them costs every log call (the logging HOWTO's "Optimization" section).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     formatter: logging.Formatter = (
         JsonFormatter() if json_lines else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     )
-    handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stdout)]
+    handlers: list[logging.Handler] = [_StreamHandler(stream or sys.stdout)]
     if log_dir is not None:
         handlers.extend(file_handlers(log_dir, formatter))  # application.log (INFO+), error.log (ERROR+)
     redacting = RedactingFilter(Redactor())
@@ -78,9 +121,32 @@ def configure_logging(level: str, log_dir: Path | None, json_lines: bool = True,
         h.setFormatter(formatter)
         # on each handler: a logger's own filters do not see records propagated from child loggers
         h.addFilter(redacting)
+    global _WRITER
+    if flush_interval > 0:
+        # the writer also applies the request path's queued metrics and spans (ops.instrumentation)
+        _WRITER = BatchingHandler(handlers, flush_interval, prepare=capture_context, before_flush=instrumentation.drain)
+        handlers = [_WRITER]
+        instrumentation.defer_to_writer(True)
+    root = logging.getLogger()
+    for h in handlers:
         h._ragvigil = True  # type: ignore[attr-defined]
         root.addHandler(h)
     root.setLevel(level)
     for noisy in ("jieba", "httpx", "httpcore", "alembic", "multipart", "faiss", "bm25s"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").disabled = True  # the request middleware logs requests
+
+
+def reset_logging() -> None:
+    """Remove the handlers ``configure_logging`` installed, writing out what they still hold."""
+    global _WRITER
+    _WRITER = None
+    instrumentation.defer_to_writer(False)  # nobody drains the queue any more: apply it, then run inline
+    root = logging.getLogger()
+    ours = [h for h in root.handlers if getattr(h, "_ragvigil", False)]
+    for h in ours:
+        if isinstance(h, BatchingHandler):
+            h.flush()  # while still attached: deferred records pass through the logger to this handler
+    for h in ours:
+        root.removeHandler(h)
+        h.close()

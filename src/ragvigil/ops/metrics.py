@@ -6,8 +6,21 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.registry import Collector
+
+from ragvigil.ops import instrumentation
+
+
+class _DeferredObservations(Collector):
+    """Registered first, so every collection applies the queued observations before reading any metric."""
+
+    def collect(self) -> list:  # type: ignore[override]
+        instrumentation.drain()
+        return []
+
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+REGISTRY.register(_DeferredObservations())
 _CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
 
 

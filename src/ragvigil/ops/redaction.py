@@ -278,7 +278,12 @@ class RedactingFilter(logging.Filter):
             message = f"{record.msg} [log arguments did not match the format]"
         record.msg, record.args = self.redactor.redact(message), None
         for key, value in list(record.__dict__.items()):
-            if key not in _RECORD_ATTRS and key not in SAFE_EXTRAS and isinstance(value, str | dict | list | tuple):
+            if (
+                key not in _RECORD_ATTRS
+                and key not in SAFE_EXTRAS
+                and key[:1] != "_"  # private to the handlers (e.g. the ids the formatter redacts itself)
+                and isinstance(value, str | dict | list | tuple)
+            ):
                 setattr(record, key, self.redactor.redact_obj(value))
         if record.exc_info:
             record.exc_text = record.exc_text or _TRACEBACKS.formatException(record.exc_info)

@@ -28,6 +28,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from ragvigil.ops import instrumentation
+
 REQUEST_ID_ATTR = "ragvigil.request_id"
 _TRACEPARENT = re.compile(rb"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 
@@ -80,13 +82,13 @@ class RequestTrace:
         span.error = error
         self.spans.append(span)
 
-    def finish(self, name: str, error: bool, **attributes: Any) -> None:
-        """End the root span, name it after the matched route and keep the trace."""
+    def finish(self, name: str, error: bool, end_ns: int, attributes: dict[str, Any]) -> None:
+        """End the root span at ``end_ns``, name it after the matched route and keep the trace."""
         root = self.root
-        root.end_ns = time.time_ns()
+        root.end_ns = end_ns
         root.name = name
         root.error = error
-        root.attributes.update((k, v) for k, v in attributes.items() if v is not None)
+        root.attributes.update(attributes)
         RECENT.add(self)
         if _EXPORTERS:
             _export(self)
@@ -124,11 +126,13 @@ class RecentTraces:
 
     def for_request(self, request_id: str) -> list[dict[str, Any]] | None:
         """Spans of the request in start order, or None when unknown or already evicted."""
+        instrumentation.drain()  # spans still queued by the request path
         with self._lock:
             trace = self._by_request.get(request_id)
         return trace.as_dicts() if trace is not None else None
 
     def trace_id(self, request_id: str) -> str | None:
+        instrumentation.drain()
         with self._lock:
             trace = self._by_request.get(request_id)
         return f"{trace.trace_id:032x}" if trace is not None else None

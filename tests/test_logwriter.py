@@ -144,3 +144,31 @@ def test_the_access_line_goes_through_the_writer_and_every_handler_sees_it() -> 
     line = json.loads(stream.getvalue())
     assert (line["event"], line["request_id"], line["status"]) == ("http_request", "req-9", 200)
     assert [r.getMessage() for r in other.records] == ["http_request"]
+
+
+def test_metrics_and_spans_queued_by_requests_are_applied_before_anyone_reads_them() -> None:
+    from ragvigil.ops import instrumentation, metrics, tracing
+
+    counter = metrics.child(metrics.STAGE_OUTCOMES, "history", "ok")
+    configure_logging("INFO", None, stream=io.StringIO(), flush_interval=3600)  # the writer never wakes here
+    try:
+        before = metrics.REGISTRY.get_sample_value(
+            "ragvigil_stage_outcomes_total", {"stage": "history", "outcome": "ok"}
+        )
+        instrumentation.later(counter.inc)
+        trace = tracing.RequestTrace("req-deferred", "HTTP GET")
+        instrumentation.later(trace.finish, "GET /x", False, time.time_ns(), {})
+        assert counter._value.get() == before  # queued, not applied
+        after = metrics.REGISTRY.get_sample_value(
+            "ragvigil_stage_outcomes_total", {"stage": "history", "outcome": "ok"}
+        )
+        assert after == before + 1  # a collection (a /metrics scrape, the alert sampler) applies the queue first
+        spans = tracing.RECENT.for_request("req-deferred")  # so does the trace store
+        assert spans is not None and spans[0]["name"] == "GET /x"
+    finally:
+        reset_logging()
+    instrumentation.later(counter.inc)  # no writer: applied at once
+    assert (
+        metrics.REGISTRY.get_sample_value("ragvigil_stage_outcomes_total", {"stage": "history", "outcome": "ok"})
+        == after + 1
+    )

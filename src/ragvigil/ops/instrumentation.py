@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 enabled: bool = True
+MAX_QUEUED = 100_000  # ~20,000 requests' worth
 _deferring = False
 _queue: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
 
@@ -31,9 +32,9 @@ def configure(on: bool) -> None:
 
 def later(fn: Callable[..., None], *args: Any) -> None:
     """``fn(*args)`` now, or in the next batch when a writer drains the queue."""
-    if _deferring:
+    if _deferring and len(_queue) < MAX_QUEUED:
         _queue.append((fn, args))
-    else:
+    else:  # no writer, or it is behind: the caller does the work (memory stays bounded)
         fn(*args)
 
 

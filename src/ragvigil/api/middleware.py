@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ragvigil.ops import instrumentation, metrics, tracing
 from ragvigil.ops.logging import access_fields_var, log_access, request_id_var, session_id_var, user_id_var
 
-_CONTEXT_VARS = (request_id_var, session_id_var, user_id_var, access_fields_var, tracing.current_trace)
+_CONTEXT_VARS = (request_id_var, session_id_var, user_id_var, access_fields_var, tracing.current_spans)
 _QUIET_ROUTES = frozenset({"/metrics", "/health/live", "/health/ready"})  # probes would drown the log
 
 
@@ -46,18 +46,19 @@ class RequestContextMiddleware:
             return
 
         method = scope.get("method", "GET")
-        trace = tracing.RequestTrace(rid, f"HTTP {method}", headers.get(b"traceparent"))
+        spans: list[tracing.StageSpan] = []
         fields: dict[str, object] = {}
         tokens = (
             request_id_var.set(rid),
             session_id_var.set(None),
             user_id_var.set(None),
             access_fields_var.set(fields),
-            tracing.current_trace.set(trace),
+            tracing.current_spans.set(spans),
         )
         status = 500
+        start_ns = time.time_ns()
         start = time.perf_counter()
-        metrics.HTTP_IN_FLIGHT.inc()
+        metrics.IN_FLIGHT.value += 1
         try:
             if too_large:
                 await self._reject_too_large(send, rid)
@@ -65,10 +66,21 @@ class RequestContextMiddleware:
             else:
                 status = await self._serve(scope, receive, send, rid)
         finally:
-            metrics.HTTP_IN_FLIGHT.dec()
+            metrics.IN_FLIGHT.value -= 1
             elapsed = time.perf_counter() - start
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            instrumentation.later(_record, trace, time.time_ns(), route, method, status, elapsed, session_id_var.get())
+            instrumentation.later(
+                _record,
+                rid,
+                headers.get(b"traceparent"),
+                start_ns,
+                elapsed,
+                route,
+                method,
+                status,
+                session_id_var.get(),
+                spans,
+            )
             if route not in _QUIET_ROUTES:
                 fields.update(method=method, route=route, status=status, ms=round(elapsed * 1000, 2))
                 log_access(fields)
@@ -125,18 +137,23 @@ class RequestContextMiddleware:
 
 
 def _record(
-    trace: tracing.RequestTrace,
-    end_ns: int,
+    request_id: str,
+    traceparent: bytes | None,
+    start_ns: int,
+    elapsed: float,
     route: str,
     method: str,
     status: int,
-    elapsed: float,
     session_id: str | None,
+    spans: list[tracing.StageSpan],
 ) -> None:
-    """The request's metrics and root span (run by ``instrumentation.later``)."""
+    """The request's metrics and its trace, root and stages (run by ``instrumentation.later``)."""
     metrics.child(metrics.HTTP_REQUESTS, route, method, str(status)).inc()
     metrics.child(metrics.HTTP_DURATION, route, method).observe(elapsed)
+    trace = tracing.RequestTrace(request_id, f"{method} {route}", traceparent, start_ns)
+    for span in spans:
+        trace.add_child(*span)
     attributes: dict[str, object] = {"http.route": route, "http.status_code": status}
     if session_id is not None:
         attributes["session_id"] = session_id
-    trace.finish(f"{method} {route}", status >= 500, end_ns, attributes)
+    trace.finish(trace.root.name, status >= 500, start_ns + round(elapsed * 1e9), attributes)

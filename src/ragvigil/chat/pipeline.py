@@ -109,7 +109,7 @@ class run_stage:
         turn.stages_ms[name] = round((end - self.start) / 1e6, 2)
         # metrics and span in the writer's next batch: the stage's fields of the turn are final by now
         instrumentation.later(
-            _record_stage, name, outcome, self.start, end, turn, turn.degraded, tracing.current_trace.get()
+            _record_stage, name, outcome, self.start, end, turn, turn.degraded, tracing.current_spans.get()
         )
         if log.isEnabledFor(logging.DEBUG):
             log.debug("stage_done", extra={"stage": name, "outcome": outcome, "ms": turn.stages_ms[name]})
@@ -122,16 +122,16 @@ def _record_stage(
     end_ns: int,
     turn: Turn,
     degraded: bool,
-    trace: tracing.RequestTrace | None,
+    spans: list[tracing.StageSpan] | None,
 ) -> None:
-    """The stage's metrics and span (run by ``instrumentation.later``)."""
+    """The stage's metrics and span (run by ``instrumentation.later``, before the request's own record)."""
     metrics.child(metrics.STAGE_DURATION, name).observe((end_ns - start_ns) / 1e9)
     metrics.child(metrics.STAGE_OUTCOMES, name, outcome).inc()
-    if trace is not None:
+    if spans is not None:
         attrs = _span_attributes(name, turn)
         attrs["outcome"] = outcome
         attrs["degraded"] = degraded
-        trace.add_child(f"stage.{name}", start_ns, end_ns, attrs, outcome == "error")
+        spans.append((f"stage.{name}", start_ns, end_ns, attrs, outcome == "error"))
 
 
 def _span_attributes(stage: str, turn: Turn) -> dict[str, Any]:

@@ -93,6 +93,17 @@ HTTP_IN_FLIGHT = Gauge(
     "HTTP requests being served right now.",
     registry=REGISTRY,
 )
+
+
+class _InFlight:
+    """Requests being served. Only the event loop's thread changes it (one loop per process), so a
+    plain attribute does, without a lock per request; the gauge reads it when collected."""
+
+    value = 0
+
+
+IN_FLIGHT = _InFlight()
+HTTP_IN_FLIGHT.set_function(lambda: IN_FLIGHT.value)
 LLM_REQUESTS = Counter(
     "ragvigil_llm_requests_total",
     "Generator calls by provider, model and outcome (ok, timeout, unavailable, rejected, error).",

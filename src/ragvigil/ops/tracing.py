@@ -8,8 +8,10 @@ parentage, a caller's ``traceparent`` continued).
 Why the request path does not call the OpenTelemetry SDK tracer: an SDK span costs ~15-20 µs
 (sampler, context attach, processors) and a chat turn has six, which alone is ~2 % of a cached
 turn's CPU against a budget of 3 % for metrics, traces and logs together (``bench/overhead.py``).
-Here a span is a small record appended to the request's trace (~1 µs); the records become SDK
-``ReadableSpan`` objects only when an exporter is configured, and dicts only when someone reads them.
+Here a finished stage is a tuple appended to the request's list (``current_spans``); the trace —
+small span records — is built from them after the response, off the request path
+(``instrumentation.later``), and the records become SDK ``ReadableSpan`` objects only when an
+exporter is configured, and dicts only when someone reads them.
 """
 
 from __future__ import annotations
@@ -64,16 +66,19 @@ class SpanRecord:
 class RequestTrace:
     """The spans of one request: the root (the HTTP request) and one child per pipeline stage.
 
-    Stages may run in a worker thread: they reach the trace through a context variable copied into
-    that thread, and append to the same list (``list.append`` is atomic).
+    Built after the request from its stage tuples (``current_spans``, filled by the stages, which may
+    run in a worker thread: the context variable is copied into it and ``list.append`` is atomic).
     """
 
     __slots__ = ("remote_parent", "request_id", "root", "spans", "trace_id")
 
-    def __init__(self, request_id: str, name: str, traceparent: bytes | None = None) -> None:
+    def __init__(
+        self, request_id: str, name: str, traceparent: bytes | None = None, start_ns: int | None = None
+    ) -> None:
         self.request_id = request_id
         self.trace_id, self.remote_parent = _continue(traceparent)
-        self.root = SpanRecord(name, self.remote_parent, time.time_ns(), {REQUEST_ID_ATTR: request_id})
+        start = time.time_ns() if start_ns is None else start_ns
+        self.root = SpanRecord(name, self.remote_parent, start, {REQUEST_ID_ATTR: request_id})
         self.spans = [self.root]
 
     def add_child(self, name: str, start_ns: int, end_ns: int, attributes: dict[str, Any], error: bool) -> None:
@@ -106,7 +111,10 @@ def _continue(traceparent: bytes | None) -> tuple[int, int | None]:
     return getrandbits(128) or 1, None
 
 
-current_trace: ContextVar[RequestTrace | None] = ContextVar("ragvigil_trace", default=None)
+# The finished stages of the current request, (name, start_ns, end_ns, attributes, error): the request
+# path only appends; the trace is built from them off the request path (``instrumentation.later``).
+StageSpan = tuple[str, int, int, dict[str, Any], bool]
+current_spans: ContextVar[list[StageSpan] | None] = ContextVar("ragvigil_stage_spans", default=None)
 
 
 class RecentTraces:

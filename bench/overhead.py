@@ -16,7 +16,7 @@ What it does (everything on 127.0.0.1, in a temp data dir, stops by itself):
   3. for each workload, sends a fixed number of POST /api/v1/chat requests at ``--clients`` (10)
      closed-loop clients, alternating the setting: on, off, off, on, on, off, ... (``--rounds`` pairs,
      the order flipped every round so that going first or second cannot favour one setting). Phases
-     are short (~2 s) and many (40 pairs): on this shared VM the CPU per request of two adjacent
+     are short (~2 s) and many (60 + 48 pairs): on this shared VM the CPU per request of two adjacent
      phases with the same setting differs by 5-10 %, more than the effect measured, and only many
      close pairs average that out. Only one setting is measured at a time. Within a round both
      phases get the same repeated questions in the same order (same seed) and as many fresh ones
@@ -44,7 +44,7 @@ the rounds), the pooled value (sum of CPU seconds / sum of requests) and the spr
 are printed next to it, and the direct in-process measurement (step 6) bounds what the code itself
 costs.
 
-    .venv/bin/python bench/overhead.py            # ~6-7 minutes (the ingest takes 13-40 s)
+    .venv/bin/python bench/overhead.py            # ~11-12 minutes (the ingest takes 13-40 s)
     .venv/bin/python bench/overhead.py --quick    # ~90 s (6 rounds)
 """
 
@@ -340,9 +340,9 @@ def add_workload_rows(report: Report, sec: str, on: Totals, off: Totals) -> None
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clients", type=int, default=10, help="concurrent closed-loop clients")
-    ap.add_argument("--rounds", type=int, default=40, help="on/off pairs of the repeats workload")
+    ap.add_argument("--rounds", type=int, default=60, help="on/off pairs of the repeats workload")
     ap.add_argument("--requests", type=int, default=300, help="requests per phase of the repeats workload")
-    ap.add_argument("--mixed-rounds", type=int, default=24, help="on/off pairs of the mixed workload")
+    ap.add_argument("--mixed-rounds", type=int, default=48, help="on/off pairs of the mixed workload")
     ap.add_argument("--mixed-requests", type=int, default=120, help="requests per phase of the mixed workload")
     ap.add_argument(
         "--no-pin", dest="pin", action="store_false", help="do not pin servers to core 0 and the load to core 1"

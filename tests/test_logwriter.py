@@ -172,3 +172,18 @@ def test_metrics_and_spans_queued_by_requests_are_applied_before_anyone_reads_th
         metrics.REGISTRY.get_sample_value("ragvigil_stage_outcomes_total", {"stage": "history", "outcome": "ok"})
         == after + 1
     )
+
+
+def test_an_access_line_with_a_field_outside_the_safe_set_is_still_redacted() -> None:
+    from ragvigil.ops.logging import log_access
+
+    stream = io.StringIO()
+    configure_logging("INFO", None, stream=stream, flush_interval=3600)
+    try:
+        log_access({"route": "/x", "status": 200})
+        log_access({"route": "/x", "status": 200, "note": "ask bob@example.com"})
+    finally:
+        reset_logging()
+    safe, unsafe = (json.loads(x) for x in _lines(stream))
+    assert safe["route"] == "/x" and "_redacted" not in safe
+    assert "bob@example.com" not in unsafe["note"] and "[EMAIL]" in unsafe["note"]

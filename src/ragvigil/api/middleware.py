@@ -150,10 +150,11 @@ def _record(
     """The request's metrics and its trace, root and stages (run by ``instrumentation.later``)."""
     metrics.child(metrics.HTTP_REQUESTS, route, method, str(status)).inc()
     metrics.child(metrics.HTTP_DURATION, route, method).observe(elapsed)
-    trace = tracing.RequestTrace(request_id, f"{method} {route}", traceparent, start_ns)
-    for span in spans:
-        trace.add_child(*span)
     attributes: dict[str, object] = {"http.route": route, "http.status_code": status}
     if session_id is not None:
         attributes["session_id"] = session_id
-    trace.finish(trace.root.name, status >= 500, start_ns + round(elapsed * 1e9), attributes)
+    end_ns = start_ns + round(elapsed * 1e9)
+    name = f"{method} {route}"
+    tracing.keep(
+        tracing.FinishedRequest(request_id, name, traceparent, start_ns, end_ns, status >= 500, attributes, spans)
+    )

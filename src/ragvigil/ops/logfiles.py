@@ -101,7 +101,8 @@ class _CountingRotatingFileHandler(DeferredFlush, RotatingFileHandler):
             self.stream = self._open()
         if self._written is None:
             self._written = self.stream.seek(0, 2)
-        size = len(self.format(record).encode("utf-8")) + len(self.terminator)
+        line = self.format(record)
+        size = (len(line) if line.isascii() else len(line.encode("utf-8"))) + len(self.terminator)
         self._pending = size
         return self._written > 0 and self._written + size >= self.maxBytes
 

@@ -13,7 +13,7 @@ from typing import TextIO
 from ragvigil.ops import instrumentation
 from ragvigil.ops.logfiles import file_handlers
 from ragvigil.ops.logwriter import BatchingHandler, DeferredFlush
-from ragvigil.ops.redaction import RedactingFilter, Redactor
+from ragvigil.ops.redaction import SAFE_EXTRAS, RedactingFilter, Redactor
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 session_id_var: ContextVar[str | None] = ContextVar("session_id", default=None)
@@ -80,6 +80,8 @@ _WRITER: BatchingHandler | None = None  # the log writer configure_logging insta
 
 def log_access(fields: dict[str, object]) -> None:
     """The request's access line (event ``http_request``): made and written by the log writer when there is one."""
+    if fields.keys() <= SAFE_EXTRAS:  # route, status, timings...: nothing the redaction filter would change
+        fields["_redacted"] = True
     writer = _WRITER
     if writer is None:
         _ACCESS.info("http_request", extra=fields)

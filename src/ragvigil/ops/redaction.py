@@ -247,7 +247,9 @@ _TRACEBACKS = logging.Formatter()
 
 # Structured fields the service itself fills with values that cannot carry personal data (route
 # templates, methods, stage names and timings): skipping them keeps redaction off the hot path.
-SAFE_EXTRAS = frozenset({"route", "method", "status", "ms", "stage", "outcome", "stages_ms", "persisted_to"})
+SAFE_EXTRAS = frozenset(
+    {"route", "method", "status", "ms", "stage", "outcome", "stages_ms", "persisted_to", "sources", "degraded"}
+)
 
 
 class RedactingFilter(logging.Filter):

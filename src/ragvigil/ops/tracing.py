@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from contextvars import ContextVar
 from random import getrandbits
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
@@ -117,32 +117,72 @@ StageSpan = tuple[str, int, int, dict[str, Any], bool]
 current_spans: ContextVar[list[StageSpan] | None] = ContextVar("ragvigil_stage_spans", default=None)
 
 
+class FinishedRequest(NamedTuple):
+    """What a finished request's trace is built from, when someone asks for it."""
+
+    request_id: str
+    name: str
+    traceparent: bytes | None
+    start_ns: int
+    end_ns: int
+    error: bool
+    attributes: dict[str, Any]
+    spans: list[StageSpan]
+
+    def build(self) -> RequestTrace:
+        trace = RequestTrace(self.request_id, self.name, self.traceparent, self.start_ns)
+        for span in self.spans:
+            trace.add_child(*span)
+        root = trace.root
+        root.end_ns, root.error = self.end_ns, self.error
+        root.attributes.update(self.attributes)
+        return trace
+
+
+def keep(finished: FinishedRequest) -> None:
+    """Keep a finished request's trace: built at once only for an exporter, else on first read.
+
+    Almost no stored trace is ever read; building span records (ids, attributes) for each request
+    was most of what the trace store cost.
+    """
+    if _EXPORTERS:
+        trace = finished.build()
+        RECENT.add(trace)
+        _export(trace)
+    else:
+        RECENT.add(finished)
+
+
 class RecentTraces:
     """The traces of the last ``max_requests`` requests, by request id; the oldest are dropped."""
 
     def __init__(self, max_requests: int = 500) -> None:
         self.max_requests = max_requests
-        self._by_request: OrderedDict[str, RequestTrace] = OrderedDict()
+        self._by_request: OrderedDict[str, RequestTrace | FinishedRequest] = OrderedDict()
         self._lock = threading.Lock()
 
-    def add(self, trace: RequestTrace) -> None:
+    def add(self, trace: RequestTrace | FinishedRequest) -> None:
         with self._lock:
             self._by_request[trace.request_id] = trace  # a reused request id shows its latest request
             self._by_request.move_to_end(trace.request_id)
             while len(self._by_request) > self.max_requests:
                 self._by_request.popitem(last=False)
 
-    def for_request(self, request_id: str) -> list[dict[str, Any]] | None:
-        """Spans of the request in start order, or None when unknown or already evicted."""
-        instrumentation.drain()  # spans still queued by the request path
+    def _get(self, request_id: str) -> RequestTrace | None:
+        instrumentation.drain()  # traces still queued by the request path
         with self._lock:
             trace = self._by_request.get(request_id)
+            if isinstance(trace, FinishedRequest):
+                trace = self._by_request[request_id] = trace.build()  # built once: ids stay the same
+        return trace
+
+    def for_request(self, request_id: str) -> list[dict[str, Any]] | None:
+        """Spans of the request in start order, or None when unknown or already evicted."""
+        trace = self._get(request_id)
         return trace.as_dicts() if trace is not None else None
 
     def trace_id(self, request_id: str) -> str | None:
-        instrumentation.drain()
-        with self._lock:
-            trace = self._by_request.get(request_id)
+        trace = self._get(request_id)
         return f"{trace.trace_id:032x}" if trace is not None else None
 
 

@@ -187,3 +187,18 @@ def test_an_access_line_with_a_field_outside_the_safe_set_is_still_redacted() ->
     safe, unsafe = (json.loads(x) for x in _lines(stream))
     assert safe["route"] == "/x" and "_redacted" not in safe
     assert "bob@example.com" not in unsafe["note"] and "[EMAIL]" in unsafe["note"]
+
+
+def test_a_failing_batch_job_neither_raises_into_the_caller_nor_loses_the_lines(
+    logger: logging.Logger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken() -> None:
+        raise RuntimeError("bookkeeping bug")
+
+    stream = io.StringIO()
+    handler = BatchingHandler([logging.StreamHandler(stream)], interval=3600, before_flush=broken)
+    logger.addHandler(handler)
+    logger.info("queued")
+    logger.error("written at once")  # flushes in this thread: the broken job must not raise here
+    assert _lines(stream) == ["queued", "written at once"]
+    assert "bookkeeping bug" in capsys.readouterr().err

@@ -91,7 +91,10 @@ class BatchingHandler(logging.Handler):
             return
         self._pending.append(record)
         if record.levelno >= self.flush_level or len(self._pending) >= self.max_pending:
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # a logging call never raises into the code that logged
+                self.handleError(record)
 
     def defer(self, logger: logging.Logger, level: int, msg: str, fields: Mapping[str, Any], context: Any) -> None:
         """Log ``msg`` with ``fields`` as extras from the writer thread, dated now.
@@ -104,7 +107,10 @@ class BatchingHandler(logging.Handler):
     def flush(self) -> None:
         """Write everything queued so far, in time order, then flush each target once."""
         if self.before_flush is not None:
-            self.before_flush()
+            try:
+                self.before_flush()
+            except Exception:  # the queued lines are still written
+                traceback.print_exc(file=sys.stderr)
         with self._write_lock:
             deferred = self._deferred
             while deferred:

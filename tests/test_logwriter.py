@@ -156,8 +156,9 @@ def test_metrics_and_spans_queued_by_requests_are_applied_before_anyone_reads_th
             "ragvigil_stage_outcomes_total", {"stage": "history", "outcome": "ok"}
         )
         instrumentation.later(counter.inc)
-        trace = tracing.RequestTrace("req-deferred", "HTTP GET")
-        instrumentation.later(trace.finish, "GET /x", False, time.time_ns(), {})
+        now = time.time_ns()
+        finished = tracing.FinishedRequest("req-deferred", "GET /x", None, now, now + 1000, False, {}, [])
+        instrumentation.later(tracing.keep, finished)
         assert counter._value.get() == before  # queued, not applied
         after = metrics.REGISTRY.get_sample_value(
             "ragvigil_stage_outcomes_total", {"stage": "history", "outcome": "ok"}

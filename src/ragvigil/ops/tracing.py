@@ -87,17 +87,6 @@ class RequestTrace:
         span.error = error
         self.spans.append(span)
 
-    def finish(self, name: str, error: bool, end_ns: int, attributes: dict[str, Any]) -> None:
-        """End the root span at ``end_ns``, name it after the matched route and keep the trace."""
-        root = self.root
-        root.end_ns = end_ns
-        root.name = name
-        root.error = error
-        root.attributes.update(attributes)
-        RECENT.add(self)
-        if _EXPORTERS:
-            _export(self)
-
     def as_dicts(self) -> list[dict[str, Any]]:
         return [s.as_dict() for s in sorted(self.spans, key=lambda s: s.start_ns)]
 

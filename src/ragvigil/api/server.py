@@ -9,14 +9,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from ragvigil import __version__
+from ragvigil.api.deps import get_principal
 from ragvigil.api.errors import install_error_handlers
 from ragvigil.api.middleware import RequestContextMiddleware
+from ragvigil.api.openapi import install_openapi
 from ragvigil.api.routes import alerts, chat, health, incidents, kb, openai_compat, traces
 from ragvigil.app import Runtime
 from ragvigil.config import Settings, load_settings
 from ragvigil.ops.logging import configure_logging
 
 log = logging.getLogger(__name__)
+
+# routes whose body names something that may not exist (a session, a knowledge base): they can answer 404
+NOT_FOUND_IN_BODY = {p: ["404"] for p in ("/api/v1/chat", "/api/v1/chat/stream", "/v1/chat/completions")}
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None, background: bool = True) -> FastAPI:
@@ -61,6 +66,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         health.probes,
     ):
         app.include_router(r)
+    install_openapi(app, (get_principal,), NOT_FOUND_IN_BODY)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
 

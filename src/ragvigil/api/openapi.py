@@ -66,7 +66,7 @@ def error_statuses(dependant: Dependant, checks_key: bool) -> list[str]:
     if dependant.path_params:
         statuses.append("404")
     if dependant.body_params:
-        statuses.append("413")
+        statuses += ["400", "413"]  # 400: a body that cannot be parsed at all
     return statuses
 
 

@@ -63,3 +63,18 @@ def test_cli_search_and_ask_name_the_unknown_kb(
     assert res.exit_code == 1, res.output
     assert "no knowledge base named 'nope'" in res.output and "known: default" in res.output
     assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
+def test_cli_ask_continues_only_its_own_sessions(sample_runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session opened with an API key is not the command line's to continue (exit 1, no traceback)."""
+    from ragvigil.chat.pipeline import Turn
+
+    keyed = sample_runtime.pipeline.run(Turn(message="How do I export notes?", kb="default", owner="key:k1"))
+    own = sample_runtime.pipeline.run(Turn(message="How do I export notes?", kb="default"))
+    monkeypatch.setenv("RAGVIGIL_DATA_DIR", str(sample_runtime.settings.data_dir))
+    runner = CliRunner()
+    refused = runner.invoke(cli_app, ["ask", "Is there a page limit?", "--session", keyed.session_id])
+    assert refused.exit_code == 1 and "no chat session" in refused.output, refused.output
+    assert runner.invoke(cli_app, ["ask", "Is there a page limit?", "--session", own.session_id]).exit_code == 0
+    assert len(sample_runtime.sessions.messages(keyed.session_id)) == 2
+    assert len(sample_runtime.sessions.messages(own.session_id)) == 4

@@ -185,6 +185,7 @@ def ask(
 ) -> None:
     """Answer a question from the knowledge base (the same pipeline as the API)."""
     from ragvigil.chat.pipeline import Turn
+    from ragvigil.chat.sessions import SessionNotFound
     from ragvigil.knowledge.catalog import KnowledgeBaseNotFound
 
     s = _settings()
@@ -193,6 +194,10 @@ def ask(
         turn = rt.pipeline.run(Turn(message=question, kb=kb or s.default_kb, session_id=session))
     except KnowledgeBaseNotFound:
         raise _unknown_kb(rt, kb or s.default_kb) from None
+    except SessionNotFound:
+        # sessions belong to whoever opened them: the CLI continues only the sessions it opened
+        err.print(f"[red]no chat session {session!r} opened from the command line[/red]")
+        raise typer.Exit(1) from None
     finally:
         rt.close()
     console.print(turn.answer)

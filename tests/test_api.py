@@ -26,10 +26,11 @@ def test_chat_turns_persist_and_come_back_in_order(client: TestClient) -> None:
     body = r1.json()
     assert "¥268" in body["answer"] and body["sources"] and body["degraded"] is False
     sid = body["session_id"]
-    r2 = client.post("/api/v1/chat", json={"message": "How do I turn on two-step verification?", "session_id": sid})
-    r3 = client.post("/api/v1/chat", json={"message": "明天会下雨吗？", "session_id": sid})
+    follow = {"session_id": sid, "user_id": "u1"}  # a session is its opener's: same caller, same user_id
+    r2 = client.post("/api/v1/chat", json={"message": "How do I turn on two-step verification?", **follow})
+    r3 = client.post("/api/v1/chat", json={"message": "明天会下雨吗？", **follow})
     assert r2.status_code == r3.status_code == 200
-    msgs = client.get(f"/api/v1/sessions/{sid}/messages").json()
+    msgs = client.get(f"/api/v1/sessions/{sid}/messages", params={"user_id": "u1"}).json()
     assert [m["role"] for m in msgs] == ["user", "assistant"] * 3
     assert [m["content"] for m in msgs[::2]] == [
         "专业版年付多少钱？",

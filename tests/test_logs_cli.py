@@ -21,7 +21,8 @@ def test_logs_commands_read_what_the_service_wrote(sample_runtime: Runtime, tmp_
     try:
         with TestClient(create_app(runtime=sample_runtime)) as c:
             first = c.post("/api/v1/chat", json={"message": "How do I export my notes?", "user_id": "u-7"}).json()
-            c.post("/api/v1/chat", json={"message": "Is there a page limit?", "session_id": first["session_id"]})
+            follow = {"session_id": first["session_id"], "user_id": "u-7"}
+            c.post("/api/v1/chat", json={"message": "Is there a page limit?", **follow})
             c.post("/api/v1/chat", json={"message": "专业版年付多少钱？"})
             logging.getLogger("ragvigil.test").error("vector_fill_failed", extra={"error": "disk full"})
     finally:

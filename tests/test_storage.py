@@ -57,7 +57,7 @@ def test_migrations_create_the_schema_and_are_idempotent(db_url: str) -> None:
     tables = set(inspect(db.engine).get_table_names())
     assert {"knowledge_bases", "documents", "chunks", "chat_sessions", "messages", "api_keys", "audit_log"} <= tables
     with db.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
     db.dispose()
 
 
@@ -86,7 +86,7 @@ def test_turns_persist_in_order_with_metadata(runtime: Runtime) -> None:
     rt = runtime
     rt.ingestor.ingest_bytes("default", "faq.md", b"# FAQ\nShipping takes three days. Returns are free.")
     first = rt.pipeline.run(Turn(message="How long does shipping take?", kb="default", user_id="alice"))
-    rt.pipeline.run(Turn(message="Are returns free?", kb="default", session_id=first.session_id))
+    rt.pipeline.run(Turn(message="Are returns free?", kb="default", session_id=first.session_id, user_id="alice"))
     msgs = rt.sessions.messages(first.session_id)
     assert [(m.seq, m.role) for m in msgs] == [(1, "user"), (2, "assistant"), (3, "user"), (4, "assistant")]
     assert msgs[0].content == "How long does shipping take?" and "three days" in msgs[1].content
@@ -99,8 +99,8 @@ def test_turns_persist_in_order_with_metadata(runtime: Runtime) -> None:
 def test_append_is_idempotent_by_message_id(runtime: Runtime) -> None:
     now = datetime.now(UTC)
     msgs = [StoredMessage("m1", "user", "hello", now), StoredMessage("m2", "assistant", "hi", now)]
-    runtime.sessions.append("s1", "default", None, msgs)
-    runtime.sessions.append("s1", "default", None, msgs)
+    runtime.sessions.append("s1", "default", None, msgs, owner="anonymous")
+    runtime.sessions.append("s1", "default", None, msgs, owner="anonymous")
     with runtime.db.session() as s:
         assert s.scalar(select(Message.id).where(Message.session_id == "s1").order_by(Message.seq.desc())) == "m2"
         assert len(list(s.scalars(select(Message.id)))) == 2

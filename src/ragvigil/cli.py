@@ -131,6 +131,13 @@ def ingest(
         raise typer.Exit(1)
 
 
+def _unknown_kb(rt, kb: str) -> typer.Exit:  # type: ignore[no-untyped-def]
+    """Say which knowledge bases exist when the one asked for does not (exit 1, like the API's 404)."""
+    known = ", ".join(rt.catalog.kb_names()) or "none yet: ingest documents first"
+    err.print(f"[red]no knowledge base named {kb!r}[/red] (known: {known})")
+    return typer.Exit(1)
+
+
 @app.command()
 def search(
     query: str,
@@ -142,8 +149,12 @@ def search(
     """Print the retrieval hits for a query."""
     s = _settings()
     rt = _runtime(s)
+    from ragvigil.knowledge.catalog import KnowledgeBaseNotFound
+
     try:
         result = rt.retriever.search(kb or s.default_kb, query, k, mode)
+    except KnowledgeBaseNotFound:
+        raise _unknown_kb(rt, kb or s.default_kb) from None
     finally:
         rt.close()
     if as_json:
@@ -174,11 +185,19 @@ def ask(
 ) -> None:
     """Answer a question from the knowledge base (the same pipeline as the API)."""
     from ragvigil.chat.pipeline import Turn
+    from ragvigil.chat.sessions import SessionNotFound
+    from ragvigil.knowledge.catalog import KnowledgeBaseNotFound
 
     s = _settings()
     rt = _runtime(s)
     try:
         turn = rt.pipeline.run(Turn(message=question, kb=kb or s.default_kb, session_id=session))
+    except KnowledgeBaseNotFound:
+        raise _unknown_kb(rt, kb or s.default_kb) from None
+    except SessionNotFound:
+        # sessions belong to whoever opened them: the CLI continues only the sessions it opened
+        err.print(f"[red]no chat session {session!r} opened from the command line[/red]")
+        raise typer.Exit(1) from None
     finally:
         rt.close()
     console.print(turn.answer)

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 
-from ragvigil.chat.sessions import SessionStore, StoredMessage
+from ragvigil.chat.sessions import LEGACY_OWNER, SessionStore, StoredMessage
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +24,12 @@ class Journal:
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
 
-    def write(self, session_id: str, kb: str, user_id: str | None, messages: list[StoredMessage]) -> Path:
+    def write(
+        self, session_id: str, kb: str, user_id: str | None, messages: list[StoredMessage], owner: str = LEGACY_OWNER
+    ) -> Path:
         entry = {
             "session_id": session_id,
+            "owner": owner,
             "kb": kb,
             "user_id": user_id,
             "messages": [asdict(m) | {"created_at": m.created_at.isoformat()} for m in messages],
@@ -62,7 +65,9 @@ class Journal:
                 StoredMessage(**(m | {"created_at": datetime.fromisoformat(m["created_at"])}))
                 for m in entry["messages"]
             ]
-            store.append(entry["session_id"], entry["kb"], entry["user_id"], msgs)
+            # entries written before sessions had owners carry none: their sessions become legacy ones
+            owner = entry.get("owner", LEGACY_OWNER)
+            store.append(entry["session_id"], entry["kb"], entry["user_id"], msgs, owner=owner)
             path.unlink()
             moved += 1
         return moved

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from sqlalchemy.exc import SQLAlchemyError
 
 from ragvigil.chat.journal import Journal
-from ragvigil.chat.sessions import SessionNotFound, SessionStore, StoredMessage
+from ragvigil.chat.sessions import ANONYMOUS_OWNER, SessionNotFound, SessionOwner, SessionStore, StoredMessage
 from ragvigil.knowledge.retrieval import Hit, HybridRetriever, Retrieval
 from ragvigil.knowledge.tokenize import is_cjk
 from ragvigil.ops import instrumentation, metrics, tracing
@@ -41,6 +41,7 @@ class Turn:
     session_id: str | None = None
     user_id: str | None = None
     request_id: str | None = None
+    owner: str = ANONYMOUS_OWNER  # the caller: with user_id, who the session belongs to
     new_session: bool = False
     language: str = "en"
     history: list[tuple[str, str]] = field(default_factory=list)
@@ -166,7 +167,7 @@ class LoadHistory:
         if turn.new_session:
             return
         try:
-            turn.history = self.sessions.history(turn.session_id, self.turns)
+            turn.history = self.sessions.history(turn.session_id, self.turns, SessionOwner(turn.owner, turn.user_id))
         except SessionNotFound:
             raise
         except SQLAlchemyError as exc:
@@ -306,13 +307,13 @@ class Persist:
             ),
         ]
         try:
-            self.sessions.append(turn.session_id, turn.kb, turn.user_id, msgs)
+            turn.session_id = self.sessions.append(turn.session_id, turn.kb, turn.user_id, msgs, owner=turn.owner)
             turn.persisted_to = "database"
         except SQLAlchemyError as exc:
             metrics.DATABASE_ERRORS.labels("chat_persist").inc()
             msgs[1].degraded = True
             try:
-                self.journal.write(turn.session_id, turn.kb, turn.user_id, msgs)
+                self.journal.write(turn.session_id, turn.kb, turn.user_id, msgs, owner=turn.owner)
             except OSError as jexc:
                 raise DependencyUnavailable(f"database and journal both failed: {exc}; {jexc}") from jexc
             turn.persisted_to = "journal"

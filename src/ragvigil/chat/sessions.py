@@ -1,7 +1,14 @@
-"""Chat sessions and their messages in the database."""
+"""Chat sessions and their messages in the database.
+
+A session belongs to the caller that opened it (``"anonymous"`` when auth is off, ``"key:<id>"``
+for an API key) together with the ``user_id`` that caller gave: a conversation is private to
+that pair. The API layer maps callers to owners and decides on support reads; this module only
+stores the owner and refuses history to anyone else.
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -9,11 +16,29 @@ from typing import Any
 from sqlalchemy import func, select
 
 from ragvigil.storage.db import Database
-from ragvigil.storage.models import ChatSession, Message, utcnow
+from ragvigil.storage.models import LEGACY_OWNER, ChatSession, Message, new_id, utcnow
+
+log = logging.getLogger(__name__)
+
+ANONYMOUS_OWNER = "anonymous"
+__all__ = ["ANONYMOUS_OWNER", "LEGACY_OWNER", "SessionNotFound", "SessionOwner", "SessionStore", "StoredMessage"]
+
+
+def key_owner(key_id: str) -> str:
+    """The owner string of sessions opened with the API key ``key_id``."""
+    return f"key:{key_id}"
 
 
 class SessionNotFound(LookupError):
-    pass
+    """No such session, or not the caller's: both look the same, so ids cannot be probed."""
+
+
+@dataclass(frozen=True)
+class SessionOwner:
+    """Who a session belongs to: the caller that opened it plus the ``user_id`` it gave."""
+
+    owner: str
+    user_id: str | None = None
 
 
 @dataclass
@@ -38,10 +63,18 @@ class SessionStore:
         with self.db.session() as s:
             return s.get(ChatSession, session_id) is not None
 
-    def history(self, session_id: str, turns: int) -> list[tuple[str, str]]:
-        """The last ``turns`` user/assistant pairs, oldest first."""
+    def owner(self, session_id: str) -> SessionOwner:
         with self.db.session() as s:
-            if s.get(ChatSession, session_id) is None:
+            row = s.get(ChatSession, session_id)
+            if row is None:
+                raise SessionNotFound(session_id)
+            return SessionOwner(row.owner, row.user_id)
+
+    def history(self, session_id: str, turns: int, owner: SessionOwner | None = None) -> list[tuple[str, str]]:
+        """The last ``turns`` user/assistant pairs, oldest first; another ``owner``'s session is not found."""
+        with self.db.session() as s:
+            row = s.get(ChatSession, session_id)
+            if row is None or (owner is not None and SessionOwner(row.owner, row.user_id) != owner):
                 raise SessionNotFound(session_id)
             if turns <= 0:
                 return []
@@ -53,16 +86,31 @@ class SessionStore:
             ).all()
         return [(r.role, r.content) for r in reversed(rows)]
 
-    def append(self, session_id: str, kb: str, user_id: str | None, messages: list[StoredMessage]) -> None:
-        """Write messages in order, creating the session if needed; skips ids already stored."""
+    def append(
+        self, session_id: str, kb: str, user_id: str | None, messages: list[StoredMessage], *, owner: str
+    ) -> str:
+        """Write messages in order, creating the session if needed; skips ids already stored.
+
+        Returns the session the messages are in. That is ``session_id`` unless the session belongs
+        to someone else: a turn taken while the database was down could not be checked against
+        the session's owner, and it must neither join another's conversation nor be lost, so it
+        goes to a new session of its own sender.
+        """
         with self.db.session(write=True) as s:
+            known = set(s.scalars(select(Message.id).where(Message.id.in_([m.id for m in messages]))))
+            if messages and len(known) == len(messages):  # replayed again: everything is stored already
+                return s.scalar(select(Message.session_id).where(Message.id == messages[0].id)) or session_id
             session = s.get(ChatSession, session_id)
+            if session is not None and (session.owner, session.user_id) != (owner, user_id):
+                log.warning("session_owner_mismatch", extra={"session_id": session_id, "moved_to_new_session": True})
+                session_id, session = new_id(), None
             if session is None:
-                s.add(ChatSession(id=session_id, kb=kb, user_id=user_id, created_at=messages[0].created_at))
+                s.add(
+                    ChatSession(id=session_id, kb=kb, owner=owner, user_id=user_id, created_at=messages[0].created_at)
+                )
                 s.flush()
             else:
                 session.updated_at = utcnow()
-            known = set(s.scalars(select(Message.id).where(Message.id.in_([m.id for m in messages]))))
             seq = s.scalar(select(func.coalesce(func.max(Message.seq), 0)).where(Message.session_id == session_id))
             for m in messages:
                 if m.id in known:
@@ -82,6 +130,7 @@ class SessionStore:
                         created_at=m.created_at,
                     )
                 )
+        return session_id
 
     def messages(self, session_id: str) -> list[Message]:
         with self.db.session() as s:

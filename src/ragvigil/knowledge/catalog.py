@@ -5,6 +5,9 @@ most every ``refresh_s`` seconds), so a document ingested by the CLI or another 
 becomes searchable without a restart. A small index is rebuilt on the spot (a new document
 is searchable at once); a large one (rebuilding 100k chunks takes seconds) is rebuilt in a
 background thread while queries keep using the previous index.
+
+An unknown knowledge base is an error (``KnowledgeBaseNotFound``), never an empty index: asking
+a knowledge base that does not exist must say so, not answer "nothing found".
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class KnowledgeBaseNotFound(LookupError):
-    pass
+    """No knowledge base of that name (the name is the exception's argument)."""
 
 
 class Catalog:
@@ -49,6 +52,19 @@ class Catalog:
             s.flush()
             return kb.id
 
+    def known(self, kb: str) -> bool:
+        """Whether ``kb`` is known to exist without asking the database (its index is loaded).
+
+        Knowledge bases are never deleted, so a loaded one still exists; callers on the event loop
+        use this to skip a thread hop, and ``require`` otherwise.
+        """
+        return kb in self._bm25
+
+    def require(self, kb: str) -> None:
+        """Raise ``KnowledgeBaseNotFound`` unless ``kb`` exists."""
+        if not self.known(kb):
+            self.kb_id(kb)
+
     def kb_names(self) -> list[str]:
         with self.db.session() as s:
             return list(s.scalars(select(KnowledgeBase.name).order_by(KnowledgeBase.name)))
@@ -59,7 +75,7 @@ class Catalog:
         return int(row[0]), int(row[1] or 0)
 
     def bm25(self, kb: str) -> Bm25Index:
-        """The current BM25 index of ``kb`` (empty if the knowledge base does not exist)."""
+        """The current BM25 index of ``kb``; ``KnowledgeBaseNotFound`` if there is no such knowledge base."""
         now = time.monotonic()
         cached = self._bm25.get(kb)
         if cached is not None and now - self._checked.get(kb, 0) < self.refresh_s:
@@ -69,8 +85,6 @@ class Catalog:
             try:
                 kb_id = self.kb_id(kb)
                 sig = self._signature(kb_id)
-            except KnowledgeBaseNotFound:
-                return Bm25Index([])
             except SQLAlchemyError:
                 if cached is None:
                     raise

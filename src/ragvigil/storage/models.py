@@ -114,10 +114,18 @@ class Chunk(Base):
     document: Mapped[Document] = relationship(back_populates="chunks")
 
 
+# The owner of a session opened before sessions had owners (migration 0004): no caller is this owner,
+# so such a session can only be read by an operator or admin (audited) and never continued.
+LEGACY_OWNER = "legacy"
+
+
 class ChatSession(Base):
+    """A conversation. It belongs to ``owner`` (the caller that opened it) together with ``user_id``."""
+
     __tablename__ = "chat_sessions"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    owner: Mapped[str] = mapped_column(String(64), server_default=LEGACY_OWNER)
     user_id: Mapped[str | None] = mapped_column(String(128), default=None, index=True)
     kb: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -5,22 +5,24 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ragvigil.api.deps import get_request_id, get_runtime, require
+from ragvigil.api.deps import get_principal, get_request_id, get_runtime, require
 from ragvigil.api.errors import ApiError
 from ragvigil.api.schemas import ChatRequest, ChatResponse, MessageOut
+from ragvigil.api.session_access import caller_owner, require_kb, require_own_session, require_readable
 from ragvigil.app import Runtime
 from ragvigil.chat.pipeline import Turn
-from ragvigil.ops.access import Role
+from ragvigil.ops.access import Principal, Role
 from ragvigil.ops.logging import session_id_var, user_id_var
 
 router = APIRouter(prefix="/api/v1", tags=["chat"], dependencies=[Depends(require(Role.client))])
 
 
-def make_turn(rt: Runtime, body: ChatRequest, request_id: str | None) -> Turn:
+async def make_turn(rt: Runtime, body: ChatRequest, request_id: str | None, who: Principal) -> Turn:
+    """The turn of a valid request for a knowledge base that exists, owned by the caller."""
     if len(body.message) > rt.settings.max_message_chars:
         raise ApiError(
             422,
@@ -34,7 +36,9 @@ def make_turn(rt: Runtime, body: ChatRequest, request_id: str | None) -> Turn:
         session_id=body.session_id,
         user_id=body.user_id,
         request_id=request_id,
+        owner=caller_owner(who),
     )
+    await require_kb(rt, turn.kb)
     turn.open_session()
     session_id_var.set(turn.session_id)
     user_id_var.set(body.user_id)
@@ -55,9 +59,13 @@ def turn_response(turn: Turn) -> ChatResponse:
 
 @router.post("/chat", response_model=ChatResponse)
 async def chat(
-    body: ChatRequest, rt: Runtime = Depends(get_runtime), request_id: str | None = Depends(get_request_id)
+    body: ChatRequest,
+    rt: Runtime = Depends(get_runtime),
+    request_id: str | None = Depends(get_request_id),
+    who: Principal = Depends(get_principal),
 ) -> ChatResponse:
-    turn = make_turn(rt, body, request_id)
+    """Answer one question; continuing a session that is not the caller's is a 404 (see ``session_access``)."""
+    turn = await make_turn(rt, body, request_id, who)
     await run_in_threadpool(rt.pipeline.run, turn)
     return turn_response(turn)
 
@@ -68,13 +76,15 @@ def _sse(event: str, data: object) -> str:
 
 @router.post("/chat/stream", response_class=StreamingResponse)
 async def chat_stream(
-    body: ChatRequest, rt: Runtime = Depends(get_runtime), request_id: str | None = Depends(get_request_id)
+    body: ChatRequest,
+    rt: Runtime = Depends(get_runtime),
+    request_id: str | None = Depends(get_request_id),
+    who: Principal = Depends(get_principal),
 ) -> StreamingResponse:
     """Events: ``meta`` (session and message ids), ``delta`` (text), ``done`` (the full response) or ``error``."""
-    turn = make_turn(rt, body, request_id)
-    # history is read before the response starts, so an unknown session is a plain 404
-    if not turn.new_session:
-        await run_in_threadpool(rt.sessions.history, turn.session_id, 0)
+    turn = await make_turn(rt, body, request_id, who)
+    # checked before the response starts, so an unknown (or someone else's) session is a plain 404
+    await require_own_session(rt, turn)
 
     def events() -> Iterator[str]:
         ready: list[str] = []
@@ -94,6 +104,14 @@ async def chat_stream(
 
 
 @router.get("/sessions/{session_id}/messages", response_model=list[MessageOut])
-async def session_messages(session_id: str, rt: Runtime = Depends(get_runtime)) -> list[MessageOut]:
+async def session_messages(
+    request: Request,
+    session_id: str = Path(..., max_length=64),
+    user_id: str | None = Query(None, max_length=128, description="the user_id the session was opened with"),
+    rt: Runtime = Depends(get_runtime),
+    who: Principal = Depends(get_principal),
+) -> list[MessageOut]:
+    """The session's messages, for its owner (caller and ``user_id``) or an operator/admin (audited)."""
+    await require_readable(rt, who, request, session_id, user_id, "messages")
     rows = await run_in_threadpool(rt.sessions.messages, session_id)
     return [MessageOut.model_validate(r, from_attributes=True) for r in rows]

@@ -16,12 +16,13 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ragvigil import __version__
-from ragvigil.api.deps import get_request_id, get_runtime, require
+from ragvigil.api.deps import get_principal, get_request_id, get_runtime, require
 from ragvigil.api.errors import ApiError
 from ragvigil.api.schemas import OpenAIChatRequest
+from ragvigil.api.session_access import caller_owner, require_kb
 from ragvigil.app import Runtime
 from ragvigil.chat.pipeline import Turn
-from ragvigil.ops.access import Role
+from ragvigil.ops.access import Principal, Role
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"], dependencies=[Depends(require(Role.client))])
 MODEL = "ragvigil"
@@ -58,8 +59,11 @@ async def chat_completions(
     body: OpenAIChatRequest,
     rt: Runtime = Depends(get_runtime),
     request_id: str | None = Depends(get_request_id),
+    who: Principal = Depends(get_principal),
 ):  # type: ignore[no-untyped-def]
     turn = _turn(rt, body, request_id)
+    turn.owner = caller_owner(who)  # the session it opens is the caller's
+    await require_kb(rt, turn.kb)  # before a stream's 200: an unknown kb is a 404 like everywhere
     created = int(time.time())
     cid = f"chatcmpl-{turn.message_id}"
     if not body.stream:

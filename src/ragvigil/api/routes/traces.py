@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from ragvigil.api.deps import get_runtime, require
+from ragvigil.api.deps import get_principal, get_runtime, require
 from ragvigil.api.errors import ApiError
+from ragvigil.api.session_access import require_readable
 from ragvigil.app import Runtime
 from ragvigil.ops import tracing
-from ragvigil.ops.access import Role
+from ragvigil.ops.access import Principal, Role
 
 router = APIRouter(prefix="/api/v1", tags=["ops"], dependencies=[Depends(require(Role.viewer))])
 
@@ -29,8 +30,18 @@ async def get_trace(request_id: str) -> dict[str, object]:
 
 
 @router.get("/sessions/{session_id}/timeline")
-async def session_timeline(session_id: str, rt: Runtime = Depends(get_runtime)) -> dict[str, object]:
-    """Each turn of the session with its stage timings (null when its trace is no longer kept)."""
+async def session_timeline(
+    request: Request,
+    session_id: str = Path(..., max_length=64),
+    user_id: str | None = Query(None, max_length=128, description="the user_id the session was opened with"),
+    rt: Runtime = Depends(get_runtime),
+    who: Principal = Depends(get_principal),
+) -> dict[str, object]:
+    """Each turn of the session with its stage timings (null when its trace is no longer kept).
+
+    Only for the session's owner, or an operator/admin (audited); anyone else gets the unknown-session 404.
+    """
+    await require_readable(rt, who, request, session_id, user_id, "timeline")
     messages = await run_in_threadpool(rt.sessions.messages, session_id)
     turns = []
     for user, answer in zip(messages[::2], messages[1::2], strict=False):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi import Path as PathParam
 from starlette.concurrency import run_in_threadpool
 
-from ragvigil.api.deps import get_runtime, require
+from ragvigil.api.deps import client_address, get_runtime, require
 from ragvigil.api.errors import ApiError
+from ragvigil.api.middleware import trace_owner
 from ragvigil.app import Runtime
 from ragvigil.ops import tracing
-from ragvigil.ops.access import Role
+from ragvigil.ops.access import Principal, Role
 
 router = APIRouter(prefix="/api/v1", tags=["ops"], dependencies=[Depends(require(Role.viewer))])
 
@@ -21,11 +25,36 @@ def _stage_timings(spans: list[dict] | None) -> dict[str, float] | None:
 
 
 @router.get("/traces/{request_id}")
-async def get_trace(request_id: str) -> dict[str, object]:
-    spans = tracing.RECENT.for_request(request_id)
-    if spans is None:
+async def get_trace(
+    request: Request,
+    request_id: Annotated[str, PathParam(max_length=64)],
+    who: Principal = Depends(require(Role.viewer)),
+    rt: Runtime = Depends(get_runtime),
+) -> dict[str, object]:
+    """A recent request's spans, for the caller who made it; operators and admins may read any (audited).
+
+    Anyone else gets the same 404 as for an unknown id, so a trace's existence is not revealed.
+    """
+    trace = tracing.RECENT.get(request_id)
+    own = trace is not None and trace.owner is not None and trace.owner == trace_owner(who)
+    if trace is None or not (own or who.role >= Role.operator):
         raise ApiError(404, "trace_not_found", f"no trace kept for request {request_id} (unknown or evicted)")
-    return {"request_id": request_id, "spans": spans}
+    if not own:  # reading someone else's request for support: on the record
+        await run_in_threadpool(
+            rt.audit.record,
+            who,
+            "trace.read",
+            "ok",
+            target=request_id,
+            source=client_address(request),
+            detail={"owner": trace.owner},
+        )
+    return {
+        "request_id": request_id,
+        "trace_id": f"{trace.trace_id:032x}",
+        "client_request_id": trace.client_request_id,
+        "spans": trace.as_dicts(),
+    }
 
 
 @router.get("/sessions/{session_id}/timeline")

@@ -147,6 +147,12 @@ def test_a_reused_x_request_id_never_shares_a_trace(sample_data_dir: Path, tmp_p
             assert body["request_id"] == _rid(alice) and body["client_request_id"] == "shared-1"
             assert body["spans"][0]["attributes"]["session.id"] == alice.json()["session_id"]  # not Bob's turn
             assert body["spans"][0]["attributes"]["ragvigil.client_request_id"] == "shared-1"
+            # her session's timeline finds her trace, not Bob's (it looks traces up by the stored request id)
+            [turn] = c.get(f"/api/v1/sessions/{alice.json()['session_id']}/timeline", headers=as_("alice")).json()[
+                "turns"
+            ]
+            stages = {s["name"].removeprefix("stage."): s["duration_ms"] for s in body["spans"][1:]}
+            assert turn["request_id"] == _rid(alice) and turn["stages_ms"] == stages
 
             # Bob cannot read Alice's trace, nor learn that it exists: the same 404 as an unknown id
             theirs = c.get(f"/api/v1/traces/{_rid(alice)}", headers=as_("bob"))

@@ -218,5 +218,8 @@ def _record(
     span_method = "HTTP" if method == "_OTHER" else method
     name = f"{span_method} {route}" if matched else span_method
     error = status >= 500
-    finished = tracing.FinishedRequest(req.rid, name, req.traceparent, start_ns, end_ns, error, attributes, spans)
-    tracing.keep(finished._replace(owner=req.owner, client_request_id=req.client_rid))
+    tracing.keep(
+        tracing.FinishedRequest(
+            req.rid, name, req.traceparent, start_ns, end_ns, error, attributes, spans, req.owner, req.client_rid
+        )
+    )

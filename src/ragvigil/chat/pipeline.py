@@ -137,10 +137,10 @@ def _record_stage(
             attrs[semconv.ERROR_TYPE] = error_type
         spans.append((f"stage.{name}", start_ns, end_ns, attrs, outcome == "error"))
         # the request of a chat turn is its CHAIN: the question in, the answer out (when contents are kept)
-        root: dict[str, Any] = {semconv.SPAN_KIND: semconv.CHAIN}
-        if name == "generate":
-            root.update(semconv.text_io(turn.message, turn.answer))
-        tracing.annotate_root(spans, root)
+        if name == "history":  # every turn's first stage
+            tracing.annotate_root(spans, {semconv.SPAN_KIND: semconv.CHAIN, **semconv.text_io(turn.message, None)})
+        elif name == "generate" and semconv.contents_captured():
+            tracing.annotate_root(spans, semconv.text_io(None, turn.answer))
 
 
 def _span_attributes(stage: str, turn: Turn) -> dict[str, Any]:

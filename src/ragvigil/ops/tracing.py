@@ -4,7 +4,7 @@ The store answers "where did the time of request X go" from the service itself
 (``GET /api/v1/traces/{request_id}``); an OTLP exporter can be added by configuration for Jaeger,
 Tempo, Phoenix or Langfuse, and receives standard OpenTelemetry spans (W3C trace and span ids,
 parentage, a caller's ``traceparent`` continued). Their attributes follow the OpenTelemetry HTTP and
-GenAI semantic conventions and OpenInference's span kinds (``ragvigil.ops.span_attributes``), so
+GenAI semantic conventions and OpenInference's span kinds (names in ``ragvigil.ops.semconv``), so
 those tools read them as they are.
 
 The store is keyed by the request id the server made, never by an id the caller sent: two callers
@@ -192,7 +192,7 @@ class RecentTraces:
 
     def add(self, trace: RequestTrace | FinishedRequest) -> None:
         with self._lock:
-            if trace.request_id in self._by_request:  # ids are server-made (uuid4): a repeat is never a new caller
+            if trace.request_id in self._by_request:  # the first trace under an id stays; ids are server-made
                 return
             self._by_request[trace.request_id] = trace
             while len(self._by_request) > self.max_requests:

@@ -42,11 +42,11 @@ def test_chat_turns_persist_and_come_back_in_order(client: TestClient) -> None:
     assert recorded_ms is not None and msgs[5]["sources"] == []
 
 
-def test_request_id_is_echoed_or_generated(client: TestClient) -> None:
+def test_request_id_is_made_by_the_server_whatever_the_caller_sent(client: TestClient) -> None:
     r = client.get("/health/live", headers={"X-Request-ID": "abc-123"})
-    assert r.headers["x-request-id"] == "abc-123"
+    assert len(r.headers["x-request-id"]) == 32 and r.headers["x-request-id"] != "abc-123"
     generated = client.get("/health/live").headers["x-request-id"]
-    assert len(generated) == 32
+    assert len(generated) == 32 and generated != r.headers["x-request-id"]
 
 
 @pytest.mark.parametrize(
@@ -224,7 +224,8 @@ def test_json_log_lines_carry_request_and_session_ids(client: TestClient) -> Non
         reset_logging()
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     access = [x for x in lines if x["event"] == "http_request" and x["route"] == "/api/v1/chat"]
-    assert access and access[-1]["request_id"] == "req-42"
+    assert access and access[-1]["request_id"] == r.headers["x-request-id"]
+    assert access[-1]["client_request_id"] == "req-42"
     assert access[-1]["session_id"] == r.json()["session_id"] and access[-1]["status"] == 200
     assert {"ts", "level", "logger", "user_id"} <= access[-1].keys()
 

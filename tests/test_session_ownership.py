@@ -144,6 +144,17 @@ def test_timeline_follows_the_same_rule(staged: Staged) -> None:
     ]
 
 
+def test_a_client_reads_its_own_timeline_and_trace(staged: Staged) -> None:
+    s = staged
+    opened = s.chat("alice", "How long does shipping take?")
+    sid, rid = opened.json()["session_id"], opened.headers["x-request-id"]
+    turns = s.timeline("alice", sid).json()["turns"]
+    assert [t["request_id"] for t in turns] == [rid]
+    assert s.c.get(f"/api/v1/traces/{rid}", headers=s.as_("alice")).status_code == 200
+    _not_found(s.timeline("bob", sid), sid)
+    assert s.c.get(f"/api/v1/traces/{rid}", headers=s.as_("bob")).status_code == 404
+
+
 def test_operator_and_admin_may_read_for_support_audited_but_not_continue(staged: Staged) -> None:
     s = staged
     sid = s.chat("alice", "How long does shipping take?", user_id="a1").json()["session_id"]

@@ -22,7 +22,7 @@ from ragvigil.knowledge.retrieval import HybridRetriever
 from ragvigil.knowledge.tokenize import Tokenizer
 from ragvigil.knowledge.vector_filler import VectorFiller
 from ragvigil.knowledge.vectorstore import FaissVectorStore
-from ragvigil.ops import instrumentation, metrics, tracing
+from ragvigil.ops import instrumentation, metrics, semconv, tracing
 from ragvigil.ops.access import AuditLog, KeyStore
 from ragvigil.ops.alerts.channels import Notification, build_channel
 from ragvigil.ops.alerts.incidents import AlertNotice, IncidentStore
@@ -56,6 +56,7 @@ class Runtime:
         register_system_collectors(metrics.REGISTRY, settings.data_dir)
         if settings.otlp_endpoint:
             tracing.enable_otlp(settings.otlp_endpoint)
+        semconv.capture_contents(settings.log_message_contents)  # conversation text on spans only when kept
         self.db = Database(settings.db_url)
         if apply_migrations:
             migrate(self.db.engine)

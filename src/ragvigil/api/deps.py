@@ -56,6 +56,7 @@ def require(role: Role) -> Callable[..., Principal]:
     async def dependency(
         request: Request, principal: Principal = Depends(get_principal), rt: Runtime = Depends(get_runtime)
     ) -> Principal:
+        request.state.principal = principal  # whose request it is, for the trace it leaves (api.middleware)
         if principal.role < role:
             if role >= Role.operator:
                 route = request.scope.get("route")

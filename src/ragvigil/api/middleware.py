@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ragvigil.ops import instrumentation, metrics, tracing
+from ragvigil.ops import instrumentation, metrics, semconv, tracing
+from ragvigil.ops.access import Principal
 from ragvigil.ops.logging import access_fields_var, log_access, request_id_var, session_id_var, user_id_var
 
 _CONTEXT_VARS = (request_id_var, session_id_var, user_id_var, access_fields_var, tracing.current_spans)
@@ -19,10 +21,34 @@ class _BodyTooLarge(Exception):
     pass
 
 
-def _request_id(headers: dict[bytes, bytes]) -> str:
-    """The caller's X-Request-ID when it is sane (printable, at most 128 chars), else a new one."""
-    incoming = headers.get(b"x-request-id", b"").decode("latin-1")
-    return incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
+# What a caller's X-Request-ID may be: a plain id. Anything else (an email, free text, a header
+# injection attempt) is ignored rather than written to the logs and traces.
+_CALLER_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+_API_KEY = re.compile(r"rv_[A-Za-z0-9_-]{20,}")  # the shape of ragvigil's own keys: a secret, never an id
+
+
+def _request_id(headers: dict[bytes, bytes]) -> tuple[str, str | None]:
+    """A new server-made request id, and the caller's X-Request-ID when it is a plain id (else None).
+
+    The request id, not the caller's, names the request everywhere (logs, trace store, stored
+    messages, the X-Request-ID sent back): a caller's id can be reused by anyone, so it must not pick
+    whose trace a lookup finds. The caller's id is kept beside it, as ``client_request_id``.
+    """
+    rid = uuid.uuid4().hex
+    raw = headers.get(b"x-request-id")
+    if raw is None:
+        return rid, None
+    incoming = raw.decode("latin-1")
+    if _CALLER_ID.fullmatch(incoming) is None or _API_KEY.search(incoming) is not None:
+        return rid, None
+    return rid, incoming
+
+
+def trace_owner(principal: Principal | None) -> str | None:
+    """Who a trace belongs to: the caller's key id (its name when auth is off), None when unknown."""
+    if principal is None:
+        return None
+    return principal.key_id or principal.name
 
 
 class RequestContextMiddleware:
@@ -37,8 +63,9 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        rid = _request_id(headers)
-        scope.setdefault("state", {})["request_id"] = rid
+        rid, client_rid = _request_id(headers)
+        state = scope.setdefault("state", {})
+        state["request_id"], state["client_request_id"] = rid, client_rid
         declared = headers.get(b"content-length")
         too_large = declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes
         if not instrumentation.enabled:  # only the request id and the body limit, the parts clients rely on
@@ -47,7 +74,7 @@ class RequestContextMiddleware:
 
         method = scope.get("method", "GET")
         spans: list[tracing.StageSpan] = []
-        fields: dict[str, object] = {}
+        fields: dict[str, object] = {} if client_rid is None else {"client_request_id": client_rid}
         tokens = (
             request_id_var.set(rid),
             session_id_var.set(None),
@@ -71,12 +98,12 @@ class RequestContextMiddleware:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             instrumentation.later(
                 _record,
-                rid,
-                headers.get(b"traceparent"),
+                _Request(
+                    rid, client_rid, headers.get(b"traceparent"), method, scope, trace_owner(state.get("principal"))
+                ),
                 start_ns,
                 elapsed,
                 route,
-                method,
                 status,
                 session_id_var.get(),
                 spans,
@@ -136,25 +163,63 @@ class RequestContextMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
+class _Request:
+    """What the request's trace needs from its scope, read when it is recorded (off the request path)."""
+
+    __slots__ = ("client_rid", "method", "owner", "path", "rid", "scheme", "traceparent", "version")
+
+    def __init__(
+        self, rid: str, client_rid: str | None, traceparent: bytes | None, method: str, scope: Scope, owner: str | None
+    ) -> None:
+        self.rid, self.client_rid, self.owner = rid, client_rid, owner
+        self.traceparent, self.method = traceparent, method
+        self.path: str = scope.get("path", "")
+        self.scheme: str = scope.get("scheme", "http")
+        self.version: str | None = scope.get("http_version")
+
+
 def _record(
-    request_id: str,
-    traceparent: bytes | None,
+    req: _Request,
     start_ns: int,
     elapsed: float,
     route: str,
-    method: str,
     status: int,
     session_id: str | None,
     spans: list[tracing.StageSpan],
 ) -> None:
-    """The request's metrics and its trace, root and stages (run by ``instrumentation.later``)."""
+    """The request's metrics and its trace, root and stages (run by ``instrumentation.later``).
+
+    The root span follows the OpenTelemetry HTTP server conventions: ``{method} {route}`` as its
+    name, status ERROR and ``error.type`` only for a 5xx. A 4xx is the caller's error, not the
+    server's: the convention leaves a server span's status unset and sets no ``error.type`` for it;
+    ``http.response.status_code`` is what tells it apart.
+    """
+    method = semconv.http_method(req.method)  # an unknown method is "_OTHER": labels stay bounded
     metrics.child(metrics.HTTP_REQUESTS, route, method, str(status)).inc()
     metrics.child(metrics.HTTP_DURATION, route, method).observe(elapsed)
-    attributes: dict[str, object] = {"http.route": route, "http.status_code": status}
+    attributes: dict[str, object] = {
+        semconv.HTTP_METHOD: method,
+        semconv.HTTP_STATUS: status,
+        semconv.URL_PATH: req.path[: semconv.MAX_PATH_CHARS],
+        semconv.URL_SCHEME: req.scheme,
+    }
+    if method == "_OTHER":
+        attributes[semconv.HTTP_METHOD_ORIGINAL] = req.method[:32]
+    matched = route != "unmatched"
+    if matched:
+        attributes[semconv.HTTP_ROUTE] = route
+    if req.version:
+        attributes[semconv.PROTOCOL_VERSION] = req.version
+    if status >= 500:
+        attributes[semconv.ERROR_TYPE] = str(status)
     if session_id is not None:
-        attributes["session_id"] = session_id
+        attributes[semconv.SESSION_ID] = session_id
     end_ns = start_ns + round(elapsed * 1e9)
-    name = f"{method} {route}"
+    span_method = "HTTP" if method == "_OTHER" else method
+    name = f"{span_method} {route}" if matched else span_method
+    error = status >= 500
     tracing.keep(
-        tracing.FinishedRequest(request_id, name, traceparent, start_ns, end_ns, status >= 500, attributes, spans)
+        tracing.FinishedRequest(
+            req.rid, name, req.traceparent, start_ns, end_ns, error, attributes, spans, req.owner, req.client_rid
+        )
     )

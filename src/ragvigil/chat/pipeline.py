@@ -18,7 +18,7 @@ from ragvigil.chat.journal import Journal
 from ragvigil.chat.sessions import ANONYMOUS_OWNER, SessionNotFound, SessionOwner, SessionStore, StoredMessage
 from ragvigil.knowledge.retrieval import Hit, HybridRetriever, Retrieval
 from ragvigil.knowledge.tokenize import is_cjk
-from ragvigil.ops import instrumentation, metrics, tracing
+from ragvigil.ops import instrumentation, metrics, semconv, tracing
 from ragvigil.ops.logging import attach_to_access_line
 from ragvigil.ops.message_log import EncryptedMessageLog, turn_record
 from ragvigil.providers.base import Generation, GenerationRequest, Generator, ProviderError
@@ -109,8 +109,9 @@ class run_stage:
             outcome = "degraded"
         turn.stages_ms[name] = round((end - self.start) / 1e6, 2)
         # metrics and span in the writer's next batch: the stage's fields of the turn are final by now
+        error_type = getattr(exc_type, "__qualname__", None)
         instrumentation.later(
-            _record_stage, name, outcome, self.start, end, turn, turn.degraded, tracing.current_spans.get()
+            _record_stage, name, outcome, self.start, end, turn, turn.degraded, tracing.current_spans.get(), error_type
         )
         if log.isEnabledFor(logging.DEBUG):
             log.debug("stage_done", extra={"stage": name, "outcome": outcome, "ms": turn.stages_ms[name]})
@@ -124,31 +125,56 @@ def _record_stage(
     turn: Turn,
     degraded: bool,
     spans: list[tracing.StageSpan] | None,
+    error_type: str | None = None,
 ) -> None:
     """The stage's metrics and span (run by ``instrumentation.later``, before the request's own record)."""
     metrics.child(metrics.STAGE_DURATION, name).observe((end_ns - start_ns) / 1e9)
     metrics.child(metrics.STAGE_OUTCOMES, name, outcome).inc()
     if spans is not None:
         attrs = _span_attributes(name, turn)
-        attrs["outcome"] = outcome
-        attrs["degraded"] = degraded
+        attrs["ragvigil.stage.outcome"] = outcome
+        attrs["ragvigil.degraded"] = degraded
+        if error_type is not None:
+            attrs[semconv.ERROR_TYPE] = error_type
         spans.append((f"stage.{name}", start_ns, end_ns, attrs, outcome == "error"))
+        # the request of a chat turn is its CHAIN: the question in, the answer out (when contents are kept)
+        if name == "history":  # every turn's first stage
+            tracing.annotate_root(spans, {semconv.SPAN_KIND: semconv.CHAIN, **semconv.text_io(turn.message, None)})
+        elif name == "generate" and semconv.contents_captured():
+            tracing.annotate_root(spans, semconv.text_io(None, turn.answer))
 
 
 def _span_attributes(stage: str, turn: Turn) -> dict[str, Any]:
-    """What each stage's span should say about the turn (None values are left out)."""
-    attrs: dict[str, Any] = {}  # session and request ids live on the root span
+    """What each stage's span says about the turn, in OpenInference and GenAI terms (None values left out).
+
+    history / persist / record are CHAIN steps, retrieve a RETRIEVER (its documents by chunk id and
+    score; their text only when contents are kept), generate an LLM call (CHAIN when no passage was
+    found and no model was asked).
+    """
+    attrs: dict[str, Any] = {semconv.SPAN_KIND: semconv.CHAIN}  # session and request ids live on the root span
     if stage == "history":
-        attrs["history_turns"] = len(turn.history) // 2
+        attrs["ragvigil.history_turns"] = len(turn.history) // 2
     elif stage == "retrieve" and turn.retrieval is not None:
-        attrs["hits"] = len(turn.retrieval.hits)
-        attrs["relevant_hits"] = len(turn.retrieval.relevant_hits)
-    elif stage == "generate" and turn.generation is not None:
-        attrs["provider"] = turn.generation.provider
-        attrs["prompt_tokens"] = turn.generation.prompt_tokens
-        attrs["completion_tokens"] = turn.generation.completion_tokens
+        hits = turn.retrieval.relevant_hits
+        attrs[semconv.SPAN_KIND] = semconv.RETRIEVER
+        attrs["ragvigil.retrieval.hits"] = len(turn.retrieval.hits)
+        attrs["ragvigil.retrieval.relevant_hits"] = len(hits)
+        attrs.update(semconv.text_io(turn.message, None))
+        attrs.update(semconv.documents((h.chunk_id, h.score, h.text, {"document_id": h.document_id}) for h in hits))
+    elif stage == "generate" and turn.generation is not None and turn.generation.provider != "none":
+        gen = turn.generation
+        attrs[semconv.SPAN_KIND] = semconv.LLM
+        attrs[semconv.GENAI_OPERATION] = "chat"
+        attrs[semconv.GENAI_PROVIDER] = attrs[semconv.GENAI_SYSTEM] = attrs[semconv.LLM_PROVIDER] = gen.provider
+        attrs[semconv.GENAI_REQUEST_MODEL] = attrs[semconv.LLM_MODEL] = gen.model
+        attrs[semconv.GENAI_INPUT_TOKENS] = attrs[semconv.LLM_PROMPT_TOKENS] = gen.prompt_tokens
+        attrs[semconv.GENAI_OUTPUT_TOKENS] = attrs[semconv.LLM_COMPLETION_TOKENS] = gen.completion_tokens
+        if gen.prompt_tokens is not None and gen.completion_tokens is not None:
+            attrs[semconv.LLM_TOTAL_TOKENS] = gen.prompt_tokens + gen.completion_tokens
+        attrs[semconv.GENAI_CONVERSATION] = turn.session_id
+        attrs.update(semconv.text_io(turn.message, turn.answer))
     elif stage == "persist":
-        attrs["persisted_to"] = turn.persisted_to
+        attrs["ragvigil.persisted_to"] = turn.persisted_to
     return {k: v for k, v in attrs.items() if v is not None}  # OpenTelemetry refuses None
 
 
@@ -253,7 +279,7 @@ class Generate:
                 for delta in self.fallback.stream(req):
                     parts.append(delta)
                     yield delta
-            turn.generation = Generation("".join(parts).strip(), provider.name)
+            turn.generation = Generation("".join(parts).strip(), provider.name, model=getattr(provider, "model", None))
         finish(turn, req)
 
 

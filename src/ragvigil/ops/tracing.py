@@ -3,7 +3,12 @@
 The store answers "where did the time of request X go" from the service itself
 (``GET /api/v1/traces/{request_id}``); an OTLP exporter can be added by configuration for Jaeger,
 Tempo, Phoenix or Langfuse, and receives standard OpenTelemetry spans (W3C trace and span ids,
-parentage, a caller's ``traceparent`` continued).
+parentage, a caller's ``traceparent`` continued). Their attributes follow the OpenTelemetry HTTP and
+GenAI semantic conventions and OpenInference's span kinds (names in ``ragvigil.ops.semconv``), so
+those tools read them as they are.
+
+The store is keyed by the request id the server made, never by an id the caller sent: two callers
+sending the same ``X-Request-ID`` get two traces, each kept with who made it (``owner``).
 
 Why the request path does not call the OpenTelemetry SDK tracer: an SDK span costs ~15-20 µs
 (sampler, context attach, processors) and a chat turn has six, which alone is ~2 % of a cached
@@ -33,6 +38,8 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from ragvigil.ops import instrumentation
 
 REQUEST_ID_ATTR = "ragvigil.request_id"
+CLIENT_REQUEST_ID_ATTR = "ragvigil.client_request_id"  # the caller's X-Request-ID, kept beside ours
+_ROOT = ""  # a stage tuple of this name holds attributes for the root span (``annotate_root``), not a span
 _TRACEPARENT = re.compile(rb"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 
 
@@ -70,25 +77,44 @@ class RequestTrace:
     run in a worker thread: the context variable is copied into it and ``list.append`` is atomic).
     """
 
-    __slots__ = ("remote_parent", "request_id", "root", "spans", "trace_id")
+    __slots__ = ("client_request_id", "owner", "remote_parent", "request_id", "root", "spans", "trace_id")
 
     def __init__(
-        self, request_id: str, name: str, traceparent: bytes | None = None, start_ns: int | None = None
+        self,
+        request_id: str,
+        name: str,
+        traceparent: bytes | None = None,
+        start_ns: int | None = None,
+        *,
+        owner: str | None = None,
+        client_request_id: str | None = None,
     ) -> None:
         self.request_id = request_id
+        self.owner = owner  # who made the request (``api.middleware.trace_owner``); None: nobody known
+        self.client_request_id = client_request_id
         self.trace_id, self.remote_parent = _continue(traceparent)
         start = time.time_ns() if start_ns is None else start_ns
         self.root = SpanRecord(name, self.remote_parent, start, {REQUEST_ID_ATTR: request_id})
+        if client_request_id is not None:
+            self.root.attributes[CLIENT_REQUEST_ID_ATTR] = client_request_id
         self.spans = [self.root]
 
     def add_child(self, name: str, start_ns: int, end_ns: int, attributes: dict[str, Any], error: bool) -> None:
+        if name == _ROOT:
+            self.root.attributes.update(attributes)
+            return
         span = SpanRecord(name, self.root.span_id, start_ns, attributes)
         span.end_ns = end_ns
         span.error = error
         self.spans.append(span)
 
     def as_dicts(self) -> list[dict[str, Any]]:
-        return [s.as_dict() for s in sorted(self.spans, key=lambda s: s.start_ns)]
+        out = []
+        for span in sorted(self.spans, key=lambda s: s.start_ns):
+            d = span.as_dict()
+            d["kind"] = "server" if span is self.root else "internal"
+            out.append(d)
+        return out
 
 
 def _continue(traceparent: bytes | None) -> tuple[int, int | None]:
@@ -106,6 +132,11 @@ StageSpan = tuple[str, int, int, dict[str, Any], bool]
 current_spans: ContextVar[list[StageSpan] | None] = ContextVar("ragvigil_stage_spans", default=None)
 
 
+def annotate_root(spans: list[StageSpan], attributes: dict[str, Any]) -> None:
+    """Add attributes to the request's root span from a stage (e.g. a chat turn's question and answer)."""
+    spans.append((_ROOT, 0, 0, attributes, False))
+
+
 class FinishedRequest(NamedTuple):
     """What a finished request's trace is built from, when someone asks for it."""
 
@@ -117,14 +148,23 @@ class FinishedRequest(NamedTuple):
     error: bool
     attributes: dict[str, Any]
     spans: list[StageSpan]
+    owner: str | None = None
+    client_request_id: str | None = None
 
     def build(self) -> RequestTrace:
-        trace = RequestTrace(self.request_id, self.name, self.traceparent, self.start_ns)
+        trace = RequestTrace(
+            self.request_id,
+            self.name,
+            self.traceparent,
+            self.start_ns,
+            owner=self.owner,
+            client_request_id=self.client_request_id,
+        )
+        root = trace.root
+        root.attributes.update(self.attributes)
         for span in self.spans:
             trace.add_child(*span)
-        root = trace.root
         root.end_ns, root.error = self.end_ns, self.error
-        root.attributes.update(self.attributes)
         return trace
 
 
@@ -152,12 +192,14 @@ class RecentTraces:
 
     def add(self, trace: RequestTrace | FinishedRequest) -> None:
         with self._lock:
-            self._by_request[trace.request_id] = trace  # a reused request id shows its latest request
-            self._by_request.move_to_end(trace.request_id)
+            if trace.request_id in self._by_request:  # the first trace under an id stays; ids are server-made
+                return
+            self._by_request[trace.request_id] = trace
             while len(self._by_request) > self.max_requests:
                 self._by_request.popitem(last=False)
 
-    def _get(self, request_id: str) -> RequestTrace | None:
+    def get(self, request_id: str) -> RequestTrace | None:
+        """The request's trace with its owner, for a caller that checks who may read it; None when not kept."""
         instrumentation.drain()  # traces still queued by the request path
         with self._lock:
             trace = self._by_request.get(request_id)
@@ -166,12 +208,12 @@ class RecentTraces:
         return trace
 
     def for_request(self, request_id: str) -> list[dict[str, Any]] | None:
-        """Spans of the request in start order, or None when unknown or already evicted."""
-        trace = self._get(request_id)
+        """Spans of the request in start order, or None when unknown or already evicted (no access check)."""
+        trace = self.get(request_id)
         return trace.as_dicts() if trace is not None else None
 
     def trace_id(self, request_id: str) -> str | None:
-        trace = self._get(request_id)
+        trace = self.get(request_id)
         return f"{trace.trace_id:032x}" if trace is not None else None
 
 

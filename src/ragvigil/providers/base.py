@@ -46,6 +46,7 @@ class Generation:
     cited: list[int] = field(default_factory=list)  # 1-based indexes into passages
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    model: str | None = None  # the model asked (set by MeteredGenerator), for the trace's GenAI attributes
 
 
 class Generator(Protocol):

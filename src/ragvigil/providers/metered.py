@@ -30,6 +30,8 @@ class MeteredGenerator:
             self._count(exc.kind, started)
             raise
         self._count("ok", started)
+        if out.model is None:
+            out.model = self.model
         if out.prompt_tokens:
             metrics.LLM_TOKENS.labels(self.name, "prompt").inc(out.prompt_tokens)
         if out.completion_tokens:

@@ -8,6 +8,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ragvigil.api.errors import internal_error_body
 from ragvigil.ops import instrumentation, metrics, tracing
 from ragvigil.ops.logging import access_fields_var, log_access, request_id_var, session_id_var, user_id_var
 
@@ -28,9 +29,10 @@ def _request_id(headers: dict[bytes, bytes]) -> str:
 class RequestContextMiddleware:
     """X-Request-ID in and out, one access log line and the HTTP metrics per request."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, expose_errors: bool = False) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.expose_errors = expose_errors  # the 500's message names the exception (development, staging)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -88,22 +90,35 @@ class RequestContextMiddleware:
                 var.reset(tok)  # type: ignore[attr-defined]
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, rid: str) -> int:
-        """Call the app with the body limit enforced and the request id added; returns the status sent."""
+        """Call the app with the body limit enforced and the request id added; returns the status sent.
+
+        Both failures are answered here, inside the request context, so their responses carry the
+        request id: a body over the limit gets its 413 from ``limited_receive`` itself (an exception
+        raised there would reach the route's body parsing first, which turns any error into a 400),
+        and an unhandled exception its JSON 500, logged once and not re-raised to the server.
+        """
         received = 0
         status = 500
         started = False
+        rejected = False  # the 413 went out: whatever the app sends after it is dropped
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, started, rejected, status
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
+                    if not started and not rejected:
+                        rejected = started = True
+                        status = 413
+                        await self._reject_too_large(send, rid)
                     raise _BodyTooLarge
             return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, started
+            if rejected:
+                return
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
@@ -113,19 +128,32 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, limited_receive, send_with_id)
         except _BodyTooLarge:
-            if not started:
-                await self._reject_too_large(send, rid)
             status = 413
-        return status
+        except Exception as exc:
+            if rejected:
+                return 413
+            token = request_id_var.set(rid)  # also when instrumentation is off
+            try:
+                body = internal_error_body(exc, self.expose_errors)
+            finally:
+                request_id_var.reset(token)
+            if not started:  # else the response is cut short; the server closes the connection
+                await self._send_json(send, rid, 500, body)
+            status = 500
+        return 413 if rejected else status
 
     async def _reject_too_large(self, send: Send, rid: str) -> None:
         body = json.dumps(
             {"code": "payload_too_large", "message": f"request body exceeds {self.max_body_bytes} bytes"}
         ).encode()
+        await self._send_json(send, rid, 413, body)
+
+    @staticmethod
+    async def _send_json(send: Send, rid: str, status: int, body: bytes) -> None:
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": status,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),

@@ -61,7 +61,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         health.probes,
     ):
         app.include_router(r)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, expose_errors=settings.expose_errors
+    )
     return app
 
 

@@ -16,8 +16,18 @@ _CONTEXT_VARS = (request_id_var, session_id_var, user_id_var, access_fields_var,
 _QUIET_ROUTES = frozenset({"/metrics", "/health/live", "/health/ready"})  # probes would drown the log
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+
+
 class _BodyTooLarge(Exception):
     pass
+
+
+def _method(scope: Scope) -> str:
+    """The HTTP method, or "_OTHER" (OpenTelemetry's name) for any other token a caller sent: the value
+    goes unredacted into the access line and into metric labels, so it must be one ragvigil knows."""
+    method = scope.get("method", "GET")
+    return method if method in _METHODS else "_OTHER"
 
 
 def _request_id(headers: dict[bytes, bytes]) -> str:
@@ -47,7 +57,7 @@ class RequestContextMiddleware:
             await (self._reject_too_large(send, rid) if too_large else self._serve(scope, receive, send, rid))
             return
 
-        method = scope.get("method", "GET")
+        method = _method(scope)
         spans: list[tracing.StageSpan] = []
         fields: dict[str, object] = {}
         tokens = (

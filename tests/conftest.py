@@ -33,7 +33,9 @@ def make_settings(data_dir: Path, **overrides: object) -> Settings:
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for var in ("RAGVIGIL_DATA_DIR", "RAGVIGIL_PORT", "RAGVIGIL_HOST", "RAGVIGIL_PROFILE", "RAGVIGIL_DATABASE_URL"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("RAGVIGIL_CONFIG_FILE", str(tmp_path / "absent.toml"))
+    empty = tmp_path / "empty.toml"  # named config files must exist; an empty one sets nothing
+    empty.touch()
+    monkeypatch.setenv("RAGVIGIL_CONFIG_FILE", str(empty))
 
 
 def ingest_dir(rt: Runtime, path: Path, kb: str = "default") -> None:

@@ -188,3 +188,15 @@ def test_masked_dump_masks_any_secret_field_without_a_list(tmp_path: Path) -> No
     dumped = masked_dump(s)
     assert dumped["openai"]["api_key"] == "********" and "sk-xyz" not in json.dumps(dumped)
     assert dumped["openai"]["base_url"] == "http://127.0.0.1:8080/v1"  # no credentials in it: shown whole
+
+
+def test_the_uvicorn_factory_prints_the_problems_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ragvigil.api.server import app_from_env
+
+    monkeypatch.setenv("RAGVIGIL_ALERTS__CHANNELS", "[{bad")
+    with pytest.raises(SystemExit) as exc:
+        app_from_env()
+    assert exc.value.code == 2
+    assert "RAGVIGIL_ALERTS__CHANNELS: not valid JSON" in capsys.readouterr().err

@@ -49,9 +49,12 @@ class _EnvTarget:
     open_ended: bool  # a dict: RAGVIGIL_NAME__<any key> is valid too
 
 
-def check_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> tuple[Settings | None, list[Problem]]:
-    """The settings (None if they cannot be built) and every problem found, errors and warnings."""
-    environ = os.environ if environ is None else environ
+def check_settings(**overrides: Any) -> tuple[Settings | None, list[Problem]]:
+    """The settings (None if they cannot be built) and every problem found, errors and warnings.
+
+    Reads ``os.environ``, as the settings do; ``overrides`` are passed on to ``Settings``.
+    """
+    environ = os.environ
     targets = env_targets()
     problems = _env_problems(environ, targets) + _file_problems(environ)
     if any(p.level == "error" for p in problems):

@@ -10,7 +10,7 @@ from ragvigil.config import Settings
 from ragvigil.config_check import Problem, check_settings
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a message stays on one line (paths, grep), whatever the width
 
 
 def print_problems(problems: list[Problem]) -> None:

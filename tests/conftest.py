@@ -29,11 +29,19 @@ def make_settings(data_dir: Path, **overrides: object) -> Settings:
     return Settings(_env_file=None, data_dir=data_dir, **overrides)  # type: ignore[call-arg]
 
 
+@pytest.fixture(scope="session")
+def _empty_config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A named config file must exist; an empty one sets nothing (kept out of each test's tmp_path)."""
+    path = tmp_path_factory.mktemp("config") / "empty.toml"
+    path.touch()
+    return path
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, _empty_config_file: Path) -> None:
     for var in ("RAGVIGIL_DATA_DIR", "RAGVIGIL_PORT", "RAGVIGIL_HOST", "RAGVIGIL_PROFILE", "RAGVIGIL_DATABASE_URL"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("RAGVIGIL_CONFIG_FILE", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("RAGVIGIL_CONFIG_FILE", str(_empty_config_file))
 
 
 def ingest_dir(rt: Runtime, path: Path, kb: str = "default") -> None:

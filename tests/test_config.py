@@ -28,7 +28,7 @@ def test_env_vars_nested_and_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     s = Settings(_env_file=None)
     assert s.port == 9002  # env beats the TOML file
     assert s.generator == "openai" and s.openai.model == "qwen-plus"
-    assert s.openai.base_url == "http://127.0.0.1:1/v1"
+    assert s.openai.base_url.get_secret_value() == "http://127.0.0.1:1/v1"
 
 
 def test_every_invalid_field_is_reported_with_its_path() -> None:

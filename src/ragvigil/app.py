@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ragvigil.chat.journal import Journal
 from ragvigil.chat.pipeline import ChatPipeline, Generate, LoadHistory, Persist, RecordContents, Retrieve
 from ragvigil.chat.sessions import SessionStore
-from ragvigil.config import Settings
+from ragvigil.config import Settings, reveal
 from ragvigil.knowledge.catalog import Catalog
 from ragvigil.knowledge.embeddings import CachedQueryEmbedder, E5Embedder
 from ragvigil.knowledge.ingest import Ingestor
@@ -55,7 +55,7 @@ class Runtime:
         instrumentation.configure(settings.instrumentation)
         register_system_collectors(metrics.REGISTRY, settings.data_dir)
         if settings.otlp_endpoint:
-            tracing.enable_otlp(settings.otlp_endpoint)
+            tracing.enable_otlp(settings.otlp_endpoint.get_secret_value())
         semconv.capture_contents(settings.log_message_contents)  # conversation text on spans only when kept
         self.db = Database(settings.db_url)
         if apply_migrations:
@@ -116,7 +116,7 @@ class Runtime:
                 eval_interval=a.eval_interval,
                 history_s=a.history_s,
                 stall_after=a.stall_after,
-                heartbeat_url=a.heartbeat_url,
+                heartbeat_url=reveal(a.heartbeat_url),
                 heartbeat_interval=a.heartbeat_interval,
                 router=router,
                 recorder=SignalRecorder(settings.signal_dir, a.record_retention_h * 3600),

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ragvigil.cli_alerts import alerts_app
-from ragvigil.cli_common import console, err, load_settings_or_exit
-from ragvigil.config import Settings, describe_errors, load_settings, masked_dump
+from ragvigil.cli_common import console, err, load_settings_or_exit, print_problems
+from ragvigil.config import Settings, masked_dump
+from ragvigil.config_check import check_settings
 
 app = typer.Typer(help="ragvigil: a knowledge-base chat service that runs itself.", no_args_is_help=True)
 config_app = typer.Typer(help="Show or check the configuration.", no_args_is_help=True)
@@ -45,15 +45,14 @@ def config_show() -> None:
 
 @config_app.command("check")
 def config_check() -> None:
-    """Validate the configuration; lists every invalid field and exits 2 if any."""
-    try:
-        s = load_settings()
-    except ValidationError as exc:
-        lines = describe_errors(exc)
-        err.print(f"[red]{len(lines)} invalid setting(s):[/red]")
-        for line in lines:
-            err.print(f"  {line}")
-        raise typer.Exit(2) from None
+    """Validate the configuration: every problem with its source (variable, file); exits 2 if any."""
+    s, problems = check_settings()
+    print_problems(problems)
+    if problems:
+        errors = sum(p.level == "error" for p in problems)
+        err.print(f"[red]{errors} error(s), {len(problems) - errors} warning(s)[/red]")
+        raise typer.Exit(2)
+    assert s is not None
     console.print(f"[green]configuration ok[/green] (profile {s.profile.value}, database {s.db_url.split('://')[0]})")
 
 

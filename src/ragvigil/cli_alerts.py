@@ -146,11 +146,10 @@ def silence(
     expire: Annotated[str | None, typer.Option(help="end this silence now (its id)")] = None,
 ) -> None:
     """Create a silence, list the active ones (no arguments), or end one (--expire ID)."""
-    from datetime import UTC, datetime, timedelta
 
     from ragvigil.ops.access import AuditLog
     from ragvigil.ops.alerts.rules import parse_duration
-    from ragvigil.ops.alerts.silences import SilenceStore, parse_matcher
+    from ragvigil.ops.alerts.silences import SilenceStore, parse_matcher, silence_window
 
     db = _db()
     store = SilenceStore(db)
@@ -174,8 +173,8 @@ def silence(
         raise typer.Exit(2)
     try:
         parsed = [parse_matcher(m) for m in matchers]
-        start = datetime.now(UTC)
-        out = store.create(parsed, start, start + timedelta(seconds=parse_duration(duration)), who, comment)
+        start, end = silence_window(None, None, parse_duration(duration))
+        out = store.create(parsed, start, end, who, comment)
     except ValueError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None

@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
-from ragvigil.config import Settings, describe_errors, load_settings
+from ragvigil.config import Settings
+from ragvigil.config_check import Problem, check_settings
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a message stays on one line (paths, grep), whatever the width
+
+
+def print_problems(problems: list[Problem]) -> None:
+    """Each problem on its own line of stderr: errors red, warnings yellow."""
+    for p in problems:
+        colour = "red" if p.level == "error" else "yellow"
+        err.print(
+            f"[{colour}]{p.level}[/{colour}] {escape(p.source)}: {escape(p.message)}", highlight=False, soft_wrap=True
+        )
 
 
 def load_settings_or_exit() -> Settings:
-    try:
-        return load_settings()
-    except ValidationError as exc:
+    """The settings, with warnings printed; every error printed and exit 2 instead of a traceback."""
+    settings, problems = check_settings()
+    if settings is None:
         err.print("[red]invalid configuration:[/red]")
-        for line in describe_errors(exc):
-            err.print(f"  {line}")
-        raise typer.Exit(2) from None
+    print_problems(problems)
+    if settings is None:
+        raise typer.Exit(2)
+    return settings

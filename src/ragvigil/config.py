@@ -9,19 +9,61 @@ for configuration.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import types
+import typing
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import to_jsonable_python
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+MASK = "********"
+ENV_PREFIX = "RAGVIGIL_"
+CONFIG_FILE_ENV = "RAGVIGIL_CONFIG_FILE"
+
+
+class SecretUrl(SecretStr):
+    """A URL that may carry credentials (``user:password@``, ``?key=…``): the password and every query
+    value are secret, the scheme, host, port and path are what an operator needs to see."""
+
+    def masked(self) -> str:
+        parts = urlsplit(self.get_secret_value())
+        userinfo, at, hostport = parts.netloc.rpartition("@")
+        netloc = hostport
+        if at:
+            user, colon, _ = userinfo.partition(":")
+            netloc = f"{user}:{MASK}@{hostport}" if colon else f"{MASK}@{hostport}"  # no colon: a bare token
+        query = "&".join(f"{k}={MASK}" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
+        return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "") if parts.scheme else MASK
+
+
+class TokenUrl(SecretStr):
+    """A webhook or robot URL: its token may be anywhere in the path or query (Slack, Feishu, DingTalk,
+    WeCom), so only the scheme and host are shown."""
+
+    def masked(self) -> str:
+        parts = urlsplit(self.get_secret_value())
+        host = parts.netloc.rpartition("@")[2]
+        if not parts.scheme or not host:
+            return MASK
+        return f"{parts.scheme}://{host}" + (f"/{MASK}" if parts.path.strip("/") or parts.query else "")
+
+
+def reveal(value: SecretStr | None) -> str | None:
+    """The plain value of an optional secret setting, for the one place that uses it."""
+    return None if value is None else value.get_secret_value()
 
 
 class Profile(StrEnum):
@@ -38,10 +80,17 @@ PROFILE_DEFAULTS: dict[Profile, dict[str, Any]] = {
 }
 
 
-class OpenAISettings(BaseModel):
+class Section(BaseModel):
+    """A nested settings group: an unknown key (a typo in ragvigil.toml or in RAGVIGIL_X__Y) is an error,
+    as it is at the top level, instead of being dropped without a word."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class OpenAISettings(Section):
     """An OpenAI-compatible chat completions endpoint (OpenAI, DashScope, vLLM, llama.cpp...)."""
 
-    base_url: str = "http://127.0.0.1:8080/v1"
+    base_url: SecretUrl = SecretUrl("http://127.0.0.1:8080/v1")
     api_key: SecretStr = SecretStr("")
     model: str = "default"
     timeout_s: float = Field(30.0, gt=0, le=600)
@@ -49,7 +98,7 @@ class OpenAISettings(BaseModel):
     temperature: float = Field(0.2, ge=0, le=2)
 
 
-class RetrievalSettings(BaseModel):
+class RetrievalSettings(Section):
     """Knobs of hybrid retrieval and chunking."""
 
     top_k: int = Field(5, ge=1, le=50)
@@ -79,12 +128,12 @@ _MATCHER_TEXT = re.compile(r'^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)\s*"?.*?"?
 ChannelType = Literal["webhook", "slack", "email", "dingtalk", "feishu", "wecom"]
 
 
-class ChannelSettings(BaseModel):
+class ChannelSettings(Section):
     """One channel, e.g. in ragvigil.toml: ``[[alerts.channels]] name="ops" type="webhook" url="…"``."""
 
     name: str = Field(pattern=r"^[a-zA-Z0-9_.-]{1,64}$")
     type: ChannelType
-    url: str | None = None  # webhook / robot URL
+    url: TokenUrl | None = None  # webhook / robot URL, its token included
     secret: SecretStr | None = None  # DingTalk / Feishu signing secret
     severities: list[Literal["P1", "P2", "P3"]] = ["P1", "P2", "P3"]
     language: Literal["zh", "en"] = "en"
@@ -101,7 +150,7 @@ class ChannelSettings(BaseModel):
     tls_verify: bool = True  # off only for a test server with a self-signed certificate
 
 
-class InhibitRule(BaseModel):
+class InhibitRule(Section):
     source_matchers: list[str]
     target_matchers: list[str]
     equal: list[str] = []
@@ -115,7 +164,7 @@ class InhibitRule(BaseModel):
         return v
 
 
-class RoutingSettings(BaseModel):
+class RoutingSettings(Section):
     group_by: list[str] = ["alertname"]
     group_wait: float = Field(10.0, ge=0)
     p1_group_wait: float = Field(0.0, ge=0)
@@ -138,7 +187,7 @@ class RoutingSettings(BaseModel):
         return out
 
 
-class AlertSettings(BaseModel):
+class AlertSettings(Section):
     """The built-in alert engine (embedded mode); in scaled mode Prometheus evaluates the same rules."""
 
     enabled: bool = True
@@ -146,7 +195,7 @@ class AlertSettings(BaseModel):
     eval_interval: float = Field(3.0, gt=0, le=300, description="seconds between evaluation cycles")
     history_s: float = Field(900.0, ge=60, description="seconds of signal history kept for the rules")
     stall_after: float = Field(30.0, gt=0, description="no evaluation for this long is a stall")
-    heartbeat_url: str | None = Field(None, description="dead man's switch: POSTed while evaluation is healthy")
+    heartbeat_url: TokenUrl | None = Field(None, description="dead man's switch: POSTed while evaluation is healthy")
     heartbeat_interval: float = Field(60.0, gt=0)
     record_interval: float = Field(15.0, ge=0, description="seconds between signal snapshots on disk (0: off)")
     record_retention_h: float = Field(48.0, gt=0, description="hours of signal recording kept for backtests")
@@ -168,7 +217,7 @@ class Settings(BaseSettings):
     """Settings of one ragvigil instance. Every file it writes lives under ``data_dir``."""
 
     model_config = SettingsConfigDict(
-        env_prefix="RAGVIGIL_",
+        env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
         env_file=".env",
         extra="forbid",
@@ -179,7 +228,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     data_dir: Path = Path("data")
-    database_url: str | None = Field(None, description="SQLAlchemy URL; default is a SQLite file in data_dir")
+    database_url: SecretUrl | None = Field(None, description="SQLAlchemy URL; default is a SQLite file in data_dir")
     default_kb: str = Field("default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     generator: Literal["extractive", "openai"] = "extractive"
     openai: OpenAISettings = OpenAISettings()
@@ -208,7 +257,7 @@ class Settings(BaseSettings):
     instrumentation: bool = Field(
         True, description="metrics, traces and request/stage log lines (off only to measure their cost)"
     )
-    otlp_endpoint: str | None = Field(
+    otlp_endpoint: SecretUrl | None = Field(
         None, description="also export traces over OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces"
     )
     auth_required: bool = Field(False, description="API keys on every route except the open probes")
@@ -249,7 +298,7 @@ class Settings(BaseSettings):
 
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir / 'ragvigil.db'}"
+        return reveal(self.database_url) or f"sqlite:///{self.data_dir / 'ragvigil.db'}"
 
     @property
     def index_dir(self) -> Path:
@@ -276,8 +325,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_file = Path(os.environ.get("RAGVIGIL_CONFIG_FILE", "ragvigil.toml"))
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=toml_file)
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file(os.environ)[0])
         return init_settings, env_settings, dotenv_settings, toml
 
 
@@ -286,26 +334,87 @@ def load_settings(**overrides: Any) -> Settings:
     return Settings(**overrides)
 
 
+def config_file(environ: Mapping[str, str]) -> tuple[Path, bool]:
+    """The TOML file to read, and whether ``RAGVIGIL_CONFIG_FILE`` named it (then it must exist)."""
+    named = environ.get(CONFIG_FILE_ENV)
+    return Path(named or "ragvigil.toml"), bool(named)
+
+
 def describe_errors(exc: ValidationError) -> list[str]:
     """Render every validation error as ``path: reason`` for humans."""
-    lines = []
-    for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"]) or "(settings)"
-        lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
-    return lines
+    return [describe_error(err) for err in exc.errors()]
+
+
+def describe_error(err: Any) -> str:
+    """``path: reason (got …)``; the value is left out for a secret field, and for a whole object or list
+    (which may hold one), and an unknown name gets the closest valid one."""
+    loc = tuple(err["loc"])
+    path = ".".join(str(p) for p in loc) or "(settings)"
+    line = f"{path}: {err['msg']}"
+    if err["type"] == "extra_forbidden" and loc:
+        model = _model_at(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1) if model else []
+        return line + (f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])}?" if close else "")
+    value = err.get("input")
+    if _secret_at(loc) or isinstance(value, dict | list | tuple):
+        return line
+    return f"{line} (got {value!r})"
+
+
+def field_types(annotation: Any) -> list[Any]:
+    """The types a field may hold: the members of ``X | Y | None`` (without None), else the annotation."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [a for a in typing.get_args(annotation) if a is not type(None)]
+    return [annotation]
+
+
+def model_in(annotation: Any) -> type[BaseModel] | None:
+    """The settings model a field holds (directly, optionally, or as list items), if any."""
+    for t in field_types(annotation):
+        for candidate in (t, *typing.get_args(t)):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                return candidate
+    return None
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = Settings
+    for part in loc:
+        if isinstance(part, int):
+            continue  # a list index: the items' model
+        field = model.model_fields.get(str(part)) if model else None
+        model = model_in(field.annotation) if field else None
+    return model
+
+
+def _secret_at(loc: tuple[Any, ...]) -> bool:
+    keys = [p for p in loc if isinstance(p, str)]
+    if not keys:
+        return False
+    model = _model_at(tuple(keys[:-1]))
+    field = model.model_fields.get(keys[-1]) if model else None
+    return field is not None and any(
+        isinstance(t, type) and issubclass(t, SecretStr) for t in field_types(field.annotation)
+    )
 
 
 def masked_dump(settings: Settings) -> dict[str, Any]:
-    """Settings as plain data with secrets masked, for ``config show``."""
-    data = settings.model_dump(mode="json")
-    if settings.openai.api_key.get_secret_value():
-        data["openai"]["api_key"] = "********"
-    if settings.message_log_key is not None:
-        data["message_log_key"] = "********"
-    url = settings.database_url
-    if url and "@" in url and ":" in url.split("@", 1)[0].split("//", 1)[-1]:
-        scheme, rest = url.split("//", 1)
-        creds, host = rest.split("@", 1)
-        data["database_url"] = f"{scheme}//{creds.split(':', 1)[0]}:********@{host}"
-    data["effective_database_url"] = data["database_url"] if settings.database_url else settings.db_url
+    """Settings as plain data for ``config show``: every secret-typed value masked, found by its type
+    (so a new secret field is masked without being listed here); URLs keep their non-secret parts."""
+    data = _masked(settings)
+    data["effective_database_url"] = data["database_url"] or settings.db_url
     return data
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, SecretUrl | TokenUrl):
+        return value.masked()
+    if isinstance(value, SecretStr):
+        return MASK if value.get_secret_value() else ""
+    if isinstance(value, BaseModel):
+        return {name: _masked(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_masked(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _masked(v) for k, v in value.items()}
+    return to_jsonable_python(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import FastAPI, Request
@@ -101,9 +102,13 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": "5"},
         )
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled_error")
-        expose = request.app.state.runtime.settings.expose_errors
-        message = f"{type(exc).__name__}: {exc}" if expose else "internal error; see the server log"
-        return JSONResponse(error_body("internal_error", message), status_code=500)
+    # No handler for Exception here: Starlette runs that one in its outermost layer, outside the request
+    # context (no request id on the 500 or its log line) and then re-raises it for the server to log a
+    # second time. RequestContextMiddleware calls ``internal_error_body`` instead.
+
+
+def internal_error_body(exc: Exception, expose: bool) -> bytes:
+    """Log an unhandled exception once, with its traceback, and return the JSON body of its 500."""
+    log.error("unhandled_error", exc_info=exc)
+    message = f"{type(exc).__name__}: {exc}" if expose else "internal error; see the server log"
+    return json.dumps(error_body("internal_error", message)).encode()

@@ -9,12 +9,15 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ragvigil.api.errors import internal_error_body
 from ragvigil.ops import instrumentation, metrics, semconv, tracing
 from ragvigil.ops.access import Principal
 from ragvigil.ops.logging import access_fields_var, log_access, request_id_var, session_id_var, user_id_var
 
 _CONTEXT_VARS = (request_id_var, session_id_var, user_id_var, access_fields_var, tracing.current_spans)
 _QUIET_ROUTES = frozenset({"/metrics", "/health/live", "/health/ready"})  # probes would drown the log
+
+
 
 
 class _BodyTooLarge(Exception):
@@ -54,9 +57,10 @@ def trace_owner(principal: Principal | None) -> str | None:
 class RequestContextMiddleware:
     """X-Request-ID in and out, one access log line and the HTTP metrics per request."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, expose_errors: bool = False) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.expose_errors = expose_errors  # the 500's message names the exception (development, staging)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -72,7 +76,8 @@ class RequestContextMiddleware:
             await (self._reject_too_large(send, rid) if too_large else self._serve(scope, receive, send, rid))
             return
 
-        method = scope.get("method", "GET")
+        raw_method = scope.get("method", "GET")
+        method = semconv.http_method(raw_method)  # a caller's odd token never reaches the log or labels raw
         spans: list[tracing.StageSpan] = []
         fields: dict[str, object] = {} if client_rid is None else {"client_request_id": client_rid}
         tokens = (
@@ -99,7 +104,7 @@ class RequestContextMiddleware:
             instrumentation.later(
                 _record,
                 _Request(
-                    rid, client_rid, headers.get(b"traceparent"), method, scope, trace_owner(state.get("principal"))
+                    rid, client_rid, headers.get(b"traceparent"), raw_method, scope, trace_owner(state.get("principal"))
                 ),
                 start_ns,
                 elapsed,
@@ -115,22 +120,35 @@ class RequestContextMiddleware:
                 var.reset(tok)  # type: ignore[attr-defined]
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, rid: str) -> int:
-        """Call the app with the body limit enforced and the request id added; returns the status sent."""
+        """Call the app with the body limit enforced and the request id added; returns the status sent.
+
+        Both failures are answered here, inside the request context, so their responses carry the
+        request id: a body over the limit gets its 413 from ``limited_receive`` itself (an exception
+        raised there would reach the route's body parsing first, which turns any error into a 400),
+        and an unhandled exception its JSON 500, logged once and not re-raised to the server.
+        """
         received = 0
         status = 500
         started = False
+        rejected = False  # the 413 went out: whatever the app sends after it is dropped
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, started, rejected, status
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
+                    if not started and not rejected:
+                        rejected = started = True
+                        status = 413
+                        await self._reject_too_large(send, rid)
                     raise _BodyTooLarge
             return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, started
+            if rejected:
+                return
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
@@ -140,19 +158,32 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, limited_receive, send_with_id)
         except _BodyTooLarge:
-            if not started:
-                await self._reject_too_large(send, rid)
             status = 413
-        return status
+        except Exception as exc:
+            if rejected:
+                return 413
+            token = request_id_var.set(rid)  # also when instrumentation is off
+            try:
+                body = internal_error_body(exc, self.expose_errors)
+            finally:
+                request_id_var.reset(token)
+            if not started:  # else the response is cut short; the server closes the connection
+                await self._send_json(send, rid, 500, body)
+            status = 500
+        return 413 if rejected else status
 
     async def _reject_too_large(self, send: Send, rid: str) -> None:
         body = json.dumps(
             {"code": "payload_too_large", "message": f"request body exceeds {self.max_body_bytes} bytes"}
         ).encode()
+        await self._send_json(send, rid, 413, body)
+
+    @staticmethod
+    async def _send_json(send: Send, rid: str, status: int, body: bytes) -> None:
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": status,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),

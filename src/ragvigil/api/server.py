@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -16,6 +17,7 @@ from ragvigil.api.openapi import install_openapi
 from ragvigil.api.routes import alerts, chat, health, incidents, kb, openai_compat, traces
 from ragvigil.app import Runtime
 from ragvigil.config import Settings, load_settings
+from ragvigil.config_check import check_settings
 from ragvigil.ops.logging import configure_logging
 
 log = logging.getLogger(__name__)
@@ -67,13 +69,22 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     ):
         app.include_router(r)
     install_openapi(app, (get_principal,), NOT_FOUND_IN_BODY)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, expose_errors=settings.expose_errors
+    )
     return app
 
 
 def app_from_env() -> FastAPI:
-    """Entry point for ``uvicorn --factory ragvigil.api.server:app_from_env``."""
-    settings = load_settings()
+    """Entry point for ``uvicorn --factory ragvigil.api.server:app_from_env``.
+
+    A broken configuration prints its problems (as ``ragvigil config check`` does) and exits 2,
+    instead of a traceback from inside the server's start-up."""
+    settings, problems = check_settings()
+    for p in problems:
+        print(p, file=sys.stderr)
+    if settings is None:
+        raise SystemExit(2)
     configure_logging(
         settings.log_level, settings.log_dir, settings.log_json, flush_interval=settings.log_flush_interval
     )

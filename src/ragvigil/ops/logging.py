@@ -54,8 +54,9 @@ class JsonFormatter(logging.Formatter):
             "session_id": session_id,
             "user_id": user_id,
         }
-        if out["user_id"] is not None:
-            out["user_id"] = _REDACTOR.redact(str(out["user_id"]))  # a user id may be an email or a phone
+        for key in ("request_id", "session_id", "user_id"):  # each may come from the caller: an email, a key...
+            if out[key] is not None:
+                out[key] = _REDACTOR.redact_id(str(out[key]))
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 out[key] = value

@@ -36,7 +36,8 @@ Design choices:
   the traceback itself and hands it on as ``exc_text`` (used by ``logging.Formatter``) and as an ``exc``
   attribute (emitted by ``JsonFormatter``'s extras), clearing ``exc_info`` so no formatter re-renders it raw.
   The context variables (request/session/user id) are read by the formatter, not the record, and are
-  therefore not seen here.
+  therefore not seen here: ``JsonFormatter`` redacts them itself (``redact_id``), since a caller can
+  choose each of them.
 """
 
 from __future__ import annotations
@@ -154,6 +155,9 @@ def default_rules() -> list[Rule]:
             secret,
         ),
         Rule("openai_key", c(r"(?<![A-Za-z0-9_-])sk-[A-Za-z0-9_-]{16,}"), secret),
+        # ragvigil's own API keys: "rv_" + 43 url-safe characters (ops/access.py); the 10-character
+        # prefix that key listings and the audit trail show stays readable
+        Rule("ragvigil_key", c(rf"{_L}rv_[A-Za-z0-9_-]{{20,}}"), secret),
         Rule("stripe_key", c(rf"{_L}[sr]k_(?:live|test)_[A-Za-z0-9]{{16,}}"), secret),
         Rule("aws_access_key", c(rf"{_L}(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{{16}}{_R}"), secret),
         Rule("github_token", c(rf"{_L}(?:gh[pousr]_[A-Za-z0-9]{{36,255}}|github_pat_[A-Za-z0-9_]{{22,255}})"), secret),
@@ -207,6 +211,7 @@ def default_rules() -> list[Rule]:
 
 
 _EVENT_NAME = re.compile(r"[a-z_]{1,64}")
+_SERVICE_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex: the request and session ids ragvigil makes
 
 
 class Redactor:
@@ -222,6 +227,10 @@ class Redactor:
         for rule in self.rules:
             text = rule.apply(text)
         return text
+
+    def redact_id(self, value: str) -> str:
+        """``redact`` for an id a caller may have chosen (X-Request-ID, user id); ids we made pass at once."""
+        return value if _SERVICE_ID.fullmatch(value) else self.redact(value)
 
     def redact_obj(self, obj: Any) -> Any:
         """A redacted copy of ``obj``; keys are kept, credential-named keys lose their whole value."""
@@ -247,6 +256,8 @@ _TRACEBACKS = logging.Formatter()
 
 # Structured fields the service itself fills with values that cannot carry personal data (route
 # templates, methods, stage names and timings): skipping them keeps redaction off the hot path.
+# Only values ragvigil chose may be here: the request middleware logs a method outside the standard
+# ones as "_OTHER", and a route template or "unmatched", never the path a caller sent.
 SAFE_EXTRAS = frozenset(
     {"route", "method", "status", "ms", "stage", "outcome", "stages_ms", "persisted_to", "sources", "degraded"}
 )

@@ -55,7 +55,7 @@ class OpenAIGenerator:
         if key:
             headers["Authorization"] = f"Bearer {key}"
         self._client = httpx.Client(
-            base_url=settings.base_url.rstrip("/"),
+            base_url=settings.base_url.get_secret_value().rstrip("/"),
             headers=headers,
             timeout=httpx.Timeout(settings.timeout_s, connect=min(5.0, settings.timeout_s)),
         )

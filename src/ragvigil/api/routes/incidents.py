@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -16,7 +16,7 @@ from ragvigil.ops.access import Principal, Role
 from ragvigil.ops.alerts.channels import test_notification
 from ragvigil.ops.alerts.incidents import AlertNotice, IncidentNotFound
 from ragvigil.ops.alerts.rules import parse_duration
-from ragvigil.ops.alerts.silences import parse_matcher
+from ragvigil.ops.alerts.silences import SilenceWindowError, parse_matcher, silence_window
 
 router = APIRouter(prefix="/api/v1/ops", tags=["ops"])
 Viewer = Depends(require(Role.viewer))
@@ -88,16 +88,13 @@ async def create_silence(
         matchers = [parse_matcher(m) for m in body.matchers]
     except ValueError as exc:
         raise ApiError(422, "validation_error", str(exc), "matchers") from None
-    starts = _aware(body.starts_at) or datetime.now(UTC)
-    if body.ends_at is not None:
-        ends = _aware(body.ends_at)
-    elif body.duration is not None:
-        try:
-            ends = starts + timedelta(seconds=parse_duration(body.duration))
-        except ValueError as exc:
-            raise ApiError(422, "validation_error", str(exc), "duration") from None
-    else:
-        raise ApiError(422, "validation_error", "give ends_at or duration", "ends_at")
+    try:
+        duration = parse_duration(body.duration) if body.ends_at is None and body.duration is not None else None
+        starts, ends = silence_window(body.starts_at, body.ends_at, duration)
+    except SilenceWindowError as exc:
+        raise ApiError(422, "validation_error", str(exc), exc.field) from None
+    except ValueError as exc:
+        raise ApiError(422, "validation_error", str(exc), "duration") from None
     try:
         out = await run_in_threadpool(rt.silences.create, matchers, starts, ends, who.name, body.comment)  # type: ignore[arg-type]
     except ValueError as exc:

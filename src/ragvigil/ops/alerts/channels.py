@@ -152,9 +152,10 @@ class _HttpChannel:
 
     @property
     def url(self) -> str:
-        if not self.settings.url:
+        url = self.settings.url.get_secret_value() if self.settings.url else ""
+        if not url:
             raise DeliveryError(f"channel {self.settings.name} has no url")
-        return self.settings.url
+        return url
 
 
 class WebhookChannel(_HttpChannel):

@@ -12,7 +12,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -23,6 +23,47 @@ from ragvigil.storage.models import Silence, utcnow
 _OPS = ("=~", "!~", "!=", "=")
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _TEXT = re.compile(r'^\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"?(.*?)"?\s*$')
+MAX_SILENCE = timedelta(days=3660)
+"""The longest a silence may last and the furthest ahead it may end: about ten years is "for good"
+in practice, and the bound keeps date arithmetic and every database's datetime range out of overflow."""
+
+
+class SilenceWindowError(ValueError):
+    """A silence's start, end or duration is unusable; ``field`` names the input at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def silence_window(
+    starts_at: datetime | None, ends_at: datetime | None, duration_s: float | None, now: datetime | None = None
+) -> tuple[datetime, datetime]:
+    """The (start, end) of a new silence, timezone-aware, from an end time or a duration.
+
+    Rejects, with the field at fault, an end not after the start and any window reaching past
+    ``MAX_SILENCE`` from now, before any arithmetic could overflow.
+    """
+    now = now or datetime.now(UTC)
+    limit = now + MAX_SILENCE
+    starts = _aware(starts_at) if starts_at is not None else now
+    if starts >= limit:
+        raise SilenceWindowError("starts_at", f"starts_at must be before {limit:%Y-%m-%d} (at most ten years ahead)")
+    if ends_at is not None:
+        ends = _aware(ends_at)
+        field = "ends_at"
+    elif duration_s is not None:
+        if duration_s > MAX_SILENCE.total_seconds():
+            raise SilenceWindowError("duration", f"duration must be at most {MAX_SILENCE.days}d")
+        ends = starts + timedelta(seconds=duration_s)  # both below the limit: no overflow
+        field = "duration"
+    else:
+        raise SilenceWindowError("ends_at", "give ends_at or duration")
+    if ends <= starts:
+        raise SilenceWindowError(field, "ends_at must be after starts_at")
+    if ends > limit:
+        raise SilenceWindowError(field, f"a silence must end before {limit:%Y-%m-%d} (at most ten years ahead)")
+    return starts, ends
 
 
 @dataclass(frozen=True)

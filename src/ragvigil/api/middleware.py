@@ -18,8 +18,6 @@ _CONTEXT_VARS = (request_id_var, session_id_var, user_id_var, access_fields_var,
 _QUIET_ROUTES = frozenset({"/metrics", "/health/live", "/health/ready"})  # probes would drown the log
 
 
-
-
 class _BodyTooLarge(Exception):
     pass
 

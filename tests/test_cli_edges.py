@@ -78,7 +78,9 @@ def test_bad_arguments_are_usage_errors(data_dir: Path, args: list[str]) -> None
     assert not data_dir.exists()  # refused before anything was opened
 
 
-def test_alertmanager_export_takes_the_url_and_never_guesses_it(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_alertmanager_export_takes_the_url_and_never_guesses_it(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RAGVIGIL_PORT", "8123")
     code, out = _run("alerts", "export", "--format", "alertmanager")
     assert code == 2 and "--url" in out and "8123" not in out and "8000" not in out

@@ -9,7 +9,7 @@ from rich.console import Console
 from ragvigil.config import Settings, describe_errors, load_settings
 
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # a message naming a path stays one line, to copy or grep
 
 
 def load_settings_or_exit() -> Settings:

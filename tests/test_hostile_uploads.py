@@ -155,6 +155,25 @@ def test_a_pdf_bomb_fails_alone_and_the_upload_is_audited(api: TestClient, runti
     assert hits and hits[0]["source"] == "fine.pdf"
 
 
+def test_one_upload_shares_one_extraction_budget(tmp_path: Path) -> None:
+    """Each slow PDF alone is within its own budget; together they would not be, so the upload stops them."""
+    slow = text_pdf("Hello", pages=30, lines=30_000)
+    limits = IngestSettings(pdf_time_budget_s=60, upload_time_budget_s=0.3)
+    rt = Runtime(make_settings(tmp_path / "data", ingest=limits, background_embedding=False))
+    files = [("file", (f"slow-{i}.pdf", slow, "application/pdf")) for i in range(3)]
+    files.append(("file", ("after.md", b"# After\nstill ingested", "text/markdown")))
+    try:
+        with TestClient(create_app(runtime=rt)) as api:
+            r = api.post("/api/v1/kb/slow/documents", files=files)
+    finally:
+        rt.close()
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert [o["outcome"] for o in out] == ["failed", "failed", "failed", "created"]
+    assert "ingest.upload_time_budget_s" in out[0]["error"] and "ran out of" in out[0]["error"]
+    assert all("upload it on its own" in o["error"] for o in out[1:3])
+
+
 @pytest.mark.parametrize(
     ("raw", "limits", "reason"),
     [

@@ -182,6 +182,9 @@ class IngestSettings(BaseModel):
     pdf_time_budget_s: float = Field(
         3.0, gt=0, le=600, description="wall-clock seconds of text extraction per PDF (checked between operators)"
     )
+    upload_time_budget_s: float = Field(
+        10.0, gt=0, le=3600, description="wall-clock seconds of PDF text extraction for all files of one API upload"
+    )
 
 
 class Settings(BaseSettings):

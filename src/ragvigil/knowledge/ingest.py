@@ -7,6 +7,7 @@ A document is searchable by BM25 as soon as this returns; its vectors are filled
 from __future__ import annotations
 
 import hashlib
+import time
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Literal
@@ -86,10 +87,11 @@ class Ingestor:
         self.store = store
         self.limits = limits or IngestSettings()
 
-    def ingest_bytes(self, kb: str, source: str, raw: bytes) -> IngestResult:
+    def ingest_bytes(self, kb: str, source: str, raw: bytes, deadline: float | None = None) -> IngestResult:
         """Ingest one file's bytes into ``kb``; failures are recorded on the document, not raised.
 
         A source the documents table cannot hold is a failure reported only in the result.
+        ``deadline`` (``time.monotonic()``) bounds PDF extraction across the files of one upload.
         """
         try:
             check_source(source)
@@ -102,7 +104,8 @@ class Ingestor:
             if doc is not None and doc.content_hash == digest and doc.status != DocumentStatus.FAILED:
                 return IngestResult(source, "unchanged", doc.id, doc.chunk_count, warnings=list(doc.warnings))
         try:
-            loaded = load_bytes(raw, source, self.limits)
+            time_left = None if deadline is None else deadline - time.monotonic()
+            loaded = load_bytes(raw, source, self.limits, time_left)
         except LoadError as exc:
             return self._record_failure(kb_id, source, digest, len(raw), _reason(str(exc)))
 

@@ -93,14 +93,18 @@ def _html_to_markdown(html: str) -> tuple[str, str]:
     return "\n\n".join(lines), title
 
 
-def pdf_limits(limits: IngestSettings) -> PdfLimits:
-    """The PDF extractor's bounds from the ``ingest`` settings."""
+def pdf_limits(limits: IngestSettings, time_left_s: float | None = None) -> PdfLimits:
+    """The PDF extractor's bounds from the ``ingest`` settings, its clock cut to ``time_left_s`` if given."""
+    budget, setting = limits.pdf_time_budget_s, "ingest.pdf_time_budget_s"
+    if time_left_s is not None and time_left_s < budget:
+        budget, setting = time_left_s, "ingest.upload_time_budget_s"
     return PdfLimits(
         max_pages=limits.pdf_max_pages,
         max_stream_bytes=limits.pdf_max_stream_bytes,
         max_stream_tokens=limits.pdf_max_stream_tokens,
         max_chars=limits.max_text_chars,
-        time_budget_s=limits.pdf_time_budget_s,
+        time_budget_s=budget,
+        budget_setting=setting,
     )
 
 
@@ -122,8 +126,13 @@ def _first_heading(text: str) -> str:
     return ""
 
 
-def load_bytes(raw: bytes, source: str, limits: IngestSettings | None = None) -> LoadedDocument:
-    """Parse one file's bytes by its suffix. Raises LoadError for unsupported, empty or over-limit input."""
+def load_bytes(
+    raw: bytes, source: str, limits: IngestSettings | None = None, time_left_s: float | None = None
+) -> LoadedDocument:
+    """Parse one file's bytes by its suffix. Raises LoadError for unsupported, empty or over-limit input.
+
+    ``time_left_s`` is what remains of a larger budget (one upload's) for extracting a PDF.
+    """
     limits = limits or IngestSettings()
     suffix = PurePath(source).suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
@@ -137,7 +146,12 @@ def load_bytes(raw: bytes, source: str, limits: IngestSettings | None = None) ->
     title = ""
     try:
         if suffix == ".pdf":
-            text = extract_pdf_text(raw, pdf_limits(limits))
+            if time_left_s is not None and time_left_s <= 0:
+                raise LoadError(
+                    f"the upload spent its {limits.upload_time_budget_s:g} s of PDF extraction before this file; "
+                    "upload it on its own (ingest.upload_time_budget_s)"
+                )
+            text = extract_pdf_text(raw, pdf_limits(limits, time_left_s))
         elif suffix in (".html", ".htm"):
             text, title = _html_to_markdown(decode_bytes(raw))
         else:

@@ -28,6 +28,7 @@ class PdfLimits:
     max_stream_tokens: int = 100_000
     max_chars: int = 2_000_000
     time_budget_s: float = 3.0
+    budget_setting: str = "ingest.pdf_time_budget_s"  # named in the refusal: the setting to raise
 
 
 class _OutOfTime(Exception):
@@ -83,7 +84,7 @@ def extract_pdf_text(raw: bytes, limits: PdfLimits) -> str:
     except _OutOfTime:
         raise PdfRejected(
             f"PDF text extraction ran out of its {limits.time_budget_s:g} s budget on page {page_no} of {pages} "
-            "(ingest.pdf_time_budget_s)"
+            f"({limits.budget_setting})"
         ) from None
     except LimitReachedError as exc:
         raise PdfRejected(

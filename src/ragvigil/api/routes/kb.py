@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Path, Query, Request, UploadFile
@@ -43,10 +44,11 @@ async def upload_documents(
     """
     _check_upload(files, rt.settings.ingest.max_files_per_upload)
     results: list[IngestOut] = []
+    deadline = time.monotonic() + rt.settings.ingest.upload_time_budget_s  # one upload's PDF extraction, all files
     try:
         for f in files:
             raw = await f.read()
-            res = await run_in_threadpool(rt.ingestor.ingest_bytes, kb, f.filename or "", raw)
+            res = await run_in_threadpool(rt.ingestor.ingest_bytes, kb, f.filename or "", raw, deadline)
             metrics.DOCUMENTS_INGESTED.labels(res.outcome).inc()
             results.append(IngestOut(**res.__dict__))
     except Exception as exc:

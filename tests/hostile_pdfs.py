@@ -21,20 +21,27 @@ def deflate_repeated(chunk: bytes, times: int) -> bytes:
     return first + again * (times - 1) + end + adler.to_bytes(4, "big")
 
 
-def build_pdf(stream: bytes, pages: int = 1) -> bytes:
-    """A PDF whose ``pages`` pages all draw the same FlateDecode content ``stream`` (already deflated)."""
-    kids = " ".join(f"{4 + i} 0 R" for i in range(pages))
-    font = 4 + pages
+def build_pdf(stream: bytes | list[bytes], pages: int = 1) -> bytes:
+    """A PDF whose ``pages`` pages all draw the same FlateDecode content ``stream`` (already deflated).
+
+    Given a list of streams, page i draws stream i instead.
+    """
+    streams = stream if isinstance(stream, list) else [stream]
+    pages = len(streams) if isinstance(stream, list) else pages
+    first_page = 3 + len(streams)
+    font = first_page + pages
+    kids = " ".join(f"{first_page + i} 0 R" for i in range(pages))
     objs = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         f"<< /Type /Pages /Kids [{kids}] /Count {pages} >>".encode(),
-        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
     ]
-    page = (
-        f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R "
-        f"/Resources << /Font << /F1 {font} 0 R >> >> >>"
-    ).encode()
-    objs += [page] * pages
+    objs += [b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(s) + s + b"\nendstream" for s in streams]
+    for i in range(pages):
+        contents = 3 + (i if len(streams) > 1 else 0)
+        objs.append(
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {contents} 0 R "
+            f"/Resources << /Font << /F1 {font} 0 R >> >> >>".encode()
+        )
     objs.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
     out = bytearray(b"%PDF-1.4\n")
     offsets = []

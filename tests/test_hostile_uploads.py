@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from tests.conftest import make_settings
-from tests.hostile_pdfs import shared_stream_pdf, text_pdf, zip_bomb_pdf
+from tests.hostile_pdfs import build_pdf, shared_stream_pdf, text_ops, text_pdf, zip_bomb_pdf
 from tests.realservers import ServerUnavailable, create_database, postgres_server
 from typer.testing import CliRunner
 
@@ -191,6 +192,15 @@ def test_one_upload_shares_one_extraction_budget(tmp_path: Path) -> None:
 def test_pdf_extraction_is_bounded_and_says_which_limit(raw: bytes, limits: IngestSettings, reason: str) -> None:
     with pytest.raises(LoadError, match=reason):
         load_bytes(raw, "hostile.pdf", limits)
+
+
+def test_a_page_over_a_stream_limit_is_skipped_with_a_warning() -> None:
+    """A detailed chart on one page must not cost the rest of the document."""
+    normal = zlib.compress(text_ops("Refunds take 14 days", 1))
+    dense = zlib.compress(text_ops("x", 5000))
+    doc = load_bytes(build_pdf([normal, dense, normal]), "report.pdf", IngestSettings(pdf_max_stream_tokens=2000))
+    assert doc.text.count("Refunds take 14 days") == 2 and "x" not in doc.text
+    assert len(doc.warnings) == 1 and doc.warnings[0].startswith("PDF page 2 skipped: over a safety limit")
 
 
 def test_text_past_the_character_bound_is_refused() -> None:

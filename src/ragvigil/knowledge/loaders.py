@@ -144,6 +144,7 @@ def load_bytes(
             f"file has {len(raw)} bytes; at most {limits.max_file_bytes} are accepted (ingest.max_file_bytes)"
         )
     title = ""
+    pdf_warnings: list[str] = []
     try:
         if suffix == ".pdf":
             if time_left_s is not None and time_left_s <= 0:
@@ -151,7 +152,7 @@ def load_bytes(
                     f"the upload spent its {limits.upload_time_budget_s:g} s of PDF extraction before this file; "
                     "upload it on its own (ingest.upload_time_budget_s)"
                 )
-            text = extract_pdf_text(raw, pdf_limits(limits, time_left_s))
+            text, pdf_warnings = extract_pdf_text(raw, pdf_limits(limits, time_left_s))
         elif suffix in (".html", ".htm"):
             text, title = _html_to_markdown(decode_bytes(raw))
         else:
@@ -164,6 +165,7 @@ def load_bytes(
     if len(text) > limits.max_text_chars:
         raise LoadError(f"text has {len(text)} characters; at most {limits.max_text_chars} (ingest.max_text_chars)")
     text, warnings = repair_text(text)
+    warnings = pdf_warnings + warnings
     text = re.sub(r"[ \t]+\n", "\n", text).strip()
     if not text:
         raise LoadError("no extractable text (scanned PDF or empty markup?)")

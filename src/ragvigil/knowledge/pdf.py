@@ -48,8 +48,19 @@ def _pypdf_overrides(limits: PdfLimits) -> dict[str, int]:
     }
 
 
-def extract_pdf_text(raw: bytes, limits: PdfLimits) -> str:
-    """The text of every page, pages separated by a blank line. Raises PdfRejected."""
+def _over_limit(exc: Exception, limits: PdfLimits) -> str:
+    return (
+        f"over a safety limit ({exc}); a stream may inflate to {limits.max_stream_bytes} bytes "
+        f"(ingest.pdf_max_stream_bytes) and hold {limits.max_stream_tokens} tokens (ingest.pdf_max_stream_tokens)"
+    )
+
+
+def extract_pdf_text(raw: bytes, limits: PdfLimits) -> tuple[str, list[str]]:
+    """The text of every page (pages separated by a blank line) and warnings. Raises PdfRejected.
+
+    A page over a stream limit (a detailed chart can hold more operators than the rest of the
+    file) is skipped with a warning; when no page is left the PDF is refused.
+    """
     from pypdf import PdfReader, apply_configuration
     from pypdf.errors import LimitReachedError
 
@@ -60,6 +71,8 @@ def extract_pdf_text(raw: bytes, limits: PdfLimits) -> str:
             raise _OutOfTime
 
     page_no, pages = 0, 0
+    parts: list[str] = []
+    skipped: list[tuple[int, str]] = []
     try:
         with apply_configuration(**_pypdf_overrides(limits)):
             reader = PdfReader(io.BytesIO(raw))
@@ -68,11 +81,14 @@ def extract_pdf_text(raw: bytes, limits: PdfLimits) -> str:
                 raise PdfRejected(
                     f"PDF has {pages} pages; at most {limits.max_pages} are accepted (ingest.pdf_max_pages)"
                 )
-            parts: list[str] = []
             total = 0
             for page_no, page in enumerate(reader.pages, 1):
                 check_clock()
-                text = page.extract_text(visitor_operand_before=check_clock) or ""
+                try:
+                    text = page.extract_text(visitor_operand_before=check_clock) or ""
+                except LimitReachedError as exc:
+                    skipped.append((page_no, _over_limit(exc, limits)))
+                    continue
                 total += len(text)
                 if total > limits.max_chars:
                     raise PdfRejected(
@@ -87,11 +103,13 @@ def extract_pdf_text(raw: bytes, limits: PdfLimits) -> str:
             f"({limits.budget_setting})"
         ) from None
     except LimitReachedError as exc:
-        raise PdfRejected(
-            f"PDF exceeds a safety limit ({exc}); streams may inflate to {limits.max_stream_bytes} bytes "
-            f"(ingest.pdf_max_stream_bytes) and hold {limits.max_stream_tokens} tokens (ingest.pdf_max_stream_tokens)"
-        ) from None
+        raise PdfRejected(f"PDF is {_over_limit(exc, limits)}") from None
     except Exception as exc:  # pypdf raises many kinds on malformed files; each is this file's problem only
         log.info("pdf_unreadable", extra={"error": f"{type(exc).__name__}: {exc}"[:300]})
         raise PdfRejected(f"unreadable PDF: {type(exc).__name__}: {exc}") from None
-    return "\n\n".join(parts)
+    if skipped and len(skipped) == pages:
+        raise PdfRejected(f"every page of the PDF is {skipped[0][1]}")
+    warnings = [f"PDF page {n} skipped: {reason}" for n, reason in skipped[:5]]
+    if len(skipped) > 5:
+        warnings.append(f"{len(skipped) - 5} more PDF pages skipped for the same kind of reason")
+    return "\n\n".join(parts), warnings

@@ -203,6 +203,11 @@ def test_a_page_over_a_stream_limit_is_skipped_with_a_warning() -> None:
     assert len(doc.warnings) == 1 and doc.warnings[0].startswith("PDF page 2 skipped: over a safety limit")
 
 
+def test_html_past_its_byte_bound_is_refused_before_parsing() -> None:
+    with pytest.raises(LoadError, match=r"at most 2048 \(ingest.html_max_bytes\)"):
+        load_bytes(b"<p>hello world</p>" * 200, "big.html", IngestSettings(html_max_bytes=2048))
+
+
 def test_text_past_the_character_bound_is_refused() -> None:
     with pytest.raises(LoadError, match="at most 1000"):
         load_bytes(b"# Big\n" + b"a" * 2000, "big.txt", IngestSettings(max_text_chars=1000))

@@ -172,6 +172,9 @@ class IngestSettings(BaseModel):
     )
     max_files_per_upload: int = Field(100, ge=1, le=10_000, description="files in one upload request")
     max_text_chars: int = Field(2_000_000, ge=1000, description="characters of text one file may yield")
+    html_max_bytes: int = Field(
+        2_000_000, ge=1024, description="bytes of one HTML file (parsing costs ~2 s of CPU per MB)"
+    )
     pdf_max_pages: int = Field(500, ge=1, description="pages of one PDF")
     pdf_max_stream_bytes: int = Field(
         8_000_000, ge=1024, description="bytes one PDF stream may inflate to (a 1 MB file can inflate to 1 GiB)"

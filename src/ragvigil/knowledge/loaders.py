@@ -154,6 +154,10 @@ def load_bytes(
                 )
             text, pdf_warnings = extract_pdf_text(raw, pdf_limits(limits, time_left_s))
         elif suffix in (".html", ".htm"):
+            if len(raw) > limits.html_max_bytes:
+                raise LoadError(
+                    f"HTML file has {len(raw)} bytes; at most {limits.html_max_bytes} (ingest.html_max_bytes)"
+                )
             text, title = _html_to_markdown(decode_bytes(raw))
         else:
             text = decode_bytes(raw)

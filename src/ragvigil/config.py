@@ -171,7 +171,9 @@ class IngestSettings(BaseModel):
         20 * 1024 * 1024, ge=1, description="bytes per file (uploads are also under max_body_bytes)"
     )
     max_files_per_upload: int = Field(100, ge=1, le=10_000, description="files in one upload request")
-    max_text_chars: int = Field(2_000_000, ge=1000, description="characters of text one file may yield")
+    max_text_chars: int = Field(
+        1_000_000, ge=1000, description="characters of text one file may yield (tokenizing costs ~4 s per million)"
+    )
     html_max_bytes: int = Field(
         2_000_000, ge=1024, description="bytes of one HTML file (parsing costs ~2 s of CPU per MB)"
     )
@@ -186,7 +188,11 @@ class IngestSettings(BaseModel):
         3.0, gt=0, le=600, description="wall-clock seconds of text extraction per PDF (checked between operators)"
     )
     upload_time_budget_s: float = Field(
-        10.0, gt=0, le=3600, description="wall-clock seconds of PDF text extraction for all files of one API upload"
+        10.0,
+        gt=0,
+        le=3600,
+        description="wall-clock seconds for all files of one API upload: PDF extraction is cut to what is left, "
+        "a file reached after it fails (upload it again on its own)",
     )
 
 

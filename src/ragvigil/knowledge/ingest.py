@@ -91,7 +91,8 @@ class Ingestor:
         """Ingest one file's bytes into ``kb``; failures are recorded on the document, not raised.
 
         A source the documents table cannot hold is a failure reported only in the result.
-        ``deadline`` (``time.monotonic()``) bounds PDF extraction across the files of one upload.
+        ``deadline`` (``time.monotonic()``) bounds one upload: a file reached after it is a failure
+        reported only in the result (the file did nothing wrong), and PDF extraction is cut to it.
         """
         try:
             check_source(source)
@@ -103,8 +104,16 @@ class Ingestor:
             doc = s.scalar(select(Document).where(Document.kb_id == kb_id, Document.source == source))
             if doc is not None and doc.content_hash == digest and doc.status != DocumentStatus.FAILED:
                 return IngestResult(source, "unchanged", doc.id, doc.chunk_count, warnings=list(doc.warnings))
+        time_left = None if deadline is None else deadline - time.monotonic()
+        if time_left is not None and time_left <= 0:
+            spent = self.limits.upload_time_budget_s
+            return IngestResult(
+                source,
+                "failed",
+                error=f"the upload spent its {spent:g} s before this file; upload it on its own "
+                "(ingest.upload_time_budget_s)",
+            )
         try:
-            time_left = None if deadline is None else deadline - time.monotonic()
             loaded = load_bytes(raw, source, self.limits, time_left)
         except LoadError as exc:
             return self._record_failure(kb_id, source, digest, len(raw), _reason(str(exc)))

@@ -97,7 +97,7 @@ def pdf_limits(limits: IngestSettings, time_left_s: float | None = None) -> PdfL
     """The PDF extractor's bounds from the ``ingest`` settings, its clock cut to ``time_left_s`` if given."""
     budget, setting = limits.pdf_time_budget_s, "ingest.pdf_time_budget_s"
     if time_left_s is not None and time_left_s < budget:
-        budget, setting = time_left_s, "ingest.upload_time_budget_s"
+        budget, setting = max(time_left_s, 0.0), "ingest.upload_time_budget_s"
     return PdfLimits(
         max_pages=limits.pdf_max_pages,
         max_stream_bytes=limits.pdf_max_stream_bytes,
@@ -147,11 +147,6 @@ def load_bytes(
     pdf_warnings: list[str] = []
     try:
         if suffix == ".pdf":
-            if time_left_s is not None and time_left_s <= 0:
-                raise LoadError(
-                    f"the upload spent its {limits.upload_time_budget_s:g} s of PDF extraction before this file; "
-                    "upload it on its own (ingest.upload_time_budget_s)"
-                )
             text, pdf_warnings = extract_pdf_text(raw, pdf_limits(limits, time_left_s))
         elif suffix in (".html", ".htm"):
             if len(raw) > limits.html_max_bytes:

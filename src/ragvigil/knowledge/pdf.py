@@ -26,7 +26,7 @@ class PdfLimits:
     max_pages: int = 500
     max_stream_bytes: int = 8_000_000
     max_stream_tokens: int = 100_000
-    max_chars: int = 2_000_000
+    max_chars: int = 1_000_000
     time_budget_s: float = 3.0
     budget_setting: str = "ingest.pdf_time_budget_s"  # named in the refusal: the setting to raise
 

@@ -44,7 +44,7 @@ async def upload_documents(
     """
     _check_upload(files, rt.settings.ingest.max_files_per_upload)
     results: list[IngestOut] = []
-    deadline = time.monotonic() + rt.settings.ingest.upload_time_budget_s  # one upload's PDF extraction, all files
+    deadline = time.monotonic() + rt.settings.ingest.upload_time_budget_s  # bounds the whole upload
     try:
         for f in files:
             raw = await f.read()

@@ -97,7 +97,7 @@ def test_alertmanager_export_takes_the_url_and_never_guesses_it(
 
 
 # not covered yet: serve's options still name settings attributes (default: settings.host)
-_OWNED_ELSEWHERE = {"serve", "config"}
+_OWNED_ELSEWHERE = {"serve"}
 
 
 def _commands(cmd: object, path: tuple[str, ...] = ()):  # type: ignore[no-untyped-def]

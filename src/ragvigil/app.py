@@ -67,7 +67,7 @@ class Runtime:
         )
         self.vectors = FaissVectorStore(settings.index_dir, self.embedder.dim, rs.vector_index)
         self.catalog = Catalog(self.db)
-        self.ingestor = Ingestor(self.catalog, self.tokenizer, rs, self.vectors)
+        self.ingestor = Ingestor(self.catalog, self.tokenizer, rs, self.vectors, settings.ingest)
         self.retriever = HybridRetriever(self.catalog, self.tokenizer, self.embedder, self.vectors, rs)
         # its own engine: a batch of passages must never make questions wait behind it
         self.filler = VectorFiller(self.db, E5Embedder(threads=rs.embed_threads), self.vectors, batch=rs.embed_batch)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -27,14 +29,69 @@ keys_app = typer.Typer(
 app.add_typer(keys_app, name="keys")
 app.add_typer(alerts_app, name="alerts")
 _settings = load_settings_or_exit
+_KB_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # the same rule as the API's path and the default_kb setting
 
 
-def _runtime(settings: Settings):  # type: ignore[no-untyped-def]
+def _kb_name(value: str | None) -> str | None:
+    if value is not None and not _KB_NAME.fullmatch(value):
+        raise typer.BadParameter("1-64 characters: letters, digits, '_', '.' or '-'")
+    return value
+
+
+KbOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Knowledge base name", show_default="the default_kb setting, 'default' unless set", callback=_kb_name
+    ),
+]
+
+
+class SearchMode(StrEnum):
+    hybrid = "hybrid"
+    bm25 = "bm25"
+    vector = "vector"
+
+
+def _runtime(settings: Settings, apply_migrations: bool = True):  # type: ignore[no-untyped-def]
     from ragvigil.app import Runtime
     from ragvigil.ops.logging import configure_logging
 
     configure_logging("WARNING", settings.log_dir, settings.log_json, stream=sys.stderr)
-    return Runtime(settings)
+    return Runtime(settings, apply_migrations=apply_migrations)
+
+
+def _reader_runtime(settings: Settings, kb: str):  # type: ignore[no-untyped-def]
+    """A runtime for a command that only reads: exit 1 with the fix when there is nothing to read."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ragvigil.storage.schema import schema_problem
+
+    try:
+        problem = schema_problem(settings.db_url)
+    except SQLAlchemyError as exc:
+        err.print(f"[red]cannot reach the database[/red] ({str(exc).splitlines()[0][:200]}); check database_url")
+        raise typer.Exit(1) from None
+    if problem:
+        err.print(f"[red]{problem}[/red] (data dir {settings.data_dir})")
+        err.print("run `ragvigil migrate`, then `ragvigil ingest PATH` to add documents")
+        raise typer.Exit(1)
+    from ragvigil.knowledge.catalog import KnowledgeBaseNotFound
+
+    rt = _runtime(settings, apply_migrations=False)
+    try:
+        searchable = len(rt.catalog.bm25(kb))
+    except KnowledgeBaseNotFound:
+        unknown = _unknown_kb(rt, kb)
+        rt.close()
+        raise unknown from None
+    if not searchable:
+        others = [n for n in rt.catalog.kb_names() if n != kb]
+        rt.close()
+        err.print(f"[red]knowledge base {kb!r} has no searchable documents[/red]")
+        hint = f"; knowledge bases with documents may be among: {', '.join(others)} (--kb)" if others else ""
+        err.print(f"add some with `ragvigil ingest PATH --kb {kb}`{hint}")
+        raise typer.Exit(1)
+    return rt
 
 
 @config_app.command("show")
@@ -70,24 +127,34 @@ def migrate() -> None:
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Files or directories (.md .txt .html .pdf)")],
-    kb: Annotated[str | None, typer.Option(help="Knowledge base name (default: settings.default_kb)")] = None,
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Files or directories (.md .markdown .txt .html .htm .pdf); hidden files skipped"),
+    ],
+    kb: KbOpt = None,
     vectors: Annotated[
         bool,
         typer.Option("--vectors/--defer-vectors", help="Embed now, or leave it to the server's background worker"),
     ] = True,
 ) -> None:
-    """Ingest files; a bad file is reported and the rest continue. Exit 1 if any file failed."""
-    from ragvigil.knowledge.loaders import discover
+    """Ingest files; a bad file is reported and the rest continue. Exit 1 if any file failed or none was found."""
+    from ragvigil.knowledge.loaders import SUPPORTED_SUFFIXES, discover
 
     s = _settings()
-    rt = _runtime(s)
     kb = kb or s.default_kb
-    files = discover(paths)
     missing = [p for p in paths if not p.exists()]
+    files = [f for f in discover(paths) if f.exists()]
+    if not files and not missing:
+        err.print(
+            f"[red]nothing to ingest:[/red] no files in {', '.join(map(str, paths))} "
+            f"(supported: {' '.join(SUPPORTED_SUFFIXES)})"
+        )
+        raise typer.Exit(1)
     counts = {"created": 0, "updated": 0, "unchanged": 0, "failed": 0}
     failures: list[tuple[str, str]] = [(str(p), "no such file or directory") for p in missing]
     counts["failed"] += len(missing)
+    max_bytes = s.ingest.max_file_bytes
+    rt = _runtime(s)
     try:
         with Progress(
             TextColumn("{task.description}"),
@@ -98,14 +165,15 @@ def ingest(
         ) as progress:
             task = progress.add_task("ingesting", total=len(files))
             for path in files:
-                if not path.exists():
-                    progress.advance(task)
-                    continue
                 try:
+                    size = path.stat().st_size
+                    if size > max_bytes:
+                        raise ValueError(f"file has {size} bytes; at most {max_bytes} (ingest.max_file_bytes)")
                     raw = path.read_bytes()
-                except OSError as exc:
+                except (OSError, ValueError) as exc:
                     counts["failed"] += 1
-                    failures.append((str(path), f"cannot read file: {exc.strerror}"))
+                    reason = str(exc) if isinstance(exc, ValueError) else f"cannot read file: {exc.strerror}"
+                    failures.append((str(path), reason))
                     progress.advance(task)
                     continue
                 res = rt.ingestor.ingest_bytes(kb, str(path), raw)
@@ -123,8 +191,8 @@ def ingest(
                 rt.vectors.flush()
     finally:
         rt.close()
-    for path, reason in failures:
-        err.print(f"[red]failed[/red] {path}: {reason}")
+    for path_text, reason in failures:
+        err.print(f"[red]failed[/red] {path_text}: {reason}")
     console.print(", ".join(f"{v} {k}" for k, v in counts.items()) + f" (knowledge base {kb!r})")
     if counts["failed"]:
         raise typer.Exit(1)
@@ -139,21 +207,21 @@ def _unknown_kb(rt, kb: str) -> typer.Exit:  # type: ignore[no-untyped-def]
 
 @app.command()
 def search(
-    query: str,
-    kb: Annotated[str | None, typer.Option()] = None,
-    k: Annotated[int, typer.Option("-k", min=1, max=50)] = 5,
-    mode: Annotated[str, typer.Option(help="hybrid, bm25 or vector")] = "hybrid",
+    query: Annotated[str, typer.Argument(help="What to look for (up to 2000 characters)")],
+    kb: KbOpt = None,
+    k: Annotated[int, typer.Option("-k", min=1, max=50, help="How many hits to show")] = 5,
+    mode: Annotated[
+        SearchMode, typer.Option(help="hybrid fuses BM25 and vector ranks; bm25 or vector alone")
+    ] = SearchMode.hybrid,
     as_json: Annotated[bool, typer.Option("--json", help="Print the hits as JSON")] = False,
 ) -> None:
-    """Print the retrieval hits for a query."""
+    """Print the retrieval hits for a query. Exit 1 when the knowledge base has no documents."""
     s = _settings()
-    rt = _runtime(s)
-    from ragvigil.knowledge.catalog import KnowledgeBaseNotFound
-
+    _check_length("QUERY", query, 2000)
+    kb = kb or s.default_kb
+    rt = _reader_runtime(s, kb)
     try:
-        result = rt.retriever.search(kb or s.default_kb, query, k, mode)
-    except KnowledgeBaseNotFound:
-        raise _unknown_kb(rt, kb or s.default_kb) from None
+        result = rt.retriever.search(kb, query, k, mode.value)
     finally:
         rt.close()
     if as_json:
@@ -176,26 +244,38 @@ def search(
         err.print(f"[yellow]vector search unavailable:[/yellow] {result.vector_error}")
 
 
+def _check_length(name: str, text: str, limit: int) -> None:
+    if not text.strip():
+        raise typer.BadParameter("must not be blank", param_hint=name)
+    if len(text) > limit:
+        raise typer.BadParameter(f"{len(text)} characters; at most {limit}", param_hint=name)
+
+
 @app.command()
 def ask(
-    question: str,
-    kb: Annotated[str | None, typer.Option()] = None,
-    session: Annotated[str | None, typer.Option(help="Continue this session")] = None,
+    question: Annotated[str, typer.Argument(help="The question, as a user would ask it")],
+    kb: KbOpt = None,
+    session: Annotated[
+        str | None, typer.Option(help="Continue this session (its id is printed after each answer)")
+    ] = None,
 ) -> None:
-    """Answer a question from the knowledge base (the same pipeline as the API)."""
+    """Answer a question from the knowledge base (the same pipeline as the API). Exit 1 when it has no documents."""
     from ragvigil.chat.pipeline import Turn
     from ragvigil.chat.sessions import SessionNotFound
-    from ragvigil.knowledge.catalog import KnowledgeBaseNotFound
 
     s = _settings()
-    rt = _runtime(s)
+    _check_length("QUESTION", question, s.max_message_chars)
+    if session is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", session):
+        raise typer.BadParameter("a session id is 1-64 letters, digits, '_' or '-'", param_hint="--session")
+    kb = kb or s.default_kb
+    rt = _reader_runtime(s, kb)
     try:
-        turn = rt.pipeline.run(Turn(message=question, kb=kb or s.default_kb, session_id=session))
-    except KnowledgeBaseNotFound:
-        raise _unknown_kb(rt, kb or s.default_kb) from None
+        turn = rt.pipeline.run(Turn(message=question, kb=kb, session_id=session))
     except SessionNotFound:
         # sessions belong to whoever opened them: the CLI continues only the sessions it opened
-        err.print(f"[red]no chat session {session!r} opened from the command line[/red]")
+        err.print(
+            f"[red]no chat session {session!r} opened from the command line[/red]; leave out --session to start one"
+        )
         raise typer.Exit(1) from None
     finally:
         rt.close()
@@ -269,7 +349,7 @@ def _access():  # type: ignore[no-untyped-def]
 
 @keys_app.command("create")
 def keys_create(
-    name: str,
+    name: Annotated[str, typer.Argument(help="Who or what the key is for, e.g. ops-lead or the web front end")],
     role: Annotated[str, typer.Option(help="client, viewer, operator or admin")] = "client",
 ) -> None:
     """Create a key; it is printed once and only its hash is stored."""
@@ -285,7 +365,7 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def keys_list(as_json: Annotated[bool, typer.Option("--json", help="Print the keys as JSON")] = False) -> None:
     """Keys with role, creation, last use and revocation (never the key itself)."""
     keys, _ = _access()
     rows = keys.list()
@@ -340,9 +420,9 @@ def keys_revoke(key: Annotated[str, typer.Argument(help="key id or prefix")]) ->
 
 @app.command()
 def audit(
-    action: Annotated[str | None, typer.Option()] = None,
-    actor: Annotated[str | None, typer.Option()] = None,
-    limit: Annotated[int, typer.Option(min=1)] = 50,
+    action: Annotated[str | None, typer.Option(help="Only this action, e.g. key.create or document.upload")] = None,
+    actor: Annotated[str | None, typer.Option(help="Only this actor (an API key's name, or cli:USER)")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="How many entries, newest first")] = 50,
 ) -> None:
     """The audit trail of operator and admin actions, newest first."""
     _, log = _access()
@@ -354,10 +434,18 @@ def audit(
     console.print(table)
 
 
-SinceOpt = Annotated[str | None, typer.Option("--since", help="ISO-8601 time or 15m / 2h / 7d ago")]
-UntilOpt = Annotated[str | None, typer.Option("--until", help="ISO-8601 time or 15m / 2h / 7d ago")]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option("--since", help="From this time on: ISO-8601, or 15m / 2h / 7d ago", show_default="the oldest line"),
+]
+UntilOpt = Annotated[
+    str | None,
+    typer.Option("--until", help="Up to this time: ISO-8601, or 15m / 2h / 7d ago", show_default="now"),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
-LogDirOpt = Annotated[Path | None, typer.Option("--log-dir", help="default: <data dir>/logs")]
+LogDirOpt = Annotated[
+    Path | None, typer.Option("--log-dir", help="Where the log files are", show_default="<data_dir>/logs")
+]
 
 
 def _read_logs(log_dir: Path | None, since: str | None, until: str | None):  # type: ignore[no-untyped-def]
@@ -398,7 +486,7 @@ def _emit(result: object, stats, as_json: bool, table: Table | None) -> None:  #
 def logs_errors(
     since: SinceOpt = None,
     until: UntilOpt = None,
-    top: Annotated[int, typer.Option(min=1)] = 20,
+    top: Annotated[int, typer.Option(min=1, max=1000, help="How many error kinds to show")] = 20,
     as_json: JsonOpt = False,
     log_dir: LogDirOpt = None,
 ) -> None:
@@ -511,7 +599,11 @@ def logs_messages(
 
 @logs_app.command("session")
 def logs_session(
-    session_id: str, since: SinceOpt = None, until: UntilOpt = None, as_json: JsonOpt = False, log_dir: LogDirOpt = None
+    session_id: Annotated[str, typer.Argument(help="A chat session id (the API's session_id)")],
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    as_json: JsonOpt = False,
+    log_dir: LogDirOpt = None,
 ) -> None:
     """Every log line of one chat session, in time order, across all files."""
     records, stats = _read_logs(log_dir, since, until)
@@ -520,7 +612,11 @@ def logs_session(
 
 @logs_app.command("user")
 def logs_user(
-    user_id: str, since: SinceOpt = None, until: UntilOpt = None, as_json: JsonOpt = False, log_dir: LogDirOpt = None
+    user_id: Annotated[str, typer.Argument(help="A user id as the client sent it (user_id)")],
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    as_json: JsonOpt = False,
+    log_dir: LogDirOpt = None,
 ) -> None:
     """Every log line of one user, in time order, across all files."""
     records, stats = _read_logs(log_dir, since, until)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -33,7 +34,9 @@ def check(rule_file: Annotated[Path, typer.Argument(help="a Prometheus rule file
 
 @alerts_app.command("rules")
 def list_rules(
-    rule_file: Annotated[Path | None, typer.Option("--rules", help="default: the configured rules")] = None,
+    rule_file: Annotated[
+        Path | None, typer.Option("--rules", help="A rule file to list", show_default="the configured rules")
+    ] = None,
 ) -> None:
     """The rules in force: name, severity, for, expression."""
     from rich.table import Table
@@ -44,34 +47,66 @@ def list_rules(
     console.print(table)
 
 
+class ExportFormat(StrEnum):
+    prometheus = "prometheus"
+    alertmanager = "alertmanager"
+
+
+WEBHOOK_PATH = "/api/v1/ops/alerts/webhook"
+
+
 @alerts_app.command("export")
 def export(
-    fmt: Annotated[str, typer.Option("--format", help="prometheus | alertmanager")] = "prometheus",
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="file to write (default: stdout)")] = None,
-    rule_file: Annotated[Path | None, typer.Option("--rules", help="default: the configured rules")] = None,
-    webhook_url: Annotated[
-        str | None, typer.Option(help="ragvigil's webhook (default: http://HOST:PORT/api/v1/ops/alerts/webhook)")
+    fmt: Annotated[
+        ExportFormat,
+        typer.Option("--format", help="prometheus: a rule file; alertmanager: a config that reports to ragvigil"),
+    ] = ExportFormat.prometheus,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="File to write", show_default="stdout")] = None,
+    rule_file: Annotated[
+        Path | None, typer.Option("--rules", help="The rule file to export", show_default="the configured rules")
     ] = None,
-    api_key: Annotated[str | None, typer.Option(help="API key Alertmanager sends (operator role)")] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help=f"ragvigil's base URL as Alertmanager reaches it, e.g. http://ragvigil:8000 (webhook: {WEBHOOK_PATH})",
+            show_default="the alerts.external_url setting",
+        ),
+    ] = None,
+    webhook_url: Annotated[
+        str | None, typer.Option(help="The full webhook URL, when it is not --url + the webhook path")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="API key (operator role) Alertmanager sends", show_default="none")
+    ] = None,
 ) -> None:
     """Write the rules as a Prometheus rule file, or an Alertmanager config reporting to ragvigil."""
     from ragvigil.ops.alerts.export import to_alertmanager, to_prometheus
 
-    if fmt == "prometheus":
-        settings = load_settings_or_exit()
+    settings = load_settings_or_exit()
+    if fmt is ExportFormat.prometheus:
         text = to_prometheus(_rules(rule_file), settings.alerts.eval_interval)
-    elif fmt == "alertmanager":
-        settings = load_settings_or_exit()
-        url = webhook_url or f"http://{settings.host}:{settings.port}/api/v1/ops/alerts/webhook"
-        text = to_alertmanager(url, api_key)
     else:
-        err.print(f"[red]unknown format {fmt!r}[/red]: use prometheus or alertmanager")
-        raise typer.Exit(2)
+        text = to_alertmanager(_webhook_url(webhook_url, url or settings.alerts.external_url), api_key)
     if output is None:
         print(text, end="")
     else:
         output.write_text(text, encoding="utf-8")
         err.print(f"wrote {output}")
+
+
+def _webhook_url(webhook_url: str | None, base: str) -> str:
+    """Where Alertmanager posts: only the operator knows how it reaches ragvigil, so it is never guessed."""
+    url = webhook_url or (base.rstrip("/") + WEBHOOK_PATH if base else "")
+    if not url:
+        err.print(
+            "[red]where does Alertmanager reach ragvigil?[/red] give --url http://HOST:PORT "
+            "(or set alerts.external_url, or give --webhook-url)"
+        )
+        raise typer.Exit(2)
+    if not url.startswith(("http://", "https://")):
+        err.print(f"[red]not an http(s) URL:[/red] {url}")
+        raise typer.Exit(2)
+    return url
 
 
 def _db():  # type: ignore[no-untyped-def]
@@ -89,7 +124,7 @@ def _print_json(data: object) -> None:
 
 
 @alerts_app.command("list")
-def list_active(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def list_active(as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
     """Firing alerts of the open incidents (what the running service recorded)."""
     from rich.table import Table
 
@@ -184,8 +219,8 @@ def silence(
 
 @alerts_app.command("history")
 def history(
-    since: Annotated[str, typer.Option(help="e.g. 24h, 7d")] = "24h",
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    since: Annotated[str, typer.Option(help="How far back, e.g. 24h, 7d")] = "24h",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """Incidents opened in the window, each with its timeline."""
     from datetime import UTC, datetime, timedelta
@@ -213,7 +248,9 @@ def history(
 
 
 @alerts_app.command("test-channel")
-def test_channel(name: Annotated[str, typer.Argument(help="a channel from settings.alerts.channels")]) -> None:
+def test_channel(
+    name: Annotated[str, typer.Argument(help="A channel name from the alerts.channels setting")],
+) -> None:
     """Send a test notification through one configured channel; exit 1 when it fails."""
     from ragvigil.ops.alerts.channels import build_channel, test_notification
     from ragvigil.ops.alerts.notifier import Notifier
@@ -234,8 +271,10 @@ def test_channel(name: Annotated[str, typer.Argument(help="a channel from settin
 def backtest_cmd(
     rule_file: Annotated[Path, typer.Argument(help="the rule file to try")],
     since: Annotated[str, typer.Option(help="how far back, e.g. 24h")] = "24h",
-    step: Annotated[str, typer.Option(help="evaluation step (default: the recording interval)")] = "",
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    step: Annotated[
+        str, typer.Option(help="Evaluation step, e.g. 15s", show_default="the alerts.record_interval setting")
+    ] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """Replay the recorded signals through RULE_FILE: when each rule would have fired and resolved."""
     import time
@@ -279,9 +318,9 @@ def backtest_cmd(
 
 @alerts_app.command("deliveries")
 def deliveries(
-    channel: Annotated[str | None, typer.Option(help="only this channel")] = None,
-    limit: Annotated[int, typer.Option(help="how many, newest first")] = 30,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    channel: Annotated[str | None, typer.Option(help="Only this channel", show_default="all")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="How many, newest first")] = 30,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """The delivery log: each notification, channel, outcome, attempts and error."""
     from rich.table import Table

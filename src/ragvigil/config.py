@@ -213,6 +213,38 @@ class AlertSettings(Section):
         return v
 
 
+class IngestSettings(BaseModel):
+    """Bounds on one ingested file, so a hostile file costs a few seconds of CPU, not minutes or the process."""
+
+    max_file_bytes: int = Field(
+        20 * 1024 * 1024, ge=1, description="bytes per file (uploads are also under max_body_bytes)"
+    )
+    max_files_per_upload: int = Field(100, ge=1, le=10_000, description="files in one upload request")
+    max_text_chars: int = Field(
+        1_000_000, ge=1000, description="characters of text one file may yield (tokenizing costs ~4 s per million)"
+    )
+    html_max_bytes: int = Field(
+        2_000_000, ge=1024, description="bytes of one HTML file (parsing costs ~2 s of CPU per MB)"
+    )
+    pdf_max_pages: int = Field(500, ge=1, description="pages of one PDF")
+    pdf_max_stream_bytes: int = Field(
+        8_000_000, ge=1024, description="bytes one PDF stream may inflate to (a 1 MB file can inflate to 1 GiB)"
+    )
+    pdf_max_stream_tokens: int = Field(
+        100_000, ge=1000, description="operators and operands parsed per PDF content stream (a dense page has ~10k)"
+    )
+    pdf_time_budget_s: float = Field(
+        3.0, gt=0, le=600, description="wall-clock seconds of text extraction per PDF (checked between operators)"
+    )
+    upload_time_budget_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="wall-clock seconds for all files of one API upload: PDF extraction is cut to what is left, "
+        "a file reached after it fails (upload it again on its own)",
+    )
+
+
 class Settings(BaseSettings):
     """Settings of one ragvigil instance. Every file it writes lives under ``data_dir``."""
 
@@ -264,6 +296,7 @@ class Settings(BaseSettings):
     open_probes: bool = Field(True, description="/health/* and /metrics without a key (Prometheus, kubelet)")
     min_free_disk_mb: int = Field(200, ge=0, description="below this the disk check fails")
     alerts: AlertSettings = AlertSettings()
+    ingest: IngestSettings = IngestSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -7,15 +7,17 @@ A document is searchable by BM25 as soon as this returns; its vectors are filled
 from __future__ import annotations
 
 import hashlib
+import time
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Literal
 
 from sqlalchemy import delete, func, select
 
-from ragvigil.config import RetrievalSettings
+from ragvigil.config import IngestSettings, RetrievalSettings
 from ragvigil.knowledge.catalog import Catalog
 from ragvigil.knowledge.chunking import chunk_text
-from ragvigil.knowledge.loaders import LoadError, load_bytes
+from ragvigil.knowledge.loaders import LoadError, load_bytes, strip_controls
 from ragvigil.knowledge.tokenize import Tokenizer
 from ragvigil.knowledge.vectorstore import VectorStore
 from ragvigil.storage.models import Chunk, Document, DocumentStatus
@@ -37,6 +39,32 @@ class DocumentNotFound(LookupError):
     pass
 
 
+class InvalidSource(ValueError):
+    """A file name that cannot be a document's source; the message says why."""
+
+
+MAX_SOURCE_CHARS = 1024  # the documents.source column
+MAX_ERROR_CHARS = 1000  # a failure reason quotes parser messages, which may quote the file
+
+
+def check_source(source: str) -> None:
+    """Refuse a name the documents table cannot hold, on every backend alike (PostgreSQL rejects NUL).
+
+    Raises InvalidSource before anything touches the database.
+    """
+    if not source.strip():
+        raise InvalidSource("file name is empty")
+    if len(source) > MAX_SOURCE_CHARS:
+        raise InvalidSource(f"file name has {len(source)} characters; at most {MAX_SOURCE_CHARS}")
+    for ch in source:
+        if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp"):
+            raise InvalidSource(f"file name contains the control character U+{ord(ch):04X}")
+
+
+def _reason(text: str) -> str:
+    return strip_controls(text)[:MAX_ERROR_CHARS]
+
+
 def indexable_text(title: str, anchor: str, text: str) -> str:
     """What BM25 and the embedder see: the heading path gives a chunk its context."""
     head = anchor if anchor.startswith(title) else f"{title} > {anchor}" if anchor else title
@@ -50,25 +78,45 @@ class Ingestor:
         tokenizer: Tokenizer,
         settings: RetrievalSettings,
         store: VectorStore | None = None,
+        limits: IngestSettings | None = None,
     ) -> None:
         self.catalog = catalog
         self.db = catalog.db
         self.tokenizer = tokenizer
         self.settings = settings
         self.store = store
+        self.limits = limits or IngestSettings()
 
-    def ingest_bytes(self, kb: str, source: str, raw: bytes) -> IngestResult:
-        """Ingest one file's bytes into ``kb``; failures are recorded on the document, not raised."""
+    def ingest_bytes(self, kb: str, source: str, raw: bytes, deadline: float | None = None) -> IngestResult:
+        """Ingest one file's bytes into ``kb``; failures are recorded on the document, not raised.
+
+        A source the documents table cannot hold is a failure reported only in the result.
+        ``deadline`` (``time.monotonic()``) bounds one upload: a file reached after it is a failure
+        reported only in the result (the file did nothing wrong), and PDF extraction is cut to it.
+        """
+        try:
+            check_source(source)
+        except InvalidSource as exc:
+            return IngestResult(source, "failed", error=str(exc))
         kb_id = self.catalog.kb_id(kb, create=True)
         digest = hashlib.sha256(raw).hexdigest()
         with self.db.session() as s:
             doc = s.scalar(select(Document).where(Document.kb_id == kb_id, Document.source == source))
             if doc is not None and doc.content_hash == digest and doc.status != DocumentStatus.FAILED:
                 return IngestResult(source, "unchanged", doc.id, doc.chunk_count, warnings=list(doc.warnings))
+        time_left = None if deadline is None else deadline - time.monotonic()
+        if time_left is not None and time_left <= 0:
+            spent = self.limits.upload_time_budget_s
+            return IngestResult(
+                source,
+                "failed",
+                error=f"the upload spent its {spent:g} s before this file; upload it on its own "
+                "(ingest.upload_time_budget_s)",
+            )
         try:
-            loaded = load_bytes(raw, source)
+            loaded = load_bytes(raw, source, self.limits, time_left)
         except LoadError as exc:
-            return self._record_failure(kb_id, source, digest, len(raw), str(exc))
+            return self._record_failure(kb_id, source, digest, len(raw), _reason(str(exc)))
 
         pieces = chunk_text(loaded.text, loaded.title, self.settings.chunk_chars, self.settings.chunk_overlap)
         rows = [(p, " ".join(self.tokenizer.tokens(indexable_text(loaded.title, p.anchor, p.text)))) for p in pieces]
@@ -112,7 +160,7 @@ class Ingestor:
         with self.db.session(write=True) as s:
             doc = s.scalar(select(Document).where(Document.kb_id == kb_id, Document.source == source))
             if doc is None:
-                doc = Document(kb_id=kb_id, source=source, title=source.rsplit("/", 1)[-1])
+                doc = Document(kb_id=kb_id, source=source, title=source.rsplit("/", 1)[-1][:500])
                 s.add(doc)
             elif doc.chunk_count:
                 # keep serving the previous good version; say why the new one was refused

@@ -8,7 +8,6 @@ partial, and the document carries a warning instead of being indexed as if clean
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -16,6 +15,9 @@ from pathlib import Path, PurePath
 import ftfy
 from bs4 import BeautifulSoup
 from ftfy.badness import is_bad
+
+from ragvigil.config import IngestSettings
+from ragvigil.knowledge.pdf import PdfLimits, PdfRejected, extract_pdf_text
 
 SUPPORTED_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf")
 
@@ -91,15 +93,29 @@ def _html_to_markdown(html: str) -> tuple[str, str]:
     return "\n\n".join(lines), title
 
 
-def _pdf_text(raw: bytes) -> str:
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+def pdf_limits(limits: IngestSettings, time_left_s: float | None = None) -> PdfLimits:
+    """The PDF extractor's bounds from the ``ingest`` settings, its clock cut to ``time_left_s`` if given."""
+    budget, setting = limits.pdf_time_budget_s, "ingest.pdf_time_budget_s"
+    if time_left_s is not None and time_left_s < budget:
+        budget, setting = max(time_left_s, 0.0), "ingest.upload_time_budget_s"
+    return PdfLimits(
+        max_pages=limits.pdf_max_pages,
+        max_stream_bytes=limits.pdf_max_stream_bytes,
+        max_stream_tokens=limits.pdf_max_stream_tokens,
+        max_chars=limits.max_text_chars,
+        time_budget_s=budget,
+        budget_setting=setting,
+    )
 
-    try:
-        reader = PdfReader(io.BytesIO(raw))
-        return "\n\n".join((page.extract_text() or "") for page in reader.pages)
-    except (PdfReadError, ValueError, KeyError) as exc:
-        raise LoadError(f"unreadable PDF: {exc}") from exc
+
+# C0 controls except tab/newline/carriage return, DEL, and lone surrogates: PostgreSQL refuses
+# NUL in text, and none of them carries meaning in a help-centre article.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]|[\ud800-\udfff]")
+
+
+def strip_controls(text: str) -> str:
+    """Drop control characters (form feed becomes a line break, a page break in text exports)."""
+    return _CONTROL.sub("", text.replace("\x0c", "\n"))
 
 
 def _first_heading(text: str) -> str:
@@ -110,21 +126,45 @@ def _first_heading(text: str) -> str:
     return ""
 
 
-def load_bytes(raw: bytes, source: str) -> LoadedDocument:
-    """Parse one file's bytes by its suffix. Raises LoadError for unsupported or empty input."""
+def load_bytes(
+    raw: bytes, source: str, limits: IngestSettings | None = None, time_left_s: float | None = None
+) -> LoadedDocument:
+    """Parse one file's bytes by its suffix. Raises LoadError for unsupported, empty or over-limit input.
+
+    ``time_left_s`` is what remains of a larger budget (one upload's) for extracting a PDF.
+    """
+    limits = limits or IngestSettings()
     suffix = PurePath(source).suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise LoadError(f"unsupported file type {suffix or '(none)'}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
     if not raw.strip():
         raise LoadError("empty file")
+    if len(raw) > limits.max_file_bytes:
+        raise LoadError(
+            f"file has {len(raw)} bytes; at most {limits.max_file_bytes} are accepted (ingest.max_file_bytes)"
+        )
     title = ""
-    if suffix == ".pdf":
-        text = _pdf_text(raw)
-    elif suffix in (".html", ".htm"):
-        text, title = _html_to_markdown(decode_bytes(raw))
-    else:
-        text = decode_bytes(raw)
+    pdf_warnings: list[str] = []
+    try:
+        if suffix == ".pdf":
+            text, pdf_warnings = extract_pdf_text(raw, pdf_limits(limits, time_left_s))
+        elif suffix in (".html", ".htm"):
+            if len(raw) > limits.html_max_bytes:
+                raise LoadError(
+                    f"HTML file has {len(raw)} bytes; at most {limits.html_max_bytes} (ingest.html_max_bytes)"
+                )
+            text, title = _html_to_markdown(decode_bytes(raw))
+        else:
+            text = decode_bytes(raw)
+    except PdfRejected as exc:
+        raise LoadError(str(exc)) from None
+    except (RecursionError, ValueError) as exc:  # markup nested too deep for the parser, or broken beyond repair
+        raise LoadError(f"unreadable {suffix} file: {type(exc).__name__}: {exc}") from None
+    text = strip_controls(text)
+    if len(text) > limits.max_text_chars:
+        raise LoadError(f"text has {len(text)} characters; at most {limits.max_text_chars} (ingest.max_text_chars)")
     text, warnings = repair_text(text)
+    warnings = pdf_warnings + warnings
     text = re.sub(r"[ \t]+\n", "\n", text).strip()
     if not text:
         raise LoadError("no extractable text (scanned PDF or empty markup?)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Path, Query, Request, UploadFile
@@ -11,9 +13,11 @@ from ragvigil.api.deps import client_address, get_runtime, require
 from ragvigil.api.errors import ApiError
 from ragvigil.api.schemas import KB_PATTERN, DocumentOut, IngestOut
 from ragvigil.app import Runtime
+from ragvigil.knowledge.ingest import InvalidSource, check_source
 from ragvigil.ops import metrics
 from ragvigil.ops.access import Principal, Role
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["knowledge"])
 KbName = Annotated[str, Path(pattern=KB_PATTERN)]
 
@@ -34,26 +38,69 @@ async def upload_documents(
     rt: Runtime = Depends(get_runtime),
     who: Principal = Depends(require(Role.operator)),
 ) -> list[IngestOut]:
-    """Upload one or more files (form field ``file``). Each file's outcome is reported separately."""
-    results = []
-    for f in files:
-        if not f.filename:
-            raise ApiError(422, "validation_error", "every uploaded file needs a file name", "file")
-        raw = await f.read()
-        res = await run_in_threadpool(rt.ingestor.ingest_bytes, kb, f.filename, raw)
-        metrics.DOCUMENTS_INGESTED.labels(res.outcome).inc()
-        results.append(IngestOut(**res.__dict__))
-    await run_in_threadpool(
-        rt.audit.record,
-        who,
-        "document.upload",
-        "failed" if any(r.outcome == "failed" for r in results) else "ok",
-        f"kb:{kb}",
-        client_address(request),
-        {"files": [{"source": r.source, "outcome": r.outcome, "error": r.error} for r in results]},
-    )
+    """Upload one or more files (form field ``file``). Each file's outcome is reported separately.
+
+    Every file name is checked before any file is stored, so a refused upload stores nothing.
+    """
+    _check_upload(files, rt.settings.ingest.max_files_per_upload)
+    results: list[IngestOut] = []
+    deadline = time.monotonic() + rt.settings.ingest.upload_time_budget_s  # bounds the whole upload
+    try:
+        for f in files:
+            raw = await f.read()
+            res = await run_in_threadpool(rt.ingestor.ingest_bytes, kb, f.filename or "", raw, deadline)
+            metrics.DOCUMENTS_INGESTED.labels(res.outcome).inc()
+            results.append(IngestOut(**res.__dict__))
+    except Exception as exc:
+        # the files before this one are stored: the audit trail says so, and which file broke off the upload
+        broken = files[len(results)].filename or ""
+        detail = [*_outcomes(results), {"source": broken, "outcome": "error", "error": type(exc).__name__}]
+        await _audit_upload(request, rt, who, kb, "error", detail, raise_errors=False)
+        raise
+    result = "failed" if any(r.outcome == "failed" for r in results) else "ok"
+    await _audit_upload(request, rt, who, kb, result, _outcomes(results))
     rt.filler.wake()
     return results
+
+
+def _check_upload(files: list[UploadFile], max_files: int) -> None:
+    """422 naming the field for a name the documents table cannot hold (NUL, control characters, >1024)."""
+    if len(files) > max_files:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"{len(files)} files in one upload; at most {max_files} (ingest.max_files_per_upload)",
+            "file",
+        )
+    for i, f in enumerate(files, 1):
+        try:
+            check_source(f.filename or "")
+        except InvalidSource as exc:
+            name = repr((f.filename or "")[:80])
+            raise ApiError(422, "validation_error", f"file {i} ({name}): {exc}", "file") from None
+
+
+def _outcomes(results: list[IngestOut]) -> list[dict[str, str | None]]:
+    return [{"source": r.source, "outcome": r.outcome, "error": r.error} for r in results]
+
+
+async def _audit_upload(
+    request: Request,
+    rt: Runtime,
+    who: Principal,
+    kb: str,
+    result: str,
+    files: list[dict[str, str | None]],
+    raise_errors: bool = True,
+) -> None:
+    try:
+        await run_in_threadpool(
+            rt.audit.record, who, "document.upload", result, f"kb:{kb}", client_address(request), {"files": files}
+        )
+    except Exception:
+        if raise_errors:
+            raise
+        log.exception("audit_record_failed", extra={"action": "document.upload"})
 
 
 @router.get("/kb/{kb}/documents", response_model=list[DocumentOut], dependencies=[Viewer])

@@ -41,14 +41,14 @@ def test_reading_a_data_dir_without_a_database_says_to_migrate(data_dir: Path, c
 def test_ask_on_an_empty_knowledge_base_says_how_to_fill_it(data_dir: Path, tmp_path: Path) -> None:
     assert _run("migrate")[0] == 0
     code, out = _run("ask", "How do I export my notes?")
-    assert code == 1 and "knowledge base 'default' has no searchable documents" in out
+    assert code == 1 and "no knowledge base named 'default'" in out  # nothing was ever ingested into it
     assert "`ragvigil ingest PATH --kb default`" in out
 
     doc = tmp_path / "export.md"
     doc.write_text("# Export notes\nUse File > Export to save notes as Markdown.", encoding="utf-8")
     assert _run("ingest", str(doc), "--kb", "help", "--defer-vectors")[0] == 0
     code, out = _run("ask", "How do I export my notes?")
-    assert code == 1 and "among: help (--kb)" in out
+    assert code == 1 and "(known: help)" in out
     code, out = _run("search", "export notes", "--kb", "help", "--mode", "bm25", "--json")
     assert code == 0 and "export.md" in out
 

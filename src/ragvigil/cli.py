@@ -200,8 +200,9 @@ def ingest(
 
 def _unknown_kb(rt, kb: str) -> typer.Exit:  # type: ignore[no-untyped-def]
     """Say which knowledge bases exist when the one asked for does not (exit 1, like the API's 404)."""
-    known = ", ".join(rt.catalog.kb_names()) or "none yet: ingest documents first"
+    known = ", ".join(rt.catalog.kb_names()) or "none yet"
     err.print(f"[red]no knowledge base named {kb!r}[/red] (known: {known})")
+    err.print(f"add documents to it with `ragvigil ingest PATH --kb {kb}`, or pick a known one with --kb")
     return typer.Exit(1)
 
 

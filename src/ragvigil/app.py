@@ -74,6 +74,7 @@ class Runtime:
         self.keys = KeyStore(self.db)
         self.audit = AuditLog(self.db)
         self.journal = Journal(settings.data_dir / "journal")
+        metrics.JOURNAL_REJECTED_TURNS.set(len(self.journal.rejected()))
         self.extractive = MeteredGenerator(ExtractiveGenerator(self.tokenizer))
         self.generator: Generator = (
             MeteredGenerator(OpenAIGenerator(settings.openai), settings.openai.model)
@@ -175,8 +176,12 @@ class Runtime:
             self.alerts.start()
 
     def replay_journal(self) -> int:
-        moved = self.journal.replay(self.sessions)
-        metrics.JOURNAL_PENDING.set(len(self.journal.pending()))
+        """Replay journaled turns; an entry the database refuses is set aside, not retried forever."""
+        try:
+            moved = self.journal.replay(self.sessions)
+        finally:
+            metrics.JOURNAL_PENDING.set(len(self.journal.pending()))
+            metrics.JOURNAL_REJECTED_TURNS.set(len(self.journal.rejected()))
         if moved:
             log.info("journal_replayed", extra={"turns": moved})
         return moved
@@ -196,6 +201,8 @@ class Runtime:
                 self._safe(self.enforce_log_retention, None)
                 next_retention = time.monotonic() + 24 * 3600
             metrics.VECTORS_PENDING.set(self._safe(self.ingestor.pending_vectors, 0))
+            # the alert clears once a person has dealt with the set-aside entries
+            metrics.JOURNAL_REJECTED_TURNS.set(len(self.journal.rejected()))
             if self.journal.pending():
                 self._safe(self.replay_journal, 0)
 

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ragvigil.chat.pipeline import DependencyUnavailable
+from ragvigil.chat.pipeline import DependencyUnavailable, UnstorableTurn
 from ragvigil.chat.sessions import SessionNotFound
 from ragvigil.knowledge.catalog import KnowledgeBaseNotFound
 from ragvigil.knowledge.ingest import DocumentNotFound
@@ -91,6 +91,11 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=503,
             headers={"Retry-After": "5"},
         )
+
+    @app.exception_handler(UnstorableTurn)
+    async def _unstorable(_: Request, exc: UnstorableTurn) -> JSONResponse:
+        # the database is up and said no to these values: the caller's to fix, not a 503 to retry
+        return JSONResponse(error_body("unstorable_input", str(exc), "message"), status_code=422)
 
     @app.exception_handler(DependencyUnavailable)
     async def _dep_down(_: Request, exc: DependencyUnavailable) -> JSONResponse:

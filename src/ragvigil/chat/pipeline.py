@@ -23,6 +23,7 @@ from ragvigil.ops.logging import attach_to_access_line
 from ragvigil.ops.message_log import EncryptedMessageLog, turn_record
 from ragvigil.providers.base import Generation, GenerationRequest, Generator, ProviderError
 from ragvigil.providers.extractive import NO_ANSWER
+from ragvigil.storage.errors import describe, is_data_error, is_outage
 from ragvigil.storage.models import new_id, utcnow
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 
 class DependencyUnavailable(Exception):
     """The turn cannot be completed or kept safely (e.g. database and journal both failing)."""
+
+
+class UnstorableTurn(ValueError):
+    """The database refused the turn's values: a fault of the input, not an outage (a 422, never journaled)."""
 
 
 @dataclass
@@ -282,18 +287,24 @@ def finish(turn: Turn, req: GenerationRequest) -> None:
 
 
 class Persist:
-    """Store the user message and the answer; if the database fails, journal them (never lose a turn)."""
+    """Store the user message and the answer; if the database fails, journal them (never lose a turn).
+
+    Data the database refuses is not journaled: it would fail the same way on every replay. It is
+    raised as ``UnstorableTurn`` so the caller hears that its input was at fault.
+    """
 
     name = "persist"
+    REQUEST_ID_CHARS = 64  # the width of messages.request_id: a longer caller id must not fail the write
 
     def __init__(self, sessions: SessionStore, journal: Journal) -> None:
         self.sessions = sessions
         self.journal = journal
 
-    def __call__(self, turn: Turn) -> None:
-        assert turn.session_id is not None
-        msgs = [
-            StoredMessage(turn.user_message_id, "user", turn.message, turn.received_at, request_id=turn.request_id),
+    def messages(self, turn: Turn) -> list[StoredMessage]:
+        """The turn as it is stored: the user message and the answer (as far as there is one)."""
+        rid = turn.request_id[: self.REQUEST_ID_CHARS] if turn.request_id else None
+        return [
+            StoredMessage(turn.user_message_id, "user", turn.message, turn.received_at, request_id=rid),
             StoredMessage(
                 turn.message_id,
                 "assistant",
@@ -302,22 +313,35 @@ class Persist:
                 sources=turn.sources,
                 latency_ms=round(turn.latency_ms, 2),
                 degraded=turn.degraded,
-                request_id=turn.request_id,
+                request_id=rid,
             ),
         ]
+
+    def __call__(self, turn: Turn) -> None:
+        assert turn.session_id is not None
+        msgs = self.messages(turn)
         try:
             self.sessions.append(turn.session_id, turn.kb, turn.user_id, msgs)
             turn.persisted_to = "database"
         except SQLAlchemyError as exc:
+            if is_data_error(exc):
+                log.warning("chat_turn_unstorable", extra={"error": describe(exc)})
+                raise UnstorableTurn(f"the database refused this turn's text ({type(exc).__name__})") from exc
             metrics.DATABASE_ERRORS.labels("chat_persist").inc()
-            msgs[1].degraded = True
-            try:
-                self.journal.write(turn.session_id, turn.kb, turn.user_id, msgs)
-            except OSError as jexc:
-                raise DependencyUnavailable(f"database and journal both failed: {exc}; {jexc}") from jexc
-            turn.persisted_to = "journal"
-            turn.degrade(f"database unavailable ({type(exc).__name__}); turn journaled for replay")
-            metrics.JOURNAL_PENDING.set(len(self.journal.pending()))
+            self.keep(turn, msgs, exc)
+            cause = "database unavailable" if is_outage(exc) else "database write failed"
+            turn.degrade(f"{cause} ({type(exc).__name__}); turn journaled for replay")
+
+    def keep(self, turn: Turn, msgs: list[StoredMessage], exc: BaseException) -> None:
+        """Journal the turn for replay; if even that fails the turn cannot be accepted."""
+        assert turn.session_id is not None
+        msgs[1].degraded = True
+        try:
+            self.journal.write(turn.session_id, turn.kb, turn.user_id, msgs)
+        except OSError as jexc:
+            raise DependencyUnavailable(f"database and journal both failed: {exc}; {jexc}") from jexc
+        turn.persisted_to = "journal"
+        metrics.JOURNAL_PENDING.set(len(self.journal.pending()))
 
 
 class RecordContents:

@@ -216,7 +216,21 @@ class Runtime:
             log.warning("background_task_failed", extra={"task": fn.__name__, "error": str(exc)})
             return default
 
+    def keep_unfinished_turns(self) -> int:
+        """Journal every turn still in flight (a shutdown that cannot wait longer); returns how many."""
+        persist = next((s for s in self.pipeline.stages if isinstance(s, Persist)), None)
+        kept = 0
+        for turn in self.pipeline.in_flight() if persist is not None else []:
+            try:
+                kept += persist.keep_unfinished(turn)  # type: ignore[union-attr]
+            except OSError as exc:
+                log.error("unfinished_turn_lost", extra={"session_id": turn.session_id, "error": str(exc)})
+        if kept:
+            log.warning("unfinished_turns_journaled", extra={"turns": kept})
+        return kept
+
     def close(self) -> None:
+        self.keep_unfinished_turns()  # a no-op unless a shutdown cut turns short
         self._stop.set()
         if self.alerts is not None:
             self.alerts.stop()
@@ -224,6 +238,7 @@ class Runtime:
         if HEALTH_COLLECTOR.checks is self.health:
             HEALTH_COLLECTOR.checks = None
         self.filler.stop()
+        self.pipeline.close()
         self.health.close()
         if self.generator is not self.extractive:
             self.generator.close()  # type: ignore[attr-defined]

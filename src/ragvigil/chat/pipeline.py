@@ -7,8 +7,11 @@ timed and counted by ``run_stage``, so no stage repeats metrics or logging code.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -16,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ragvigil.chat.journal import Journal
 from ragvigil.chat.sessions import SessionNotFound, SessionStore, StoredMessage
+from ragvigil.chat.streaming import DetachedStream
 from ragvigil.knowledge.retrieval import Hit, HybridRetriever, Retrieval
 from ragvigil.knowledge.tokenize import is_cjk
 from ragvigil.ops import instrumentation, metrics, tracing
@@ -52,6 +56,7 @@ class Turn:
     retrieval: Retrieval | None = None
     generation: Generation | None = None
     answer: str = ""
+    partial: list[str] = field(default_factory=list)  # the deltas streamed so far (kept if the turn is cut short)
     sources: list[dict[str, Any]] = field(default_factory=list)
     degraded: bool = False
     degraded_reasons: list[str] = field(default_factory=list)
@@ -286,6 +291,12 @@ def finish(turn: Turn, req: GenerationRequest) -> None:
     metrics.CHAT_ANSWERS.labels(kind, str(turn.degraded).lower()).inc()
 
 
+INTERRUPTED = {
+    "en": "(The answer was interrupted because the service was restarting. Please ask again.)",
+    "zh": "（服务重启，回答被中断。请再问一次。）",
+}
+
+
 class Persist:
     """Store the user message and the answer; if the database fails, journal them (never lose a turn).
 
@@ -300,22 +311,37 @@ class Persist:
         self.sessions = sessions
         self.journal = journal
 
-    def messages(self, turn: Turn) -> list[StoredMessage]:
-        """The turn as it is stored: the user message and the answer (as far as there is one)."""
+    def messages(self, turn: Turn, answer: str | None = None) -> list[StoredMessage]:
+        """The turn as it is stored: the user message and the answer (``answer`` overrides the turn's)."""
         rid = turn.request_id[: self.REQUEST_ID_CHARS] if turn.request_id else None
         return [
             StoredMessage(turn.user_message_id, "user", turn.message, turn.received_at, request_id=rid),
             StoredMessage(
                 turn.message_id,
                 "assistant",
-                turn.answer,
+                turn.answer if answer is None else answer,
                 utcnow(),
-                sources=turn.sources,
+                sources=list(turn.sources),
                 latency_ms=round(turn.latency_ms, 2),
                 degraded=turn.degraded,
                 request_id=rid,
             ),
         ]
+
+    def keep_unfinished(self, turn: Turn) -> bool:
+        """Journal a turn a shutdown cannot wait for: the question and the answer as far as it got.
+
+        Replay is idempotent by message id, so if the turn still completes and is stored, the
+        journaled copy is skipped. Returns False when the turn was already stored.
+        """
+        if turn.persisted_to is not None or turn.session_id is None:
+            return False
+        answer = turn.answer or "".join(turn.partial)  # a snapshot: the turn may still be running
+        msgs = self.messages(turn, answer.strip() or INTERRUPTED[turn.language])
+        msgs[1].degraded = True
+        self.journal.write(turn.session_id, turn.kb, turn.user_id, msgs)
+        metrics.JOURNAL_PENDING.set(len(self.journal.pending()))
+        return True
 
     def __call__(self, turn: Turn) -> None:
         assert turn.session_id is not None
@@ -361,33 +387,73 @@ class RecordContents:
 
 
 class ChatPipeline:
-    """Runs the stages in order. ``stream`` runs the same chain, streaming the generate stage."""
+    """Runs the stages in order. ``stream`` runs the same chain, streaming the generate stage.
 
-    def __init__(self, stages: list[Stage]) -> None:
+    It keeps the turns in flight (``in_flight``), so a shutdown can journal those it cannot wait for.
+    """
+
+    def __init__(self, stages: list[Stage], stream_workers: int = 32) -> None:
         self.stages = stages
+        self._in_flight: dict[str, Turn] = {}
+        self._lock = threading.Lock()
+        # streamed turns run here, detached from their response (bounded like the request thread pool)
+        self._stream_workers = ThreadPoolExecutor(max_workers=stream_workers, thread_name_prefix="chat-stream")
+
+    @contextmanager
+    def _tracked(self, turn: Turn) -> Iterator[None]:
+        with self._lock:
+            self._in_flight[turn.message_id] = turn
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight.pop(turn.message_id, None)
+
+    def in_flight(self) -> list[Turn]:
+        """Turns started and not yet finished (persisted or failed)."""
+        with self._lock:
+            return list(self._in_flight.values())
 
     def run(self, turn: Turn) -> Turn:
-        for stage in self.stages:
-            with run_stage(stage.name, turn):
-                stage(turn)
+        with self._tracked(turn):
+            for stage in self.stages:
+                with run_stage(stage.name, turn):
+                    stage(turn)
         log_turn(turn)
         return turn
 
     def stream(self, turn: Turn, on_ready: Callable[[Turn], None] | None = None) -> Iterator[str]:
-        """Yield answer deltas; ``on_ready`` is called once the turn is known (before the first delta)."""
-        idx = next(i for i, s in enumerate(self.stages) if hasattr(s, "stream"))
-        for stage in self.stages[:idx]:
-            with run_stage(stage.name, turn):
-                stage(turn)
-        if on_ready is not None:
-            on_ready(turn)
-        gen_stage = self.stages[idx]
-        with run_stage(gen_stage.name, turn):
-            yield from gen_stage.stream(turn)  # type: ignore[attr-defined]
-        for stage in self.stages[idx + 1 :]:
-            with run_stage(stage.name, turn):
-                stage(turn)
+        """Yield answer deltas; ``on_ready`` is called once the turn is known (before the first delta).
+
+        Whoever iterates this drives the turn: stop early and Persist never runs. An HTTP response
+        uses ``start_stream`` instead.
+        """
+        with self._tracked(turn):
+            idx = next(i for i, s in enumerate(self.stages) if hasattr(s, "stream"))
+            for stage in self.stages[:idx]:
+                with run_stage(stage.name, turn):
+                    stage(turn)
+            if on_ready is not None:
+                on_ready(turn)
+            gen_stage = self.stages[idx]
+            with run_stage(gen_stage.name, turn):
+                for delta in gen_stage.stream(turn):  # type: ignore[attr-defined]
+                    turn.partial.append(delta)
+                    yield delta
+            for stage in self.stages[idx + 1 :]:
+                with run_stage(stage.name, turn):
+                    stage(turn)
         log_turn(turn)
+
+    def start_stream(self, turn: Turn) -> DetachedStream:
+        """Run the streamed turn to its end in a worker; its events are relayed, and may be abandoned.
+
+        Must be called on the event loop (the events are handed over through it).
+        """
+        return DetachedStream(lambda on_ready: self.stream(turn, on_ready), self._stream_workers)
+
+    def close(self) -> None:
+        self._stream_workers.shutdown(wait=False)
 
 
 def log_turn(turn: Turn) -> None:

@@ -12,6 +12,7 @@ from ragvigil import __version__
 from ragvigil.api.errors import install_error_handlers
 from ragvigil.api.middleware import RequestContextMiddleware
 from ragvigil.api.routes import alerts, chat, health, incidents, kb, openai_compat, traces
+from ragvigil.api.serving import DrainGate
 from ragvigil.app import Runtime
 from ragvigil.config import Settings, load_settings
 from ragvigil.ops.logging import configure_logging
@@ -35,9 +36,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
             rt.start_background()
         log.info("ragvigil_started", extra={"version": __version__, "profile": settings.profile.value})
         yield
-        rt.draining = True  # readiness turns 503 while in-flight requests finish
+        rt.draining = True  # already set at the first SIGTERM under `ragvigil serve` (api/serving.py)
         if owned:
-            rt.close()
+            rt.close()  # journals the turns a bounded shutdown could not wait for
 
     app = FastAPI(
         title="ragvigil",
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         health.probes,
     ):
         app.include_router(r)
+    app.add_middleware(DrainGate)  # inside the request context: a refused request is still logged and counted
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
 

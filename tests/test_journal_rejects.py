@@ -98,6 +98,30 @@ def test_an_unreadable_entry_is_set_aside_with_its_reason_and_counted(tmp_path: 
         rt.close()
 
 
+def test_an_entry_no_backend_can_encode_is_set_aside_and_the_next_is_replayed(tmp_path: Path) -> None:
+    """SQLite stores a NUL, but no driver encodes a lone surrogate: the same poison, on the default backend."""
+    rt = Runtime(make_settings(tmp_path / "data"))
+    try:
+        old = datetime.now(UTC) - timedelta(minutes=5)
+        entry = {
+            "session_id": "s-poison",
+            "kb": "default",
+            "user_id": None,
+            "messages": [{"id": "m-poison", "role": "user", "content": "hi \ud800", "created_at": old.isoformat()}],
+        }
+        poison = rt.journal.dir / f"{old.strftime('%Y%m%dT%H%M%S%f')}-m-poison.json"
+        poison.write_text(json.dumps(entry), encoding="ascii")  # as JSON may carry it: escaped
+        rt.journal.write("s-ok", "default", None, [StoredMessage("m-ok", "user", "hello", datetime.now(UTC))])
+        before = _rejected("data_error")
+        assert rt.replay_journal() == 1
+        assert [m.content for m in rt.sessions.messages("s-ok")] == ["hello"]
+        assert [p.name for p in rt.journal.rejected()] == [poison.name]
+        assert _rejected("data_error") == before + 1
+        assert rt.journal.pending() == []
+    finally:
+        rt.close()
+
+
 @pytest.mark.postgres
 def test_a_poison_entry_is_set_aside_and_a_turn_journaled_in_an_outage_still_arrives(tmp_path: Path) -> None:
     """An entry with a NUL (journaled by an older version) first, then a real outage, then recovery."""

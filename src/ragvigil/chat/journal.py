@@ -81,6 +81,9 @@ class Journal:
                 reason = "write_error" if isinstance(exc, IntegrityError) else "data_error"
                 self.set_aside(path, reason, describe(exc))
                 continue
+            except ValueError as exc:  # e.g. text the driver cannot encode, raised before the database sees it
+                self.set_aside(path, "data_error", type(exc).__name__)
+                continue
             path.unlink()
             moved += 1
         return moved

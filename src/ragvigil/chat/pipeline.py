@@ -416,11 +416,7 @@ class ChatPipeline:
 
     def run(self, turn: Turn) -> Turn:
         with self._tracked(turn):
-            for stage in self.stages:
-                with run_stage(stage.name, turn):
-                    stage(turn)
-        log_turn(turn)
-        return turn
+            return self._run(turn)
 
     def stream(self, turn: Turn, on_ready: Callable[[Turn], None] | None = None) -> Iterator[str]:
         """Yield answer deltas; ``on_ready`` is called once the turn is known (before the first delta).
@@ -429,20 +425,30 @@ class ChatPipeline:
         uses ``start_stream`` instead.
         """
         with self._tracked(turn):
-            idx = next(i for i, s in enumerate(self.stages) if hasattr(s, "stream"))
-            for stage in self.stages[:idx]:
-                with run_stage(stage.name, turn):
-                    stage(turn)
-            if on_ready is not None:
-                on_ready(turn)
-            gen_stage = self.stages[idx]
-            with run_stage(gen_stage.name, turn):
-                for delta in gen_stage.stream(turn):  # type: ignore[attr-defined]
-                    turn.partial.append(delta)
-                    yield delta
-            for stage in self.stages[idx + 1 :]:
-                with run_stage(stage.name, turn):
-                    stage(turn)
+            for delta in self._stream(turn, on_ready):
+                turn.partial.append(delta)
+                yield delta
+
+    def _run(self, turn: Turn) -> Turn:
+        for stage in self.stages:
+            with run_stage(stage.name, turn):
+                stage(turn)
+        log_turn(turn)
+        return turn
+
+    def _stream(self, turn: Turn, on_ready: Callable[[Turn], None] | None = None) -> Iterator[str]:
+        idx = next(i for i, s in enumerate(self.stages) if hasattr(s, "stream"))
+        for stage in self.stages[:idx]:
+            with run_stage(stage.name, turn):
+                stage(turn)
+        if on_ready is not None:
+            on_ready(turn)
+        gen_stage = self.stages[idx]
+        with run_stage(gen_stage.name, turn):
+            yield from gen_stage.stream(turn)  # type: ignore[attr-defined]
+        for stage in self.stages[idx + 1 :]:
+            with run_stage(stage.name, turn):
+                stage(turn)
         log_turn(turn)
 
     def start_stream(self, turn: Turn) -> DetachedStream:

@@ -203,3 +203,18 @@ def test_a_long_request_id_does_not_fail_the_write(pg_url: str, tmp_path: Path) 
         assert msgs[0].request_id == "r" * 64
     finally:
         rt.close()
+
+
+@pytest.mark.postgres
+def test_a_value_the_database_refuses_on_any_route_is_a_4xx_not_database_unavailable(
+    pg_url: str, tmp_path: Path
+) -> None:
+    rt = Runtime(make_settings(tmp_path / "data", database_url=create_database(pg_url, "t_" + uuid.uuid4().hex[:12])))
+    try:
+        with TestClient(create_app(runtime=rt)) as c:
+            resp = c.get("/api/v1/sessions/a%00b/messages")
+            assert 400 <= resp.status_code < 500, resp.text
+            assert resp.json()["code"] != "dependency_unavailable"
+            assert c.get("/health/ready").status_code == 200  # and the database is fine
+    finally:
+        rt.close()

@@ -15,6 +15,7 @@ from ragvigil.chat.sessions import SessionNotFound
 from ragvigil.knowledge.catalog import KnowledgeBaseNotFound
 from ragvigil.knowledge.ingest import DocumentNotFound
 from ragvigil.ops import metrics
+from ragvigil.storage.errors import describe, is_data_error
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(SQLAlchemyError)
     async def _db_down(_: Request, exc: SQLAlchemyError) -> JSONResponse:
+        if is_data_error(exc):  # the database is up and refused a value: the caller's to fix, not a 503
+            log.warning("database_refused_data", extra={"error": describe(exc)})
+            return JSONResponse(
+                error_body("unstorable_input", "the database refused a value of this request (e.g. a NUL character)"),
+                status_code=400,
+            )
         metrics.DATABASE_ERRORS.labels("api").inc()
         log.error("database_error", extra={"error": str(exc)[:300]})
         return JSONResponse(

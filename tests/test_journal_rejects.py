@@ -72,6 +72,7 @@ def test_nul_in_chat_text_is_a_422_and_nothing_is_kept(
 
 
 def test_a_lone_surrogate_in_the_message_is_a_422(client: TestClient) -> None:
+    """A guard, not a regression test: pydantic's JSON parser refuses it already (StorableText covers other inputs)."""
     raw = '{"message": "How long does shipping take? \\ud83d"}'  # half an emoji, as JSON allows
     resp = client.post("/api/v1/chat", content=raw, headers={"Content-Type": "application/json"})
     assert resp.status_code == 422, resp.text

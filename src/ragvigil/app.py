@@ -75,6 +75,7 @@ class Runtime:
         self.keys = KeyStore(self.db)
         self.audit = AuditLog(self.db)
         self.journal = Journal(settings.data_dir / "journal")
+        metrics.JOURNAL_REJECTED_TURNS.set(len(self.journal.rejected()))
         self.extractive = MeteredGenerator(ExtractiveGenerator(self.tokenizer))
         self.generator: Generator = (
             MeteredGenerator(OpenAIGenerator(settings.openai), settings.openai.model)
@@ -176,8 +177,12 @@ class Runtime:
             self.alerts.start()
 
     def replay_journal(self) -> int:
-        moved = self.journal.replay(self.sessions)
-        metrics.JOURNAL_PENDING.set(len(self.journal.pending()))
+        """Replay journaled turns; an entry the database refuses is set aside, not retried forever."""
+        try:
+            moved = self.journal.replay(self.sessions)
+        finally:
+            metrics.JOURNAL_PENDING.set(len(self.journal.pending()))
+            metrics.JOURNAL_REJECTED_TURNS.set(len(self.journal.rejected()))
         if moved:
             log.info("journal_replayed", extra={"turns": moved})
         return moved
@@ -197,6 +202,8 @@ class Runtime:
                 self._safe(self.enforce_log_retention, None)
                 next_retention = time.monotonic() + 24 * 3600
             metrics.VECTORS_PENDING.set(self._safe(self.ingestor.pending_vectors, 0))
+            # the alert clears once a person has dealt with the set-aside entries
+            metrics.JOURNAL_REJECTED_TURNS.set(len(self.journal.rejected()))
             if self.journal.pending():
                 self._safe(self.replay_journal, 0)
 
@@ -210,7 +217,21 @@ class Runtime:
             log.warning("background_task_failed", extra={"task": fn.__name__, "error": str(exc)})
             return default
 
+    def keep_unfinished_turns(self) -> int:
+        """Journal every turn still in flight (a shutdown that cannot wait longer); returns how many."""
+        persist = next((s for s in self.pipeline.stages if isinstance(s, Persist)), None)
+        kept = 0
+        for turn in self.pipeline.in_flight() if persist is not None else []:
+            try:
+                kept += persist.keep_unfinished(turn)  # type: ignore[union-attr]
+            except OSError as exc:
+                log.error("unfinished_turn_lost", extra={"session_id": turn.session_id, "error": str(exc)})
+        if kept:
+            log.warning("unfinished_turns_journaled", extra={"turns": kept})
+        return kept
+
     def close(self) -> None:
+        self.keep_unfinished_turns()  # a no-op unless a shutdown cut turns short
         self._stop.set()
         if self.alerts is not None:
             self.alerts.stop()
@@ -218,6 +239,7 @@ class Runtime:
         if HEALTH_COLLECTOR.checks is self.health:
             HEALTH_COLLECTOR.checks = None
         self.filler.stop()
+        self.pipeline.close()
         self.health.close()
         if self.generator is not self.extractive:
             self.generator.close()  # type: ignore[attr-defined]

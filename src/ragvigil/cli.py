@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -297,6 +298,7 @@ def serve(
     import uvicorn
 
     from ragvigil.api.server import create_app
+    from ragvigil.api.serving import DrainingServer
     from ragvigil.ops.logging import configure_logging, reset_logging
 
     s = _settings()
@@ -324,7 +326,11 @@ def serve(
         err.print(
             f"ragvigil {s.profile.value} on http://{host}:{port}  (chat page: POST /api/v1/chat, metrics: /metrics)"
         )
-        uvicorn.run(create_app(s), host=host, port=port, log_config=None, access_log=False)
+        web = create_app(s)
+        config = uvicorn.Config(web, host=host, port=port, log_config=None, access_log=False)
+        runtime = lambda: getattr(web.state, "runtime", None)  # noqa: E731
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn re-raises it once it has stopped
+            DrainingServer(config, s.shutdown_grace_s, runtime, on_stopped=reset_logging).run()
     finally:
         reset_logging()  # the lines still queued in the log writer
 

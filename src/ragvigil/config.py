@@ -295,6 +295,13 @@ class Settings(BaseSettings):
     auth_required: bool = Field(False, description="API keys on every route except the open probes")
     open_probes: bool = Field(True, description="/health/* and /metrics without a key (Prometheus, kubelet)")
     min_free_disk_mb: int = Field(200, ge=0, description="below this the disk check fails")
+    shutdown_grace_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="after SIGTERM: seconds in-flight requests may finish (readiness 503 meanwhile); "
+        "turns still running then are journaled and the process exits. A second SIGTERM stops at once",
+    )
     alerts: AlertSettings = AlertSettings()
     ingest: IngestSettings = IngestSettings()
 

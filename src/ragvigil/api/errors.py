@@ -11,11 +11,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ragvigil.chat.pipeline import DependencyUnavailable
+from ragvigil.chat.pipeline import DependencyUnavailable, UnstorableTurn
 from ragvigil.chat.sessions import SessionNotFound
 from ragvigil.knowledge.catalog import KnowledgeBaseNotFound
 from ragvigil.knowledge.ingest import DocumentNotFound
 from ragvigil.ops import metrics
+from ragvigil.storage.errors import describe, is_data_error
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(SQLAlchemyError)
     async def _db_down(_: Request, exc: SQLAlchemyError) -> JSONResponse:
+        if is_data_error(exc):  # the database is up and refused a value: the caller's to fix, not a 503
+            log.warning("database_refused_data", extra={"error": describe(exc)})
+            return JSONResponse(
+                error_body("unstorable_input", "the database refused a value of this request (e.g. a NUL character)"),
+                status_code=400,
+            )
         metrics.DATABASE_ERRORS.labels("api").inc()
         log.error("database_error", extra={"error": str(exc)[:300]})
         return JSONResponse(
@@ -92,6 +99,11 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=503,
             headers={"Retry-After": "5"},
         )
+
+    @app.exception_handler(UnstorableTurn)
+    async def _unstorable(_: Request, exc: UnstorableTurn) -> JSONResponse:
+        # the database is up and said no to these values: the caller's to fix, not a 503 to retry
+        return JSONResponse(error_body("unstorable_input", str(exc), "message"), status_code=422)
 
     @app.exception_handler(DependencyUnavailable)
     async def _dep_down(_: Request, exc: DependencyUnavailable) -> JSONResponse:

@@ -7,13 +7,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from ragvigil.storage.text import StorableText
+
 KB_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
 class ChatRequest(BaseModel):
-    message: str = Field(..., min_length=1, description="The user's question")
+    # StorableText: a NUL or a lone surrogate is a 422 here, not a failed database write later
+    message: StorableText = Field(..., min_length=1, description="The user's question")
     session_id: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
-    user_id: str | None = Field(None, max_length=128)
+    user_id: StorableText | None = Field(None, max_length=128)
     kb: str | None = Field(None, pattern=KB_PATTERN)
 
     @field_validator("message")

@@ -15,6 +15,7 @@ from ragvigil.api.errors import install_error_handlers
 from ragvigil.api.middleware import RequestContextMiddleware
 from ragvigil.api.openapi import install_openapi
 from ragvigil.api.routes import alerts, chat, health, incidents, kb, openai_compat, traces
+from ragvigil.api.serving import DrainGate
 from ragvigil.app import Runtime
 from ragvigil.config import Settings, load_settings
 from ragvigil.config_check import check_settings
@@ -42,9 +43,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
             rt.start_background()
         log.info("ragvigil_started", extra={"version": __version__, "profile": settings.profile.value})
         yield
-        rt.draining = True  # readiness turns 503 while in-flight requests finish
+        rt.draining = True  # already set at the first SIGTERM under `ragvigil serve` (api/serving.py)
         if owned:
-            rt.close()
+            rt.close()  # journals the turns a bounded shutdown could not wait for
 
     app = FastAPI(
         title="ragvigil",
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     ):
         app.include_router(r)
     install_openapi(app, (get_principal,), NOT_FOUND_IN_BODY)
+    app.add_middleware(DrainGate)  # inside the request context: a refused request is still logged and counted
     app.add_middleware(
         RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, expose_errors=settings.expose_errors
     )

@@ -3,6 +3,10 @@
 Why: a message accepted with 2xx must never be lost. When the database write fails, the
 turn is written here (one fsynced file per turn) and replayed into the database later.
 Replay is idempotent: message ids that are already stored are skipped.
+
+An entry the database refuses (bad data, not an outage) would fail the same way on every
+replay and hold back every turn behind it, so it is set aside in ``rejected/`` next to a
+``.reason`` file, counted, and the replay carries on. It stays on disk for a person to look at.
 """
 
 from __future__ import annotations
@@ -13,8 +17,13 @@ import os
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ragvigil.chat.sessions import LEGACY_OWNER, SessionStore, StoredMessage
+from ragvigil.ops import metrics
+from ragvigil.storage.errors import describe, is_outage
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +31,7 @@ log = logging.getLogger(__name__)
 class Journal:
     def __init__(self, directory: Path) -> None:
         self.dir = directory
+        self.rejected_dir = directory / "rejected"
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def write(
@@ -41,33 +51,81 @@ class Journal:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_dir(self.dir)
         return path
 
     def pending(self) -> list[Path]:
         return sorted(self.dir.glob("*.json"))
 
+    def rejected(self) -> list[Path]:
+        """Entries set aside because the database refused them (each with a ``.reason`` file)."""
+        return sorted(self.rejected_dir.glob("*.json")) if self.rejected_dir.is_dir() else []
+
     def replay(self, store: SessionStore) -> int:
-        """Move journaled turns into the database, oldest first; stops at the first failure."""
+        """Move journaled turns into the database, oldest first; returns how many were moved.
+
+        Stops at a database outage (raised: the rest waits for the next pass). An entry the
+        database refuses is set aside and the replay continues with the next one.
+        """
         moved = 0
         for path in self.pending():
             try:
                 entry = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                log.error("journal_entry_unreadable", extra={"path": str(path)})
-                path.rename(path.with_suffix(".bad"))
+                args = _entry_args(entry)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.error("journal_entry_unreadable", extra={"path": str(path), "error": str(exc)[:300]})
+                self.set_aside(path, "unreadable", f"{type(exc).__name__}: {exc}")
                 continue
-            msgs = [
-                StoredMessage(**(m | {"created_at": datetime.fromisoformat(m["created_at"])}))
-                for m in entry["messages"]
-            ]
-            # entries written before sessions had owners carry none: their sessions become legacy ones
-            owner = entry.get("owner", LEGACY_OWNER)
-            store.append(entry["session_id"], entry["kb"], entry["user_id"], msgs, owner=owner)
+            try:
+                self._append(store, args)
+            except SQLAlchemyError as exc:
+                if is_outage(exc):
+                    raise
+                reason = "write_error" if isinstance(exc, IntegrityError) else "data_error"
+                self.set_aside(path, reason, describe(exc))
+                continue
+            except ValueError as exc:  # e.g. text the driver cannot encode, raised before the database sees it
+                self.set_aside(path, "data_error", type(exc).__name__)
+                continue
             path.unlink()
             moved += 1
         return moved
+
+    @staticmethod
+    def _append(store: SessionStore, args: tuple[Any, ...]) -> None:
+        *positional, owner = args
+        try:
+            store.append(*positional, owner=owner)
+        except IntegrityError:  # a race with a live turn for the session's next seq passes on a second try
+            store.append(*positional, owner=owner)
+
+    def set_aside(self, path: Path, reason: str, detail: str) -> Path:
+        """Move an entry to ``rejected/`` with a ``.reason`` file; count it. It is never deleted here."""
+        self.rejected_dir.mkdir(exist_ok=True)
+        target = self.rejected_dir / path.name
+        note = target.with_name(target.name + ".reason")
+        note.write_text(f"{reason}: {detail}\n", encoding="utf-8")
+        os.replace(path, target)
+        _fsync_dir(self.rejected_dir)
+        _fsync_dir(self.dir)
+        metrics.JOURNAL_REJECTED.labels(reason).inc()
+        metrics.JOURNAL_REJECTED_TURNS.set(len(self.rejected()))
+        log.error("journal_entry_rejected", extra={"path": str(target), "reason": reason, "error": detail[:300]})
+        return target
+
+
+def _entry_args(entry: dict[str, Any]) -> tuple[str, str, str | None, list[StoredMessage], str]:
+    """``SessionStore.append``'s arguments, the owner last."""
+    msgs = [StoredMessage(**(m | {"created_at": datetime.fromisoformat(m["created_at"])})) for m in entry["messages"]]
+    if not msgs:
+        raise ValueError("entry has no messages")
+    # entries written before sessions had owners carry none: their sessions become legacy ones
+    return entry["session_id"], entry["kb"], entry["user_id"], msgs, entry.get("owner", LEGACY_OWNER)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

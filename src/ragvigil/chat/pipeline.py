@@ -7,8 +7,11 @@ timed and counted by ``run_stage``, so no stage repeats metrics or logging code.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -16,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ragvigil.chat.journal import Journal
 from ragvigil.chat.sessions import ANONYMOUS_OWNER, SessionNotFound, SessionOwner, SessionStore, StoredMessage
+from ragvigil.chat.streaming import DetachedStream
 from ragvigil.knowledge.retrieval import Hit, HybridRetriever, Retrieval
 from ragvigil.knowledge.tokenize import is_cjk
 from ragvigil.ops import instrumentation, metrics, semconv, tracing
@@ -23,6 +27,7 @@ from ragvigil.ops.logging import attach_to_access_line
 from ragvigil.ops.message_log import EncryptedMessageLog, turn_record
 from ragvigil.providers.base import Generation, GenerationRequest, Generator, ProviderError
 from ragvigil.providers.extractive import NO_ANSWER
+from ragvigil.storage.errors import describe, is_data_error, is_outage
 from ragvigil.storage.models import new_id, utcnow
 
 log = logging.getLogger(__name__)
@@ -30,6 +35,10 @@ log = logging.getLogger(__name__)
 
 class DependencyUnavailable(Exception):
     """The turn cannot be completed or kept safely (e.g. database and journal both failing)."""
+
+
+class UnstorableTurn(ValueError):
+    """The database refused the turn's values: a fault of the input, not an outage (a 422, never journaled)."""
 
 
 @dataclass
@@ -48,6 +57,7 @@ class Turn:
     retrieval: Retrieval | None = None
     generation: Generation | None = None
     answer: str = ""
+    partial: list[str] = field(default_factory=list)  # the deltas streamed so far (kept if the turn is cut short)
     sources: list[dict[str, Any]] = field(default_factory=list)
     degraded: bool = False
     degraded_reasons: list[str] = field(default_factory=list)
@@ -308,43 +318,83 @@ def finish(turn: Turn, req: GenerationRequest) -> None:
     metrics.CHAT_ANSWERS.labels(kind, str(turn.degraded).lower()).inc()
 
 
+INTERRUPTED = {
+    "en": "(The answer was interrupted because the service was restarting. Please ask again.)",
+    "zh": "（服务重启，回答被中断。请再问一次。）",
+}
+
+
 class Persist:
-    """Store the user message and the answer; if the database fails, journal them (never lose a turn)."""
+    """Store the user message and the answer; if the database fails, journal them (never lose a turn).
+
+    Data the database refuses is not journaled: it would fail the same way on every replay. It is
+    raised as ``UnstorableTurn`` so the caller hears that its input was at fault.
+    """
 
     name = "persist"
+    REQUEST_ID_CHARS = 64  # the width of messages.request_id: a longer caller id must not fail the write
 
     def __init__(self, sessions: SessionStore, journal: Journal) -> None:
         self.sessions = sessions
         self.journal = journal
 
-    def __call__(self, turn: Turn) -> None:
-        assert turn.session_id is not None
-        msgs = [
-            StoredMessage(turn.user_message_id, "user", turn.message, turn.received_at, request_id=turn.request_id),
+    def messages(self, turn: Turn, answer: str | None = None) -> list[StoredMessage]:
+        """The turn as it is stored: the user message and the answer (``answer`` overrides the turn's)."""
+        rid = turn.request_id[: self.REQUEST_ID_CHARS] if turn.request_id else None
+        return [
+            StoredMessage(turn.user_message_id, "user", turn.message, turn.received_at, request_id=rid),
             StoredMessage(
                 turn.message_id,
                 "assistant",
-                turn.answer,
+                turn.answer if answer is None else answer,
                 utcnow(),
-                sources=turn.sources,
+                sources=list(turn.sources),
                 latency_ms=round(turn.latency_ms, 2),
                 degraded=turn.degraded,
-                request_id=turn.request_id,
+                request_id=rid,
             ),
         ]
+
+    def keep_unfinished(self, turn: Turn) -> bool:
+        """Journal a turn a shutdown cannot wait for: the question and the answer as far as it got.
+
+        Replay is idempotent by message id, so if the turn still completes and is stored, the
+        journaled copy is skipped. Returns False when the turn was already stored.
+        """
+        if turn.persisted_to is not None or turn.session_id is None:
+            return False
+        answer = turn.answer or "".join(turn.partial)  # a snapshot: the turn may still be running
+        msgs = self.messages(turn, answer.strip() or INTERRUPTED[turn.language])
+        msgs[1].degraded = True
+        self.journal.write(turn.session_id, turn.kb, turn.user_id, msgs, owner=turn.owner)
+        metrics.JOURNAL_PENDING.set(len(self.journal.pending()))
+        return True
+
+    def __call__(self, turn: Turn) -> None:
+        assert turn.session_id is not None
+        msgs = self.messages(turn)
         try:
             turn.session_id = self.sessions.append(turn.session_id, turn.kb, turn.user_id, msgs, owner=turn.owner)
             turn.persisted_to = "database"
         except SQLAlchemyError as exc:
+            if is_data_error(exc):
+                log.warning("chat_turn_unstorable", extra={"error": describe(exc)})
+                raise UnstorableTurn(f"the database refused this turn's text ({type(exc).__name__})") from exc
             metrics.DATABASE_ERRORS.labels("chat_persist").inc()
-            msgs[1].degraded = True
-            try:
-                self.journal.write(turn.session_id, turn.kb, turn.user_id, msgs, owner=turn.owner)
-            except OSError as jexc:
-                raise DependencyUnavailable(f"database and journal both failed: {exc}; {jexc}") from jexc
-            turn.persisted_to = "journal"
-            turn.degrade(f"database unavailable ({type(exc).__name__}); turn journaled for replay")
-            metrics.JOURNAL_PENDING.set(len(self.journal.pending()))
+            self.keep(turn, msgs, exc)
+            cause = "database unavailable" if is_outage(exc) else "database write failed"
+            turn.degrade(f"{cause} ({type(exc).__name__}); turn journaled for replay")
+
+    def keep(self, turn: Turn, msgs: list[StoredMessage], exc: BaseException) -> None:
+        """Journal the turn for replay; if even that fails the turn cannot be accepted."""
+        assert turn.session_id is not None
+        msgs[1].degraded = True
+        try:
+            self.journal.write(turn.session_id, turn.kb, turn.user_id, msgs, owner=turn.owner)
+        except OSError as jexc:
+            raise DependencyUnavailable(f"database and journal both failed: {exc}; {jexc}") from jexc
+        turn.persisted_to = "journal"
+        metrics.JOURNAL_PENDING.set(len(self.journal.pending()))
 
 
 class RecordContents:
@@ -364,20 +414,56 @@ class RecordContents:
 
 
 class ChatPipeline:
-    """Runs the stages in order. ``stream`` runs the same chain, streaming the generate stage."""
+    """Runs the stages in order. ``stream`` runs the same chain, streaming the generate stage.
 
-    def __init__(self, stages: list[Stage]) -> None:
+    It keeps the turns in flight (``in_flight``), so a shutdown can journal those it cannot wait for.
+    """
+
+    def __init__(self, stages: list[Stage], stream_workers: int = 32) -> None:
         self.stages = stages
+        self._in_flight: dict[str, Turn] = {}
+        self._lock = threading.Lock()
+        # streamed turns run here, detached from their response (bounded like the request thread pool)
+        self._stream_workers = ThreadPoolExecutor(max_workers=stream_workers, thread_name_prefix="chat-stream")
+
+    @contextmanager
+    def _tracked(self, turn: Turn) -> Iterator[None]:
+        with self._lock:
+            self._in_flight[turn.message_id] = turn
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight.pop(turn.message_id, None)
+
+    def in_flight(self) -> list[Turn]:
+        """Turns started and not yet finished (persisted or failed)."""
+        with self._lock:
+            return list(self._in_flight.values())
 
     def run(self, turn: Turn) -> Turn:
+        with self._tracked(turn):
+            return self._run(turn)
+
+    def stream(self, turn: Turn, on_ready: Callable[[Turn], None] | None = None) -> Iterator[str]:
+        """Yield answer deltas; ``on_ready`` is called once the turn is known (before the first delta).
+
+        Whoever iterates this drives the turn: stop early and Persist never runs. An HTTP response
+        uses ``start_stream`` instead.
+        """
+        with self._tracked(turn):
+            for delta in self._stream(turn, on_ready):
+                turn.partial.append(delta)
+                yield delta
+
+    def _run(self, turn: Turn) -> Turn:
         for stage in self.stages:
             with run_stage(stage.name, turn):
                 stage(turn)
         log_turn(turn)
         return turn
 
-    def stream(self, turn: Turn, on_ready: Callable[[Turn], None] | None = None) -> Iterator[str]:
-        """Yield answer deltas; ``on_ready`` is called once the turn is known (before the first delta)."""
+    def _stream(self, turn: Turn, on_ready: Callable[[Turn], None] | None = None) -> Iterator[str]:
         idx = next(i for i, s in enumerate(self.stages) if hasattr(s, "stream"))
         for stage in self.stages[:idx]:
             with run_stage(stage.name, turn):
@@ -391,6 +477,16 @@ class ChatPipeline:
             with run_stage(stage.name, turn):
                 stage(turn)
         log_turn(turn)
+
+    def start_stream(self, turn: Turn) -> DetachedStream:
+        """Run the streamed turn to its end in a worker; its events are relayed, and may be abandoned.
+
+        Must be called on the event loop (the events are handed over through it).
+        """
+        return DetachedStream(lambda on_ready: self.stream(turn, on_ready), self._stream_workers)
+
+    def close(self) -> None:
+        self._stream_workers.shutdown(wait=False)
 
 
 def log_turn(turn: Turn) -> None:

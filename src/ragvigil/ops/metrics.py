@@ -88,6 +88,20 @@ JOURNAL_PENDING = Gauge(
     "Chat turns accepted while the database was unavailable, not yet written to it.",
     registry=REGISTRY,
 )
+JOURNAL_REJECTED = Counter(
+    "ragvigil_journal_rejected_total",
+    "Journaled chat turns set aside because the database refused them, by reason (unreadable, data_error, write_error).",
+    ["reason"],
+    registry=REGISTRY,
+)
+JOURNAL_REJECT_REASONS = ("unreadable", "data_error", "write_error")
+for _reason in JOURNAL_REJECT_REASONS:  # at 0 from the start, so a first rejection is an increase
+    JOURNAL_REJECTED.labels(_reason)
+JOURNAL_REJECTED_TURNS = Gauge(
+    "ragvigil_journal_rejected_turns",
+    "Journaled chat turns set aside in journal/rejected, waiting for a person (kept on disk, never replayed).",
+    registry=REGISTRY,
+)
 HTTP_IN_FLIGHT = Gauge(
     "ragvigil_http_requests_in_flight",
     "HTTP requests being served right now.",

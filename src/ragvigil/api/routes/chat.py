@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
@@ -14,7 +14,7 @@ from ragvigil.api.errors import ApiError
 from ragvigil.api.schemas import ChatRequest, ChatResponse, MessageOut
 from ragvigil.api.session_access import caller_owner, require_kb, require_own_session, require_readable
 from ragvigil.app import Runtime
-from ragvigil.chat.pipeline import Turn
+from ragvigil.chat.pipeline import DependencyUnavailable, Turn, UnstorableTurn
 from ragvigil.ops.access import Principal, Role
 from ragvigil.ops.logging import session_id_var, user_id_var
 
@@ -81,26 +81,36 @@ async def chat_stream(
     request_id: str | None = Depends(get_request_id),
     who: Principal = Depends(get_principal),
 ) -> StreamingResponse:
-    """Events: ``meta`` (session and message ids), ``delta`` (text), ``done`` (the full response) or ``error``."""
+    """Events: ``meta`` (session and message ids), ``delta`` (text), ``done`` (the full response) or ``error``.
+
+    The turn runs detached from the response: a client that hangs up mid-answer still finds the whole
+    turn in its session afterwards.
+    """
     turn = await make_turn(rt, body, request_id, who)
     # checked before the response starts, so an unknown (or someone else's) session is a plain 404
     await require_own_session(rt, turn)
+    stream = rt.pipeline.start_stream(turn)
 
-    def events() -> Iterator[str]:
-        ready: list[str] = []
-        try:
-            for delta in rt.pipeline.stream(
-                turn,
-                on_ready=lambda t: ready.append(_sse("meta", {"session_id": t.session_id, "message_id": t.message_id})),
-            ):
-                while ready:
-                    yield ready.pop(0)
-                yield _sse("delta", {"text": delta})
-            yield _sse("done", turn_response(turn).model_dump())
-        except Exception as exc:  # the status line is already sent: report in-band
-            yield _sse("error", {"code": "stream_failed", "message": f"{type(exc).__name__}: {exc}"[:300]})
+    async def events() -> AsyncIterator[str]:
+        async for kind, data in stream.events():
+            if kind == "meta":
+                yield _sse("meta", {"session_id": data.session_id, "message_id": data.message_id})
+            elif kind == "delta":
+                yield _sse("delta", {"text": data})
+            elif kind == "done":
+                yield _sse("done", turn_response(turn).model_dump())
+            else:  # the status line is already sent: report in-band
+                yield _sse("error", _stream_error(data))
 
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _stream_error(exc: Exception) -> dict[str, str]:
+    if isinstance(exc, UnstorableTurn):
+        return {"code": "unstorable_input", "message": str(exc)}
+    if isinstance(exc, DependencyUnavailable):
+        return {"code": "dependency_unavailable", "message": "a required dependency is unavailable; try again shortly"}
+    return {"code": "stream_failed", "message": f"{type(exc).__name__}: {exc}"[:300]}
 
 
 @router.get("/sessions/{session_id}/messages", response_model=list[MessageOut])

@@ -1,0 +1,202 @@
+"""`ragvigil serve` under SIGTERM with a turn in progress: readiness 503 at once, a bounded exit, no turn lost.
+
+A real server process on loopback, answering from a real OpenAI-compatible server (tests/slow_llm.py)
+that holds its answer back, so the turn is reliably still running when the signal arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from tests.conftest import ROOT, make_settings
+from tests.realservers import free_port, wait_until
+from tests.slow_llm import SlowLLM, slow_llm
+
+from ragvigil.app import Runtime
+
+QUESTION = "How do I export my notes to PDF?"
+MARGIN_S = 20.0  # start-up of the lifespan shutdown on a busy machine, not a timing under test
+
+
+@dataclass
+class Serve:
+    proc: subprocess.Popen
+    base: str
+    data: Path
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+@contextmanager
+def serve(data: Path, llm: SlowLLM, grace_s: float) -> Iterator[Serve]:
+    port = free_port()
+    log = data.parent / "serve.log"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "RAGVIGIL_CONFIG_FILE": str(data.parent / "absent.toml"),
+        "RAGVIGIL_DATA_DIR": str(data),
+        "RAGVIGIL_GENERATOR": "openai",
+        "RAGVIGIL_OPENAI__BASE_URL": llm.url,
+        "RAGVIGIL_OPENAI__TIMEOUT_S": "120",
+        "RAGVIGIL_SHUTDOWN_GRACE_S": str(grace_s),
+        "RAGVIGIL_ALERTS__ENABLED": "false",
+        "RAGVIGIL_BACKGROUND_EMBEDDING": "false",
+        "RAGVIGIL_LOG_LEVEL": "INFO",
+    }
+    cmd = [sys.executable, "-c", "from ragvigil.cli import app; app()", "serve", "--port", str(port)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    s = Serve(proc, f"http://127.0.0.1:{port}", data, log)
+    try:
+        wait_until(
+            lambda: httpx.get(f"{s.base}/health/live", timeout=2).status_code == 200,
+            120,
+            "ragvigil serve to start",
+            interval=0.2,
+            abort=lambda: None if proc.poll() is None else f"exited with {proc.returncode}: {s.output()}",
+        )
+        yield s
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+@dataclass
+class StreamClient:
+    """A streamed chat turn read in a thread: the meta event, the deltas, until the server stops."""
+
+    base: str
+    meta: dict = field(default_factory=dict)
+    deltas: list[str] = field(default_factory=list)
+    done: bool = False
+    first_delta: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> threading.Thread:
+        t = threading.Thread(target=self._read, daemon=True)
+        t.start()
+        return t
+
+    def _read(self) -> None:
+        event = None
+        try:
+            with httpx.stream("POST", f"{self.base}/api/v1/chat/stream", json={"message": QUESTION}, timeout=120) as r:
+                for line in r.iter_lines():
+                    if line.startswith("event: "):
+                        event = line[7:]
+                    elif line.startswith("data: "):
+                        data = json.loads(line[6:])
+                        if event == "meta":
+                            self.meta = data
+                        elif event == "delta":
+                            self.deltas.append(data["text"])
+                            self.first_delta.set()
+                        elif event == "done":
+                            self.done = True
+        except httpx.HTTPError:
+            pass  # the server went away mid-answer: that is what the test is about
+
+
+def _data_dir(sample_data_dir: Path, tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(sample_data_dir, data)
+    return data
+
+
+def _start_turn(s: Serve, llm: SlowLLM) -> StreamClient:
+    client = StreamClient(s.base)
+    client.start()
+    assert client.first_delta.wait(60), s.output()
+    assert client.meta["session_id"] and llm.requests == 1
+    return client
+
+
+def _ready_turns_503(s: Serve) -> None:
+    resp = wait_until(
+        lambda: (r := httpx.get(f"{s.base}/health/ready", timeout=5)).status_code == 503 and r,
+        10,
+        "readiness to turn 503",
+    )
+    assert resp.json()["status"] == "draining"
+    refused = httpx.post(f"{s.base}/api/v1/chat", json={"message": QUESTION}, timeout=10)
+    assert refused.status_code == 503 and refused.json()["code"] == "draining"
+    assert refused.headers["retry-after"]
+
+
+def _stored(data: Path, session_id: str) -> list:
+    rt = Runtime(make_settings(data))
+    try:
+        rt.replay_journal()
+        return rt.sessions.messages(session_id)
+    finally:
+        rt.close()
+
+
+def test_a_turn_longer_than_the_grace_period_is_journaled_and_the_server_exits(
+    sample_data_dir: Path, tmp_path: Path
+) -> None:
+    data = _data_dir(sample_data_dir, tmp_path)
+    grace = 3.0
+    with slow_llm(hold_s=300) as llm, serve(data, llm, grace) as s:
+        client = _start_turn(s, llm)
+        s.proc.send_signal(signal.SIGTERM)
+        _ready_turns_503(s)
+        try:
+            s.proc.wait(grace + MARGIN_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {grace + MARGIN_S}s after SIGTERM (grace {grace}s):\n{s.output()}")
+        assert not client.done
+    assert len(list((data / "journal").glob("*.json"))) == 1, s.output()
+    msgs = _stored(data, client.meta["session_id"])
+    assert (msgs[0].role, msgs[0].content) == ("user", QUESTION)
+    assert msgs[1].id == client.meta["message_id"] and msgs[1].degraded is True
+    assert msgs[1].content.startswith("Shipping")  # the answer as far as it had got (or its fallback's end)
+
+
+def test_a_turn_that_ends_within_the_grace_period_is_answered_and_stored(sample_data_dir: Path, tmp_path: Path) -> None:
+    data = _data_dir(sample_data_dir, tmp_path)
+    grace = 120.0
+    with slow_llm(hold_s=300) as llm, serve(data, llm, grace) as s:
+        client = _start_turn(s, llm)
+        s.proc.send_signal(signal.SIGINT)  # Ctrl-C drains the same way
+        _ready_turns_503(s)
+        llm.release()  # the turn finishes during the drain
+        try:
+            s.proc.wait(MARGIN_S * 2)  # well before the grace period: nothing is left to wait for
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running after the turn ended (grace {grace}s):\n{s.output()}")
+    assert client.done and "".join(client.deltas) == llm.answer
+    assert list((data / "journal").glob("*.json")) == []
+    msgs = _stored(data, client.meta["session_id"])
+    assert [(m.role, m.content) for m in msgs] == [("user", QUESTION), ("assistant", llm.answer)]
+
+
+def test_a_second_sigterm_stops_at_once_and_keeps_the_turn(sample_data_dir: Path, tmp_path: Path) -> None:
+    data = _data_dir(sample_data_dir, tmp_path)
+    grace = 300.0
+    with slow_llm(hold_s=300) as llm, serve(data, llm, grace) as s:
+        client = _start_turn(s, llm)
+        s.proc.send_signal(signal.SIGTERM)
+        _ready_turns_503(s)
+        s.proc.send_signal(signal.SIGTERM)
+        try:
+            s.proc.wait(MARGIN_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"a second SIGTERM did not stop the server (grace {grace}s):\n{s.output()}")
+    msgs = _stored(data, client.meta["session_id"])
+    assert msgs[0].content == QUESTION and msgs[1].degraded is True

@@ -48,7 +48,6 @@ def serve(data: Path, llm: SlowLLM, grace_s: float) -> Iterator[Serve]:
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT / "src"),
-        "RAGVIGIL_CONFIG_FILE": str(data.parent / "absent.toml"),
         "RAGVIGIL_DATA_DIR": str(data),
         "RAGVIGIL_GENERATOR": "openai",
         "RAGVIGIL_OPENAI__BASE_URL": llm.url,

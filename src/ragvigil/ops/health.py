@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
@@ -33,8 +34,37 @@ class CheckResult:
         }
 
 
+class _Slot:
+    """One check and its state: at most one copy runs at a time, on the check's own thread."""
+
+    def __init__(self, name: str, fn: Check, critical: bool, trust_s: float) -> None:
+        self.name = name
+        self.fn = fn
+        self.critical = critical
+        self.trust_s = trust_s
+        # one worker per check: a hung check holds only its own thread, never another check's
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"health-{name}")
+        self.running: Future[tuple[float, str | None]] | None = None
+        self.started = 0.0
+        self.runs = 0  # copies started, for /health and tests
+        self.last: CheckResult | None = None
+        self.last_at = 0.0  # monotonic time the last result was taken
+
+    def fresh(self, now: float, cache_s: float) -> bool:
+        """The last result may be served again without running the check."""
+        if self.last is None:
+            return False
+        age = now - self.last_at
+        return age < cache_s or (self.last.ok and age < self.trust_s)
+
+
 class HealthChecks:
     """Runs named checks concurrently with a timeout; a check never raises out of here.
+
+    Each check runs on its own thread and at most one copy of it runs at a time: a caller that
+    finds it still running waits for that same copy (up to the timeout), or reports it "still
+    running", instead of queuing another copy behind it. So a hung dependency (an embedding engine
+    busy for minutes) can neither pile up threads nor delay or fail the other checks.
 
     Results are cached for ``cache_s`` seconds so that probes from many sources (kubelet,
     load balancer, Prometheus, people) cannot multiply the load on a dependency.
@@ -43,20 +73,8 @@ class HealthChecks:
     def __init__(self, timeout_s: float = 3.0, cache_s: float = 2.0) -> None:
         self.timeout_s = timeout_s
         self.cache_s = cache_s
-        self._checks: dict[str, tuple[Check, bool, float]] = {}
-        self._passed_at: dict[str, tuple[float, CheckResult]] = {}
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="health")
-        self._cached: tuple[float, list[CheckResult]] | None = None
+        self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
-
-    def results(self) -> list[CheckResult]:
-        """The latest results, re-run when older than ``cache_s``."""
-        with self._lock:
-            if self._cached is not None and time.monotonic() - self._cached[0] < self.cache_s:
-                return self._cached[1]
-            fresh = self.run()
-            self._cached = (time.monotonic(), fresh)
-            return fresh
 
     def add(self, name: str, check: Check, critical: bool = True, recheck_passed_s: float = 0.0) -> None:
         """``critical``: without it ragvigil cannot answer at all (readiness fails).
@@ -64,36 +82,70 @@ class HealthChecks:
         ``recheck_passed_s``: an expensive check (embedding a word) that passed is trusted this long;
         a failing one is re-run on every refresh, so recovery shows at once.
         """
-        self._checks[name] = (check, critical, recheck_passed_s)
+        with self._lock:
+            old = self._slots.get(name)
+            self._slots[name] = _Slot(name, check, critical, recheck_passed_s)
+        if old is not None:
+            old.executor.shutdown(wait=False, cancel_futures=True)
 
-    def run(self) -> list[CheckResult]:
+    def runs(self, name: str) -> int:
+        """How many copies of check ``name`` have been started (a hung one counts once)."""
+        return self._slots[name].runs
+
+    def results(self, wait_optional: bool = True) -> list[CheckResult]:
+        """The latest result of every check, refreshing those older than ``cache_s``.
+
+        ``wait_optional=False`` (readiness): wait only for the critical checks; an optional check
+        still running answers with its last result, so readiness never waits on a fallback.
+        """
         now = time.monotonic()
-        futures = {}
-        for name, (fn, crit, trust_s) in self._checks.items():
-            passed = self._passed_at.get(name)
-            if passed is not None and now - passed[0] < trust_s:
-                futures[name] = (None, crit)
-            else:
-                futures[name] = (self._pool.submit(_timed, fn), crit)
-        results = []
-        for name, (fut, crit) in futures.items():
-            if fut is None:
-                results.append(self._passed_at[name][1])
+        waits: list[tuple[_Slot, Future[tuple[float, str | None]], float]] = []
+        with self._lock:
+            slots = list(self._slots.values())
+            for slot in slots:
+                if slot.fresh(now, self.cache_s):
+                    continue
+                if slot.running is None:
+                    slot.started = now
+                    slot.runs += 1
+                    slot.running = slot.executor.submit(_timed, slot.fn)
+                waits.append((slot, slot.running, slot.started + self.timeout_s))
+        for slot, fut, deadline in waits:
+            if not (wait_optional or slot.critical or slot.last is None):
                 continue
-            try:
-                latency, error = fut.result(timeout=self.timeout_s)
-            except FutureTimeout:
-                latency, error = self.timeout_s * 1000, f"timed out after {self.timeout_s}s"
-            result = CheckResult(name, error is None, latency, error, crit)
-            if result.ok:
-                self._passed_at[name] = (now, result)
-            else:
-                self._passed_at.pop(name, None)
-            results.append(result)
-        return results
+            with contextlib.suppress(FutureTimeout):  # still running: reported as such below
+                fut.result(timeout=max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            for slot, fut, _ in waits:
+                if fut.done():
+                    self._take(slot, fut)
+            return [self._current(slot, time.monotonic()) for slot in slots]
+
+    def _take(self, slot: _Slot, fut: Future[tuple[float, str | None]]) -> None:
+        """Record a finished copy's result (once: the first caller to see it done)."""
+        if slot.running is not fut:
+            return
+        latency, error = fut.result()
+        slot.last = CheckResult(slot.name, error is None, latency, error, slot.critical)
+        slot.last_at = time.monotonic()
+        slot.running = None
+
+    def _current(self, slot: _Slot, now: float) -> CheckResult:
+        if slot.running is not None:
+            elapsed = now - slot.started
+            if elapsed >= self.timeout_s:
+                return CheckResult(
+                    slot.name, False, elapsed * 1000, f"timed out: still running after {elapsed:.1f}s", slot.critical
+                )
+            if slot.last is not None:
+                return slot.last
+            return CheckResult(slot.name, False, elapsed * 1000, "still running (no result yet)", slot.critical)
+        assert slot.last is not None
+        return slot.last
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for slot in self._slots.values():
+            slot.executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _timed(fn: Check) -> tuple[float, str | None]:
@@ -159,7 +211,7 @@ class HealthCollector(Collector):
         checks = self.checks
         if checks is None:
             return
-        results = checks.results()
+        results = checks.results(wait_optional=False)  # a scrape never waits on a fallback's check
         up = GaugeMetricFamily("ragvigil_health_check_up", "Health check passing (1) or failing (0).", labels=["check"])
         for r in results:
             up.add_metric([r.name], 1.0 if r.ok else 0.0)

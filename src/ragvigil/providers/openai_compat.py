@@ -71,7 +71,9 @@ class OpenAIGenerator:
 
     def generate(self, request: GenerationRequest) -> Generation:
         with self._call():
-            resp = self._client.post("/chat/completions", json=self._payload(request, False))
+            resp = self._client.post(
+                "/chat/completions", json=self._payload(request, False), timeout=self._timeout(request)
+            )
             self._raise_for(resp)
             data = resp.json()
         try:
@@ -89,7 +91,9 @@ class OpenAIGenerator:
     def stream(self, request: GenerationRequest) -> Iterator[str]:
         with (
             self._call(),
-            self._client.stream("POST", "/chat/completions", json=self._payload(request, True)) as resp,
+            self._client.stream(
+                "POST", "/chat/completions", json=self._payload(request, True), timeout=self._timeout(request)
+            ) as resp,
         ):
             if resp.status_code >= 400:
                 resp.read()
@@ -106,6 +110,13 @@ class OpenAIGenerator:
                     raise ProviderUnavailable(f"{self.name}: malformed stream chunk") from exc
                 if delta:
                     yield delta
+
+    def _timeout(self, request: GenerationRequest) -> httpx.Timeout:
+        """The configured timeout, shortened to what is left of the turn's budget."""
+        if request.timeout_s is None or request.timeout_s >= self.settings.timeout_s:
+            return self._client.timeout
+        t = max(request.timeout_s, 0.001)
+        return httpx.Timeout(t, connect=min(5.0, t))
 
     def check(self) -> None:
         with self._call():

@@ -43,11 +43,12 @@ def test_ready_stays_200_while_the_embedding_check_hangs(sample_runtime: Runtime
                 checks = ready.json()["checks"]
                 assert checks["database"]["status"] == "ok" and checks["disk"]["status"] == "ok"
                 assert checks["embedding"]["status"] == "failing"
-                assert "still running" in checks["embedding"]["error"]
             deep = c.get("/health")
             assert deep.status_code == 200 and deep.json()["status"] == "degraded"
             assert deep.json()["checks"]["database"]["status"] == "ok"
-            assert len(calls) == 1 and rt.health.runs("embedding") == 1  # one copy, however many probes
+            assert len(calls) == 1  # one copy, however many probes
+            assert rt.health.runs("embedding") == 1
+            assert "still running" in deep.json()["checks"]["embedding"]["error"]
 
             release.set()  # the engine is free again: the next refresh shows it
             wait_until(lambda: c.get("/health/ready").json()["checks"]["embedding"]["status"] == "ok", 30, "recovery")
@@ -66,9 +67,10 @@ def test_a_hung_critical_check_does_not_delay_or_fail_the_others() -> None:
         for _ in range(6):
             by_name = {r.name: r for r in checks.results()}
             assert by_name["database"].ok, by_name["database"].error
-            assert not by_name["slow"].ok and "still running" in (by_name["slow"].error or "")
-        assert len(fast) == 6 and checks.runs("database") == 6
-        assert len(calls) == 1 and checks.runs("slow") == 1
+            assert not by_name["slow"].ok
+        assert len(fast) == 6 and len(calls) == 1
+        assert checks.runs("database") == 6 and checks.runs("slow") == 1
+        assert "still running" in (checks.results()[0].error or "")
     finally:
         release.set()
         checks.close()

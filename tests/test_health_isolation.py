@@ -119,3 +119,23 @@ def test_readiness_does_not_wait_for_an_optional_check_that_already_answered_onc
     finally:
         gate.set()
         checks.close()
+
+
+def test_ready_stays_200_while_questions_hold_every_embedding_engine(sample_runtime: Runtime) -> None:
+    rt = sample_runtime
+    embedder = rt.embedder.inner
+    rt.health.cache_s = 0
+    rt.health.timeout_s = 0.3
+    held = [embedder._pool.get() for _ in range(embedder.engines)]  # as long questions would
+    try:
+        with TestClient(create_app(runtime=rt)) as c:
+            for _ in range(8):
+                ready = c.get("/health/ready")
+                assert ready.status_code == 200, ready.json()
+                assert ready.json()["checks"]["database"]["status"] == "ok"
+            embedding = c.get("/health").json()["checks"]["embedding"]
+            assert embedding["status"] == "failing"
+            assert "engines stayed busy" in embedding["error"] or "still running" in embedding["error"]
+    finally:
+        for e in held:
+            embedder._pool.put(e)

@@ -96,10 +96,10 @@ class Runtime:
         self.health.add("database", lambda: ping(self.db.engine))
         self.health.add("vector_store", self.vectors.check, critical=False)  # BM25 still answers
         # embedding a word costs ~20 ms of CPU: a pass is trusted for 30 s (the alert engine samples every 3 s);
-        # it waits for a free engine no longer than the health timeout, so it never hangs behind questions
+        # it waits for a free engine half the health timeout, so it never hangs behind questions and says why
         self.health.add(
             "embedding",
-            lambda: self.embedder.inner.check(self.health.timeout_s),
+            lambda: self.embedder.inner.check(self.health.timeout_s / 2),
             critical=False,
             recheck_passed_s=30.0,
         )

@@ -7,6 +7,7 @@ such turns held both engines, so every other question waited behind them.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -200,3 +201,54 @@ def test_a_stalled_generator_is_cut_at_the_turn_budget(sample_data_dir: Path, tm
             assert "¥268" in turn.answer and turn.persisted_to == "database"  # the fallback answered
         finally:
             rt.close()
+
+
+@contextmanager
+def dripping_llm(chunks: int) -> Iterator[str]:
+    """An endpoint that streams one delta every 50 ms, ``chunks`` in all: each read is quick, the whole is slow."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            try:
+                for i in range(chunks):
+                    delta = {"choices": [{"delta": {"content": f"w{i} "}}]}
+                    self.wfile.write(f"data: {json.dumps(delta)}\n\n".encode())
+                    self.wfile.flush()
+                    time.sleep(0.05)
+                self.wfile.write(b"data: [DONE]\n\n")
+            except OSError:  # the client hung up: what the test wants
+                pass
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_stream_that_keeps_dripping_is_cut_at_the_turn_budget() -> None:
+    from ragvigil.config import OpenAISettings
+    from ragvigil.providers.base import GenerationRequest, ProviderTimeout
+    from ragvigil.providers.openai_compat import OpenAIGenerator
+
+    with dripping_llm(chunks=1200) as url:  # a minute of deltas, never 30 s between two reads
+        gen = OpenAIGenerator(OpenAISettings(base_url=url, timeout_s=30))
+        got: list[str] = []
+        try:
+            with pytest.raises(ProviderTimeout, match="time left"):
+                for delta in gen.stream(GenerationRequest("q", [], timeout_s=1.0)):
+                    got.append(delta)
+        finally:
+            gen.close()
+    assert got and len(got) < 1200  # cut part-way, after some deltas had been passed on

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -89,6 +90,11 @@ class OpenAIGenerator:
         )
 
     def stream(self, request: GenerationRequest) -> Iterator[str]:
+        """Deltas as they come; a stream still dripping when the turn's time is up ends in ``ProviderTimeout``.
+
+        httpx's read timeout is per read, so without the deadline a slow stream could run for ever.
+        """
+        deadline = None if request.timeout_s is None else time.monotonic() + request.timeout_s
         with (
             self._call(),
             self._client.stream(
@@ -99,6 +105,8 @@ class OpenAIGenerator:
                 resp.read()
                 self._raise_for(resp)
             for line in resp.iter_lines():
+                if deadline is not None and time.monotonic() > deadline:  # keep-alive lines count too
+                    raise ProviderTimeout(f"{self.name}: the stream outlasted the turn's time left")
                 if not line.startswith("data:"):
                     continue
                 payload = line[5:].strip()

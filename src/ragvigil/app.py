@@ -81,10 +81,12 @@ class Runtime:
             if settings.generator == "openai"
             else self.extractive
         )
+        # the generator's own timeout is the longest legitimate wait of a turn: the budget leaves room for it
+        budget_s = rs.turn_budget_s or max(60.0, settings.openai.timeout_s + 30.0)
         stages = [
             LoadHistory(self.sessions, rs.history_turns),
-            Retrieve(self.retriever, budget_s=rs.turn_budget_s, context_chars=rs.context_chars),
-            Generate(self.generator, self.extractive, budget_s=rs.turn_budget_s),
+            Retrieve(self.retriever, budget_s=budget_s, context_chars=rs.context_chars),
+            Generate(self.generator, self.extractive, budget_s=budget_s),
             Persist(self.sessions, self.journal),
         ]
         if settings.log_message_contents and settings.message_log_key is not None:

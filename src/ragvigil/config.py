@@ -76,8 +76,12 @@ class RetrievalSettings(BaseModel):
     context_chars: int = Field(
         500, ge=0, le=10_000, description="characters of the previous user turn a follow-up question is searched with"
     )
-    turn_budget_s: float = Field(
-        45.0, gt=0, le=600, description="seconds one chat turn may take; past it the turn ends degraded, still saved"
+    turn_budget_s: float | None = Field(
+        None,
+        gt=0,
+        le=3600,
+        description="seconds one chat turn may take (unset: the LLM timeout + 30 s, at least 60 s); "
+        "past it the turn ends degraded, still saved",
     )
 
     @model_validator(mode="after")

@@ -139,3 +139,23 @@ def test_ready_stays_200_while_questions_hold_every_embedding_engine(sample_runt
     finally:
         for e in held:
             embedder._pool.put(e)
+
+
+def test_a_check_hung_for_good_does_not_keep_the_process_from_exiting() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import threading\n"
+        "from ragvigil.ops.health import HealthChecks\n"
+        "checks = HealthChecks(timeout_s=0.1)\n"
+        "checks.add('stuck', threading.Event().wait)\n"  # never returns
+        "print(checks.results()[0].error)\n"
+        "checks.close()\n"
+    )
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:  # a guard against hanging, not a timing assertion
+        done = None
+    assert done is not None, "the process did not exit while a health check was stuck"
+    assert done.returncode == 0 and "still running" in done.stdout, done.stderr

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from prometheus_client.core import GaugeMetricFamily
@@ -34,21 +31,28 @@ class CheckResult:
         }
 
 
+class _Run:
+    """One running copy of a check; its thread records the result before setting ``done``."""
+
+    __slots__ = ("done", "started")
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.done = threading.Event()
+
+
 class _Slot:
-    """One check and its state: at most one copy runs at a time, on the check's own thread."""
+    """One check and its state: at most one copy runs at a time, on a thread of its own."""
 
     def __init__(self, name: str, fn: Check, critical: bool, trust_s: float) -> None:
         self.name = name
         self.fn = fn
         self.critical = critical
         self.trust_s = trust_s
-        # one worker per check: a hung check holds only its own thread, never another check's
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"health-{name}")
-        self.running: Future[tuple[float, str | None]] | None = None
-        self.started = 0.0
-        self.runs = 0  # copies started, for /health and tests
+        self.running: _Run | None = None
+        self.runs = 0  # copies started, for tests and diagnosis
         self.last: CheckResult | None = None
-        self.last_at = 0.0  # monotonic time the last result was taken
+        self.last_at = 0.0  # monotonic time the last copy finished
 
     def fresh(self, now: float, cache_s: float) -> bool:
         """The last result may be served again without running the check."""
@@ -61,10 +65,11 @@ class _Slot:
 class HealthChecks:
     """Runs named checks concurrently with a timeout; a check never raises out of here.
 
-    Each check runs on its own thread and at most one copy of it runs at a time: a caller that
-    finds it still running waits for that same copy (up to the timeout), or reports it "still
-    running", instead of queuing another copy behind it. So a hung dependency (an embedding engine
-    busy for minutes) can neither pile up threads nor delay or fail the other checks.
+    Each copy of a check runs on a daemon thread of its own, and at most one copy of a check runs
+    at a time: a caller that finds it still running waits on that same copy (up to the timeout)
+    or reports it "still running", instead of queuing another copy behind it. So a hung dependency
+    (an embedding engine busy for minutes) can neither pile up threads nor delay or fail the other
+    checks, and it cannot hold up the process's exit either.
 
     Results are cached for ``cache_s`` seconds so that probes from many sources (kubelet,
     load balancer, Prometheus, people) cannot multiply the load on a dependency.
@@ -75,6 +80,7 @@ class HealthChecks:
         self.cache_s = cache_s
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
+        self._closed = False
 
     def add(self, name: str, check: Check, critical: bool = True, recheck_passed_s: float = 0.0) -> None:
         """``critical``: without it ragvigil cannot answer at all (readiness fails).
@@ -83,10 +89,7 @@ class HealthChecks:
         a failing one is re-run on every refresh, so recovery shows at once.
         """
         with self._lock:
-            old = self._slots.get(name)
             self._slots[name] = _Slot(name, check, critical, recheck_passed_s)
-        if old is not None:
-            old.executor.shutdown(wait=False, cancel_futures=True)
 
     def runs(self, name: str) -> int:
         """How many copies of check ``name`` have been started (a hung one counts once)."""
@@ -99,40 +102,40 @@ class HealthChecks:
         still running answers with its last result, so readiness never waits on a fallback.
         """
         now = time.monotonic()
-        waits: list[tuple[_Slot, Future[tuple[float, str | None]], float]] = []
+        waits: list[tuple[_Slot, _Run]] = []
         with self._lock:
             slots = list(self._slots.values())
             for slot in slots:
-                if slot.fresh(now, self.cache_s):
+                if slot.fresh(now, self.cache_s) or (self._closed and slot.running is None):
                     continue
                 if slot.running is None:
-                    slot.started = now
+                    slot.running = _Run(now)
                     slot.runs += 1
-                    slot.running = slot.executor.submit(_timed, slot.fn)
-                waits.append((slot, slot.running, slot.started + self.timeout_s))
-        for slot, fut, deadline in waits:
-            if not (wait_optional or slot.critical or slot.last is None):
-                continue
-            with contextlib.suppress(FutureTimeout):  # still running: reported as such below
-                fut.result(timeout=max(0.0, deadline - time.monotonic()))
+                    worker = threading.Thread(
+                        target=self._work, args=(slot, slot.running), name=f"health-{slot.name}", daemon=True
+                    )
+                    worker.start()
+                waits.append((slot, slot.running))
+        for slot, run in waits:
+            if wait_optional or slot.critical or slot.last is None:
+                run.done.wait(max(0.0, run.started + self.timeout_s - time.monotonic()))
         with self._lock:
-            for slot, fut, _ in waits:
-                if fut.done():
-                    self._take(slot, fut)
-            return [self._current(slot, time.monotonic()) for slot in slots]
+            now = time.monotonic()
+            return [self._current(slot, now) for slot in slots]
 
-    def _take(self, slot: _Slot, fut: Future[tuple[float, str | None]]) -> None:
-        """Record a finished copy's result (once: the first caller to see it done)."""
-        if slot.running is not fut:
-            return
-        latency, error = fut.result()
-        slot.last = CheckResult(slot.name, error is None, latency, error, slot.critical)
-        slot.last_at = time.monotonic()
-        slot.running = None
+    def _work(self, slot: _Slot, run: _Run) -> None:
+        latency, error = _timed(slot.fn)
+        with self._lock:
+            if slot.running is run:
+                slot.last = CheckResult(slot.name, error is None, latency, error, slot.critical)
+                slot.last_at = time.monotonic()
+                slot.running = None
+        run.done.set()
 
     def _current(self, slot: _Slot, now: float) -> CheckResult:
-        if slot.running is not None:
-            elapsed = now - slot.started
+        run = slot.running
+        if run is not None:
+            elapsed = now - run.started
             if elapsed >= self.timeout_s:
                 return CheckResult(
                     slot.name, False, elapsed * 1000, f"timed out: still running after {elapsed:.1f}s", slot.critical
@@ -140,12 +143,13 @@ class HealthChecks:
             if slot.last is not None:
                 return slot.last
             return CheckResult(slot.name, False, elapsed * 1000, "still running (no result yet)", slot.critical)
-        assert slot.last is not None
+        if slot.last is None:
+            return CheckResult(slot.name, False, 0.0, "not run: health checks are closed", slot.critical)
         return slot.last
 
     def close(self) -> None:
-        for slot in self._slots.values():
-            slot.executor.shutdown(wait=False, cancel_futures=True)
+        """No new copies start; running ones finish on their daemon threads."""
+        self._closed = True
 
 
 def _timed(fn: Check) -> tuple[float, str | None]:

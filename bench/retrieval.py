@@ -193,7 +193,7 @@ class PrecomputedQueryEmbedder:
     def __init__(self, vectors: dict[str, np.ndarray]) -> None:
         self.vectors = vectors
 
-    def embed_query(self, text: str) -> np.ndarray:
+    def embed_query(self, text: str, timeout_s: float | None = None) -> np.ndarray:
         return self.vectors[text]
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:  # pragma: no cover - never called

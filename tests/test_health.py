@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -97,7 +96,7 @@ def test_an_expensive_check_that_passed_is_trusted_for_a_while_and_a_failure_rec
     for _ in range(5):
         assert checks.results()[0].ok
     assert len(calls) == 1
-    checks._passed_at["embedding"] = (time.monotonic() - 3600, checks._passed_at["embedding"][1])  # trust ran out
+    checks._slots["embedding"].last_at -= 3600  # the trust ran out
     failing[0] = True
     assert not checks.results()[0].ok and not checks.results()[0].ok
     assert len(calls) == 3  # failures are re-run on every refresh

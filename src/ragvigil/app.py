@@ -63,7 +63,8 @@ class Runtime:
         rs = settings.retrieval
         self.tokenizer = Tokenizer(settings.cache_dir)
         self.embedder = CachedQueryEmbedder(
-            E5Embedder(threads=rs.embed_threads, engines=rs.query_engines), rs.query_cache_size
+            E5Embedder(threads=rs.embed_threads, engines=rs.query_engines, max_query_tokens=rs.max_query_tokens),
+            rs.query_cache_size,
         )
         self.vectors = FaissVectorStore(settings.index_dir, self.embedder.dim, rs.vector_index)
         self.catalog = Catalog(self.db)
@@ -82,10 +83,12 @@ class Runtime:
             if settings.generator == "openai"
             else self.extractive
         )
+        # the generator's own timeout is the longest legitimate wait of a turn: the budget leaves room for it
+        budget_s = rs.turn_budget_s or max(60.0, settings.openai.timeout_s + 30.0)
         stages = [
             LoadHistory(self.sessions, rs.history_turns),
-            Retrieve(self.retriever),
-            Generate(self.generator, self.extractive),
+            Retrieve(self.retriever, budget_s=budget_s, context_chars=rs.context_chars),
+            Generate(self.generator, self.extractive, budget_s=budget_s),
             Persist(self.sessions, self.journal),
         ]
         if settings.log_message_contents and settings.message_log_key is not None:
@@ -96,9 +99,13 @@ class Runtime:
         self.health = HealthChecks()
         self.health.add("database", lambda: ping(self.db.engine))
         self.health.add("vector_store", self.vectors.check, critical=False)  # BM25 still answers
-        # embedding a word costs ~20 ms of CPU: a pass is trusted for 30 s (the alert engine samples every 3 s)
+        # embedding a word costs ~20 ms of CPU: a pass is trusted for 30 s (the alert engine samples every 3 s);
+        # it waits for a free engine half the health timeout, so it never hangs behind questions and says why
         self.health.add(
-            "embedding", lambda: self.embedder.inner.embed_query("health"), critical=False, recheck_passed_s=30.0
+            "embedding",
+            lambda: self.embedder.inner.check(self.health.timeout_s / 2),
+            critical=False,
+            recheck_passed_s=30.0,
         )
         self.health.add("generator", self.generator.check, critical=False)  # extractive still answers
         self.health.add("disk", self._check_disk)

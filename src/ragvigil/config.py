@@ -116,6 +116,22 @@ class RetrievalSettings(Section):
     query_engines: int = Field(2, ge=1, le=16, description="parallel query-embedding engines")
     embed_batch: int = Field(16, ge=1, le=256)
     query_cache_size: int = Field(4096, ge=0)
+    max_query_chars: int = Field(
+        2000, ge=16, le=100_000, description="a search query is cut to this many characters before BM25 and embedding"
+    )
+    max_query_tokens: int = Field(
+        512, ge=16, le=512, description="a query is cut to this many e5 tokens before embedding (e5's window is 512)"
+    )
+    context_chars: int = Field(
+        500, ge=0, le=10_000, description="characters of the previous user turn a follow-up question is searched with"
+    )
+    turn_budget_s: float | None = Field(
+        None,
+        gt=0,
+        le=3600,
+        description="seconds one chat turn may take (unset: the LLM timeout + 30 s, at least 60 s); "
+        "past it the turn ends degraded, still saved",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> RetrievalSettings:

@@ -2,6 +2,12 @@
 
 The chain is data (``ChatPipeline.stages``), like structlog's processors: each stage is
 timed and counted by ``run_stage``, so no stage repeats metrics or logging code.
+
+A turn has a time budget (``retrieval.turn_budget_s``, counted from when the request arrived).
+Python cannot interrupt a call already running, so the budget is spent where waiting happens:
+the wait for a free embedding engine, the optional follow-up search, and the generator's
+timeout. A turn past its budget skips what is left of retrieval and generation and ends
+degraded with a plain "took too long" answer; it is still persisted.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ class Turn:
     persisted_to: str | None = None
     stages_ms: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
+    out_of_time: bool = False  # the turn budget ran out; what was left of it was skipped
     received_at: Any = field(default_factory=utcnow)
 
     @property
@@ -81,6 +88,24 @@ class Turn:
     def degrade(self, reason: str) -> None:
         self.degraded = True
         self.degraded_reasons.append(reason)
+
+    def time_left(self, budget_s: float | None) -> float | None:
+        """Seconds of ``budget_s`` this turn has still to spend (None: no budget)."""
+        if budget_s is None:
+            return None
+        return budget_s - (time.perf_counter() - self.started)
+
+    def run_out_of_time(self, budget_s: float | None, where: str) -> None:
+        """Mark the turn as past its budget (once): later stages skip their work."""
+        if not self.out_of_time:
+            self.out_of_time = True
+            self.degrade(f"turn budget of {budget_s:g}s used up {where}")
+
+
+OUT_OF_TIME = {
+    "zh": "抱歉，这个问题处理超时，没能及时回答。请稍后再试，或把问题问得简短一些。",
+    "en": "Sorry, answering this took too long, so it was stopped. Please try again, or ask a shorter question.",
+}
 
 
 class Stage(Protocol):
@@ -211,21 +236,39 @@ class LoadHistory:
 
 
 class Retrieve:
-    """Hybrid retrieval; a short follow-up is retried with the previous user turn as context."""
+    """Hybrid retrieval; a short follow-up is retried with the previous user turn as context.
+
+    The context is only the tail of the previous turn (``context_chars``): a client-sent history
+    of any length must not turn into a query that costs minutes to embed. A search waits for a
+    free embedding engine at most half of the turn's time left, so BM25 and generation still have
+    the other half to answer with.
+    """
 
     name = "retrieve"
 
-    def __init__(self, retriever: HybridRetriever) -> None:
+    def __init__(self, retriever: HybridRetriever, budget_s: float | None = None, context_chars: int = 500) -> None:
         self.retriever = retriever
+        self.budget_s = budget_s
+        self.context_chars = context_chars
 
     def __call__(self, turn: Turn) -> None:
-        result = self.retriever.search(turn.kb, turn.message)
+        left = turn.time_left(self.budget_s)
+        if left is not None and left <= 0:
+            turn.run_out_of_time(self.budget_s, "before retrieval")
+            turn.retrieval = Retrieval(query=turn.message, tokens=[], hits=[])
+            return
+        result = self.retriever.search(turn.kb, turn.message, embed_wait_s=_half(left))
         previous = [content for role, content in turn.history if role == "user"]
         if previous and (len(result.tokens) <= 3 or not result.relevant_hits):
-            # "and is there a page limit?" only makes sense with the previous question
-            contextual = self.retriever.search(turn.kb, f"{previous[-1]} {turn.message}")
-            if self._about(contextual.relevant_hits, result.tokens):
-                result = contextual
+            left = turn.time_left(self.budget_s)
+            if left is not None and left <= 0:
+                turn.run_out_of_time(self.budget_s, "before the follow-up search")
+            else:
+                # "and is there a page limit?" only makes sense with the previous question
+                context = previous[-1][-self.context_chars :] if self.context_chars else ""
+                contextual = self.retriever.search(turn.kb, f"{context} {turn.message}", embed_wait_s=_half(left))
+                if self._about(contextual.relevant_hits, result.tokens):
+                    result = contextual
         if result.vector_error:
             turn.degrade(f"vector search unavailable: {result.vector_error}")
         metrics.RETRIEVAL_HITS.observe(len(result.relevant_hits))
@@ -241,24 +284,40 @@ class Retrieve:
         return bool(set(tokens) & seen)
 
 
+def _half(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds / 2
+
+
 class Generate:
     """Ask the generator; on a provider failure answer with the fallback and flag the turn degraded."""
 
     name = "generate"
 
-    def __init__(self, generator: Generator, fallback: Generator, max_passages: int = 4) -> None:
+    def __init__(
+        self, generator: Generator, fallback: Generator, max_passages: int = 4, budget_s: float | None = None
+    ) -> None:
         self.generator = generator
         self.fallback = fallback
         self.max_passages = max_passages
+        self.budget_s = budget_s
 
     def request(self, turn: Turn) -> GenerationRequest:
+        """The generator's input; none of the passages once the turn is past its budget."""
         passages = turn.retrieval.relevant_hits[: self.max_passages] if turn.retrieval else []
-        return GenerationRequest(turn.message, passages, turn.history, turn.language)
+        left = turn.time_left(self.budget_s)
+        if left is not None and left <= 0:
+            turn.run_out_of_time(self.budget_s, "before generation")
+        if turn.out_of_time:
+            passages = []
+        return GenerationRequest(turn.message, passages, turn.history, turn.language, timeout_s=left)
+
+    def no_answer(self, turn: Turn) -> Generation:
+        return Generation((OUT_OF_TIME if turn.out_of_time else NO_ANSWER)[turn.language], "none")
 
     def __call__(self, turn: Turn) -> None:
         req = self.request(turn)
         if not req.passages:
-            turn.generation = Generation(NO_ANSWER[turn.language], "none")
+            turn.generation = self.no_answer(turn)
         else:
             try:
                 turn.generation = self.generator.generate(req)
@@ -271,7 +330,7 @@ class Generate:
     def stream(self, turn: Turn) -> Iterator[str]:
         req = self.request(turn)
         if not req.passages:
-            turn.generation = Generation(NO_ANSWER[turn.language], "none")
+            turn.generation = self.no_answer(turn)
             yield turn.generation.text
         else:
             parts: list[str] = []

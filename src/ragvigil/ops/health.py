@@ -5,8 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from prometheus_client.core import GaugeMetricFamily
@@ -33,8 +31,45 @@ class CheckResult:
         }
 
 
+class _Run:
+    """One running copy of a check; its thread records the result before setting ``done``."""
+
+    __slots__ = ("done", "started")
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.done = threading.Event()
+
+
+class _Slot:
+    """One check and its state: at most one copy runs at a time, on a thread of its own."""
+
+    def __init__(self, name: str, fn: Check, critical: bool, trust_s: float) -> None:
+        self.name = name
+        self.fn = fn
+        self.critical = critical
+        self.trust_s = trust_s
+        self.running: _Run | None = None
+        self.runs = 0  # copies started, for tests and diagnosis
+        self.last: CheckResult | None = None
+        self.last_at = 0.0  # monotonic time the last copy finished
+
+    def fresh(self, now: float, cache_s: float) -> bool:
+        """The last result may be served again without running the check."""
+        if self.last is None:
+            return False
+        age = now - self.last_at
+        return age < cache_s or (self.last.ok and age < self.trust_s)
+
+
 class HealthChecks:
     """Runs named checks concurrently with a timeout; a check never raises out of here.
+
+    Each copy of a check runs on a daemon thread of its own, and at most one copy of a check runs
+    at a time: a caller that finds it still running waits on that same copy (up to the timeout)
+    or reports it "still running", instead of queuing another copy behind it. So a hung dependency
+    (an embedding engine busy for minutes) can neither pile up threads nor delay or fail the other
+    checks, and it cannot hold up the process's exit either.
 
     Results are cached for ``cache_s`` seconds so that probes from many sources (kubelet,
     load balancer, Prometheus, people) cannot multiply the load on a dependency.
@@ -43,20 +78,9 @@ class HealthChecks:
     def __init__(self, timeout_s: float = 3.0, cache_s: float = 2.0) -> None:
         self.timeout_s = timeout_s
         self.cache_s = cache_s
-        self._checks: dict[str, tuple[Check, bool, float]] = {}
-        self._passed_at: dict[str, tuple[float, CheckResult]] = {}
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="health")
-        self._cached: tuple[float, list[CheckResult]] | None = None
+        self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
-
-    def results(self) -> list[CheckResult]:
-        """The latest results, re-run when older than ``cache_s``."""
-        with self._lock:
-            if self._cached is not None and time.monotonic() - self._cached[0] < self.cache_s:
-                return self._cached[1]
-            fresh = self.run()
-            self._cached = (time.monotonic(), fresh)
-            return fresh
+        self._closed = False
 
     def add(self, name: str, check: Check, critical: bool = True, recheck_passed_s: float = 0.0) -> None:
         """``critical``: without it ragvigil cannot answer at all (readiness fails).
@@ -64,36 +88,68 @@ class HealthChecks:
         ``recheck_passed_s``: an expensive check (embedding a word) that passed is trusted this long;
         a failing one is re-run on every refresh, so recovery shows at once.
         """
-        self._checks[name] = (check, critical, recheck_passed_s)
+        with self._lock:
+            self._slots[name] = _Slot(name, check, critical, recheck_passed_s)
 
-    def run(self) -> list[CheckResult]:
+    def runs(self, name: str) -> int:
+        """How many copies of check ``name`` have been started (a hung one counts once)."""
+        return self._slots[name].runs
+
+    def results(self, wait_optional: bool = True) -> list[CheckResult]:
+        """The latest result of every check, refreshing those older than ``cache_s``.
+
+        ``wait_optional=False`` (readiness): wait only for the critical checks; an optional check
+        still running answers with its last result, so readiness never waits on a fallback.
+        """
         now = time.monotonic()
-        futures = {}
-        for name, (fn, crit, trust_s) in self._checks.items():
-            passed = self._passed_at.get(name)
-            if passed is not None and now - passed[0] < trust_s:
-                futures[name] = (None, crit)
-            else:
-                futures[name] = (self._pool.submit(_timed, fn), crit)
-        results = []
-        for name, (fut, crit) in futures.items():
-            if fut is None:
-                results.append(self._passed_at[name][1])
-                continue
-            try:
-                latency, error = fut.result(timeout=self.timeout_s)
-            except FutureTimeout:
-                latency, error = self.timeout_s * 1000, f"timed out after {self.timeout_s}s"
-            result = CheckResult(name, error is None, latency, error, crit)
-            if result.ok:
-                self._passed_at[name] = (now, result)
-            else:
-                self._passed_at.pop(name, None)
-            results.append(result)
-        return results
+        waits: list[tuple[_Slot, _Run]] = []
+        with self._lock:
+            slots = list(self._slots.values())
+            for slot in slots:
+                if slot.fresh(now, self.cache_s) or (self._closed and slot.running is None):
+                    continue
+                if slot.running is None:
+                    slot.running = _Run(now)
+                    slot.runs += 1
+                    worker = threading.Thread(
+                        target=self._work, args=(slot, slot.running), name=f"health-{slot.name}", daemon=True
+                    )
+                    worker.start()
+                waits.append((slot, slot.running))
+        for slot, run in waits:
+            if wait_optional or slot.critical or slot.last is None:
+                run.done.wait(max(0.0, run.started + self.timeout_s - time.monotonic()))
+        with self._lock:
+            now = time.monotonic()
+            return [self._current(slot, now) for slot in slots]
+
+    def _work(self, slot: _Slot, run: _Run) -> None:
+        latency, error = _timed(slot.fn)
+        with self._lock:
+            if slot.running is run:
+                slot.last = CheckResult(slot.name, error is None, latency, error, slot.critical)
+                slot.last_at = time.monotonic()
+                slot.running = None
+        run.done.set()
+
+    def _current(self, slot: _Slot, now: float) -> CheckResult:
+        run = slot.running
+        if run is not None:
+            elapsed = now - run.started
+            if elapsed >= self.timeout_s:
+                return CheckResult(
+                    slot.name, False, elapsed * 1000, f"timed out: still running after {elapsed:.1f}s", slot.critical
+                )
+            if slot.last is not None:
+                return slot.last
+            return CheckResult(slot.name, False, elapsed * 1000, "still running (no result yet)", slot.critical)
+        if slot.last is None:
+            return CheckResult(slot.name, False, 0.0, "not run: health checks are closed", slot.critical)
+        return slot.last
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """No new copies start; running ones finish on their daemon threads."""
+        self._closed = True
 
 
 def _timed(fn: Check) -> tuple[float, str | None]:
@@ -159,7 +215,7 @@ class HealthCollector(Collector):
         checks = self.checks
         if checks is None:
             return
-        results = checks.results()
+        results = checks.results(wait_optional=False)  # a scrape never waits on a fallback's check
         up = GaugeMetricFamily("ragvigil_health_check_up", "Health check passing (1) or failing (0).", labels=["check"])
         for r in results:
             up.add_metric([r.name], 1.0 if r.ok else 0.0)

@@ -37,6 +37,7 @@ class GenerationRequest:
     passages: list[Hit]  # relevant passages only, in citation order ([1] is passages[0])
     history: list[tuple[str, str]] = field(default_factory=list)  # (role, content), oldest first
     language: str = "en"
+    timeout_s: float | None = None  # what is left of the turn's budget: a remote generator waits no longer
 
 
 @dataclass

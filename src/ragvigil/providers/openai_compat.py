@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -71,7 +72,9 @@ class OpenAIGenerator:
 
     def generate(self, request: GenerationRequest) -> Generation:
         with self._call():
-            resp = self._client.post("/chat/completions", json=self._payload(request, False))
+            resp = self._client.post(
+                "/chat/completions", json=self._payload(request, False), timeout=self._timeout(request)
+            )
             self._raise_for(resp)
             data = resp.json()
         try:
@@ -87,14 +90,23 @@ class OpenAIGenerator:
         )
 
     def stream(self, request: GenerationRequest) -> Iterator[str]:
+        """Deltas as they come; a stream still dripping when the turn's time is up ends in ``ProviderTimeout``.
+
+        httpx's read timeout is per read, so without the deadline a slow stream could run for ever.
+        """
+        deadline = None if request.timeout_s is None else time.monotonic() + request.timeout_s
         with (
             self._call(),
-            self._client.stream("POST", "/chat/completions", json=self._payload(request, True)) as resp,
+            self._client.stream(
+                "POST", "/chat/completions", json=self._payload(request, True), timeout=self._timeout(request)
+            ) as resp,
         ):
             if resp.status_code >= 400:
                 resp.read()
                 self._raise_for(resp)
             for line in resp.iter_lines():
+                if deadline is not None and time.monotonic() > deadline:  # keep-alive lines count too
+                    raise ProviderTimeout(f"{self.name}: the stream outlasted the turn's time left")
                 if not line.startswith("data:"):
                     continue
                 payload = line[5:].strip()
@@ -106,6 +118,13 @@ class OpenAIGenerator:
                     raise ProviderUnavailable(f"{self.name}: malformed stream chunk") from exc
                 if delta:
                     yield delta
+
+    def _timeout(self, request: GenerationRequest) -> httpx.Timeout:
+        """The configured timeout, shortened to what is left of the turn's budget."""
+        if request.timeout_s is None or request.timeout_s >= self.settings.timeout_s:
+            return self._client.timeout
+        t = max(request.timeout_s, 0.001)
+        return httpx.Timeout(t, connect=min(5.0, t))
 
     def check(self) -> None:
         with self._call():

@@ -34,8 +34,12 @@ async def live() -> dict[str, str]:
 
 @probes.get("/health/ready")
 async def ready(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
-    """200 while ragvigil can answer, degraded included; 503 when it cannot or is draining."""
-    results = await run_in_threadpool(rt.health.results)
+    """200 while ragvigil can answer, degraded included; 503 when it cannot or is draining.
+
+    Waits only for the checks readiness needs (database, disk): an optional check still running
+    (an embedding engine busy with questions) answers with its last result instead.
+    """
+    results = await run_in_threadpool(rt.health.results, False)
     chat = rollup(results)["chat"]["status"]
     status = "draining" if rt.draining else {"healthy": "ready", "degraded": "degraded"}.get(chat, "unready")
     body = {"status": status, "checks": {r.name: r.to_dict() for r in results}}

@@ -195,7 +195,11 @@ def test_a_long_history_message_is_refused_by_its_field(client: TestClient) -> N
     ]
     status, body = _chat(client, [*history, {"role": "user", "content": QUESTION}])
     assert status == 422 and body["field"] == "messages.2.content" and body["code"] == "validation_error"
-    assert "8000" in body["message"]
+    assert "4000" in body["message"]  # an earlier question has the question's limit
+    history[2]["content"] = "fine"
+    history[3]["content"] = "z" * 8001  # answers and system prompts may be longer, within bounds
+    status, body = _chat(client, [*history, {"role": "user", "content": QUESTION}])
+    assert status == 422 and body["field"] == "messages.3.content" and "8000" in body["message"]
 
 
 def test_the_question_keeps_the_chat_limit(client: TestClient) -> None:
@@ -206,7 +210,7 @@ def test_the_question_keeps_the_chat_limit(client: TestClient) -> None:
 def test_too_many_messages_and_too_much_text_in_total(sample_data_dir: Path, tmp_path: Path) -> None:
     d = tmp_path / "data"
     shutil.copytree(sample_data_dir, d)
-    rt = Runtime(make_settings(d, max_request_messages=5, max_history_message_chars=300, max_request_chars=1000))
+    rt = Runtime(make_settings(d, max_request_messages=5, max_context_message_chars=300, max_request_chars=1000))
     try:
         with TestClient(create_app(runtime=rt)) as c:
             turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}] * 3

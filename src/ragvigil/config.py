@@ -203,8 +203,8 @@ class Settings(BaseSettings):
     max_request_messages: int = Field(
         100, ge=1, le=10000, description="messages in one /v1/chat/completions request, history included"
     )
-    max_history_message_chars: int = Field(
-        8000, ge=1, description="characters of each earlier or system message of /v1/chat/completions"
+    max_context_message_chars: int = Field(
+        8000, ge=1, description="characters of each system/assistant/tool message of /v1/chat/completions"
     )
     max_request_chars: int = Field(
         32000, ge=1, description="characters of all the messages of one /v1/chat/completions request together"

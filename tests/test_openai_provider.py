@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 from tests.conftest import make_settings
-from tests.realservers import ServerUnavailable, free_port, llama_server
+from tests.realservers import RunningServer, ServerUnavailable, free_port, llama_server
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
@@ -24,7 +27,7 @@ REQUEST = GenerationRequest("Can I get a refund on a yearly plan?", [PASSAGE], [
 
 
 @pytest.fixture(scope="module")
-def llama_url() -> Iterator[str]:
+def llama() -> Iterator[RunningServer]:
     try:
         with llama_server(extra_args=["--model_alias", "smollm2"]) as url:
             yield url
@@ -32,6 +35,22 @@ def llama_url() -> Iterator[str]:
         if os.environ.get("CI"):
             raise  # `make test` installs the llm extra: missing it in CI is a failure
         pytest.skip(f"llama.cpp server not available: {exc}")
+
+
+def _fail_if_dead(server: RunningServer) -> None:
+    """A crashed server shows up in the client as a bare disconnect: report the crash and the server's log."""
+    with contextlib.suppress(subprocess.TimeoutExpired):  # the client sees the drop a moment before the exit
+        server.proc.wait(timeout=0.5)
+    death = server.death()
+    if death:
+        pytest.fail(death, pytrace=False)
+
+
+@pytest.fixture
+def llama_url(llama: RunningServer) -> Iterator[str]:
+    _fail_if_dead(llama)  # an earlier test crashed it
+    yield llama
+    _fail_if_dead(llama)
 
 
 def _gen(url: str, **kw: object) -> OpenAIGenerator:
@@ -91,6 +110,11 @@ def test_chat_api_answers_through_the_model(llama_url: str, sample_data_dir, tmp
             with c.stream("POST", "/api/v1/chat/stream", json={"message": "专业版年付多少钱？"}) as r:
                 raw = r.read().decode()
             assert "event: delta" in raw and "event: done" in raw and '"degraded": false' in raw
+            msgs = [{"role": "user", "content": "How many API requests per minute are allowed?"}]
+            done = c.post("/v1/chat/completions", json={"model": "ragvigil", "messages": msgs}).json()
+            usage = done["usage"]  # the model's own counts: its prompt holds the rules and passages too
+            assert usage["prompt_tokens"] > 50 and usage["completion_tokens"] > 0, usage
+            assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     finally:
         rt.close()
 
@@ -120,3 +144,20 @@ def test_dead_endpoint_falls_back_to_extractive_and_says_degraded(sample_data_di
             assert ready.json()["checks"]["generator"]["status"] == "failing"
     finally:
         rt.close()
+
+
+def test_a_server_that_dies_is_reported_with_its_log() -> None:
+    """What the fixture above reports when llama.cpp crashes under a test (as it did with AMX kernels)."""
+    try:
+        server = llama_server(n_threads=1)
+        with server as url:
+            assert url.death() is None
+            os.kill(url.proc.pid, signal.SIGSEGV)
+            url.proc.wait(timeout=30)
+            death = url.death()
+    except ServerUnavailable as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"llama.cpp server not available: {exc}")
+    assert death is not None and "killed by SIGSEGV" in death
+    assert "llama_cpp.server" in death and "Uvicorn running on" in death  # the tail of the server's own log

@@ -297,6 +297,15 @@ class Settings(BaseSettings):
     api_docs: bool = False
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_message_chars: int = Field(4000, ge=1)
+    max_request_messages: int = Field(
+        100, ge=1, le=10000, description="messages in one /v1/chat/completions request, history included"
+    )
+    max_context_message_chars: int = Field(
+        8000, ge=1, description="characters of each system/assistant/tool message of /v1/chat/completions"
+    )
+    max_request_chars: int = Field(
+        32000, ge=1, description="characters of all the messages of one /v1/chat/completions request together"
+    )
     background_embedding: bool = True
     log_message_contents: bool = Field(False, description="keep conversation text, encrypted, in logs/messages.enc")
     message_log_key: SecretStr | None = Field(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -85,9 +85,14 @@ class IngestOut(BaseModel):
     warnings: list[str]
 
 
+MAX_CONTENT_PARTS = 64  # a message's content parts; the text they hold is bounded by the settings
+
+
 class OpenAIMessage(BaseModel):
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | Annotated[list[dict[str, Any]], Field(max_length=MAX_CONTENT_PARTS)] | None = None
+
+    model_config = {"extra": "allow"}  # name, tool_call_id...: accepted and not used
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -95,12 +100,42 @@ class OpenAIMessage(BaseModel):
         return self.content or ""
 
 
-class OpenAIChatRequest(BaseModel):
-    model: str = "ragvigil"
-    messages: list[OpenAIMessage] = Field(..., min_length=1)
+class OpenAIStreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class _OpenAIRequest(BaseModel):
+    """What chat and text completions share. Parameters that change the answer's shape and that ragvigil
+    cannot honour are typed here so the route can refuse them by name instead of ignoring them."""
+
+    model: str = Field("ragvigil", max_length=256)
     stream: bool = False
+    stream_options: OpenAIStreamOptions | None = None
     user: str | None = Field(None, max_length=128)
+    n: int | None = Field(None, ge=1, le=128)
+    logprobs: Any = None
     temperature: float | None = None
     max_tokens: int | None = None
 
-    model_config = {"extra": "allow"}
+    model_config = {"extra": "allow"}  # sampling knobs (top_p, seed, stop...) are accepted and not used
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class OpenAIChatRequest(_OpenAIRequest):
+    messages: list[OpenAIMessage] = Field(..., min_length=1)
+    tools: list[Any] | None = None
+    functions: list[Any] | None = None
+    tool_choice: Any = None
+    function_call: Any = None
+    response_format: dict[str, Any] | None = None
+    top_logprobs: int | None = None
+
+
+class OpenAICompletionRequest(_OpenAIRequest):
+    prompt: str | Annotated[list[str] | list[int] | list[list[int]], Field(max_length=MAX_CONTENT_PARTS)]
+    suffix: str | None = None
+    echo: bool = False
+    best_of: int | None = Field(None, ge=1, le=128)

@@ -1,15 +1,19 @@
-"""OpenAI-compatible ``/v1/chat/completions`` so existing clients can talk to ragvigil.
+"""OpenAI-compatible ``/v1`` routes so existing clients and SDKs can talk to ragvigil.
 
-The last user message is the question; earlier user/assistant messages are the history.
-The client's ``user`` field, or an ``X-Session-ID`` header, keeps no server state here:
-each call is answered from the messages it carries, and persisted as a new session.
+``/v1/chat/completions``: the last user message is the question; earlier user/assistant messages
+are the history. ``/v1/completions``: the prompt is the question. The client's ``user`` field keeps
+no server state here: each call is answered from what it carries, and persisted as a new session.
+Parameters that would change the shape of the answer and that ragvigil cannot honour (``n`` > 1,
+tools, JSON output, log-probabilities) are refused with a 400 naming the parameter, as OpenAI does,
+rather than ignored. Errors carry OpenAI's ``error`` object as well as ragvigil's own fields.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
@@ -18,27 +22,111 @@ from starlette.concurrency import run_in_threadpool
 from ragvigil import __version__
 from ragvigil.api.deps import get_principal, get_request_id, get_runtime, require
 from ragvigil.api.errors import ApiError
-from ragvigil.api.schemas import OpenAIChatRequest
+from ragvigil.api.openai_errors import OpenAIErrorRoute, unsupported
+from ragvigil.api.openai_usage import usage
+from ragvigil.api.schemas import OpenAIChatRequest, OpenAICompletionRequest
 from ragvigil.api.session_access import caller_owner, require_kb
 from ragvigil.app import Runtime
 from ragvigil.chat.pipeline import Turn
+from ragvigil.config import Settings
 from ragvigil.ops.access import Principal, Role
 
-router = APIRouter(prefix="/v1", tags=["openai-compatible"], dependencies=[Depends(require(Role.client))])
+router = APIRouter(
+    prefix="/v1",
+    tags=["openai-compatible"],
+    dependencies=[Depends(require(Role.client))],
+    route_class=OpenAIErrorRoute,
+)
 MODEL = "ragvigil"
+_MODEL_CARD = {"id": MODEL, "object": "model", "created": 0, "owned_by": f"ragvigil {__version__}"}
 
 
-def _turn(rt: Runtime, body: OpenAIChatRequest, request_id: str | None) -> Turn:
+def _invalid(field: str, message: str) -> ApiError:
+    return ApiError(422, "validation_error", f"{field}: {message}", field)
+
+
+def _refuse_unsupported_common(body: OpenAIChatRequest | OpenAICompletionRequest) -> None:
+    if body.n not in (None, 1):
+        raise unsupported("n", "only n=1 is supported: ragvigil gives one answer per request")
+    if body.logprobs:
+        raise unsupported("logprobs", "log-probabilities are not available from ragvigil")
+
+
+def _refuse_unsupported_chat(body: OpenAIChatRequest) -> None:
+    _refuse_unsupported_common(body)
+    if body.top_logprobs:
+        raise unsupported("top_logprobs", "log-probabilities are not available from ragvigil")
+    for name in ("tools", "functions"):
+        if getattr(body, name):
+            raise unsupported(name, f"{name} are not supported: ragvigil answers from its knowledge base")
+    for name in ("tool_choice", "function_call"):
+        if getattr(body, name) not in (None, "none", "auto"):
+            raise unsupported(name, f"{name} is not supported: ragvigil calls no tools")
+    if body.response_format is not None and body.response_format.get("type", "text") != "text":
+        raise unsupported("response_format", 'only {"type": "text"} is supported')
+
+
+def _check_messages(settings: Settings, body: OpenAIChatRequest) -> None:
+    """Every message is bounded, not only the question: earlier user messages feed retrieval of follow-ups,
+    so they have the question's limit; system/assistant/tool messages only reach the LLM's prompt."""
+    if len(body.messages) > settings.max_request_messages:
+        raise _invalid("messages", f"at most {settings.max_request_messages} messages per request")
+    total = 0
+    for i, message in enumerate(body.messages):
+        if isinstance(message.content, list):
+            for j, part in enumerate(message.content):
+                if part.get("type") != "text":
+                    raise unsupported(f"messages.{i}.content.{j}.type", "only text content parts are supported")
+        length = len(message.text())
+        limit = settings.max_message_chars if message.role == "user" else settings.max_context_message_chars
+        if length > limit:
+            raise _invalid(f"messages.{i}.content", f"longer than {limit} characters")
+        total += length
+    if total > settings.max_request_chars:
+        raise _invalid("messages", f"the messages together are longer than {settings.max_request_chars} characters")
+
+
+def _chat_turn(rt: Runtime, body: OpenAIChatRequest, request_id: str | None) -> Turn:
+    _refuse_unsupported_chat(body)
+    _check_messages(rt.settings, body)
     users = [i for i, m in enumerate(body.messages) if m.role == "user"]
     if not users or not body.messages[users[-1]].text().strip():
         raise ApiError(422, "validation_error", "messages must contain a non-empty user message", "messages")
     last = users[-1]
     question = body.messages[last].text().strip()
-    if len(question) > rt.settings.max_message_chars:
-        raise ApiError(422, "validation_error", "the user message is too long", "messages")
     turn = Turn(message=question, kb=rt.settings.default_kb, user_id=body.user, request_id=request_id)
     history = [(m.role, m.text()) for m in body.messages[:last] if m.role in ("user", "assistant")]
     turn.history = history[-2 * rt.settings.retrieval.history_turns :] if rt.settings.retrieval.history_turns else []
+    return turn
+
+
+def _completion_turn(rt: Runtime, body: OpenAICompletionRequest, request_id: str | None) -> Turn:
+    _refuse_unsupported_common(body)
+    if body.best_of not in (None, 1):
+        raise unsupported("best_of", "only best_of=1 is supported: ragvigil gives one answer per request")
+    if body.echo:
+        raise unsupported("echo", "echo is not supported")
+    if body.suffix:
+        raise unsupported("suffix", "suffix (insertion) is not supported")
+    prompt = body.prompt
+    if isinstance(prompt, list):
+        if any(not isinstance(p, str) for p in prompt):
+            raise unsupported("prompt", "token-id prompts are not supported: send the prompt as text")
+        if len(prompt) > 1:
+            raise unsupported("prompt", "one prompt per request is supported")
+        prompt = prompt[0] if prompt else ""
+    assert isinstance(prompt, str)
+    if not prompt.strip():
+        raise _invalid("prompt", "the prompt must not be blank")
+    if len(prompt) > rt.settings.max_message_chars:
+        raise _invalid("prompt", f"longer than {rt.settings.max_message_chars} characters")
+    return Turn(message=prompt.strip(), kb=rt.settings.default_kb, user_id=body.user, request_id=request_id)
+
+
+async def _owned(rt: Runtime, turn: Turn, who: Principal) -> Turn:
+    """The turn, owned by the caller, for a knowledge base that exists (checked before a stream's 200)."""
+    turn.owner = caller_owner(who)  # the session it opens is the caller's
+    await require_kb(rt, turn.kb)  # an unknown kb is a 404 like everywhere
     return turn
 
 
@@ -46,12 +134,54 @@ def _with_sources(turn: Turn) -> dict[str, object]:
     return {"sources": turn.sources, "degraded": turn.degraded, "session_id": turn.session_id}
 
 
+def _sse(payload: dict[str, Any]) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False, default=str)}\n\n"
+
+
+def _stream(
+    rt: Runtime,
+    turn: Turn,
+    chunk: Callable[[str | None, str | None], dict[str, Any]],
+    prompt_text: str,
+    include_usage: bool,
+) -> StreamingResponse:
+    """OpenAI's server-sent events: a chunk per delta, one with the finish reason, the usage one if asked."""
+
+    def frame(payload: dict[str, Any]) -> str:
+        if include_usage:
+            payload["usage"] = None  # as OpenAI: null on every chunk but the last
+        return _sse(payload)
+
+    stream = rt.pipeline.start_stream(turn)  # runs to its end even if the client hangs up
+
+    async def events() -> AsyncIterator[str]:
+        yield frame(chunk("", None))
+        async for kind, data in stream.events():
+            if kind == "delta" and data:
+                yield frame(chunk(data, None))
+            elif kind == "done":
+                yield frame({**chunk(None, "stop"), "ragvigil": _with_sources(turn)})
+                if include_usage:
+                    yield _sse({**chunk(None, None), "choices": [], "usage": usage(turn, prompt_text)})
+            elif kind == "error":  # headers are sent: report in-band like OpenAI does
+                message = f"{type(data).__name__}: {data}"[:300]
+                err = {"message": message, "type": "server_error", "code": "stream_failed", "param": None}
+                yield _sse({"error": err, "code": "stream_failed", "message": message})
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
 @router.get("/models")
 async def models() -> dict[str, object]:
-    return {
-        "object": "list",
-        "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": f"ragvigil {__version__}"}],
-    }
+    return {"object": "list", "data": [_MODEL_CARD]}
+
+
+@router.get("/models/{model_id:path}")
+async def model(model_id: str) -> dict[str, object]:
+    if model_id != MODEL:
+        raise ApiError(404, "model_not_found", f"no model named {model_id[:100]!r}; this server serves {MODEL!r}")
+    return _MODEL_CARD
 
 
 @router.post("/chat/completions")
@@ -61,11 +191,10 @@ async def chat_completions(
     request_id: str | None = Depends(get_request_id),
     who: Principal = Depends(get_principal),
 ):  # type: ignore[no-untyped-def]
-    turn = _turn(rt, body, request_id)
-    turn.owner = caller_owner(who)  # the session it opens is the caller's
-    await require_kb(rt, turn.kb)  # before a stream's 200: an unknown kb is a 404 like everywhere
+    turn = await _owned(rt, _chat_turn(rt, body, request_id), who)
     created = int(time.time())
     cid = f"chatcmpl-{turn.message_id}"
+    prompt_text = "\n".join(m.text() for m in body.messages)
     if not body.stream:
         await run_in_threadpool(rt.pipeline.run, turn)
         return {
@@ -77,40 +206,59 @@ async def chat_completions(
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": turn.answer},
+                    "logprobs": None,
                     "finish_reason": "stop",
                 }
             ],
-            "usage": None,
+            "usage": usage(turn, prompt_text),
             "ragvigil": _with_sources(turn),
         }
 
-    def chunk(delta: dict[str, str], finish: str | None = None, extra: dict | None = None) -> str:
-        payload = {
+    def chunk(delta: str | None, finish: str | None) -> dict[str, Any]:
+        content = {} if delta is None else {"content": delta}
+        if delta == "":
+            content["role"] = "assistant"
+        return {
             "id": cid,
             "object": "chat.completion.chunk",
             "created": created,
             "model": MODEL,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            "choices": [{"index": 0, "delta": content, "logprobs": None, "finish_reason": finish}],
         }
-        if extra:
-            payload["ragvigil"] = extra
-        return f"data: {json.dumps(payload, ensure_ascii=False, default=str)}\n\n"
 
-    def events() -> Iterator[str]:
-        yield chunk({"role": "assistant", "content": ""})
-        try:
-            for delta in rt.pipeline.stream(turn):
-                yield chunk({"content": delta})
-            yield chunk({}, "stop", _with_sources(turn))
-        except Exception as exc:  # headers are sent: report in-band like OpenAI does
-            err = {
-                "error": {
-                    "message": f"{type(exc).__name__}: {exc}"[:300],
-                    "type": "server_error",
-                    "code": "stream_failed",
-                }
-            }
-            yield f"data: {json.dumps(err)}\n\n"
-        yield "data: [DONE]\n\n"
+    return _stream(rt, turn, chunk, prompt_text, body.include_usage)
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+@router.post("/completions")
+async def completions(
+    body: OpenAICompletionRequest,
+    rt: Runtime = Depends(get_runtime),
+    request_id: str | None = Depends(get_request_id),
+    who: Principal = Depends(get_principal),
+):  # type: ignore[no-untyped-def]
+    """Legacy text completions (LlamaIndex's ``OpenAILike(is_chat_model=False)``, older SDK code)."""
+    turn = await _owned(rt, _completion_turn(rt, body, request_id), who)
+    created = int(time.time())
+    cid = f"cmpl-{turn.message_id}"
+    if not body.stream:
+        await run_in_threadpool(rt.pipeline.run, turn)
+        return {
+            "id": cid,
+            "object": "text_completion",
+            "created": created,
+            "model": MODEL,
+            "choices": [{"index": 0, "text": turn.answer, "logprobs": None, "finish_reason": "stop"}],
+            "usage": usage(turn, turn.message),
+            "ragvigil": _with_sources(turn),
+        }
+
+    def chunk(delta: str | None, finish: str | None) -> dict[str, Any]:
+        return {
+            "id": cid,
+            "object": "text_completion",
+            "created": created,
+            "model": MODEL,
+            "choices": [{"index": 0, "text": delta or "", "logprobs": None, "finish_reason": finish}],
+        }
+
+    return _stream(rt, turn, chunk, turn.message, body.include_usage)

@@ -61,3 +61,36 @@ def test_a_client_that_hangs_up_mid_stream_leaves_the_whole_turn_stored(sample_d
                 assert follow.status_code == 200, follow.text
         finally:
             rt.close()
+
+
+def test_an_openai_stream_whose_client_hangs_up_is_stored_whole(sample_data_dir: Path, tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from ragvigil.storage.models import Message
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_data_dir, data)
+    body = {"model": "ragvigil", "messages": [{"role": "user", "content": "How do I export my notes?"}], "stream": True}
+
+    def stored_answer(message_id: str) -> str | None:
+        with rt.db.session() as s:
+            return s.scalar(select(Message.content).where(Message.id == message_id))
+
+    with slow_llm(hold_s=30.0) as llm:
+        rt = Runtime(make_settings(data, generator="openai", openai={"base_url": llm.url, "timeout_s": 30}))
+        try:
+            with LiveServer(create_app(runtime=rt, background=False)) as base:
+                with (
+                    httpx.Client(base_url=base, timeout=30) as http,
+                    http.stream("POST", "/v1/chat/completions", json=body) as resp,
+                ):
+                    assert resp.status_code == 200
+                    for line in resp.iter_lines():
+                        if line.startswith("data: ") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                            message_id = json.loads(line[6:])["id"].removeprefix("chatcmpl-")
+                            break  # the first delta with text: hang up
+                llm.release()
+                answer = wait_until(lambda: stored_answer(message_id), 30, "the turn to be stored")
+                assert answer == llm.answer
+        finally:
+            rt.close()

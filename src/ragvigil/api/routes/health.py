@@ -85,7 +85,16 @@ async def system_info(rt: Runtime = Depends(get_runtime)) -> dict[str, object]:
     }
 
 
-@probes.get("/metrics")
+@probes.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def prometheus_metrics() -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 

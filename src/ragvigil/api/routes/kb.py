@@ -34,7 +34,7 @@ async def list_kbs(rt: Runtime = Depends(get_runtime)) -> list[str]:
 async def upload_documents(
     request: Request,
     kb: KbName,
-    files: list[UploadFile] = File(..., alias="file"),
+    files: list[UploadFile] = File(..., alias="file", min_length=1),
     rt: Runtime = Depends(get_runtime),
     who: Principal = Depends(require(Role.operator)),
 ) -> list[IngestOut]:

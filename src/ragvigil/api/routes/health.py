@@ -11,7 +11,7 @@ import psutil
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, StrictBool
 from starlette.concurrency import run_in_threadpool
 
 from ragvigil import __version__
@@ -123,7 +123,7 @@ async def audit_log(
 
 
 class InstrumentationIn(BaseModel):
-    enabled: bool
+    enabled: StrictBool
 
 
 @router.get("/api/v1/ops/instrumentation", dependencies=[Depends(require(Role.viewer))])

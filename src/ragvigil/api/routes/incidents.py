@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 from starlette.concurrency import run_in_threadpool
 
 from ragvigil.api.deps import client_address, get_runtime, require
@@ -64,8 +64,24 @@ async def acknowledge(
 
 
 # --- silences ------------------------------------------------------------------------------------
+class MatcherIn(BaseModel):
+    """One matcher as an object; ``isRegex``/``isEqual`` is Alertmanager's API form of ``op``."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(..., pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=128)
+    op: Literal["=", "!=", "=~", "!~"] = "="
+    value: str = Field(..., max_length=1024)
+    isRegex: StrictBool | None = None
+    isEqual: StrictBool | None = None
+
+
+MatcherText = Annotated[str, Field(pattern=r'^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)\s*"?.*?"?\s*$', max_length=1200)]
+
+
 class SilenceIn(BaseModel):
-    matchers: list[Any] = Field(..., min_length=1, description='[{"name","op","value"}] or ["severity=\\"P3\\""]')
+    matchers: list[MatcherIn | MatcherText] = Field(
+        ..., min_length=1, max_length=50, description='[{"name","op","value"}] or ["severity=\\"P3\\""]'
+    )
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     duration: str | None = Field(None, description="instead of ends_at, e.g. 2h")
@@ -85,7 +101,7 @@ async def create_silence(
     who: Principal = Depends(require(Role.operator)),
 ) -> dict[str, Any]:
     try:
-        matchers = [parse_matcher(m) for m in body.matchers]
+        matchers = [parse_matcher(m if isinstance(m, str) else m.model_dump(exclude_unset=True)) for m in body.matchers]
     except ValueError as exc:
         raise ApiError(422, "validation_error", str(exc), "matchers") from None
     try:
@@ -159,12 +175,22 @@ async def test_channel(
 
 
 # --- Alertmanager's webhook ----------------------------------------------------------------------
+def _time_as_text(value: Any) -> Any:
+    """Alertmanager sends RFC 3339 text; pydantic alone would read a number such as 0 as 1970-01-01."""
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an RFC 3339 date-time string")
+    return value
+
+
+Rfc3339 = Annotated[datetime, BeforeValidator(_time_as_text)]
+
+
 class AMAlert(BaseModel):
     status: Literal["firing", "resolved"]
     labels: dict[str, str]
     annotations: dict[str, str] = {}
-    startsAt: datetime
-    endsAt: datetime | None = None
+    startsAt: Rfc3339
+    endsAt: Rfc3339 | None = None
     fingerprint: str | None = None
 
 

@@ -14,7 +14,12 @@ KB_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 class ChatRequest(BaseModel):
     # StorableText: a NUL or a lone surrogate is a 422 here, not a failed database write later
-    message: StorableText = Field(..., min_length=1, description="The user's question")
+    message: StorableText = Field(
+        ...,
+        min_length=1,
+        description="The user's question (not blank)",
+        json_schema_extra={"pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$"},  # no NUL, something not blank
+    )
     session_id: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     user_id: StorableText | None = Field(None, max_length=128)
     kb: str | None = Field(None, pattern=KB_PATTERN)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, Field
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
@@ -34,5 +34,7 @@ def check_storable(value: str) -> str:
     return value
 
 
-StorableText = Annotated[str, AfterValidator(check_storable)]
+# the published schema says it too (no NUL); a lone surrogate cannot be sent as UTF-8 JSON at all
+NO_NUL_PATTERN = r"^[^\u0000]*$"
+StorableText = Annotated[str, AfterValidator(check_storable), Field(json_schema_extra={"pattern": NO_NUL_PATTERN})]
 """A ``str`` field that must be storable: ``message: StorableText = Field(..., max_length=...)``."""

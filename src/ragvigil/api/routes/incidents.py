@@ -64,6 +64,16 @@ async def acknowledge(
 
 
 # --- silences ------------------------------------------------------------------------------------
+def _time_as_text(value: Any) -> Any:
+    """Alertmanager sends RFC 3339 text; pydantic alone would read a number such as 0 as 1970-01-01."""
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an RFC 3339 date-time string")
+    return value
+
+
+Rfc3339 = Annotated[datetime, BeforeValidator(_time_as_text)]
+
+
 class MatcherIn(BaseModel):
     """One matcher as an object; ``isRegex``/``isEqual`` is Alertmanager's API form of ``op``."""
 
@@ -82,8 +92,8 @@ class SilenceIn(BaseModel):
     matchers: list[MatcherIn | MatcherText] = Field(
         ..., min_length=1, max_length=50, description='[{"name","op","value"}] or ["severity=\\"P3\\""]'
     )
-    starts_at: datetime | None = None
-    ends_at: datetime | None = None
+    starts_at: Rfc3339 | None = None
+    ends_at: Rfc3339 | None = None
     duration: str | None = Field(None, description="instead of ends_at, e.g. 2h")
     comment: str = Field(..., min_length=1, max_length=2000)
 
@@ -175,16 +185,6 @@ async def test_channel(
 
 
 # --- Alertmanager's webhook ----------------------------------------------------------------------
-def _time_as_text(value: Any) -> Any:
-    """Alertmanager sends RFC 3339 text; pydantic alone would read a number such as 0 as 1970-01-01."""
-    if not isinstance(value, str | datetime):
-        raise ValueError("must be an RFC 3339 date-time string")
-    return value
-
-
-Rfc3339 = Annotated[datetime, BeforeValidator(_time_as_text)]
-
-
 class AMAlert(BaseModel):
     status: Literal["firing", "resolved"]
     labels: dict[str, str]

@@ -7,6 +7,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from fastapi.testclient import TestClient
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from tests.conftest import local_client
 
 from ragvigil.ops import tracing
 
@@ -96,7 +97,7 @@ def test_instrumentation_switch_turns_spans_and_metrics_off(sample_runtime) -> N
 
     instrumentation.configure(False)
     try:
-        with TestClient(create_app(runtime=sample_runtime)) as c:
+        with local_client(create_app(runtime=sample_runtime)) as c:
             before = chat_count()
             r = c.post("/api/v1/chat", json={"message": "How do I export my notes?"}, headers={"X-Request-ID": "off-1"})
             assert r.status_code == 200 and r.headers["x-request-id"] == "off-1" and r.json()["sources"]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ragvigil.cli_common import console, err, load_settings_or_exit
+from ragvigil.cli_common import api_key_or_stored, console, err, load_settings_or_exit
 from ragvigil.ops.alerts.rules import RuleFileError, RuleSet, default_rules, load_rule_file
 
 alerts_app = typer.Typer(help="Alert rules: check, export for Prometheus/Alertmanager.", no_args_is_help=True)
@@ -52,7 +52,9 @@ def export(
     webhook_url: Annotated[
         str | None, typer.Option(help="ragvigil's webhook (default: http://HOST:PORT/api/v1/ops/alerts/webhook)")
     ] = None,
-    api_key: Annotated[str | None, typer.Option(help="API key Alertmanager sends (operator role)")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="API key Alertmanager sends (operator role; default: <data dir>/admin.key)")
+    ] = None,
 ) -> None:
     """Write the rules as a Prometheus rule file, or an Alertmanager config reporting to ragvigil."""
     from ragvigil.ops.alerts.export import to_alertmanager, to_prometheus
@@ -63,7 +65,7 @@ def export(
     elif fmt == "alertmanager":
         settings = load_settings_or_exit()
         url = webhook_url or f"http://{settings.host}:{settings.port}/api/v1/ops/alerts/webhook"
-        text = to_alertmanager(url, api_key)
+        text = to_alertmanager(url, api_key_or_stored(api_key, settings))
     else:
         err.print(f"[red]unknown format {fmt!r}[/red]: use prometheus or alertmanager")
         raise typer.Exit(2)

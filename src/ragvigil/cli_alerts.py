@@ -52,6 +52,7 @@ def export(
     webhook_url: Annotated[
         str | None, typer.Option(help="ragvigil's webhook (default: http://HOST:PORT/api/v1/ops/alerts/webhook)")
     ] = None,
+    job: Annotated[str, typer.Option(help="ragvigil's scrape job name in Prometheus (prometheus format)")] = "ragvigil",
     api_key: Annotated[
         str | None, typer.Option(help="API key Alertmanager sends (operator role; default: <data dir>/admin.key)")
     ] = None,
@@ -61,7 +62,7 @@ def export(
 
     if fmt == "prometheus":
         settings = load_settings_or_exit()
-        text = to_prometheus(_rules(rule_file), settings.alerts.eval_interval)
+        text = to_prometheus(_rules(rule_file), settings.alerts.eval_interval, job)
     elif fmt == "alertmanager":
         settings = load_settings_or_exit()
         url = webhook_url or f"http://{settings.host}:{settings.port}/api/v1/ops/alerts/webhook"

@@ -84,6 +84,7 @@ class Instance:
     server: Server
     port: int
     proc: psutil.Process
+    data_dir: Path
 
     @property
     def base(self) -> str:
@@ -155,14 +156,20 @@ def start_instance(data_dir: Path, base_env: dict[str, str], tmp: Path, pin: boo
     port = free_port()
     env = {**base_env, "RAGVIGIL_DATA_DIR": str(data_dir), "RAGVIGIL_INSTRUMENTATION": "true"}
     server = ragvigil_server(env, tmp, port, pin=pin)
-    return Instance(server, port, psutil.Process(server.proc.pid))
+    return Instance(server, port, psutil.Process(server.proc.pid), data_dir)
 
 
 def switch(inst: Instance, mode: str) -> None:
     """Instrumentation on or off in the running server (the operator's switch)."""
     import httpx
 
-    r = httpx.put(f"{inst.base}/api/v1/ops/instrumentation", json={"enabled": mode == "on"}, timeout=10)
+    key = (inst.data_dir / "admin.key").read_text().strip()  # ops routes need a key; the first start made it
+    r = httpx.put(
+        f"{inst.base}/api/v1/ops/instrumentation",
+        json={"enabled": mode == "on"},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=10,
+    )
     r.raise_for_status()
 
 

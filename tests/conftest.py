@@ -14,12 +14,15 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime, sample_kb_path
 from ragvigil.config import Settings
 from ragvigil.knowledge.loaders import discover
+from ragvigil.ops.access import Role
+from ragvigil.ops.admin_key import read_admin_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,9 +75,35 @@ def sample_runtime(sample_data_dir: Path, tmp_path: Path) -> Iterator[Runtime]:
     rt.close()
 
 
+LOOPBACK_CLIENT = ("127.0.0.1", 50000)  # TestClient's default peer "testclient" is not on loopback
+
+
+def admin_key(rt: Runtime) -> str:
+    """An admin key of ``rt``: the one its first start stores in the data dir, else a new one."""
+    rt.ensure_admin_key()
+    return read_admin_key(rt.settings.data_dir) or rt.keys.create("test admin", Role.admin)[1]
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def local_client(app: FastAPI, key: str | None = None) -> TestClient:
+    """A test client calling from 127.0.0.1, with ``key`` on every request when given."""
+    return TestClient(app, client=LOOPBACK_CLIENT, headers=auth(key) if key else None)
+
+
 @pytest.fixture
 def client(sample_runtime: Runtime) -> Iterator[TestClient]:
-    with TestClient(create_app(runtime=sample_runtime)) as c:
+    """The sample instance in development, called with its admin key (ops routes and deletions need one)."""
+    with local_client(create_app(runtime=sample_runtime), admin_key(sample_runtime)) as c:
+        yield c
+
+
+@pytest.fixture
+def anon_client(sample_runtime: Runtime) -> Iterator[TestClient]:
+    """The sample instance as plain ``curl`` on the same machine sees it: no key, from loopback."""
+    with local_client(create_app(runtime=sample_runtime)) as c:
         yield c
 
 

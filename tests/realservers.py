@@ -648,9 +648,12 @@ def _served(
 
 
 def prometheus_server(
-    config: str, rule_files: dict[str, str], *, startup_timeout: float = 30.0
+    config: str, rule_files: dict[str, str], *, startup_timeout: float = 30.0, extra_args: list[str] | None = None
 ) -> contextlib.AbstractContextManager[str]:
-    """``prometheus`` with ``config`` (prometheus.yml) and rule files next to it; yields its base URL."""
+    """``prometheus`` with ``config`` (prometheus.yml) and rule files next to it; yields its base URL.
+
+    ``extra_args``: more command-line flags, e.g. ``--rules.alert.resend-delay=1s``.
+    """
     binary = _binary("prometheus")
     return _served(
         "prometheus",
@@ -659,6 +662,7 @@ def prometheus_server(
             "--config.file=prometheus.yml",
             f"--storage.tsdb.path={tmp / 'data'}",
             f"--web.listen-address={HOST}:{port}",
+            *(extra_args or []),
         ],
         "/-/ready",
         {"prometheus.yml": config, **rule_files},

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.conftest import make_settings
+from tests.conftest import admin_key, auth, local_client, make_settings
 from typer.testing import CliRunner
 
 from ragvigil.api.server import create_app
@@ -131,8 +132,92 @@ def test_operator_and_admin_actions_are_audited(secured) -> None:  # type: ignor
     assert trail[0]["source"] == "testclient" and trail[0]["target"] == f"default/{doc_id}"
 
 
-def test_development_profile_keeps_chat_open(client: TestClient) -> None:
-    assert client.post("/api/v1/chat", json={"message": "hi"}).status_code == 200
+def test_development_opens_chat_and_knowledge_base_to_loopback_only(anon_client: TestClient) -> None:
+    assert anon_client.post("/api/v1/chat", json={"message": "hi"}).status_code == 200
+    assert anon_client.get("/api/v1/kb/default/documents").status_code == 200
+    up = anon_client.post(
+        "/api/v1/kb/default/documents", files={"file": ("n.md", b"# N\nopen upload", "text/markdown")}
+    )
+    assert up.status_code == 201, up.text
+    doc_id = up.json()[0]["document_id"]
+    # ops routes and deletions need a key in development too
+    for method, path in [
+        ("DELETE", f"/api/v1/kb/default/documents/{doc_id}"),
+        ("GET", "/api/v1/ops/audit"),
+        ("GET", "/api/v1/ops/incidents"),
+        ("PUT", "/api/v1/ops/instrumentation"),
+        ("DELETE", "/api/v1/ops/silences/nope"),
+    ]:
+        r = anon_client.request(method, path, json={"enabled": False} if method == "PUT" else None)
+        assert r.status_code == 401 and r.json()["code"] == "unauthorized", (method, path, r.text)
+        assert "admin.key" in r.json()["message"]
+    assert anon_client.get("/api/v1/kb/default/documents").json()  # the document is still there
+    trail = anon_client.app.state.runtime.audit.query(action="document.upload")
+    assert trail[0].actor == "anonymous" and trail[0].role == "client"
+
+
+def test_development_needs_a_key_from_another_address(sample_runtime: Runtime) -> None:
+    with TestClient(create_app(runtime=sample_runtime), client=("192.0.2.7", 40000)) as remote:
+        r = remote.post("/api/v1/chat", json={"message": "hi"})
+        assert r.status_code == 401 and r.json()["code"] == "unauthorized"
+        assert remote.get("/health/live").status_code == 200  # probes stay open
+        key = sample_runtime.keys.create("remote-client", Role.client)[1]
+        assert remote.post("/api/v1/chat", json={"message": "hi"}, headers=auth(key)).status_code == 200
+
+
+def test_a_presented_key_is_always_checked_in_development(anon_client: TestClient, sample_runtime: Runtime) -> None:
+    bad = anon_client.post("/api/v1/chat", json={"message": "hi"}, headers=auth("rv_not-a-key"))
+    assert bad.status_code == 401
+    viewer = sample_runtime.keys.create("v", Role.viewer)[1]
+    files = {"file": ("v.md", b"# V\nviewer upload", "text/markdown")}
+    r = anon_client.post("/api/v1/kb/default/documents", files=files, headers=auth(viewer))
+    assert r.status_code == 403 and r.json()["code"] == "forbidden"
+    admin = admin_key(sample_runtime)
+    assert anon_client.get("/api/v1/ops/audit", headers=auth(admin)).status_code == 200
+
+
+def test_first_start_stores_one_admin_key_readable_only_by_its_owner(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    settings = make_settings(tmp_path / "d")
+    with local_client(create_app(settings)) as c:
+        path = settings.data_dir / "admin.key"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        key = path.read_text().strip()
+        assert key.startswith("rv_") and key in capfd.readouterr().err  # printed once, on stderr
+        assert c.get("/api/v1/ops/audit", headers=auth(key)).status_code == 200
+    with local_client(create_app(settings)) as c:  # a second start makes no new key and prints none
+        assert path.read_text().strip() == key and key not in capfd.readouterr().err
+        assert [k.name for k in c.app.state.runtime.keys.list()] == ["first-start admin"]
+    logs = settings.log_dir
+    assert not logs.exists() or all(key not in f.read_text(errors="replace") for f in logs.rglob("*.log"))
+
+
+def test_cli_finds_the_stored_admin_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGVIGIL_DATA_DIR", str(tmp_path / "data"))
+    runner = CliRunner()
+    none = runner.invoke(cli_app, ["alerts", "export", "--format", "alertmanager"])
+    assert none.exit_code == 2 and "--api-key" in none.output
+    with local_client(create_app(make_settings(tmp_path / "data"))):
+        pass
+    key = (tmp_path / "data" / "admin.key").read_text().strip()
+    made = runner.invoke(cli_app, ["alerts", "export", "--format", "alertmanager"])
+    assert made.exit_code == 0 and f"credentials: {key}" in made.stdout
+
+
+def test_development_refuses_to_serve_open_routes_beyond_loopback(tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path / "p", host="0.0.0.0"))
+    with pytest.raises(RuntimeError, match=r"'0\.0\.0\.0' is not loopback"), TestClient(app):
+        pass
+    keyed = create_app(make_settings(tmp_path / "q", host="0.0.0.0", auth_required=True))
+    with local_client(keyed) as c:  # with keys required everywhere it may listen anywhere
+        assert c.post("/api/v1/chat", json={"message": "hi"}).status_code == 401
+
+
+def test_serve_refuses_a_public_bind_in_development(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAGVIGIL_DATA_DIR", str(tmp_path / "data"))
+    refused = CliRunner().invoke(cli_app, ["serve", "--host", "0.0.0.0", "--port", "1"])
+    assert refused.exit_code == 2 and "not loopback" in refused.output and "RAGVIGIL_AUTH_REQUIRED" in refused.output
 
 
 def test_production_refuses_to_start_without_an_admin_key(tmp_path: Path) -> None:

@@ -203,8 +203,7 @@ def test_a_real_vector_store_failure_fires_its_p1_rule_within_10_seconds(sample_
 
 
 def test_alerts_api_lists_firing_alerts_rules_and_refuses_a_bad_reload(sample_runtime: Runtime, tmp_path: Path) -> None:
-    from fastapi.testclient import TestClient
-
+    from conftest import admin_key, local_client
     from ragvigil.api.server import create_app
 
     path = tmp_path / "rules.yaml"
@@ -214,7 +213,7 @@ def test_alerts_api_lists_firing_alerts_rules_and_refuses_a_bad_reload(sample_ru
     service.rules_file = path
     assert service.reload() is None
     service.tick()
-    with TestClient(create_app(runtime=sample_runtime)) as c:
+    with local_client(create_app(runtime=sample_runtime), admin_key(sample_runtime)) as c:
         body = c.get("/api/v1/ops/alerts").json()
         assert [a["rule"] for a in body["alerts"]] == ["AlwaysOn"] and body["alerts"][0]["state"] == "firing"
         assert body["engine"]["rules"] == 1 and body["engine"]["evaluations"] >= 1

@@ -118,15 +118,38 @@ SCENARIOS = [
 ]
 
 
+SCENARIOS += [
+    {
+        "name": "chat failing under a steady scrape fires HighErrorRate: /metrics does not dilute it",
+        "series": {
+            'ragvigil_http_requests_total{route="/metrics",method="GET",status="200"}': "0+15x40",
+            'ragvigil_http_requests_total{route="/api/v1/chat",method="POST",status="500"}': "0+0.75x40",
+        },
+        "checks": ["3m", "7m"],
+        "must_fire": {("3m", "HighErrorRate"), ("7m", "LowSuccessRate")},
+    },
+    {
+        "name": "an alert engine that stops evaluating fires AlertEvaluationStalled after its for",
+        "series": {"ragvigil_alert_last_evaluation_timestamp_seconds": "0+15x4 60x16"},
+        "checks": ["1m45s", "2m", "3m"],
+        "must_fire": {("2m", "AlertEvaluationStalled"), ("3m", "AlertEvaluationStalled")},
+    },
+]
+# Prometheus has `up` for every target it scrapes; the export's "signal missing" branch needs it
+UP = {'up{job="ragvigil",instance="127.0.0.1:8000"}': "1x240"}
+
+
 def seconds(d: str) -> int:
-    return int(d[:-1]) * (60 if d.endswith("m") else 1)
+    m = re.fullmatch(r"(?:(\d+)m)?(?:(\d+)s)?", d)
+    assert m and d, d
+    return int(m.group(1) or 0) * 60 + int(m.group(2) or 0)
 
 
 def our_alerts(scenario: dict, names: set[str]) -> dict[str, dict[str, list[dict]]]:
     """Run the built-in engine over the scenario; the firing alerts at each check time, by rule."""
     history = SignalHistory(retention_s=7200)
     engine = AlertEngine(default_rules(), history)
-    series = [(*parse_series(s), expand(v)) for s, v in scenario["series"].items()]
+    series = [(*parse_series(s), expand(v)) for s, v in (scenario["series"] | UP).items()]
     last = max(seconds(c) for c in scenario["checks"])
     out: dict[str, dict[str, list[dict]]] = {}
     for step in range(last // STEP + 1):
@@ -165,7 +188,7 @@ def test_prometheus_fires_what_the_builtin_engine_fires(scenario: dict, tmp_path
         "tests": [
             {
                 "interval": f"{STEP}s",
-                "input_series": [{"series": s, "values": v} for s, v in scenario["series"].items()],
+                "input_series": [{"series": s, "values": v} for s, v in (scenario["series"] | UP).items()],
                 "alert_rule_test": [
                     {"eval_time": check, "alertname": name, "exp_alerts": alerts}
                     for check, by_rule in ours.items()

@@ -31,13 +31,14 @@ scrape_configs:
 
 
 def test_a_real_fault_reaches_an_incident_through_prometheus_and_alertmanager(sample_runtime: Runtime) -> None:
-    from conftest import LiveServer
+    from conftest import LiveServer, admin_key, auth
 
     sample_runtime.health.cache_s = 0.5
     try:
         with LiveServer(create_app(runtime=sample_runtime)) as base:
             webhook = f"{base}/api/v1/ops/alerts/webhook"
-            am_config = to_alertmanager(webhook, None, group_wait="1s", group_interval="2s", repeat_interval="1m")
+            key = admin_key(sample_runtime)
+            am_config = to_alertmanager(webhook, key, group_wait="1s", group_interval="2s", repeat_interval="1m")
             with (
                 alertmanager_server(am_config) as am,
                 prometheus_server(
@@ -55,14 +56,14 @@ def test_a_real_fault_reaches_an_incident_through_prometheus_and_alertmanager(sa
                 fault_at = time.monotonic()
 
                 def incident() -> dict | None:
-                    for i in httpx.get(f"{base}/api/v1/ops/incidents").json()["incidents"]:
+                    for i in httpx.get(f"{base}/api/v1/ops/incidents", headers=auth(key)).json()["incidents"]:
                         if i["source"] == "alertmanager" and i["title"].startswith("VectorStoreDown"):
                             return i
                     return None
 
                 found = wait_until(incident, 60, "the VectorStoreDown incident from Alertmanager", interval=0.25)
                 took = time.monotonic() - fault_at
-                detail = httpx.get(f"{base}/api/v1/ops/incidents/{found['id']}").json()
+                detail = httpx.get(f"{base}/api/v1/ops/incidents/{found['id']}", headers=auth(key)).json()
                 alert = detail["alerts"][0]
                 assert alert["labels"]["job"] == "ragvigil" and alert["labels"]["check"] == "vector_store"
                 assert detail["severity"] == "P1" and took < 60

@@ -7,10 +7,11 @@ import pytest
 from fastapi.testclient import TestClient
 from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, local_client
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
+from ragvigil.ops.access import Role
 
 
 def _error(resp: httpx.Response, status: int, code: str) -> dict:
@@ -87,7 +88,7 @@ def test_unknown_things_are_404(client: TestClient) -> None:
 
 def test_oversized_body_is_413(sample_runtime: Runtime) -> None:
     sample_runtime.settings.max_body_bytes = 2048
-    with TestClient(create_app(runtime=sample_runtime)) as c:
+    with local_client(create_app(runtime=sample_runtime)) as c:
         _error(c.post("/api/v1/chat", json={"message": "y" * 4096}), 413, "payload_too_large")
         files = {"file": ("big.md", b"# big\n" + b"z" * 8192, "text/markdown")}
         _error(c.post("/api/v1/kb/default/documents", files=files), 413, "payload_too_large")
@@ -182,7 +183,7 @@ def test_health_probes(client: TestClient) -> None:
 
 
 def test_ready_is_503_when_the_database_is_gone(sample_runtime: Runtime) -> None:
-    with TestClient(create_app(runtime=sample_runtime)) as c:
+    with local_client(create_app(runtime=sample_runtime)) as c:
         sample_runtime.db.engine.dispose()
         db_file = sample_runtime.settings.data_dir / "ragvigil.db"
         db_file.unlink()
@@ -194,7 +195,12 @@ def test_ready_is_503_when_the_database_is_gone(sample_runtime: Runtime) -> None
 
 def test_openai_client_against_chat_completions(sample_runtime: Runtime) -> None:
     with LiveServer(create_app(runtime=sample_runtime)) as base:
-        oa = OpenAI(base_url=f"{base}/v1", api_key="unused")
+        # the client always sends a key, and a presented key is always checked: a made-up one is refused
+        refused = OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+        with pytest.raises(Exception) as bad_key:
+            refused.models.list()
+        assert getattr(bad_key.value, "status_code", None) == 401
+        oa = OpenAI(base_url=f"{base}/v1", api_key=sample_runtime.keys.create("app", Role.client)[1])
         assert [m.id for m in oa.models.list()] == ["ragvigil"]
         msgs = [
             {"role": "system", "content": "be brief"},

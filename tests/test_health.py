@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.conftest import local_client
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
@@ -47,7 +48,7 @@ def test_deep_health_and_system_info(client: TestClient) -> None:
 def test_unwritable_vector_index_degrades_but_stays_ready(sample_runtime: Runtime) -> None:
     index_dir = sample_runtime.settings.index_dir
     sample_runtime.health.cache_s = 0
-    with TestClient(create_app(runtime=sample_runtime)) as c:
+    with local_client(create_app(runtime=sample_runtime)) as c:
         shutil.rmtree(index_dir)
         index_dir.write_text("not a directory any more")
         deep = c.get("/health")
@@ -61,7 +62,7 @@ def test_unwritable_vector_index_degrades_but_stays_ready(sample_runtime: Runtim
 
 def test_full_disk_makes_the_service_unready(sample_runtime: Runtime) -> None:
     sample_runtime.settings.min_free_disk_mb = 10**12  # more than any disk has: the check fails for real
-    with TestClient(create_app(runtime=sample_runtime)) as c:
+    with local_client(create_app(runtime=sample_runtime)) as c:
         deep = c.get("/health")
         assert deep.status_code == 503 and deep.json()["status"] == "unhealthy"
         assert "MB free" in deep.json()["checks"]["disk"]["error"]
@@ -73,7 +74,7 @@ def test_health_results_are_cached_between_probes(sample_runtime: Runtime) -> No
     calls = []
     sample_runtime.health.add("counter", lambda: calls.append(1), critical=False)
     sample_runtime.health.cache_s = 60
-    with TestClient(create_app(runtime=sample_runtime)) as c:
+    with local_client(create_app(runtime=sample_runtime)) as c:
         for _ in range(5):
             c.get("/health/ready")
             c.get("/health")

@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from fastapi.testclient import TestClient
+from tests.conftest import local_client
 from typer.testing import CliRunner
 
 from ragvigil.api.server import create_app
@@ -19,7 +19,7 @@ def test_logs_commands_read_what_the_service_wrote(sample_runtime: Runtime, tmp_
     log_dir = tmp_path / "logs"
     configure_logging("INFO", log_dir, stream=open(tmp_path / "stdout.log", "w"), flush_interval=0.05)  # noqa: SIM115
     try:
-        with TestClient(create_app(runtime=sample_runtime)) as c:
+        with local_client(create_app(runtime=sample_runtime)) as c:
             first = c.post("/api/v1/chat", json={"message": "How do I export my notes?", "user_id": "u-7"}).json()
             follow = {"session_id": first["session_id"], "user_id": "u-7"}
             c.post("/api/v1/chat", json={"message": "Is there a page limit?", **follow})

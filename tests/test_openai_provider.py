@@ -9,8 +9,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from fastapi.testclient import TestClient
-from tests.conftest import make_settings
+from tests.conftest import local_client, make_settings
 from tests.realservers import RunningServer, ServerUnavailable, free_port, llama_server
 
 from ragvigil.api.server import create_app
@@ -104,7 +103,7 @@ def test_chat_api_answers_through_the_model(llama_url: str, sample_data_dir, tmp
         )
     )
     try:
-        with TestClient(create_app(runtime=rt)) as c:
+        with local_client(create_app(runtime=rt)) as c:
             body = c.post("/api/v1/chat", json={"message": "How many API requests per minute are allowed?"}).json()
             assert body["degraded"] is False and body["answer"] and body["sources"], body["degraded_reasons"]
             with c.stream("POST", "/api/v1/chat/stream", json={"message": "专业版年付多少钱？"}) as r:
@@ -127,7 +126,7 @@ def test_dead_endpoint_falls_back_to_extractive_and_says_degraded(sample_data_di
     dead = f"http://127.0.0.1:{free_port()}/v1"
     rt = Runtime(make_settings(d, generator="openai", openai={"base_url": dead, "timeout_s": 2}))
     try:
-        with TestClient(create_app(runtime=rt)) as c:
+        with local_client(create_app(runtime=rt)) as c:
             from ragvigil.ops.metrics import REGISTRY
 
             def failed() -> float:

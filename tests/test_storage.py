@@ -9,9 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import inspect, select, text
-from tests.conftest import make_settings
+from tests.conftest import local_client, make_settings
 from tests.realservers import ServerUnavailable, create_database, postgres_server
 
 from ragvigil.api.server import create_app
@@ -119,7 +118,7 @@ def test_turn_accepted_while_postgres_is_down_is_journaled_and_replayed(tmp_path
     rt = Runtime(make_settings(tmp_path / "data", database_url=url))
     try:
         rt.ingestor.ingest_bytes("default", "faq.md", b"# FAQ\nShipping takes three days.")
-        with TestClient(create_app(runtime=rt)) as c:
+        with local_client(create_app(runtime=rt)) as c:
             ok = c.post("/api/v1/chat", json={"message": "How long does shipping take?"}).json()
             sid = ok["session_id"]
             server_cm.__exit__(None, None, None)  # the database goes away

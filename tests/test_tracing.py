@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-from tests.conftest import make_settings
+from tests.conftest import local_client, make_settings
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
@@ -324,7 +324,7 @@ def test_instrumentation_switch_turns_spans_and_metrics_off(sample_runtime) -> N
 
     instrumentation.configure(False)
     try:
-        with TestClient(create_app(runtime=sample_runtime)) as c:
+        with local_client(create_app(runtime=sample_runtime)) as c:
             before = chat_count()
             r = c.post("/api/v1/chat", json=CHAT, headers={"X-Request-ID": "off-1"})
             assert r.status_code == 200 and len(_rid(r)) == 32 and r.json()["sources"]  # still a request id

@@ -23,7 +23,8 @@ from ragvigil.knowledge.tokenize import Tokenizer
 from ragvigil.knowledge.vector_filler import VectorFiller
 from ragvigil.knowledge.vectorstore import FaissVectorStore
 from ragvigil.ops import instrumentation, metrics, semconv, tracing
-from ragvigil.ops.access import AuditLog, KeyStore
+from ragvigil.ops.access import AuditLog, KeyStore, is_loopback
+from ragvigil.ops.admin_key import ensure_admin_key
 from ragvigil.ops.alerts.channels import Notification, build_channel
 from ragvigil.ops.alerts.incidents import AlertNotice, IncidentStore
 from ragvigil.ops.alerts.notifier import Notifier
@@ -44,6 +45,17 @@ from ragvigil.storage.db import Database, migrate, ping
 log = logging.getLogger(__name__)
 
 DEFAULT_SECRETS = frozenset({"changeme", "change-me", "secret", "password", "default", "test", "sk-xxx"})
+
+
+def open_routes_exposed(settings: Settings, host: str | None = None) -> str | None:
+    """Why routes open without a key must not be bound to ``host`` (default ``settings.host``), if so."""
+    host = host if host is not None else settings.host
+    if settings.auth_required or is_loopback(host):
+        return None
+    return (
+        f"auth_required is off, so chat and knowledge-base routes answer without a key, but the bind address "
+        f"{host!r} is not loopback: bind 127.0.0.1, or set RAGVIGIL_AUTH_REQUIRED=true to need a key everywhere"
+    )
 
 
 class Runtime:
@@ -152,11 +164,24 @@ class Runtime:
         ids = self.incidents.record([notice], '{}:{alertname="AlertEvaluationStalled"}')
         self.notifier.submit(Notification('{}:{alertname="AlertEvaluationStalled"}', labels, [notice], ids))
 
-    def startup_problems(self) -> list[str]:
-        """Why this instance must not serve: production without an admin key or with a default secret."""
+    def ensure_admin_key(self) -> str | None:
+        """The first start's admin key (see ``ops.admin_key``); returned only when made just now."""
+        if not self.settings.first_start_admin_key:
+            return None
+        return ensure_admin_key(self.keys, self.settings.data_dir)
+
+    def startup_problems(self, host: str | None = None) -> list[str]:
+        """Why this instance must not serve, in any profile.
+
+        No active admin key where keys are required; routes open without a key bound to an address
+        other people reach (``host``: the bind address, default ``settings.host``); a default secret
+        in production.
+        """
         problems = []
         if self.settings.auth_required and not self.keys.has_active_admin():
             problems.append("no active admin API key: create one with `ragvigil keys create NAME --role admin`")
+        if exposed := open_routes_exposed(self.settings, host):
+            problems.append(exposed)
         key = self.settings.openai.api_key.get_secret_value().lower()
         if self.settings.profile.value == "production" and key in DEFAULT_SECRETS:
             problems.append("openai.api_key is a well-known default secret; set a real one")

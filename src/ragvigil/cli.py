@@ -312,6 +312,13 @@ def serve(
             except RuleFileError as exc:
                 err.print(f"[red]alert rules rejected:[/red] {exc}")
                 raise typer.Exit(2) from None
+        host, port = host or s.host, port or s.port
+        from ragvigil.app import open_routes_exposed
+
+        if exposed := open_routes_exposed(s, host):
+            err.print(f"[red]refusing to start in {s.profile.value}:[/red] {exposed}")
+            raise typer.Exit(2)
+        s = s.model_copy(update={"host": host, "port": port})  # the lifespan checks the real bind address
         if s.profile.value == "production":
             from ragvigil.app import Runtime
 
@@ -322,7 +329,6 @@ def serve(
                 for p in problems:
                     err.print(f"[red]refusing to start in production:[/red] {p}")
                 raise typer.Exit(2)
-        host, port = host or s.host, port or s.port
         err.print(
             f"ragvigil {s.profile.value} on http://{host}:{port}  (chat page: POST /api/v1/chat, metrics: /metrics)"
         )

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ragvigil.cli_common import console, err, load_settings_or_exit
+from ragvigil.cli_common import api_key_or_stored, console, err, load_settings_or_exit
 from ragvigil.ops.alerts.rules import RuleFileError, RuleSet, default_rules, load_rule_file
 
 alerts_app = typer.Typer(help="Alert rules: check, export for Prometheus/Alertmanager.", no_args_is_help=True)
@@ -75,8 +75,10 @@ def export(
     webhook_url: Annotated[
         str | None, typer.Option(help="The full webhook URL, when it is not --url + the webhook path")
     ] = None,
+    job: Annotated[str, typer.Option(help="ragvigil's scrape job name in Prometheus (prometheus format)")] = "ragvigil",
     api_key: Annotated[
-        str | None, typer.Option(help="API key (operator role) Alertmanager sends", show_default="none")
+        str | None,
+        typer.Option(help="API key (operator role) Alertmanager sends", show_default="<data dir>/admin.key"),
     ] = None,
 ) -> None:
     """Write the rules as a Prometheus rule file, or an Alertmanager config reporting to ragvigil."""
@@ -84,9 +86,10 @@ def export(
 
     settings = load_settings_or_exit()
     if fmt is ExportFormat.prometheus:
-        text = to_prometheus(_rules(rule_file), settings.alerts.eval_interval)
+        text = to_prometheus(_rules(rule_file), settings.alerts.eval_interval, job)
     else:
-        text = to_alertmanager(_webhook_url(webhook_url, url or settings.alerts.external_url), api_key)
+        webhook = _webhook_url(webhook_url, url or settings.alerts.external_url)
+        text = to_alertmanager(webhook, api_key_or_stored(api_key, settings))
     if output is None:
         print(text, end="")
     else:

@@ -1,4 +1,4 @@
-"""What every command group shares: the consoles and loading the settings with readable errors."""
+"""What every command group shares: the consoles, the settings with readable errors, the stored admin key."""
 
 from __future__ import annotations
 
@@ -31,3 +31,20 @@ def load_settings_or_exit() -> Settings:
     if settings is None:
         raise typer.Exit(2)
     return settings
+
+
+def api_key_or_stored(given: str | None, settings: Settings) -> str:
+    """``given``, else the admin key the first start stored in the data dir; exit 2 when there is neither."""
+    from ragvigil.ops.admin_key import admin_key_path, read_admin_key
+
+    if given:
+        return given
+    stored = read_admin_key(settings.data_dir)
+    if stored is None:
+        err.print(
+            f"[red]no API key:[/red] pass --api-key, or start the service once so it stores its admin key in "
+            f"{admin_key_path(settings.data_dir)}"
+        )
+        raise typer.Exit(2)
+    err.print(f"using the admin key from {admin_key_path(settings.data_dir)} (an operator key is enough here)")
+    return stored

@@ -74,9 +74,27 @@ class Profile(StrEnum):
 
 # Defaults that differ by profile. A value set anywhere else wins over these.
 PROFILE_DEFAULTS: dict[Profile, dict[str, Any]] = {
-    Profile.development: {"log_level": "DEBUG", "expose_errors": True, "api_docs": True, "auth_required": False},
-    Profile.staging: {"log_level": "INFO", "expose_errors": True, "api_docs": True, "auth_required": True},
-    Profile.production: {"log_level": "INFO", "expose_errors": False, "api_docs": False, "auth_required": True},
+    Profile.development: {
+        "log_level": "DEBUG",
+        "expose_errors": True,
+        "api_docs": True,
+        "auth_required": False,
+        "first_start_admin_key": True,
+    },
+    Profile.staging: {
+        "log_level": "INFO",
+        "expose_errors": True,
+        "api_docs": True,
+        "auth_required": True,
+        "first_start_admin_key": True,
+    },
+    Profile.production: {
+        "log_level": "INFO",
+        "expose_errors": False,
+        "api_docs": False,
+        "auth_required": True,
+        "first_start_admin_key": False,
+    },
 }
 
 
@@ -317,7 +335,14 @@ class Settings(BaseSettings):
     otlp_endpoint: SecretUrl | None = Field(
         None, description="also export traces over OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces"
     )
-    auth_required: bool = Field(False, description="API keys on every route except the open probes")
+    auth_required: bool = Field(
+        False,
+        description="a key on every route but the open probes; off: chat, sessions and knowledge-base routes "
+        "answer loopback callers without one (ops routes and deletions need a key in every profile)",
+    )
+    first_start_admin_key: bool = Field(
+        False, description="the first start creates an admin key, prints it once and stores it in <data dir>/admin.key"
+    )
     open_probes: bool = Field(True, description="/health/* and /metrics without a key (Prometheus, kubelet)")
     min_free_disk_mb: int = Field(200, ge=0, description="below this the disk check fails")
     shutdown_grace_s: float = Field(

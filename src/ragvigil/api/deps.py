@@ -14,8 +14,9 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from ragvigil.api.errors import ApiError
+from ragvigil.api.open_routes import open_without_key
 from ragvigil.app import Runtime
-from ragvigil.ops.access import ANONYMOUS_DEV, Principal, Role
+from ragvigil.ops.access import ANONYMOUS, Principal, Role, is_loopback
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -37,13 +38,33 @@ def _presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
+def _route_path(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or request.url.path
+
+
+def admits_anonymous(request: Request, rt: Runtime) -> bool:
+    """Development's open routes, for a keyless caller on loopback (see ``open_routes``)."""
+    return (
+        not rt.settings.auth_required
+        and open_without_key(request.method, _route_path(request))
+        and is_loopback(client_address(request))
+    )
+
+
 async def get_principal(request: Request, rt: Runtime = Depends(get_runtime)) -> Principal:
-    """The caller; the key lookup is a database read, so it runs in a worker thread."""
-    if not rt.settings.auth_required:
-        return ANONYMOUS_DEV
+    """The caller. A presented key is always checked; without one only an open route admits anonymous.
+
+    The key lookup is a database read, so it runs in a worker thread.
+    """
     key = _presented_key(request)
     if key is None:
-        raise ApiError(401, "unauthorized", "an API key is required (Authorization: Bearer <key> or X-API-Key)")
+        if admits_anonymous(request, rt):
+            return ANONYMOUS
+        hint = (
+            "" if rt.settings.auth_required else " (the first start stored an admin key in admin.key in the data dir)"
+        )
+        raise ApiError(401, "unauthorized", f"an API key is required (Authorization: Bearer <key> or X-API-Key){hint}")
     principal = await run_in_threadpool(rt.keys.authenticate, key)
     if principal is None:
         raise ApiError(401, "unauthorized", "unknown or revoked API key")
@@ -51,13 +72,16 @@ async def get_principal(request: Request, rt: Runtime = Depends(get_runtime)) ->
 
 
 def require(role: Role) -> Callable[..., Principal]:
-    """Dependency: the caller's role must be at least ``role``; refused operator/admin attempts are audited."""
+    """Dependency: the caller's role must be at least ``role``; refused operator/admin attempts are audited.
+
+    The anonymous principal passes: ``get_principal`` returns it only on a route open without a key.
+    """
 
     async def dependency(
         request: Request, principal: Principal = Depends(get_principal), rt: Runtime = Depends(get_runtime)
     ) -> Principal:
         request.state.principal = principal  # whose request it is, for the trace it leaves (api.middleware)
-        if principal.role < role:
+        if principal.role < role and principal is not ANONYMOUS:  # anonymous got here only on an open route
             if role >= Role.operator:
                 route = request.scope.get("route")
                 await run_in_threadpool(

@@ -7,10 +7,12 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from ragvigil import __version__
-from ragvigil.api.deps import get_principal
+from ragvigil.api.deps import get_principal, require
 from ragvigil.api.errors import install_error_handlers
 from ragvigil.api.middleware import RequestContextMiddleware
 from ragvigil.api.openapi import install_openapi
@@ -19,6 +21,8 @@ from ragvigil.api.serving import DrainGate
 from ragvigil.app import Runtime
 from ragvigil.config import Settings, load_settings
 from ragvigil.config_check import check_settings
+from ragvigil.ops.access import Role
+from ragvigil.ops.admin_key import admin_key_path
 from ragvigil.ops.logging import configure_logging
 
 log = logging.getLogger(__name__)
@@ -35,9 +39,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = runtime is None
         rt = runtime or Runtime(settings)
-        if settings.profile.value == "production" and (problems := rt.startup_problems()):
+        announce_admin_key(rt)
+        if problems := rt.startup_problems():
             rt.close()
-            raise RuntimeError("refusing to start in production: " + "; ".join(problems))
+            raise RuntimeError(f"refusing to start in {settings.profile.value}: " + "; ".join(problems))
         app.state.runtime = rt
         if owned and background:
             rt.start_background()
@@ -51,10 +56,12 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         title="ragvigil",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs" if settings.api_docs else None,
+        docs_url=None,  # served by _add_api_docs, behind the same access rule as every other route
         redoc_url=None,
-        openapi_url="/openapi.json" if settings.api_docs else None,
+        openapi_url=None,
     )
+    if settings.api_docs:
+        _add_api_docs(app)
     if runtime is not None:
         app.state.runtime = runtime
     install_error_handlers(app)
@@ -75,6 +82,31 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, expose_errors=settings.expose_errors
     )
     return app
+
+
+def announce_admin_key(rt: Runtime) -> None:
+    """Make the first start's admin key and print it once, on stderr and never into the logs."""
+    plain = rt.ensure_admin_key()
+    if plain is not None:
+        path = admin_key_path(rt.settings.data_dir)
+        sys.stderr.write(
+            f"ragvigil: created an admin API key (shown once; stored in {path}, readable only by you):\n  {plain}\n"
+            f'ragvigil: ops routes need it: curl -H "Authorization: Bearer $(cat {path})" …\n'
+        )
+        sys.stderr.flush()
+
+
+def _add_api_docs(app: FastAPI) -> None:
+    """/openapi.json and /docs: open on loopback in development, a viewer key otherwise."""
+    viewer = [Depends(require(Role.viewer))]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=viewer)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=viewer)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - API")
 
 
 def app_from_env() -> FastAPI:

@@ -9,6 +9,7 @@ needs: client (chat) < viewer (read ops data) < operator (act on alerts, modes, 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,14 +35,29 @@ class KeyNotFound(LookupError):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: a key's name and role, or anonymous when auth is off."""
+    """Who is calling: a key's name and role, or the anonymous caller of an open route."""
 
     name: str
     role: Role
     key_id: str | None = None
 
 
-ANONYMOUS_DEV = Principal("anonymous (auth disabled)", Role.admin)
+# A keyless loopback caller of an open route in development. Client role: the open routes that need
+# more (knowledge-base listing and uploads) admit it by name, so it never passes an operator check.
+ANONYMOUS = Principal("anonymous", Role.client)
+ANONYMOUS_DEV = ANONYMOUS  # the former name
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``: callers on this machine only. Anything else is not."""
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _hash(key: str) -> str:

@@ -1,9 +1,14 @@
 """Incidents: firing alerts open or join one; its timeline keeps everything that happened to it.
 
 Both engines feed the same records: the built-in one through the router, Prometheus through
-Alertmanager's webhook. An alert episode is identified by its fingerprint and start time, so a
-repeated delivery (Alertmanager re-sends a group every repeat_interval, and retries) updates the
-episode instead of adding one — replayed webhooks never duplicate an incident.
+Alertmanager's webhook. An alert is identified the way Alertmanager identifies it, by the
+fingerprint of its label set; an alert has at most one open (firing) episode. The start time is
+not part of the identity: Alertmanager keeps the earliest ``startsAt`` any sender reported, so
+behind a redundant pair of Prometheus servers the same episode comes back with an earlier start,
+and its resolution must still close it. A repeated delivery (Alertmanager re-sends a group every
+repeat_interval, and retries) updates the open episode instead of adding one, and a delivery from
+before an episode ended (a late retry) changes nothing — replayed webhooks never duplicate an
+incident nor reopen one.
 """
 
 from __future__ import annotations
@@ -27,6 +32,13 @@ def fingerprint(labels: dict[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _utc(dt: datetime | None) -> datetime | None:
+    """Everything here is UTC: SQLite hands back naive datetimes, a sender may use any offset."""
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
 @dataclass
 class AlertNotice:
     """An alert as either engine reports it."""
@@ -43,6 +55,9 @@ class AlertNotice:
     def __post_init__(self) -> None:
         if not self.fingerprint:
             self.fingerprint = fingerprint(self.labels)
+        # one clock for comparisons: SQLite stores wall time, so +08:00 and Z must not both reach it
+        self.starts_at = _utc(self.starts_at)  # type: ignore[assignment]
+        self.ends_at = _utc(self.ends_at)
 
     @property
     def alertname(self) -> str:
@@ -56,13 +71,6 @@ class AlertNotice:
 
 class IncidentNotFound(LookupError):
     pass
-
-
-def _utc(dt: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything here is UTC."""
-    if dt is None:
-        return None
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
 
 
 class IncidentStore:
@@ -81,15 +89,14 @@ class IncidentStore:
         at = at or utcnow()
         with self.db.session(write=True) as s:
             for n in notices:
-                episode = s.scalars(
-                    select(IncidentAlert).where(
-                        IncidentAlert.fingerprint == n.fingerprint, IncidentAlert.starts_at == n.starts_at
-                    )
-                ).first()
+                episode = self._open_episode(s, n.fingerprint)
                 if n.status == "firing":
+                    if self._ended_after(s, n.fingerprint, n.starts_at):
+                        continue  # a late copy of an episode that has since resolved
                     if episode is not None:
-                        if episode.state == "firing":
-                            episode.annotations = n.annotations  # the value in the summary moves on
+                        episode.annotations = n.annotations  # the value in the summary moves on
+                        if n.starts_at < _utc(episode.starts_at):  # type: ignore[operator]
+                            episode.starts_at = n.starts_at  # another sender saw it first
                         continue
                     incident = self._open_incident(s, n, group_key, join, at)
                     s.add(
@@ -104,19 +111,45 @@ class IncidentStore:
                             starts_at=n.starts_at,
                         )
                     )
+                    s.flush()  # the next notice of this batch must find the episode
                     if SEVERITY_RANK[n.severity] < SEVERITY_RANK.get(incident.severity, 3):
                         incident.severity = n.severity
                     s.add(self._event(incident.id, "alert_firing", n, at))
                     touched.append(incident.id)
                 else:
-                    if episode is None or episode.state == "resolved":
+                    if episode is None:
                         continue  # unknown or already resolved: a replay
+                    if n.ends_at is not None and n.ends_at < _utc(episode.starts_at):  # type: ignore[operator]
+                        continue  # the end of an earlier episode, delivered late
                     episode.state, episode.ends_at = "resolved", n.ends_at or at
                     s.add(self._event(episode.incident_id, "alert_resolved", n, at))
                     s.flush()
                     touched.append(episode.incident_id)
                     self._resolve_if_done(s, episode.incident_id, at)
         return list(dict.fromkeys(touched))
+
+    @staticmethod
+    def _open_episode(s: Any, fp: str) -> IncidentAlert | None:
+        """The firing episode of this alert, whatever start time it was reported with."""
+        return s.scalars(
+            select(IncidentAlert)
+            .where(IncidentAlert.fingerprint == fp, IncidentAlert.state == "firing")
+            .order_by(IncidentAlert.id)
+        ).first()
+
+    @staticmethod
+    def _ended_after(s: Any, fp: str, starts_at: datetime) -> bool:
+        """Whether an episode of this alert resolved at or after ``starts_at`` (so this start is not new)."""
+        return (
+            s.scalars(
+                select(IncidentAlert.id).where(
+                    IncidentAlert.fingerprint == fp,
+                    IncidentAlert.state == "resolved",
+                    (IncidentAlert.ends_at >= starts_at) | (IncidentAlert.starts_at == starts_at),
+                )
+            ).first()
+            is not None
+        )
 
     def _open_incident(self, s: Any, n: AlertNotice, group_key: str, join: str | None, at: datetime) -> Incident:
         if join is not None:

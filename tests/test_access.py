@@ -196,12 +196,13 @@ def test_first_start_stores_one_admin_key_readable_only_by_its_owner(
 def test_cli_finds_the_stored_admin_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAGVIGIL_DATA_DIR", str(tmp_path / "data"))
     runner = CliRunner()
-    none = runner.invoke(cli_app, ["alerts", "export", "--format", "alertmanager"])
+    export = ["alerts", "export", "--format", "alertmanager", "--url", "http://ragvigil:8000"]
+    none = runner.invoke(cli_app, export)
     assert none.exit_code == 2 and "--api-key" in none.output
     with local_client(create_app(make_settings(tmp_path / "data"))):
         pass
     key = (tmp_path / "data" / "admin.key").read_text().strip()
-    made = runner.invoke(cli_app, ["alerts", "export", "--format", "alertmanager"])
+    made = runner.invoke(cli_app, export)
     assert made.exit_code == 0 and f"credentials: {key}" in made.stdout
 
 

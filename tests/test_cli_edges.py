@@ -85,11 +85,12 @@ def test_alertmanager_export_takes_the_url_and_never_guesses_it(
     code, out = _run("alerts", "export", "--format", "alertmanager")
     assert code == 2 and "--url" in out and "8123" not in out and "8000" not in out
 
-    code, out = _run("alerts", "export", "--format", "alertmanager", "--url", "http://ragvigil.internal:9000/")
+    key = ("--api-key", "rv_alertmanager_test_key")
+    code, out = _run("alerts", "export", "--format", "alertmanager", "--url", "http://ragvigil.internal:9000/", *key)
     assert code == 0 and "url: http://ragvigil.internal:9000/api/v1/ops/alerts/webhook" in out
 
     monkeypatch.setenv("RAGVIGIL_ALERTS__EXTERNAL_URL", "https://rv.example.com")
-    code, out = _run("alerts", "export", "--format", "alertmanager")
+    code, out = _run("alerts", "export", "--format", "alertmanager", *key)
     assert code == 0 and "https://rv.example.com/api/v1/ops/alerts/webhook" in out
 
     assert _run("alerts", "export", "--format", "alertmanager", "--url", "ragvigil:9000")[0] == 2

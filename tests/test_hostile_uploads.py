@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
-from tests.conftest import make_settings
+from tests.conftest import local_client, make_settings
 from tests.hostile_pdfs import build_pdf, shared_stream_pdf, text_ops, text_pdf, zip_bomb_pdf
 from tests.realservers import ServerUnavailable, create_database, postgres_server
 from typer.testing import CliRunner
@@ -50,7 +50,7 @@ def runtime(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runtime]
 
 @pytest.fixture
 def api(runtime: Runtime) -> Iterator[TestClient]:
-    with TestClient(create_app(runtime=runtime)) as c:
+    with local_client(create_app(runtime=runtime)) as c:
         yield c
 
 
@@ -166,7 +166,7 @@ def test_one_upload_shares_one_extraction_budget(tmp_path: Path) -> None:
     files += [("file", (f"slow-{i}.pdf", slow, "application/pdf")) for i in range(3)]
     files.append(("file", ("after.md", b"# After\nreached too late", "text/markdown")))
     try:
-        with TestClient(create_app(runtime=rt)) as api:
+        with local_client(create_app(runtime=rt)) as api:
             r = api.post("/api/v1/kb/slow/documents", files=files)
     finally:
         rt.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.conftest import make_settings
+from tests.conftest import local_client, make_settings
 from tests.realservers import ServerUnavailable, create_database, postgres_server
 
 from ragvigil.api.server import create_app
@@ -137,7 +137,7 @@ def test_a_poison_entry_is_set_aside_and_a_turn_journaled_in_an_outage_still_arr
             StoredMessage("m-poison-a", "assistant", "ok", old),
         ]
         rt.journal.write("s-poison", "default", "u\x00", poison)
-        with TestClient(create_app(runtime=rt)) as c:
+        with local_client(create_app(runtime=rt)) as c:
             assert c.post("/api/v1/chat", json={"message": "How long does shipping take?"}).status_code == 200
             server.__exit__(None, None, None)  # type: ignore[attr-defined]
             server = None
@@ -193,7 +193,7 @@ def test_a_long_request_id_does_not_fail_the_write(pg_url: str, tmp_path: Path) 
     rt = Runtime(make_settings(tmp_path / "data", database_url=create_database(pg_url, "t_" + uuid.uuid4().hex[:12])))
     try:
         rt.ingestor.ingest_bytes("default", "faq.md", FAQ)
-        with TestClient(create_app(runtime=rt)) as c:
+        with local_client(create_app(runtime=rt)) as c:
             resp = c.post(
                 "/api/v1/chat", json={"message": "How long does shipping take?"}, headers={"X-Request-ID": "r" * 100}
             )
@@ -212,7 +212,7 @@ def test_a_value_the_database_refuses_on_any_route_is_a_4xx_not_database_unavail
 ) -> None:
     rt = Runtime(make_settings(tmp_path / "data", database_url=create_database(pg_url, "t_" + uuid.uuid4().hex[:12])))
     try:
-        with TestClient(create_app(runtime=rt)) as c:
+        with local_client(create_app(runtime=rt)) as c:
             resp = c.get("/api/v1/sessions/a%00b/messages")
             assert 400 <= resp.status_code < 500, resp.text
             assert resp.json()["code"] != "dependency_unavailable"

@@ -11,7 +11,7 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 from openai import AsyncOpenAI, OpenAI
-from tests.conftest import LiveServer, make_settings
+from tests.conftest import LiveServer, local_client, make_settings
 
 from ragvigil.api.openai_usage import estimate_tokens
 from ragvigil.api.server import create_app
@@ -29,8 +29,14 @@ def base_url(sample_runtime: Runtime) -> Iterator[str]:
 
 
 @pytest.fixture
-def oa(base_url: str) -> Iterator[OpenAI]:
-    client = OpenAI(base_url=base_url, api_key="unused", max_retries=0)
+def sdk_key(sample_runtime: Runtime) -> str:
+    """The SDK always sends a key, and a key is always checked: a client key, as a user would create one."""
+    return sample_runtime.keys.create("sdk", Role.client)[1]
+
+
+@pytest.fixture
+def oa(base_url: str, sdk_key: str) -> Iterator[OpenAI]:
+    client = OpenAI(base_url=base_url, api_key=sdk_key, max_retries=0)
     yield client
     client.close()
 
@@ -60,9 +66,9 @@ def test_chat_completion_reports_usage_also_when_streamed(oa: OpenAI) -> None:
     assert plain[-1].choices[0].finish_reason == "stop" and all(c.usage is None for c in plain)
 
 
-def test_async_client_chat_and_stream(base_url: str) -> None:
+def test_async_client_chat_and_stream(base_url: str, sdk_key: str) -> None:
     async def run() -> tuple[str, str, int]:
-        async with AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0) as client:
+        async with AsyncOpenAI(base_url=base_url, api_key=sdk_key, max_retries=0) as client:
             done = await client.chat.completions.create(model="ragvigil", messages=MSGS)
             stream = await client.chat.completions.create(
                 model="ragvigil", messages=MSGS, stream=True, stream_options={"include_usage": True}
@@ -212,7 +218,7 @@ def test_too_many_messages_and_too_much_text_in_total(sample_data_dir: Path, tmp
     shutil.copytree(sample_data_dir, d)
     rt = Runtime(make_settings(d, max_request_messages=5, max_context_message_chars=300, max_request_chars=1000))
     try:
-        with TestClient(create_app(runtime=rt)) as c:
+        with local_client(create_app(runtime=rt)) as c:
             turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}] * 3
             status, body = _chat(c, [*turns, {"role": "user", "content": QUESTION}])
             assert status == 422 and body["field"] == "messages" and "at most 5 messages" in body["message"]

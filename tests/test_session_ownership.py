@@ -16,7 +16,7 @@ import pytest
 from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy import text
-from tests.conftest import make_settings
+from tests.conftest import local_client, make_settings
 from tests.realservers import ServerUnavailable, create_database, postgres_server
 
 from ragvigil.api.server import create_app
@@ -88,7 +88,7 @@ def staged(db_url: str, tmp_path: Path) -> Iterator[Staged]:
     rt.ingestor.ingest_bytes("default", "faq.md", FAQ)
     keys = {name: rt.keys.create(f"{name}-key", role)[1] for name, role in PEOPLE.items()}
     try:
-        with TestClient(create_app(runtime=rt)) as c:
+        with local_client(create_app(runtime=rt)) as c:
             yield Staged(rt, c, keys)
     finally:
         rt.close()
@@ -167,7 +167,7 @@ def test_operator_and_admin_may_read_for_support_audited_but_not_continue(staged
         ("admin-key", "admin", "ok", f"session:{sid}"),
         ("olga-key", "operator", "ok", f"session:{sid}"),
     ]
-    assert trail[0]["source"] == "testclient" and trail[0]["detail"] == {
+    assert trail[0]["source"] == "127.0.0.1" and trail[0]["detail"] == {
         "view": "messages",
         "owner": f"key:{alice_key}",
     }
@@ -220,7 +220,7 @@ def test_sessions_that_predate_owners_are_legacy(db_url: str, tmp_path: Path) ->
     rt.ingestor.ingest_bytes("default", "faq.md", FAQ)
     keys = {name: rt.keys.create(f"{name}-key", role)[1] for name, role in PEOPLE.items()}
     try:
-        with TestClient(create_app(runtime=rt)) as c:
+        with local_client(create_app(runtime=rt)) as c:
             s = Staged(rt, c, keys)
             _not_found(s.messages("alice", "old-session"), "old-session")
             _not_found(s.chat("alice", "still there?", session_id="old-session"), "old-session")
@@ -259,8 +259,9 @@ def test_journal_keeps_the_owner_and_never_adds_to_another_owners_session(db_url
         rt.close()
 
 
-def test_anonymous_callers_own_sessions_by_user_id(client: TestClient) -> None:
-    """Auth off (development): every caller is anonymous, so the user_id tells sessions apart."""
+def test_anonymous_callers_own_sessions_by_user_id(anon_client: TestClient) -> None:
+    """Auth off (development): every keyless caller is anonymous, so the user_id tells sessions apart."""
+    client = anon_client
     sid = client.post("/api/v1/chat", json={"message": "专业版年付多少钱？", "user_id": "ann"}).json()["session_id"]
     assert client.get(f"/api/v1/sessions/{sid}/messages", params={"user_id": "ann"}).status_code == 200
     for other in ({"user_id": "ben"}, {}):

@@ -128,7 +128,7 @@ def test_a_reused_x_request_id_never_shares_a_trace(sample_data_dir: Path, tmp_p
     keys = {name: rt.keys.create(name, role)[1] for name, role in [("alice", Role.viewer), ("bob", Role.viewer)]}
     keys["ops"] = rt.keys.create("ops", Role.operator)[1]
     try:
-        with TestClient(create_app(runtime=rt)) as c:
+        with local_client(create_app(runtime=rt)) as c:
 
             def as_(who: str, **headers: str) -> dict[str, str]:
                 return {"Authorization": f"Bearer {keys[who]}", **headers}
@@ -299,7 +299,7 @@ def test_with_message_logging_on_spans_carry_the_question_answer_and_passages(
     shutil.copytree(sample_data_dir, d)
     rt = Runtime(make_settings(d, log_message_contents=True, message_log_key=new_key()))
     try:
-        with TestClient(create_app(runtime=rt)) as c:
+        with local_client(create_app(runtime=rt)) as c:
             r = c.post("/api/v1/chat", json=CHAT)
         mine = _received_request(collector(), _rid(r))
     finally:

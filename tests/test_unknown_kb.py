@@ -10,6 +10,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from tests.conftest import local_client
 from typer.testing import CliRunner
 
 from ragvigil.api.server import create_app
@@ -37,7 +38,7 @@ def test_chat_stream_and_search_say_an_unknown_kb_is_not_found(client: TestClien
 
 @pytest.fixture
 def empty_client(empty_runtime: Runtime) -> Iterator[TestClient]:
-    with TestClient(create_app(runtime=empty_runtime)) as c:
+    with local_client(create_app(runtime=empty_runtime)) as c:
         yield c
 
 

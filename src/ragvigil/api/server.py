@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
             rt.close()
             raise RuntimeError(f"refusing to start in {settings.profile.value}: " + "; ".join(problems))
         app.state.runtime = rt
+        rt.draining = False  # a runtime served again (tests share one) is not shutting down
         if owned and background:
             rt.start_background()
         log.info("ragvigil_started", extra={"version": __version__, "profile": settings.profile.value})

@@ -291,8 +291,13 @@ def ask(
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="default: settings.host")] = None,
-    port: Annotated[int | None, typer.Option(help="default: settings.port")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Address to listen on (loopback unless keys are required)", show_default="RAGVIGIL_HOST, 127.0.0.1"
+        ),
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port to listen on", show_default="RAGVIGIL_PORT, 8000")] = None,
 ) -> None:
     """Start the HTTP server."""
     import uvicorn

@@ -98,7 +98,18 @@ MAX_MESSAGE_CHARS: int = _LIMITS["max_message_chars"].default
 MAX_CONTEXT_MESSAGE_CHARS: int = _LIMITS["max_context_message_chars"].default
 MAX_REQUEST_MESSAGES: int = _LIMITS["max_request_messages"].default
 NO_NUL = r"^[^\x00]*$"  # the server refuses a NUL in text it stores or prompts with (StorableText)
-_NOT_BLANK = r"\S"
+# "blank": white space in Python's sense or in JSON Schema's (ECMA-262 \s), which differ (U+001F, U+FEFF):
+# spelled out so that the server and a client validating the pattern agree on every character
+BLANK = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B)))
+BLANK += "\u2028\u2029\u202f\u205f\u3000\ufeff"
+_NOT_BLANK = "[^" + "".join(f"\\u{ord(c):04x}" for c in BLANK) + "]"
+
+
+def without_blank(text: str) -> str:
+    """``text`` without leading and trailing blank characters (empty if it is all blank)."""
+    return text.strip(BLANK)
+
+
 _NULL = {"type": "null"}
 
 

@@ -24,7 +24,7 @@ from ragvigil.api.deps import get_principal, get_request_id, get_runtime, requir
 from ragvigil.api.errors import ApiError
 from ragvigil.api.openai_errors import OpenAIErrorRoute, unsupported
 from ragvigil.api.openai_usage import usage
-from ragvigil.api.schemas import OpenAIChatRequest, OpenAICompletionRequest, OpenAIMessage
+from ragvigil.api.schemas import OpenAIChatRequest, OpenAICompletionRequest, OpenAIMessage, without_blank
 from ragvigil.api.session_access import caller_owner, require_kb
 from ragvigil.app import Runtime
 from ragvigil.chat.pipeline import Turn
@@ -93,7 +93,7 @@ def _check_message(settings: Settings, i: int, message: OpenAIMessage) -> int:
     length = len(message.text())
     if length > limit:  # parts that are each within the limit, but not together
         raise _invalid(field, f"longer than {limit} characters")
-    if message.role == "user" and not message.text().strip():
+    if message.role == "user" and not without_blank(message.text()):
         raise _invalid(field, "a user message must not be blank")
     return length
 
@@ -114,7 +114,7 @@ def _chat_turn(rt: Runtime, body: OpenAIChatRequest, request_id: str | None) -> 
     _refuse_unsupported_chat(body)
     _check_messages(rt.settings, body)
     last = max(i for i, m in enumerate(body.messages) if m.role == "user")
-    question = body.messages[last].text().strip()
+    question = without_blank(body.messages[last].text())
     turn = Turn(message=question, kb=rt.settings.default_kb, user_id=body.user, request_id=request_id)
     history = [(m.role, m.text()) for m in body.messages[:last] if m.role in ("user", "assistant")]
     turn.history = history[-2 * rt.settings.retrieval.history_turns :] if rt.settings.retrieval.history_turns else []
@@ -137,10 +137,10 @@ def _completion_turn(rt: Runtime, body: OpenAICompletionRequest, request_id: str
             raise unsupported("prompt", "one prompt per request is supported")
         prompt = prompt[0] if prompt else ""
     assert isinstance(prompt, str)
-    if not prompt.strip():
+    if not without_blank(prompt):
         raise _invalid("prompt", "the prompt must not be blank")
     _check_text("prompt", prompt, rt.settings.max_message_chars)
-    return Turn(message=prompt.strip(), kb=rt.settings.default_kb, user_id=body.user, request_id=request_id)
+    return Turn(message=without_blank(prompt), kb=rt.settings.default_kb, user_id=body.user, request_id=request_id)
 
 
 async def _owned(rt: Runtime, turn: Turn, who: Principal) -> Turn:

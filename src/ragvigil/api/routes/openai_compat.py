@@ -1,11 +1,12 @@
 """OpenAI-compatible ``/v1`` routes so existing clients and SDKs can talk to ragvigil.
 
-``/v1/chat/completions``: the last user message is the question; earlier user/assistant messages
-are the history. ``/v1/completions``: the prompt is the question. The client's ``user`` field keeps
+``/v1/chat/completions``: the last user message is the question (every user message must have
+text); earlier user/assistant messages are the history. ``/v1/completions``: the prompt is the question. The client's ``user`` field keeps
 no server state here: each call is answered from what it carries, and persisted as a new session.
 Parameters that would change the shape of the answer and that ragvigil cannot honour (``n`` > 1,
 tools, JSON output, log-probabilities) are refused with a 400 naming the parameter, as OpenAI does,
-rather than ignored. Errors carry OpenAI's ``error`` object as well as ragvigil's own fields.
+rather than ignored; the published schema allows only the values that are honoured, so a client
+generated from it is never refused. Errors carry OpenAI's ``error`` object as well as ragvigil's own fields.
 """
 
 from __future__ import annotations

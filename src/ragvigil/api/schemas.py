@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, WithJsonSchema, field_validator
 
+from ragvigil.config import Settings
 from ragvigil.storage.text import StorableText
 
 KB_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -92,12 +93,85 @@ class IngestOut(BaseModel):
 
 MAX_CONTENT_PARTS = 64  # a message's content parts; the text they hold is bounded by the settings
 
+# The /v1 bodies are parsed leniently (so an unsupported value is a 400 naming it, not a bare 422) and
+# checked by the route against the settings. Their published schema says exactly what the server accepts,
+# so that a client or contract tester generating from it is not refused: the value limits below are the
+# settings' defaults. A bound of the whole request (``max_request_chars``, and the characters of several
+# text parts of one message together) cannot be said in JSON Schema and stays a 422.
+_LIMITS = Settings.model_fields
+MAX_MESSAGE_CHARS: int = _LIMITS["max_message_chars"].default
+MAX_CONTEXT_MESSAGE_CHARS: int = _LIMITS["max_context_message_chars"].default
+MAX_REQUEST_MESSAGES: int = _LIMITS["max_request_messages"].default
+NO_NUL = r"^[^\x00]*$"  # the server refuses a NUL in text it stores or prompts with (StorableText)
+# "blank": white space in Python's sense or in JSON Schema's (ECMA-262 \s), which differ (U+001F, U+FEFF):
+# spelled out so that the server and a client validating the pattern agree on every character
+BLANK = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B)))
+BLANK += "\u2028\u2029\u202f\u205f\u3000\ufeff"
+_NOT_BLANK = "[^" + "".join(f"\\u{ord(c):04x}" for c in BLANK) + "]"
+
+
+def without_blank(text: str) -> str:
+    """``text`` without leading and trailing blank characters (empty if it is all blank)."""
+    return text.strip(BLANK)
+
+
+_NULL = {"type": "null"}
+
+
+def _text_schema(limit: int, not_blank: bool = False) -> dict[str, Any]:
+    text: dict[str, Any] = {"type": "string", "maxLength": limit, "pattern": NO_NUL}
+    return {"allOf": [text, {"pattern": _NOT_BLANK}]} if not_blank else text
+
+
+def _content_schema(limit: int, user: bool) -> dict[str, Any]:
+    """A message's content: a string, or text parts (only text: ragvigil reads no images or audio)."""
+    part = {
+        "type": "object",
+        "properties": {"type": {"const": "text"}, "text": _text_schema(limit)},
+        "required": ["type", "text"],
+    }
+    parts: dict[str, Any] = {"type": "array", "maxItems": MAX_CONTENT_PARTS, "items": part}
+    if user:  # a user message says something: at least one part has non-blank text
+        parts["contains"] = {"properties": {"text": {"pattern": _NOT_BLANK}}}
+    return {"anyOf": [_text_schema(limit, not_blank=user), parts, *([] if user else [_NULL])]}
+
+
+def _messages_schema() -> dict[str, Any]:
+    """Every user message has text (the last one is the question); other roles may be empty."""
+    user = {
+        "type": "object",
+        "properties": {"role": {"const": "user"}, "content": _content_schema(MAX_MESSAGE_CHARS, user=True)},
+        "required": ["role", "content"],
+    }
+    others = ["system", "assistant", "tool", "developer"]
+    other = {
+        "type": "object",
+        "properties": {
+            "role": {"enum": others},
+            "content": _content_schema(MAX_CONTEXT_MESSAGE_CHARS, user=False),
+        },
+        "required": ["role"],
+    }
+    return {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": MAX_REQUEST_MESSAGES,
+        "items": {"oneOf": [user, other]},
+        "contains": {"properties": {"role": {"const": "user"}}, "required": ["role"]},
+        "description": "the conversation; the last user message is the question",
+    }
+
+
+def _only(*values: Any, **schema: Any) -> WithJsonSchema:
+    """Publish only the values the server supports; others are still parsed, to be refused by name."""
+    return WithJsonSchema({"enum": list(values), **schema})
+
 
 class OpenAIMessage(BaseModel):
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | Annotated[list[dict[str, Any]], Field(max_length=MAX_CONTENT_PARTS)] | None = None
 
-    model_config = {"extra": "allow"}  # name, tool_call_id...: accepted and not used
+    model_config = {"extra": "allow", "strict": True}  # name, tool_call_id...: accepted and not used
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -108,6 +182,8 @@ class OpenAIMessage(BaseModel):
 class OpenAIStreamOptions(BaseModel):
     include_usage: bool = False
 
+    model_config = {"strict": True}
+
 
 class _OpenAIRequest(BaseModel):
     """What chat and text completions share. Parameters that change the answer's shape and that ragvigil
@@ -116,13 +192,15 @@ class _OpenAIRequest(BaseModel):
     model: str = Field("ragvigil", max_length=256)
     stream: bool = False
     stream_options: OpenAIStreamOptions | None = None
-    user: str | None = Field(None, max_length=128)
-    n: int | None = Field(None, ge=1, le=128)
-    logprobs: Any = None
+    user: Annotated[StorableText | None, WithJsonSchema({"anyOf": [_text_schema(128), _NULL]})] = Field(
+        None, max_length=128
+    )
+    n: Annotated[int | None, _only(None, 1)] = Field(None, ge=1, le=128)
     temperature: float | None = None
     max_tokens: int | None = None
 
-    model_config = {"extra": "allow"}  # sampling knobs (top_p, seed, stop...) are accepted and not used
+    # strict: the published types are JSON's, so "true" is not a boolean nor "1" a number
+    model_config = {"extra": "allow", "strict": True}  # sampling knobs (top_p, seed, stop...): accepted, not used
 
     @property
     def include_usage(self) -> bool:
@@ -130,17 +208,38 @@ class _OpenAIRequest(BaseModel):
 
 
 class OpenAIChatRequest(_OpenAIRequest):
-    messages: list[OpenAIMessage] = Field(..., min_length=1)
-    tools: list[Any] | None = None
-    functions: list[Any] | None = None
-    tool_choice: Any = None
-    function_call: Any = None
-    response_format: dict[str, Any] | None = None
-    top_logprobs: int | None = None
+    messages: Annotated[list[OpenAIMessage], WithJsonSchema(_messages_schema())] = Field(..., min_length=1)
+    tools: Annotated[list[Any] | None, WithJsonSchema({"anyOf": [{"type": "array", "maxItems": 0}, _NULL]})] = None
+    functions: Annotated[list[Any] | None, WithJsonSchema({"anyOf": [{"type": "array", "maxItems": 0}, _NULL]})] = None
+    tool_choice: Annotated[Any, _only(None, "none", "auto")] = None
+    function_call: Annotated[Any, _only(None, "none", "auto")] = None
+    response_format: Annotated[
+        dict[str, Any] | None,
+        WithJsonSchema({"anyOf": [{"type": "object", "properties": {"type": {"const": "text"}}}, _NULL]}),
+    ] = None
+    logprobs: Annotated[bool | None, _only(None, False)] = None
+    top_logprobs: Annotated[int | None, _only(None, 0)] = None
 
 
 class OpenAICompletionRequest(_OpenAIRequest):
-    prompt: str | Annotated[list[str] | list[int] | list[list[int]], Field(max_length=MAX_CONTENT_PARTS)]
-    suffix: str | None = None
-    echo: bool = False
-    best_of: int | None = Field(None, ge=1, le=128)
+    prompt: Annotated[
+        str | Annotated[list[str] | list[int] | list[list[int]], Field(max_length=MAX_CONTENT_PARTS)],
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    _text_schema(MAX_MESSAGE_CHARS, not_blank=True),
+                    {
+                        "type": "array",
+                        "items": _text_schema(MAX_MESSAGE_CHARS, not_blank=True),
+                        "minItems": 1,
+                        "maxItems": 1,
+                    },
+                ],
+                "description": "the question, as text (one prompt per request)",
+            }
+        ),
+    ]
+    suffix: Annotated[str | None, WithJsonSchema({"anyOf": [{"type": "string", "maxLength": 0}, _NULL]})] = None
+    echo: Annotated[bool, _only(False)] = False
+    best_of: Annotated[int | None, _only(None, 1)] = Field(None, ge=1, le=128)
+    logprobs: Annotated[int | None, _only(None, 0)] = None

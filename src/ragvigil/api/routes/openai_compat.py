@@ -1,11 +1,12 @@
 """OpenAI-compatible ``/v1`` routes so existing clients and SDKs can talk to ragvigil.
 
-``/v1/chat/completions``: the last user message is the question; earlier user/assistant messages
-are the history. ``/v1/completions``: the prompt is the question. The client's ``user`` field keeps
+``/v1/chat/completions``: the last user message is the question (every user message must have
+text); earlier user/assistant messages are the history. ``/v1/completions``: the prompt is the question. The client's ``user`` field keeps
 no server state here: each call is answered from what it carries, and persisted as a new session.
 Parameters that would change the shape of the answer and that ragvigil cannot honour (``n`` > 1,
 tools, JSON output, log-probabilities) are refused with a 400 naming the parameter, as OpenAI does,
-rather than ignored. Errors carry OpenAI's ``error`` object as well as ragvigil's own fields.
+rather than ignored; the published schema allows only the values that are honoured, so a client
+generated from it is never refused. Errors carry OpenAI's ``error`` object as well as ragvigil's own fields.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -24,12 +25,13 @@ from ragvigil.api.deps import get_principal, get_request_id, get_runtime, requir
 from ragvigil.api.errors import ApiError
 from ragvigil.api.openai_errors import OpenAIErrorRoute, unsupported
 from ragvigil.api.openai_usage import usage
-from ragvigil.api.schemas import OpenAIChatRequest, OpenAICompletionRequest
+from ragvigil.api.schemas import OpenAIChatRequest, OpenAICompletionRequest, OpenAIMessage, without_blank
 from ragvigil.api.session_access import caller_owner, require_kb
 from ragvigil.app import Runtime
 from ragvigil.chat.pipeline import Turn
 from ragvigil.config import Settings
 from ragvigil.ops.access import Principal, Role
+from ragvigil.storage.text import unstorable_reason
 
 router = APIRouter(
     prefix="/v1",
@@ -66,34 +68,54 @@ def _refuse_unsupported_chat(body: OpenAIChatRequest) -> None:
         raise unsupported("response_format", 'only {"type": "text"} is supported')
 
 
+def _check_text(field: str, text: object, limit: int) -> int:
+    """The length of one piece of a message's text, which must be storable text within ``limit``."""
+    if not isinstance(text, str):
+        raise _invalid(field, "must be a string")
+    if reason := unstorable_reason(text):
+        raise _invalid(field, reason)
+    if len(text) > limit:
+        raise _invalid(field, f"longer than {limit} characters")
+    return len(text)
+
+
+def _check_message(settings: Settings, i: int, message: OpenAIMessage) -> int:
+    """One message's length. A user message must say something: any of them may be the question a
+    client means (the last one is), and a blank one is a mistake the client should hear about."""
+    field = f"messages.{i}.content"
+    limit = settings.max_message_chars if message.role == "user" else settings.max_context_message_chars
+    if isinstance(message.content, list):
+        for j, part in enumerate(message.content):
+            if part.get("type") != "text":
+                raise unsupported(f"{field}.{j}.type", "only text content parts are supported")
+            _check_text(f"{field}.{j}.text", part.get("text"), limit)
+    elif message.content is not None:
+        _check_text(field, message.content, limit)
+    length = len(message.text())
+    if length > limit:  # parts that are each within the limit, but not together
+        raise _invalid(field, f"longer than {limit} characters")
+    if message.role == "user" and not without_blank(message.text()):
+        raise _invalid(field, "a user message must not be blank")
+    return length
+
+
 def _check_messages(settings: Settings, body: OpenAIChatRequest) -> None:
     """Every message is bounded, not only the question: earlier user messages feed retrieval of follow-ups,
     so they have the question's limit; system/assistant/tool messages only reach the LLM's prompt."""
     if len(body.messages) > settings.max_request_messages:
         raise _invalid("messages", f"at most {settings.max_request_messages} messages per request")
-    total = 0
-    for i, message in enumerate(body.messages):
-        if isinstance(message.content, list):
-            for j, part in enumerate(message.content):
-                if part.get("type") != "text":
-                    raise unsupported(f"messages.{i}.content.{j}.type", "only text content parts are supported")
-        length = len(message.text())
-        limit = settings.max_message_chars if message.role == "user" else settings.max_context_message_chars
-        if length > limit:
-            raise _invalid(f"messages.{i}.content", f"longer than {limit} characters")
-        total += length
+    total = sum(_check_message(settings, i, m) for i, m in enumerate(body.messages))
     if total > settings.max_request_chars:
         raise _invalid("messages", f"the messages together are longer than {settings.max_request_chars} characters")
+    if not any(m.role == "user" for m in body.messages):
+        raise _invalid("messages", "messages must contain a user message: the last one is the question")
 
 
 def _chat_turn(rt: Runtime, body: OpenAIChatRequest, request_id: str | None) -> Turn:
     _refuse_unsupported_chat(body)
     _check_messages(rt.settings, body)
-    users = [i for i, m in enumerate(body.messages) if m.role == "user"]
-    if not users or not body.messages[users[-1]].text().strip():
-        raise ApiError(422, "validation_error", "messages must contain a non-empty user message", "messages")
-    last = users[-1]
-    question = body.messages[last].text().strip()
+    last = max(i for i, m in enumerate(body.messages) if m.role == "user")
+    question = without_blank(body.messages[last].text())
     turn = Turn(message=question, kb=rt.settings.default_kb, user_id=body.user, request_id=request_id)
     history = [(m.role, m.text()) for m in body.messages[:last] if m.role in ("user", "assistant")]
     turn.history = history[-2 * rt.settings.retrieval.history_turns :] if rt.settings.retrieval.history_turns else []
@@ -116,11 +138,10 @@ def _completion_turn(rt: Runtime, body: OpenAICompletionRequest, request_id: str
             raise unsupported("prompt", "one prompt per request is supported")
         prompt = prompt[0] if prompt else ""
     assert isinstance(prompt, str)
-    if not prompt.strip():
+    if not without_blank(prompt):
         raise _invalid("prompt", "the prompt must not be blank")
-    if len(prompt) > rt.settings.max_message_chars:
-        raise _invalid("prompt", f"longer than {rt.settings.max_message_chars} characters")
-    return Turn(message=prompt.strip(), kb=rt.settings.default_kb, user_id=body.user, request_id=request_id)
+    _check_text("prompt", prompt, rt.settings.max_message_chars)
+    return Turn(message=without_blank(prompt), kb=rt.settings.default_kb, user_id=body.user, request_id=request_id)
 
 
 async def _owned(rt: Runtime, turn: Turn, who: Principal) -> Turn:
@@ -178,13 +199,27 @@ async def models() -> dict[str, object]:
 
 
 @router.get("/models/{model_id:path}")
-async def model(model_id: str) -> dict[str, object]:
+async def model(model_id: str = Path(examples=[MODEL])) -> dict[str, object]:
     if model_id != MODEL:
         raise ApiError(404, "model_not_found", f"no model named {model_id[:100]!r}; this server serves {MODEL!r}")
     return _MODEL_CARD
 
 
-@router.post("/chat/completions")
+_EVENT = {  # each server-sent event (OpenAPI 3.1 reads the schema of an event stream as one event's)
+    "type": "object",
+    "properties": {"data": {"type": "string", "description": "a chunk as JSON, or `[DONE]` at the end"}},
+    "required": ["data"],
+}
+# with "stream": true the answer is OpenAI's server-sent events, else one JSON object
+_STREAMED = {
+    200: {
+        "description": "The completion: JSON, or with `stream: true` server-sent events of chunks ending `data: [DONE]`",
+        "content": {"application/json": {}, "text/event-stream": {"schema": _EVENT}},
+    }
+}
+
+
+@router.post("/chat/completions", responses=_STREAMED)
 async def chat_completions(
     body: OpenAIChatRequest,
     rt: Runtime = Depends(get_runtime),
@@ -229,7 +264,7 @@ async def chat_completions(
     return _stream(rt, turn, chunk, prompt_text, body.include_usage)
 
 
-@router.post("/completions")
+@router.post("/completions", responses=_STREAMED)
 async def completions(
     body: OpenAICompletionRequest,
     rt: Runtime = Depends(get_runtime),

@@ -84,7 +84,7 @@ def _schemathesis(base: str, key: str, tmp_path: Path) -> subprocess.CompletedPr
         "--request-timeout",
         "60",
         "--max-time",
-        "420",
+        "300",
         "--generation-database",
         "none",
         "--no-color",

@@ -40,6 +40,20 @@ def _empty_config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """One real PostgreSQL server for the whole run; each test makes its own database on it."""
+    from realservers import ServerUnavailable, postgres_server
+
+    try:
+        with postgres_server() as url:
+            yield url
+    except ServerUnavailable as exc:
+        if os.environ.get("CI"):
+            raise  # CI installs PostgreSQL: a missing server there is a failure, not a skip
+        pytest.skip(f"PostgreSQL not available: {exc}")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, _empty_config_file: Path) -> None:
     for var in ("RAGVIGIL_DATA_DIR", "RAGVIGIL_PORT", "RAGVIGIL_HOST", "RAGVIGIL_PROFILE", "RAGVIGIL_DATABASE_URL"):

@@ -31,7 +31,6 @@ from realservers import (
     ServerUnavailable,
     alertmanager_server,
     create_database,
-    postgres_server,
     prometheus_server,
     wait_until,
 )
@@ -76,17 +75,6 @@ def test_a_resolution_with_the_other_senders_earlier_start_closes_the_incident(c
     deliver(client, "firing", seen_by_a)
     deliver(client, "firing", seen_by_b)
     assert [i["status"] for i in client.get("/api/v1/ops/incidents").json()["incidents"]] == ["resolved"]
-
-
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[str]:
-    try:
-        with postgres_server() as url:
-            yield url
-    except ServerUnavailable as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL not available: {exc}")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

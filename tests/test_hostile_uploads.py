@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from tests.conftest import local_client, make_settings
 from tests.hostile_pdfs import build_pdf, shared_stream_pdf, text_ops, text_pdf, zip_bomb_pdf
-from tests.realservers import ServerUnavailable, create_database, postgres_server
+from tests.realservers import create_database
 from typer.testing import CliRunner
 
 from ragvigil.api.server import create_app
@@ -25,17 +25,6 @@ from ragvigil.ops import metrics
 from ragvigil.storage.models import Chunk, Document
 
 _counter = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[str]:
-    try:
-        with postgres_server() as url:
-            yield url
-    except ServerUnavailable as exc:
-        if os.environ.get("CI"):
-            raise  # CI installs PostgreSQL: a missing server there is a failure, not a skip
-        pytest.skip(f"PostgreSQL not available: {exc}")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

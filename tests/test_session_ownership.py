@@ -17,7 +17,7 @@ from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 from tests.conftest import local_client, make_settings
-from tests.realservers import ServerUnavailable, create_database, postgres_server
+from tests.realservers import create_database
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
@@ -27,17 +27,6 @@ from ragvigil.storage.db import Database, alembic_config, migrate
 
 _counter = itertools.count()
 FAQ = b"# FAQ\nShipping takes three days. Returns are free within thirty days."
-
-
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[str]:
-    try:
-        with postgres_server() as url:
-            yield url
-    except ServerUnavailable as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL not available: {exc}")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

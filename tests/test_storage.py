@@ -23,17 +23,6 @@ from ragvigil.storage.models import Chunk, Message
 _counter = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[str]:
-    try:
-        with postgres_server() as url:
-            yield url
-    except ServerUnavailable as exc:
-        if os.environ.get("CI"):
-            raise  # CI installs PostgreSQL: a missing server there is a failure, not a skip
-        pytest.skip(f"PostgreSQL not available: {exc}")
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":

@@ -152,6 +152,13 @@ def temp_data_dir(prefix: str, keep: bool = False) -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def empty_config(directory: Path) -> Path:
+    """An empty config file: a named config file must exist, and none keeps a ./ragvigil.toml out of the run."""
+    path = directory / "no-config.toml"
+    path.touch()
+    return path
+
+
 def exit_on_sigterm() -> None:
     """Turn SIGTERM into SystemExit, so ``finally`` blocks stop servers and remove temp dirs."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

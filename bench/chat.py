@@ -49,6 +49,7 @@ from _common import (
     Report,
     Row,
     console,
+    empty_config,
     exit_on_sigterm,
     free_port,
     machine_line,
@@ -524,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
             # production's log level and JSON lines; production itself refuses to start without an admin key
             RAGVIGIL_PROFILE="staging",
             RAGVIGIL_AUTH_REQUIRED="false",
-            RAGVIGIL_CONFIG_FILE=str(tmp / "no-config.toml"),  # ignore any ./ragvigil.toml
+            RAGVIGIL_CONFIG_FILE=str(empty_config(tmp)),  # ignore any ./ragvigil.toml
             RAGVIGIL_RETRIEVAL__EMBED_THREADS=str(args.ingest_threads),
             PYTHONUNBUFFERED="1",
         )

@@ -70,7 +70,7 @@ from pathlib import Path
 
 import psutil
 
-from _common import Report, Row, console, exit_on_sigterm, free_port, machine_line, temp_data_dir
+from _common import Report, Row, console, empty_config, exit_on_sigterm, free_port, machine_line, temp_data_dir
 from chat import SAMPLES, QuestionStream, Server, describe, ingest_samples, ragvigil_server, run_loadgen
 
 MODES = ("on", "off")
@@ -506,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         base_env.update(
             RAGVIGIL_PROFILE="staging",
             RAGVIGIL_AUTH_REQUIRED="false",
-            RAGVIGIL_CONFIG_FILE=str(tmp / "no-config.toml"),  # ignore any ./ragvigil.toml
+            RAGVIGIL_CONFIG_FILE=str(empty_config(tmp)),  # ignore any ./ragvigil.toml
             PYTHONUNBUFFERED="1",
         )
 

@@ -332,7 +332,8 @@ def direct_cost_us(requests: int, log_dir: Path) -> dict[str, float]:
     import logging
 
     from ragvigil.api.middleware import RequestContextMiddleware
-    from ragvigil.chat.pipeline import Turn, log_turn, run_stage
+    from ragvigil.chat.observers import default_observers
+    from ragvigil.chat.pipeline import BaseStage, Turn, finish_turn, run_stage
     from ragvigil.config import Settings
     from ragvigil.ops import instrumentation
     from ragvigil.ops.logging import configure_logging
@@ -340,13 +341,23 @@ def direct_cost_us(requests: int, log_dir: Path) -> dict[str, float]:
     class Route:
         path = "/api/v1/chat"
 
+    class Empty(BaseStage):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __call__(self, turn: Turn) -> None:
+            return None
+
+    stages = [Empty(name) for name in ("history", "retrieve", "generate", "persist")]
+    observers = tuple(default_observers())
+
     async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         scope["route"] = Route
         turn = Turn(message="direct", kb="default")
-        for name in ("history", "retrieve", "generate", "persist"):
-            with run_stage(name, turn):
-                pass
-        log_turn(turn)
+        for stage in stages:
+            with run_stage(stage, turn, observers):
+                stage(turn)
+        finish_turn(turn, observers)
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
 

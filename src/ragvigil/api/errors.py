@@ -1,4 +1,8 @@
-"""Every API error is JSON ``{"code", "message"}`` (plus ``field`` for validation) with the right status."""
+"""Every API error is JSON ``{"code", "message"}`` (plus ``field`` for validation) with the right status.
+
+Errors raised below the API are ``ragvigil.errors.RagvigilError`` subclasses and share one handler;
+the others here are the framework's (validation, HTTP) and the database's.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,7 @@ from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ragvigil.chat.pipeline import DependencyUnavailable, UnstorableTurn
-from ragvigil.chat.sessions import SessionNotFound
-from ragvigil.knowledge.catalog import KnowledgeBaseNotFound
-from ragvigil.knowledge.ingest import DocumentNotFound
+from ragvigil.errors import RagvigilError
 from ragvigil.ops import metrics
 from ragvigil.storage.errors import describe, is_data_error
 
@@ -87,18 +88,6 @@ def install_error_handlers(app: FastAPI) -> None:
             headers["Allow"] = ", ".join(allowed_methods(request))
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers)
 
-    @app.exception_handler(SessionNotFound)
-    async def _no_session(_: Request, exc: SessionNotFound) -> JSONResponse:
-        return JSONResponse(error_body("session_not_found", f"no chat session with id {exc}"), status_code=404)
-
-    @app.exception_handler(KnowledgeBaseNotFound)
-    async def _no_kb(_: Request, exc: KnowledgeBaseNotFound) -> JSONResponse:
-        return JSONResponse(error_body("kb_not_found", f"no knowledge base named {exc}"), status_code=404)
-
-    @app.exception_handler(DocumentNotFound)
-    async def _no_doc(_: Request, exc: DocumentNotFound) -> JSONResponse:
-        return JSONResponse(error_body("document_not_found", f"no document with id {exc}"), status_code=404)
-
     @app.exception_handler(SQLAlchemyError)
     async def _db_down(_: Request, exc: SQLAlchemyError) -> JSONResponse:
         if is_data_error(exc):  # the database is up and refused a value: the caller's to fix, not a 503
@@ -115,23 +104,21 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": "5"},
         )
 
-    @app.exception_handler(UnstorableTurn)
-    async def _unstorable(_: Request, exc: UnstorableTurn) -> JSONResponse:
-        # the database is up and said no to these values: the caller's to fix, not a 503 to retry
-        return JSONResponse(error_body("unstorable_input", str(exc), "message"), status_code=422)
-
-    @app.exception_handler(DependencyUnavailable)
-    async def _dep_down(_: Request, exc: DependencyUnavailable) -> JSONResponse:
-        log.error("dependency_unavailable", extra={"error": str(exc)[:300]})
-        return JSONResponse(
-            error_body("dependency_unavailable", "a required dependency is unavailable; try again shortly"),
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
+    @app.exception_handler(RagvigilError)
+    async def _ragvigil(_: Request, exc: RagvigilError) -> JSONResponse:
+        return ragvigil_error_response(exc)
 
     # No handler for Exception here: Starlette runs that one in its outermost layer, outside the request
     # context (no request id on the 500 or its log line) and then re-raises it for the server to log a
     # second time. RequestContextMiddleware calls ``internal_error_body`` instead.
+
+
+def ragvigil_error_response(exc: RagvigilError) -> JSONResponse:
+    """The response of any error of the hierarchy: its status and code, Retry-After when it says so."""
+    if exc.log_event is not None:
+        log.error(exc.log_event, extra={"error": str(exc)[:300]})
+    headers = None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
+    return JSONResponse(error_body(exc.code, exc.public_message(), exc.field), status_code=exc.status, headers=headers)
 
 
 def internal_error_body(exc: Exception, expose: bool) -> bytes:

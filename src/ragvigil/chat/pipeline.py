@@ -1,7 +1,13 @@
 """The chat pipeline: a list of small stages, each with one job, run in order on a Turn.
 
-The chain is data (``ChatPipeline.stages``), like structlog's processors: each stage is
-timed and counted by ``run_stage``, so no stage repeats metrics or logging code.
+The chain is data (``ChatPipeline.stages``), like structlog's processors. Each stage does its job
+and says what its span should carry (``span_attributes``); one that can stream its output is a
+``StreamingStage``. Everything else about a stage run -- its metrics, its span, its log line --
+belongs to observers (``chat.observers``) that the pipeline notifies, in the manner of tenacity's
+before/after hooks: a new stage needs no edit anywhere else.
+
+A stage placed before retrieval may settle the turn (``Turn.settled_by``, e.g. safe mode): it has
+fixed the answer, so ``Retrieve`` and ``Generate`` leave the turn alone and ``Persist`` stores it.
 
 A turn has a time budget (``retrieval.turn_budget_s``, counted from when the request arrived).
 Python cannot interrupt a call already running, so the budget is spent where waiting happens:
@@ -15,36 +21,54 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from ragvigil.chat.journal import Journal
+from ragvigil.chat.observers import PipelineObserver, default_observers, deliver_stage
 from ragvigil.chat.sessions import ANONYMOUS_OWNER, SessionNotFound, SessionOwner, SessionStore, StoredMessage
 from ragvigil.chat.streaming import DetachedStream
-from ragvigil.knowledge.retrieval import Hit, HybridRetriever, Retrieval
+from ragvigil.errors import DependencyUnavailable, UnstorableInput
+from ragvigil.knowledge.retrieval import HybridRetriever
 from ragvigil.knowledge.tokenize import is_cjk
 from ragvigil.ops import instrumentation, metrics, semconv, tracing
-from ragvigil.ops.logging import attach_to_access_line
 from ragvigil.ops.message_log import EncryptedMessageLog, turn_record
-from ragvigil.providers.base import Generation, GenerationRequest, Generator, ProviderError
+from ragvigil.providers.base import Generator, ProviderError
 from ragvigil.providers.extractive import NO_ANSWER
 from ragvigil.storage.errors import describe, is_data_error, is_outage
 from ragvigil.storage.models import new_id, utcnow
+from ragvigil.types import Generation, GenerationRequest, Hit, Retrieval
+
+__all__ = [
+    "OUT_OF_TIME",
+    "BaseStage",
+    "ChatPipeline",
+    "DependencyUnavailable",
+    "Generate",
+    "LoadHistory",
+    "Persist",
+    "RecordContents",
+    "Retrieve",
+    "Stage",
+    "StreamingStage",
+    "Turn",
+    "UnstorableTurn",
+    "finish_turn",
+    "run_stage",
+]
 
 log = logging.getLogger(__name__)
 
 
-class DependencyUnavailable(Exception):
-    """The turn cannot be completed or kept safely (e.g. database and journal both failing)."""
-
-
-class UnstorableTurn(ValueError):
+class UnstorableTurn(UnstorableInput):
     """The database refused the turn's values: a fault of the input, not an outage (a 422, never journaled)."""
+
+    field = "message"
 
 
 @dataclass
@@ -74,6 +98,7 @@ class Turn:
     started: float = field(default_factory=time.perf_counter)
     out_of_time: bool = False  # the turn budget ran out; what was left of it was skipped
     received_at: Any = field(default_factory=utcnow)
+    settled_by: str | None = None  # the stage that already fixed the answer: retrieval and generation skip the turn
 
     @property
     def latency_ms(self) -> float:
@@ -109,24 +134,50 @@ OUT_OF_TIME = {
 
 
 class Stage(Protocol):
+    """One step of the chain: it reads and writes the turn, and describes its part for the trace."""
+
     name: str
 
     def __call__(self, turn: Turn) -> None: ...
 
+    def span_attributes(self, turn: Turn) -> dict[str, Any]:
+        """The attributes of this stage's span, read after it ran (None values are left out)."""
+        ...
+
+
+@runtime_checkable
+class StreamingStage(Stage, Protocol):
+    """A stage that can also yield its output piece by piece (``ChatPipeline.stream`` streams the first one)."""
+
+    def stream(self, turn: Turn) -> Iterator[str]: ...
+
+
+class BaseStage:
+    """What a stage gets for free: a plain CHAIN span. Subclasses say more about their part of the turn."""
+
+    name: str = "stage"
+
+    def __call__(self, turn: Turn) -> None:
+        raise NotImplementedError
+
+    def span_attributes(self, turn: Turn) -> dict[str, Any]:
+        return {semconv.SPAN_KIND: semconv.CHAIN}  # session and request ids live on the root span
+
 
 class run_stage:
-    """Time and count one stage, and add its span to the request's trace.
+    """Time one stage and hand what happened to the observers, in the writer's next batch.
 
-    A stage that degrades the turn is counted as degraded, one that raises as error. A class rather
-    than ``@contextmanager``: it runs around every stage of every turn, and a generator per stage
-    cost more than the timing itself.
+    A stage that degrades the turn is reported as degraded, one that raises as error. Nothing is
+    reported while instrumentation is off. A class rather than ``@contextmanager``: it runs around
+    every stage of every turn, and a generator per stage cost more than the timing itself.
     """
 
-    __slots__ = ("before", "name", "start", "turn")
+    __slots__ = ("before", "observers", "stage", "start", "turn")
 
-    def __init__(self, name: str, turn: Turn) -> None:
-        self.name = name
+    def __init__(self, stage: Stage, turn: Turn, observers: Sequence[PipelineObserver]) -> None:
+        self.stage = stage
         self.turn = turn
+        self.observers = observers
 
     def __enter__(self) -> None:
         self.before = len(self.turn.degraded_reasons)
@@ -136,84 +187,35 @@ class run_stage:
         if not instrumentation.enabled:
             return
         end = time.time_ns()
-        name, turn = self.name, self.turn
+        turn = self.turn
         outcome = "ok"
         if exc_type is not None:
             outcome = "error"
         elif len(turn.degraded_reasons) > self.before:
             outcome = "degraded"
-        turn.stages_ms[name] = round((end - self.start) / 1e6, 2)
-        # metrics and span in the writer's next batch: the stage's fields of the turn are final by now
-        error_type = getattr(exc_type, "__qualname__", None)
+        turn.stages_ms[self.stage.name] = round((end - self.start) / 1e6, 2)
+        # one deferred call for every observer: the stage's fields of the turn are final by now
         instrumentation.later(
-            _record_stage, name, outcome, self.start, end, turn, turn.degraded, tracing.current_spans.get(), error_type
+            deliver_stage,
+            self.observers,
+            self.stage,
+            turn,
+            outcome,
+            self.start,
+            end,
+            turn.degraded,
+            tracing.current_spans.get(),
+            getattr(exc_type, "__qualname__", None),
         )
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("stage_done", extra={"stage": name, "outcome": outcome, "ms": turn.stages_ms[name]})
 
 
-def _record_stage(
-    name: str,
-    outcome: str,
-    start_ns: int,
-    end_ns: int,
-    turn: Turn,
-    degraded: bool,
-    spans: list[tracing.StageSpan] | None,
-    error_type: str | None = None,
-) -> None:
-    """The stage's metrics and span (run by ``instrumentation.later``, before the request's own record)."""
-    metrics.child(metrics.STAGE_DURATION, name).observe((end_ns - start_ns) / 1e9)
-    metrics.child(metrics.STAGE_OUTCOMES, name, outcome).inc()
-    if spans is not None:
-        attrs = _span_attributes(name, turn)
-        attrs["ragvigil.stage.outcome"] = outcome
-        attrs["ragvigil.degraded"] = degraded
-        if error_type is not None:
-            attrs[semconv.ERROR_TYPE] = error_type
-        spans.append((f"stage.{name}", start_ns, end_ns, attrs, outcome == "error"))
-        # the request of a chat turn is its CHAIN: the question in, the answer out (when contents are kept)
-        if name == "history":  # every turn's first stage
-            tracing.annotate_root(spans, {semconv.SPAN_KIND: semconv.CHAIN, **semconv.text_io(turn.message, None)})
-        elif name == "generate" and semconv.contents_captured():
-            tracing.annotate_root(spans, semconv.text_io(None, turn.answer))
+def finish_turn(turn: Turn, observers: Sequence[PipelineObserver]) -> None:
+    """Tell the observers the turn is over (also when a stage raised: its log line and counts still count)."""
+    for observer in observers:
+        observer.turn_finished(turn)
 
 
-def _span_attributes(stage: str, turn: Turn) -> dict[str, Any]:
-    """What each stage's span says about the turn, in OpenInference and GenAI terms (None values left out).
-
-    history / persist / record are CHAIN steps, retrieve a RETRIEVER (its documents by chunk id and
-    score; their text only when contents are kept), generate an LLM call (CHAIN when no passage was
-    found and no model was asked).
-    """
-    attrs: dict[str, Any] = {semconv.SPAN_KIND: semconv.CHAIN}  # session and request ids live on the root span
-    if stage == "history":
-        attrs["ragvigil.history_turns"] = len(turn.history) // 2
-    elif stage == "retrieve" and turn.retrieval is not None:
-        hits = turn.retrieval.relevant_hits
-        attrs[semconv.SPAN_KIND] = semconv.RETRIEVER
-        attrs["ragvigil.retrieval.hits"] = len(turn.retrieval.hits)
-        attrs["ragvigil.retrieval.relevant_hits"] = len(hits)
-        attrs.update(semconv.text_io(turn.message, None))
-        attrs.update(semconv.documents((h.chunk_id, h.score, h.text, {"document_id": h.document_id}) for h in hits))
-    elif stage == "generate" and turn.generation is not None and turn.generation.provider != "none":
-        gen = turn.generation
-        attrs[semconv.SPAN_KIND] = semconv.LLM
-        attrs[semconv.GENAI_OPERATION] = "chat"
-        attrs[semconv.GENAI_PROVIDER] = attrs[semconv.GENAI_SYSTEM] = attrs[semconv.LLM_PROVIDER] = gen.provider
-        attrs[semconv.GENAI_REQUEST_MODEL] = attrs[semconv.LLM_MODEL] = gen.model
-        attrs[semconv.GENAI_INPUT_TOKENS] = attrs[semconv.LLM_PROMPT_TOKENS] = gen.prompt_tokens
-        attrs[semconv.GENAI_OUTPUT_TOKENS] = attrs[semconv.LLM_COMPLETION_TOKENS] = gen.completion_tokens
-        if gen.prompt_tokens is not None and gen.completion_tokens is not None:
-            attrs[semconv.LLM_TOTAL_TOKENS] = gen.prompt_tokens + gen.completion_tokens
-        attrs[semconv.GENAI_CONVERSATION] = turn.session_id
-        attrs.update(semconv.text_io(turn.message, turn.answer))
-    elif stage == "persist":
-        attrs["ragvigil.persisted_to"] = turn.persisted_to
-    return {k: v for k, v in attrs.items() if v is not None}  # OpenTelemetry refuses None
-
-
-class LoadHistory:
+class LoadHistory(BaseStage):
     """Recent turns of the session, for follow-up questions and the prompt."""
 
     name = "history"
@@ -234,8 +236,11 @@ class LoadHistory:
         except SQLAlchemyError as exc:
             turn.degrade(f"history unavailable: {type(exc).__name__}")
 
+    def span_attributes(self, turn: Turn) -> dict[str, Any]:
+        return {semconv.SPAN_KIND: semconv.CHAIN, "ragvigil.history_turns": len(turn.history) // 2}
 
-class Retrieve:
+
+class Retrieve(BaseStage):
     """Hybrid retrieval; a short follow-up is retried with the previous user turn as context.
 
     The context is only the tail of the previous turn (``context_chars``): a client-sent history
@@ -252,11 +257,12 @@ class Retrieve:
         self.context_chars = context_chars
 
     def __call__(self, turn: Turn) -> None:
+        if turn.settled_by is not None:
+            return
         left = turn.time_left(self.budget_s)
         if left is not None and left <= 0:
             turn.run_out_of_time(self.budget_s, "before retrieval")
-            turn.retrieval = Retrieval(query=turn.message, tokens=[], hits=[])
-            return
+            return  # no search was made: the turn has no retrieval
         result = self.retriever.search(turn.kb, turn.message, embed_wait_s=_half(left))
         previous = [content for role, content in turn.history if role == "user"]
         if previous and (len(result.tokens) <= 3 or not result.relevant_hits):
@@ -271,10 +277,21 @@ class Retrieve:
                     result = contextual
         if result.vector_error:
             turn.degrade(f"vector search unavailable: {result.vector_error}")
-        metrics.RETRIEVAL_HITS.observe(len(result.relevant_hits))
-        if not result.relevant_hits:
-            metrics.RETRIEVAL_EMPTY.inc()
         turn.retrieval = result
+
+    def span_attributes(self, turn: Turn) -> dict[str, Any]:
+        """A RETRIEVER: its documents by chunk id and score (their text only when contents are kept)."""
+        if turn.retrieval is None:
+            return {semconv.SPAN_KIND: semconv.CHAIN, "ragvigil.settled_by": turn.settled_by}
+        hits = turn.retrieval.relevant_hits
+        attrs: dict[str, Any] = {
+            semconv.SPAN_KIND: semconv.RETRIEVER,
+            "ragvigil.retrieval.hits": len(turn.retrieval.hits),
+            "ragvigil.retrieval.relevant_hits": len(hits),
+        }
+        attrs.update(semconv.text_io(turn.message, None))
+        attrs.update(semconv.documents((h.chunk_id, h.score, h.text, {"document_id": h.document_id}) for h in hits))
+        return attrs
 
     def _about(self, hits: list[Hit], tokens: list[str]) -> bool:
         """Context-assisted hits must still speak to the new message ("明天会下雨吗" is a new topic)."""
@@ -288,7 +305,7 @@ def _half(seconds: float | None) -> float | None:
     return None if seconds is None else seconds / 2
 
 
-class Generate:
+class Generate(BaseStage):
     """Ask the generator; on a provider failure answer with the fallback and flag the turn degraded."""
 
     name = "generate"
@@ -315,6 +332,8 @@ class Generate:
         return Generation((OUT_OF_TIME if turn.out_of_time else NO_ANSWER)[turn.language], "none")
 
     def __call__(self, turn: Turn) -> None:
+        if turn.settled_by is not None:
+            return
         req = self.request(turn)
         if not req.passages:
             turn.generation = self.no_answer(turn)
@@ -328,6 +347,10 @@ class Generate:
         finish(turn, req)
 
     def stream(self, turn: Turn) -> Iterator[str]:
+        if turn.settled_by is not None:  # the answer is fixed: it is the whole stream
+            if turn.answer:
+                yield turn.answer
+            return
         req = self.request(turn)
         if not req.passages:
             turn.generation = self.no_answer(turn)
@@ -351,6 +374,22 @@ class Generate:
             turn.generation = Generation("".join(parts).strip(), provider.name, model=getattr(provider, "model", None))
         finish(turn, req)
 
+    def span_attributes(self, turn: Turn) -> dict[str, Any]:
+        """An LLM call in OpenInference and GenAI terms; a CHAIN when no model was asked (no passage, settled)."""
+        gen = turn.generation
+        if turn.settled_by is not None or gen is None or gen.provider == "none":
+            return {semconv.SPAN_KIND: semconv.CHAIN, "ragvigil.settled_by": turn.settled_by}
+        attrs: dict[str, Any] = {semconv.SPAN_KIND: semconv.LLM, semconv.GENAI_OPERATION: "chat"}
+        attrs[semconv.GENAI_PROVIDER] = attrs[semconv.GENAI_SYSTEM] = attrs[semconv.LLM_PROVIDER] = gen.provider
+        attrs[semconv.GENAI_REQUEST_MODEL] = attrs[semconv.LLM_MODEL] = gen.model
+        attrs[semconv.GENAI_INPUT_TOKENS] = attrs[semconv.LLM_PROMPT_TOKENS] = gen.prompt_tokens
+        attrs[semconv.GENAI_OUTPUT_TOKENS] = attrs[semconv.LLM_COMPLETION_TOKENS] = gen.completion_tokens
+        if gen.prompt_tokens is not None and gen.completion_tokens is not None:
+            attrs[semconv.LLM_TOTAL_TOKENS] = gen.prompt_tokens + gen.completion_tokens
+        attrs[semconv.GENAI_CONVERSATION] = turn.session_id
+        attrs.update(semconv.text_io(turn.message, turn.answer))
+        return attrs
+
 
 def finish(turn: Turn, req: GenerationRequest) -> None:
     """Shape the answer and its sources once generation is done."""
@@ -373,8 +412,6 @@ def finish(turn: Turn, req: GenerationRequest) -> None:
         }
         for i, h in enumerate(req.passages, 1)
     ]
-    kind = "answered" if req.passages else "no_answer"
-    metrics.CHAT_ANSWERS.labels(kind, str(turn.degraded).lower()).inc()
 
 
 INTERRUPTED = {
@@ -383,7 +420,7 @@ INTERRUPTED = {
 }
 
 
-class Persist:
+class Persist(BaseStage):
     """Store the user message and the answer; if the database fails, journal them (never lose a turn).
 
     Data the database refuses is not journaled: it would fail the same way on every replay. It is
@@ -455,8 +492,11 @@ class Persist:
         turn.persisted_to = "journal"
         metrics.JOURNAL_PENDING.set(len(self.journal.pending()))
 
+    def span_attributes(self, turn: Turn) -> dict[str, Any]:
+        return {semconv.SPAN_KIND: semconv.CHAIN, "ragvigil.persisted_to": turn.persisted_to}
 
-class RecordContents:
+
+class RecordContents(BaseStage):
     """Append the turn's text to the encrypted message log (only in the chain when enabled)."""
 
     name = "record"
@@ -473,13 +513,18 @@ class RecordContents:
 
 
 class ChatPipeline:
-    """Runs the stages in order. ``stream`` runs the same chain, streaming the generate stage.
+    """Runs the stages in order. ``stream`` runs the same chain, streaming the first ``StreamingStage``.
 
-    It keeps the turns in flight (``in_flight``), so a shutdown can journal those it cannot wait for.
+    ``observers`` (default: ``chat.observers.default_observers()``: stage metrics, spans and log lines,
+    and the per-turn answer counts) hear about every stage and every turn. It keeps the turns in
+    flight (``in_flight``), so a shutdown can journal those it cannot wait for.
     """
 
-    def __init__(self, stages: list[Stage], stream_workers: int = 32) -> None:
+    def __init__(
+        self, stages: list[Stage], stream_workers: int = 32, observers: Sequence[PipelineObserver] | None = None
+    ) -> None:
         self.stages = stages
+        self.observers: tuple[PipelineObserver, ...] = tuple(default_observers() if observers is None else observers)
         self._in_flight: dict[str, Turn] = {}
         self._lock = threading.Lock()
         # streamed turns run here, detached from their response (bounded like the request thread pool)
@@ -516,26 +561,33 @@ class ChatPipeline:
                 yield delta
 
     def _run(self, turn: Turn) -> Turn:
-        for stage in self.stages:
-            with run_stage(stage.name, turn):
-                stage(turn)
-        log_turn(turn)
+        observers = self.observers
+        try:
+            for stage in self.stages:
+                with run_stage(stage, turn, observers):
+                    stage(turn)
+        finally:
+            finish_turn(turn, observers)
         return turn
 
     def _stream(self, turn: Turn, on_ready: Callable[[Turn], None] | None = None) -> Iterator[str]:
-        idx = next(i for i, s in enumerate(self.stages) if hasattr(s, "stream"))
-        for stage in self.stages[:idx]:
-            with run_stage(stage.name, turn):
-                stage(turn)
-        if on_ready is not None:
-            on_ready(turn)
-        gen_stage = self.stages[idx]
-        with run_stage(gen_stage.name, turn):
-            yield from gen_stage.stream(turn)  # type: ignore[attr-defined]
-        for stage in self.stages[idx + 1 :]:
-            with run_stage(stage.name, turn):
-                stage(turn)
-        log_turn(turn)
+        idx = next(i for i, s in enumerate(self.stages) if isinstance(s, StreamingStage))
+        observers = self.observers
+        try:
+            for stage in self.stages[:idx]:
+                with run_stage(stage, turn, observers):
+                    stage(turn)
+            if on_ready is not None:
+                on_ready(turn)
+            streaming = self.stages[idx]
+            assert isinstance(streaming, StreamingStage)
+            with run_stage(streaming, turn, observers):
+                yield from streaming.stream(turn)
+            for stage in self.stages[idx + 1 :]:
+                with run_stage(stage, turn, observers):
+                    stage(turn)
+        finally:
+            finish_turn(turn, observers)
 
     def start_stream(self, turn: Turn) -> DetachedStream:
         """Run the streamed turn to its end in a worker; its events are relayed, and may be abandoned.
@@ -546,17 +598,3 @@ class ChatPipeline:
 
     def close(self) -> None:
         self._stream_workers.shutdown(wait=False)
-
-
-def log_turn(turn: Turn) -> None:
-    """Every stage's time on the request's access line, or on a line of its own outside a request."""
-    if not instrumentation.enabled:
-        return
-    fields = {
-        "stages_ms": turn.stages_ms,
-        "sources": len(turn.sources),
-        "degraded": turn.degraded,
-        "persisted_to": turn.persisted_to,
-    }
-    if not attach_to_access_line(fields):
-        log.info("chat_turn", extra={**fields, "ms": round(turn.latency_ms, 2)})

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from ragvigil.errors import NotFound
 from ragvigil.storage.db import Database
 from ragvigil.storage.models import LEGACY_OWNER, ChatSession, Message, new_id, utcnow
 
@@ -29,8 +30,11 @@ def key_owner(key_id: str) -> str:
     return f"key:{key_id}"
 
 
-class SessionNotFound(LookupError):
+class SessionNotFound(NotFound):
     """No such session, or not the caller's: both look the same, so ids cannot be probed."""
+
+    code = "session_not_found"
+    message_template = "no chat session with id {arg}"
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import time
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from ragvigil.errors import NotFound
 from ragvigil.knowledge.lexical import Bm25Index, ChunkRecord
 from ragvigil.storage.db import Database
 from ragvigil.storage.models import Chunk, Document, KnowledgeBase
@@ -26,8 +27,11 @@ from ragvigil.storage.models import Chunk, Document, KnowledgeBase
 log = logging.getLogger(__name__)
 
 
-class KnowledgeBaseNotFound(LookupError):
+class KnowledgeBaseNotFound(NotFound):
     """No knowledge base of that name (the name is the exception's argument)."""
+
+    code = "kb_not_found"
+    message_template = "no knowledge base named {arg}"
 
 
 class Catalog:

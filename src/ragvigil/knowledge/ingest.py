@@ -15,6 +15,7 @@ from typing import Literal
 from sqlalchemy import delete, func, select
 
 from ragvigil.config import IngestSettings, RetrievalSettings
+from ragvigil.errors import NotFound
 from ragvigil.knowledge.catalog import Catalog
 from ragvigil.knowledge.chunking import chunk_text
 from ragvigil.knowledge.loaders import LoadError, load_bytes, strip_controls
@@ -35,8 +36,11 @@ class IngestResult:
     warnings: list[str] = field(default_factory=list)
 
 
-class DocumentNotFound(LookupError):
-    pass
+class DocumentNotFound(NotFound):
+    """No document with that id (the id is the exception's argument)."""
+
+    code = "document_not_found"
+    message_template = "no document with id {arg}"
 
 
 class InvalidSource(ValueError):

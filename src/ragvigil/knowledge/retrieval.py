@@ -10,48 +10,15 @@ must not grow with what a client sends (the embedder further cuts it to one e5 w
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-
 from ragvigil.config import RetrievalSettings
 from ragvigil.knowledge.catalog import Catalog
 from ragvigil.knowledge.embeddings import Embedder, EmbedderBusy
 from ragvigil.knowledge.lexical import ChunkRecord
 from ragvigil.knowledge.tokenize import Tokenizer
 from ragvigil.knowledge.vectorstore import VectorStore, VectorStoreError
+from ragvigil.types import Hit, Retrieval
 
-
-@dataclass
-class Hit:
-    chunk_id: int
-    document_id: str
-    title: str
-    source: str
-    anchor: str
-    text: str
-    score: float
-    bm25_score: float | None = None
-    bm25_rank: int | None = None
-    vector_score: float | None = None
-    vector_rank: int | None = None
-    term_coverage: float = 0.0
-    relevant: bool = False
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-
-@dataclass
-class Retrieval:
-    query: str  # as searched: cut to max_query_chars
-    tokens: list[str]
-    hits: list[Hit]
-    vector_error: str | None = None  # set when vector search failed and BM25 answered alone
-    truncated: bool = False  # the query was longer than max_query_chars
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def relevant_hits(self) -> list[Hit]:
-        return [h for h in self.hits if h.relevant]
+__all__ = ["Hit", "HybridRetriever", "Retrieval", "term_coverage"]  # Hit and Retrieval live in ragvigil.types
 
 
 def term_coverage(query_tokens: list[str], chunk_tokens: set[str], idf: dict[str, float]) -> float:

@@ -1,53 +1,63 @@
-"""The Generator interface and the typed errors callers branch on."""
+"""The Generator interface and the typed errors callers branch on.
+
+Light on purpose: a provider, the router or a test imports this without the retrieval stack
+(the request and answer types live in ``ragvigil.types``; they are re-exported here).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Protocol
 
-from ragvigil.knowledge.retrieval import Hit
+from ragvigil.errors import RagvigilError
+from ragvigil.types import Generation, GenerationRequest, Hit
+
+__all__ = [
+    "Generation",
+    "GenerationRequest",
+    "Generator",
+    "Hit",
+    "ProviderError",
+    "ProviderRejected",
+    "ProviderTimeout",
+    "ProviderUnavailable",
+]
 
 
-class ProviderError(Exception):
-    """A generator could not produce an answer."""
+class ProviderError(RagvigilError):
+    """A generator could not produce an answer.
+
+    The chat pipeline answers with the fallback instead, so the API shows these only where a caller
+    asks a provider directly; the message is fixed there (the exception's text may name an endpoint).
+    """
 
     kind = "error"
+    status = 502
+    code = "provider_error"
+    message_template = "the answer provider failed; try again shortly"
 
 
 class ProviderTimeout(ProviderError):
     kind = "timeout"
+    status = 503
+    code = "provider_timeout"
+    retry_after = 5
 
 
 class ProviderUnavailable(ProviderError):
     """Connection refused, DNS failure, 5xx: worth failing over."""
 
     kind = "unavailable"
+    status = 503
+    code = "provider_unavailable"
+    retry_after = 5
 
 
 class ProviderRejected(ProviderError):
     """4xx such as bad key or bad request: retrying the same call will not help."""
 
     kind = "rejected"
-
-
-@dataclass
-class GenerationRequest:
-    question: str
-    passages: list[Hit]  # relevant passages only, in citation order ([1] is passages[0])
-    history: list[tuple[str, str]] = field(default_factory=list)  # (role, content), oldest first
-    language: str = "en"
-    timeout_s: float | None = None  # what is left of the turn's budget: a remote generator waits no longer
-
-
-@dataclass
-class Generation:
-    text: str
-    provider: str
-    cited: list[int] = field(default_factory=list)  # 1-based indexes into passages
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    model: str | None = None  # the model asked (set by MeteredGenerator), for the trace's GenAI attributes
+    code = "provider_rejected"
 
 
 class Generator(Protocol):

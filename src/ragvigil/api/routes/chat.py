@@ -14,7 +14,8 @@ from ragvigil.api.errors import ApiError
 from ragvigil.api.schemas import ChatRequest, ChatResponse, MessageOut
 from ragvigil.api.session_access import caller_owner, require_kb, require_own_session, require_readable
 from ragvigil.app import Runtime
-from ragvigil.chat.pipeline import DependencyUnavailable, Turn, UnstorableTurn
+from ragvigil.chat.pipeline import Turn
+from ragvigil.errors import RagvigilError
 from ragvigil.ops.access import Principal, Role
 from ragvigil.ops.logging import session_id_var, user_id_var
 
@@ -106,10 +107,8 @@ async def chat_stream(
 
 
 def _stream_error(exc: Exception) -> dict[str, str]:
-    if isinstance(exc, UnstorableTurn):
-        return {"code": "unstorable_input", "message": str(exc)}
-    if isinstance(exc, DependencyUnavailable):
-        return {"code": "dependency_unavailable", "message": "a required dependency is unavailable; try again shortly"}
+    if isinstance(exc, RagvigilError):  # what its status line would have said, had it not been sent yet
+        return {"code": exc.code, "message": exc.public_message()}
     return {"code": "stream_failed", "message": f"{type(exc).__name__}: {exc}"[:300]}
 
 

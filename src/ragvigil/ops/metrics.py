@@ -68,7 +68,8 @@ STAGE_OUTCOMES = Counter(
 )
 CHAT_ANSWERS = Counter(
     "ragvigil_chat_answers_total",
-    "Chat answers by kind (answered, no_answer) and whether a fallback produced them.",
+    "Chat answers by kind (answered, no_answer; settled: fixed before retrieval, e.g. safe mode) and whether the "
+    "turn was degraded (a fallback answered or a dependency failed).",
     ["kind", "degraded"],
     registry=REGISTRY,
 )

@@ -128,8 +128,8 @@ def test_a_stalled_evaluation_pages_through_the_channels_and_files_an_incident(
         try:
             rt.notifier.start()
             since = time.time() - 60
-            rt._evaluation_stalled(True, since)
-            rt._evaluation_stalled(False, since)
+            rt.stall_alert(True, since)
+            rt.stall_alert(False, since)
             assert rt.notifier.drain(10)
             statuses = [r.body["alerts"][0]["status"] for r in hook.wait_for(2)]
             assert statuses == ["firing", "resolved"]

@@ -117,8 +117,8 @@ def test_a_stalled_evaluation_pages_through_the_channels_and_files_an_incident(
     import shutil
     import time
 
-    from conftest import make_settings
-    from receivers import http_receiver
+    from tests.conftest import make_settings
+    from tests.receivers import http_receiver
 
     d = tmp_path / "data"
     shutil.copytree(sample_data_dir, d)

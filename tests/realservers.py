@@ -8,7 +8,7 @@ statement or wrapped in a pytest fixture::
     import pytest
     # pytest's default "prepend" import mode puts tests/ on sys.path (no
     # __init__.py there), so the module imports as plain ``realservers``.
-    from realservers import ServerUnavailable, postgres_server, create_database
+    from tests.realservers import ServerUnavailable, postgres_server, create_database
 
     @pytest.fixture(scope="session")
     def pg_url():
@@ -42,6 +42,9 @@ Public API
 ``RunningServer``
     What ``llama_server()`` yields: its base URL (a ``str``) with ``death()``, the exit reason and
     log tail of a server that died while in use (``None`` while it runs).
+``ragvigil_server(data_dir, env=..., args=...)`` / ``RagvigilServer``
+    A real ``ragvigil serve`` in its own process on a free loopback port, ready when yielded; its
+    log is printed when it dies or the block fails. The ``serve_instance`` fixture (conftest) wraps it.
 
 Behaviour common to all servers
 -------------------------------
@@ -88,6 +91,7 @@ __all__ = [
     "free_port",
     "llama_server",
     "postgres_server",
+    "ragvigil_server",
     "wait_until",
 ]
 
@@ -686,3 +690,92 @@ def alertmanager_server(config: str, *, startup_timeout: float = 30.0) -> contex
         {"alertmanager.yml": config},
         startup_timeout,
     )
+
+
+# --------------------------------------------------------------------------
+# ragvigil itself
+# --------------------------------------------------------------------------
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+class RagvigilServer(RunningServer):
+    """A running ``ragvigil serve``: its base URL (a ``str``), process, log and data dir."""
+
+    data: Path
+
+    @property
+    def base(self) -> str:
+        return str(self)
+
+    def output(self, chars: int = 6000) -> str:
+        """The end of the server's log (stdout and stderr)."""
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError as exc:
+            return f"<cannot read {self.log}: {exc}>"
+
+
+@contextlib.contextmanager
+def ragvigil_server(
+    data_dir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    args: list[str] | tuple[str, ...] = (),
+    ready_path: str = "/health/ready",
+    startup_timeout: float = 120.0,
+    must_survive: bool = True,
+    stop_grace: float = 30.0,
+) -> Iterator[RagvigilServer]:
+    """``ragvigil serve`` on a free port of 127.0.0.1 with ``data_dir``; yields once ``ready_path`` answers 200.
+
+    ``env`` is added to this process's environment (``RAGVIGIL_*`` settings); ``args`` go after
+    ``serve --host 127.0.0.1 --port N``. The server runs this checkout's code (``src`` first on
+    ``PYTHONPATH``) in its own process group, so process-wide state (metrics, switches) is its own.
+    Its log is printed when the block fails or the server died in it (``must_survive``: a server
+    dead at the end of the block fails the block; pass False when the test stops it itself).
+    On exit it gets SIGTERM, then SIGKILL after ``stop_grace`` seconds.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir.parent / f"serve-{data_dir.name}.log"
+    path = os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p)
+    full_env = os.environ | {"PYTHONPATH": path, "RAGVIGIL_DATA_DIR": str(data_dir)} | (env or {})
+    for _attempt in range(3):
+        port = free_port()
+        cmd = [sys.executable, "-m", "ragvigil.cli", "serve", "--host", HOST, "--port", str(port), *args]
+        with open(log, "ab") as logf:
+            proc = subprocess.Popen(
+                cmd,
+                env=full_env,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        server = RagvigilServer(f"http://{HOST}:{port}", "ragvigil serve", proc, log, cmd)
+        server.data = data_dir
+        try:
+            wait_until(
+                lambda url=server + ready_path: _http_ok(url),
+                startup_timeout,
+                f"ragvigil serve on {HOST}:{port}",
+                interval=0.2,
+                abort=lambda p=proc: _exit_reason(p),
+            )
+        except (TimeoutError, RuntimeError) as exc:
+            _stop_group(proc, grace=5)
+            if _ADDR_IN_USE.search(_tail(log)):
+                continue  # the port was taken between free_port() and the bind: another one
+            raise _start_error("ragvigil serve", cmd, log, exc) from exc
+        break
+    else:
+        raise ServerStartError(f"ragvigil serve: no free port after 3 attempts\n{_tail(log)}")
+    try:
+        yield server
+        if must_survive and (died := server.death()):
+            raise AssertionError(died)
+    except BaseException:
+        sys.stderr.write(f"--- ragvigil serve log ({log}) ---\n{server.output()}\n")
+        raise
+    finally:
+        _stop_group(proc, grace=stop_grace)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.conftest import admin_key, auth, local_client, make_settings
 from typer.testing import CliRunner
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
 from ragvigil.cli import app as cli_app
 from ragvigil.ops.access import Role
+from tests.conftest import admin_key, auth, local_client, make_settings
 
 ROLES = ("client", "viewer", "operator", "admin")
 

@@ -15,11 +15,11 @@ import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
-from tests.conftest import LOOPBACK_CLIENT, ROOT, auth, make_settings
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
 from ragvigil.ops.access import Role
+from tests.conftest import LOOPBACK_CLIENT, ROOT, auth, make_settings
 
 PROFILES = ("development", "staging", "production")
 ROLES = ("client", "viewer", "operator", "admin")

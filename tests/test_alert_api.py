@@ -117,8 +117,8 @@ def test_a_stalled_evaluation_pages_through_the_channels_and_files_an_incident(
     import shutil
     import time
 
-    from conftest import make_settings
-    from receivers import http_receiver
+    from tests.conftest import make_settings
+    from tests.receivers import http_receiver
 
     d = tmp_path / "data"
     shutil.copytree(sample_data_dir, d)
@@ -128,8 +128,8 @@ def test_a_stalled_evaluation_pages_through_the_channels_and_files_an_incident(
         try:
             rt.notifier.start()
             since = time.time() - 60
-            rt._evaluation_stalled(True, since)
-            rt._evaluation_stalled(False, since)
+            rt.stall_alert(True, since)
+            rt.stall_alert(False, since)
             assert rt.notifier.drain(10)
             statuses = [r.body["alerts"][0]["status"] for r in hook.wait_for(2)]
             assert statuses == ["firing", "resolved"]

@@ -14,7 +14,7 @@ from ragvigil.ops.alerts.recording import SignalRecorder, backtest, load_recordi
 from ragvigil.ops.alerts.rules import load_rules
 from ragvigil.ops.alerts.service import AlertService
 from ragvigil.ops.metrics import REGISTRY
-from receivers import http_receiver
+from tests.receivers import http_receiver
 
 RULE = "groups:\n  - name: b\n    rules:\n" + textwrap.indent(
     textwrap.dedent(

@@ -203,8 +203,8 @@ def test_a_real_vector_store_failure_fires_its_p1_rule_within_10_seconds(sample_
 
 
 def test_alerts_api_lists_firing_alerts_rules_and_refuses_a_bad_reload(sample_runtime: Runtime, tmp_path: Path) -> None:
-    from conftest import admin_key, local_client
     from ragvigil.api.server import create_app
+    from tests.conftest import admin_key, local_client
 
     path = tmp_path / "rules.yaml"
     path.write_text(rules("- alert: AlwaysOn\n  expr: vector(1)\n  labels: {severity: P3}\n"))

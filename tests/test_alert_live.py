@@ -15,7 +15,7 @@ from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
 from ragvigil.ops.alerts.export import to_alertmanager, to_prometheus
 from ragvigil.ops.alerts.rules import default_rules
-from realservers import ServerUnavailable, alertmanager_server, prometheus_server, wait_until
+from tests.realservers import ServerUnavailable, alertmanager_server, prometheus_server, wait_until
 
 
 def prometheus_config(ragvigil: str, alertmanager: str) -> str:
@@ -31,7 +31,7 @@ scrape_configs:
 
 
 def test_a_real_fault_reaches_an_incident_through_prometheus_and_alertmanager(sample_runtime: Runtime) -> None:
-    from conftest import LiveServer, admin_key, auth
+    from tests.conftest import LiveServer, admin_key, auth
 
     sample_runtime.health.cache_s = 0.5
     try:

@@ -27,7 +27,7 @@ from ragvigil.ops.alerts.router import Router
 from ragvigil.ops.alerts.rules import load_rules
 from ragvigil.ops.alerts.silences import SilenceStore, parse_matcher
 from ragvigil.storage.db import Database, migrate
-from receivers import http_receiver
+from tests.receivers import http_receiver
 
 T0 = 1_700_000_000.0
 RULES = "groups:\n  - name: t\n    rules:\n" + textwrap.indent(
@@ -268,7 +268,7 @@ def test_email_goes_through_starttls_and_auth(tmp_path: Path) -> None:
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult, LoginPassword
 
-    from realservers import free_port
+    from tests.realservers import free_port
 
     cert, key = self_signed(tmp_path)
     received = []

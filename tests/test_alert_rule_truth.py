@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.test_alert_export import STEP, tool
 
 from ragvigil.ops.alerts.export import to_prometheus
 from ragvigil.ops.alerts.rules import default_rules
+from tests.test_alert_export import STEP, tool
 
 INSTANCE = 'instance="127.0.0.1:8000"'
 

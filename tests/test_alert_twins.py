@@ -27,7 +27,7 @@ from ragvigil.app import Runtime
 from ragvigil.ops.alerts.export import to_alertmanager
 from ragvigil.ops.alerts.incidents import AlertNotice, IncidentStore
 from ragvigil.storage.db import Database, migrate
-from realservers import (
+from tests.realservers import (
     ServerUnavailable,
     alertmanager_server,
     create_database,
@@ -182,7 +182,7 @@ def _starts(prom: str) -> datetime | None:
 def test_a_redundant_prometheus_pair_through_alertmanager_closes_the_incident(
     empty_runtime: Runtime, tmp_path: Path
 ) -> None:
-    from conftest import LiveServer, admin_key, auth
+    from tests.conftest import LiveServer, admin_key, auth
 
     target = FaultTarget()
     b_alertmanagers = tmp_path / "b-alertmanagers.json"

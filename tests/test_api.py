@@ -7,11 +7,11 @@ import pytest
 from fastapi.testclient import TestClient
 from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
-from tests.conftest import LiveServer, local_client
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
 from ragvigil.ops.access import Role
+from tests.conftest import LiveServer, local_client
 
 
 def _error(resp: httpx.Response, status: int, code: str) -> dict:

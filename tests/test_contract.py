@@ -8,21 +8,19 @@ is a place where the published spec and the server disagree.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from conftest import make_settings
 from ragvigil.app import Runtime
 from ragvigil.ops.access import Role
-from realservers import free_port, wait_until
+from tests.conftest import make_settings
+from tests.realservers import ragvigil_server
 
 ST = Path(sys.executable).with_name("st")
 CONFIG = Path(__file__).with_name("schemathesis.toml")  # the one rule the schema cannot say, and why
@@ -32,38 +30,9 @@ EXAMPLES = 20  # per operation and phase: a few dozen, so the run stays within a
 @contextmanager
 def _serve(data: Path) -> Iterator[str]:
     """``ragvigil serve`` in staging, in its own process: the run flips process-wide switches."""
-    port = free_port()
-    env = os.environ | {
-        "RAGVIGIL_PROFILE": "staging",
-        "RAGVIGIL_DATA_DIR": str(data),
-        "RAGVIGIL_PORT": str(port),
-        "RAGVIGIL_API_DOCS": "true",
-        "RAGVIGIL_LOG_LEVEL": "WARNING",
-    }
-    log = data.parent / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("ragvigil")), "serve"], env=env, stdout=out, stderr=out
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(
-            lambda: urllib.request.urlopen(f"{base}/health/live", timeout=2).status == 200,
-            120,
-            "ragvigil serve",
-            abort=lambda: f"exited with {proc.returncode}" if proc.poll() is not None else None,
-        )
+    env = {"RAGVIGIL_PROFILE": "staging", "RAGVIGIL_API_DOCS": "true", "RAGVIGIL_LOG_LEVEL": "WARNING"}
+    with ragvigil_server(data, env=env, ready_path="/health/live") as base:  # dying during the run fails it
         yield base
-        assert proc.poll() is None, "the server died during the run"
-    except BaseException:
-        print(f"--- ragvigil serve log (tail) ---\n{log.read_text(errors='replace')[-6000:]}")
-        raise
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _schemathesis(base: str, key: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:

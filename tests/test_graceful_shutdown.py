@@ -7,11 +7,9 @@ that holds its answer back, so the turn is reliably still running when the signa
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,35 +18,20 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.conftest import ROOT, make_settings
-from tests.realservers import free_port, wait_until
-from tests.slow_llm import SlowLLM, slow_llm
 
 from ragvigil.app import Runtime
+from tests.conftest import make_settings
+from tests.realservers import RagvigilServer, ragvigil_server, wait_until
+from tests.slow_llm import SlowLLM, slow_llm
 
 QUESTION = "How do I export my notes to PDF?"
 MARGIN_S = 20.0  # start-up of the lifespan shutdown on a busy machine, not a timing under test
 
 
-@dataclass
-class Serve:
-    proc: subprocess.Popen
-    base: str
-    data: Path
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-
 @contextmanager
-def serve(data: Path, llm: SlowLLM, grace_s: float) -> Iterator[Serve]:
-    port = free_port()
-    log = data.parent / "serve.log"
+def serve(data: Path, llm: SlowLLM, grace_s: float) -> Iterator[RagvigilServer]:
+    """``ragvigil serve`` answering through ``llm``; each test stops it with a signal of its own."""
     env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT / "src"),
-        "RAGVIGIL_DATA_DIR": str(data),
         "RAGVIGIL_GENERATOR": "openai",
         "RAGVIGIL_OPENAI__BASE_URL": llm.url,
         "RAGVIGIL_OPENAI__TIMEOUT_S": "120",
@@ -57,23 +40,8 @@ def serve(data: Path, llm: SlowLLM, grace_s: float) -> Iterator[Serve]:
         "RAGVIGIL_BACKGROUND_EMBEDDING": "false",
         "RAGVIGIL_LOG_LEVEL": "INFO",
     }
-    cmd = [sys.executable, "-c", "from ragvigil.cli import app; app()", "serve", "--port", str(port)]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    s = Serve(proc, f"http://127.0.0.1:{port}", data, log)
-    try:
-        wait_until(
-            lambda: httpx.get(f"{s.base}/health/live", timeout=2).status_code == 200,
-            120,
-            "ragvigil serve to start",
-            interval=0.2,
-            abort=lambda: None if proc.poll() is None else f"exited with {proc.returncode}: {s.output()}",
-        )
+    with ragvigil_server(data, env=env, ready_path="/health/live", must_survive=False, stop_grace=5) as s:
         yield s
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 @dataclass
@@ -117,7 +85,7 @@ def _data_dir(sample_data_dir: Path, tmp_path: Path) -> Path:
     return data
 
 
-def _start_turn(s: Serve, llm: SlowLLM) -> StreamClient:
+def _start_turn(s: RagvigilServer, llm: SlowLLM) -> StreamClient:
     client = StreamClient(s.base)
     client.start()
     assert client.first_delta.wait(60), s.output()
@@ -125,7 +93,7 @@ def _start_turn(s: Serve, llm: SlowLLM) -> StreamClient:
     return client
 
 
-def _ready_turns_503(s: Serve) -> None:
+def _ready_turns_503(s: RagvigilServer) -> None:
     resp = wait_until(
         lambda: (r := httpx.get(f"{s.base}/health/ready", timeout=5)).status_code == 503 and r,
         10,

@@ -6,11 +6,11 @@ import shutil
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.conftest import local_client
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
 from ragvigil.ops.health import CheckResult, rollup
+from tests.conftest import local_client
 
 
 def _leaf(name: str, ok: bool) -> CheckResult:

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
 from ragvigil.ops.health import HealthChecks
-from realservers import wait_until
+from tests.realservers import wait_until
 
 
 def blocking_check(release: threading.Event, calls: list[int]) -> Callable[[], None]:

@@ -11,9 +11,6 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
-from tests.conftest import local_client, make_settings
-from tests.hostile_pdfs import build_pdf, shared_stream_pdf, text_ops, text_pdf, zip_bomb_pdf
-from tests.realservers import create_database
 from typer.testing import CliRunner
 
 from ragvigil.api.server import create_app
@@ -23,6 +20,9 @@ from ragvigil.config import IngestSettings
 from ragvigil.knowledge.loaders import LoadError, load_bytes
 from ragvigil.ops import metrics
 from ragvigil.storage.models import Chunk, Document
+from tests.conftest import local_client, make_settings
+from tests.hostile_pdfs import build_pdf, shared_stream_pdf, text_ops, text_pdf, zip_bomb_pdf
+from tests.realservers import create_database
 
 _counter = itertools.count()
 

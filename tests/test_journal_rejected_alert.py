@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.test_alert_export import test_prometheus_fires_what_the_builtin_engine_fires as fires_alike
-
 from ragvigil.ops.alerts.rules import default_rules
+from tests.test_alert_export import test_prometheus_fires_what_the_builtin_engine_fires as fires_alike
 
 
 def test_a_set_aside_journal_entry_fires_until_it_is_dealt_with(tmp_path: Path) -> None:

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from tests.conftest import local_client, make_settings
-from tests.realservers import ServerUnavailable, create_database, postgres_server
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
@@ -20,6 +18,8 @@ from ragvigil.chat.pipeline import Turn, UnstorableTurn
 from ragvigil.chat.sessions import SessionNotFound, StoredMessage
 from ragvigil.ops.metrics import REGISTRY
 from ragvigil.storage.text import unstorable_reason
+from tests.conftest import local_client, make_settings
+from tests.realservers import ServerUnavailable, create_database, postgres_server
 
 FAQ = b"# FAQ\nShipping takes three days."
 

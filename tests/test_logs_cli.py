@@ -6,13 +6,13 @@ import json
 import logging
 from pathlib import Path
 
-from tests.conftest import local_client
 from typer.testing import CliRunner
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
 from ragvigil.cli import app as cli_app
 from ragvigil.ops.logging import configure_logging, reset_logging
+from tests.conftest import local_client
 
 
 def test_logs_commands_read_what_the_service_wrote(sample_runtime: Runtime, tmp_path: Path) -> None:

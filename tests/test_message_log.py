@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from tests.conftest import make_settings
 from typer.testing import CliRunner
 
 from ragvigil.app import Runtime
@@ -16,6 +15,7 @@ from ragvigil.chat.pipeline import Turn
 from ragvigil.cli import app as cli_app
 from ragvigil.config import Settings
 from ragvigil.ops.message_log import FILE_NAME, new_key
+from tests.conftest import make_settings
 
 
 def test_off_by_default_nothing_is_written(sample_runtime: Runtime) -> None:

@@ -11,12 +11,12 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 from openai import AsyncOpenAI, OpenAI
-from tests.conftest import LiveServer, local_client, make_settings
 
 from ragvigil.api.openai_usage import estimate_tokens
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
 from ragvigil.ops.access import Role
+from tests.conftest import LiveServer, local_client, make_settings
 
 QUESTION = "How many API requests per minute are allowed?"
 MSGS = [{"role": "system", "content": "be brief"}, {"role": "user", "content": QUESTION}]

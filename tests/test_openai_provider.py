@@ -9,8 +9,6 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-from tests.conftest import local_client, make_settings
-from tests.realservers import RunningServer, ServerUnavailable, free_port, llama_server
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
@@ -18,6 +16,8 @@ from ragvigil.config import OpenAISettings
 from ragvigil.knowledge.retrieval import Hit
 from ragvigil.providers.base import GenerationRequest, ProviderRejected, ProviderTimeout, ProviderUnavailable
 from ragvigil.providers.openai_compat import OpenAIGenerator, build_messages
+from tests.conftest import local_client, make_settings
+from tests.realservers import RunningServer, ServerUnavailable, free_port, llama_server
 
 pytestmark = pytest.mark.llm
 

@@ -7,9 +7,8 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.conftest import make_settings
-
 from ragvigil.app import Runtime
+from tests.conftest import make_settings
 
 
 def _line(ts: datetime, level: str, event: str) -> str:

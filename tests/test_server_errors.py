@@ -10,11 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.conftest import LiveServer, make_settings
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
 from ragvigil.ops.logging import configure_logging, reset_logging
+from tests.conftest import LiveServer, make_settings
 
 LIMIT = 4096
 

@@ -16,14 +16,14 @@ import pytest
 from alembic import command
 from fastapi.testclient import TestClient
 from sqlalchemy import text
-from tests.conftest import local_client, make_settings
-from tests.realservers import create_database
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
 from ragvigil.chat.sessions import SessionOwner, StoredMessage, key_owner
 from ragvigil.ops.access import Role
 from ragvigil.storage.db import Database, alembic_config, migrate
+from tests.conftest import local_client, make_settings
+from tests.realservers import create_database
 
 _counter = itertools.count()
 FAQ = b"# FAQ\nShipping takes three days. Returns are free within thirty days."

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, select, text
-from tests.conftest import local_client, make_settings
-from tests.realservers import ServerUnavailable, create_database, postgres_server
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
@@ -19,6 +17,8 @@ from ragvigil.chat.pipeline import Turn
 from ragvigil.chat.sessions import StoredMessage
 from ragvigil.storage.db import Database, migrate
 from ragvigil.storage.models import Chunk, Message
+from tests.conftest import local_client, make_settings
+from tests.realservers import ServerUnavailable, create_database, postgres_server
 
 _counter = itertools.count()
 

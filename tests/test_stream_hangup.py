@@ -7,13 +7,13 @@ import shutil
 from pathlib import Path
 
 import httpx
-from tests.conftest import LiveServer, make_settings
-from tests.realservers import wait_until
-from tests.slow_llm import slow_llm
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
 from ragvigil.chat.sessions import SessionNotFound
+from tests.conftest import LiveServer, make_settings
+from tests.realservers import wait_until
+from tests.slow_llm import slow_llm
 
 
 def _stored(rt: Runtime, session_id: str) -> list[tuple[str, str]]:

@@ -15,13 +15,13 @@ import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-from tests.conftest import local_client, make_settings
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
 from ragvigil.ops import semconv, tracing
 from ragvigil.ops.access import Role
 from ragvigil.ops.message_log import new_key
+from tests.conftest import local_client, make_settings
 
 CHAT = {"message": "How do I export my notes?"}
 

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import make_settings
 
 from ragvigil.app import Runtime
 from ragvigil.chat.pipeline import OUT_OF_TIME, Generate, Retrieve, Turn
 from ragvigil.knowledge.embeddings import E5Embedder, EmbedderBusy
+from tests.conftest import make_settings
 
 
 class RecordingEngine:

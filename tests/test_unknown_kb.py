@@ -10,13 +10,13 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from tests.conftest import local_client
 from typer.testing import CliRunner
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
 from ragvigil.cli import app as cli_app
 from ragvigil.storage.models import ChatSession
+from tests.conftest import local_client
 
 
 def _kb_not_found(resp: httpx.Response, kb: str) -> None:

@@ -42,7 +42,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         announce_admin_key(rt)
         if problems := rt.startup_problems():
             rt.close()
-            raise RuntimeError(f"refusing to start in {settings.profile.value}: " + "; ".join(problems))
+            reasons = "; ".join(f"{p.source}: {p.message}" for p in problems)
+            raise RuntimeError(f"refusing to start in {settings.profile.value}: {reasons}")
         app.state.runtime = rt
         rt.draining = False  # a runtime served again (tests share one) is not shutting down
         if owned and background:

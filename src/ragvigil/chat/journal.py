@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ragvigil.chat.sessions import LEGACY_OWNER, SessionStore, StoredMessage
 from ragvigil.ops import metrics
+from ragvigil.ops.periodic import Periodic
 from ragvigil.storage.errors import describe, is_outage
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,46 @@ class Journal:
         metrics.JOURNAL_REJECTED_TURNS.set(len(self.rejected()))
         log.error("journal_entry_rejected", extra={"path": str(target), "reason": reason, "error": detail[:300]})
         return target
+
+
+class JournalReplayer:
+    """Moves journaled turns into the database every few seconds while the instance serves.
+
+    Why a loop of its own: after a database outage the journal holds turns users were told were
+    saved; they must reach the database without anyone asking, and a replay stuck on a slow
+    database must not hold up any other background job. ``replay`` is also the action a person
+    (or a remediation) runs by hand.
+    """
+
+    def __init__(self, journal: Journal, store: SessionStore, interval_s: float = 5.0) -> None:
+        self.journal = journal
+        self.store = store
+        self._job = Periodic("journal-replay", interval_s, self.tick)
+        metrics.JOURNAL_REJECTED_TURNS.set(len(journal.rejected()))
+
+    def replay(self) -> int:
+        """Replay journaled turns now; an entry the database refuses is set aside, not retried forever."""
+        try:
+            moved = self.journal.replay(self.store)
+        finally:
+            metrics.JOURNAL_PENDING.set(len(self.journal.pending()))
+            metrics.JOURNAL_REJECTED_TURNS.set(len(self.journal.rejected()))
+        if moved:
+            log.info("journal_replayed", extra={"turns": moved})
+        return moved
+
+    def tick(self) -> None:
+        """One pass of the loop: refresh the set-aside gauge, replay when something waits."""
+        # the alert clears once a person has dealt with the set-aside entries
+        metrics.JOURNAL_REJECTED_TURNS.set(len(self.journal.rejected()))
+        if self.journal.pending():
+            self.replay()
+
+    def start(self) -> None:
+        self._job.start()
+
+    def stop(self) -> None:
+        self._job.stop()
 
 
 def _entry_args(entry: dict[str, Any]) -> tuple[str, str, str | None, list[StoredMessage], str]:

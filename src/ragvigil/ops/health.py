@@ -1,11 +1,20 @@
-"""Readiness checks: each is a callable that raises when its dependency cannot serve."""
+"""Readiness checks: each is a callable that raises when its dependency cannot serve.
+
+Readiness and ``/health`` read the *dependency graph* (``DEPENDENCIES``), not the check list: a check
+that is no leaf of the graph would be run and shown but never change readiness. So ``add`` refuses a
+critical check outside the graph and warns about an optional one; ``needed_by`` places a new check.
+"""
 
 from __future__ import annotations
 
+import copy
+import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -13,6 +22,13 @@ from prometheus_client.registry import Collector
 from ragvigil.ops.metrics import REGISTRY
 
 Check = Callable[[], None]
+Graph = dict[str, list[tuple[str, bool]]]
+
+log = logging.getLogger(__name__)
+
+
+class CheckOutsideGraph(ValueError):
+    """A critical check that no node of the dependency graph needs: it could never fail readiness."""
 
 
 @dataclass
@@ -75,21 +91,47 @@ class HealthChecks:
     load balancer, Prometheus, people) cannot multiply the load on a dependency.
     """
 
-    def __init__(self, timeout_s: float = 3.0, cache_s: float = 2.0) -> None:
+    def __init__(self, timeout_s: float = 3.0, cache_s: float = 2.0, graph: Graph | None = None) -> None:
         self.timeout_s = timeout_s
         self.cache_s = cache_s
+        self.graph: Graph = copy.deepcopy(DEPENDENCIES if graph is None else graph)  # this instance's own edges
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
         self._closed = False
 
-    def add(self, name: str, check: Check, critical: bool = True, recheck_passed_s: float = 0.0) -> None:
+    def add(
+        self,
+        name: str,
+        check: Check,
+        critical: bool = True,
+        recheck_passed_s: float = 0.0,
+        needed_by: str | None = None,
+    ) -> None:
         """``critical``: without it ragvigil cannot answer at all (readiness fails).
 
         ``recheck_passed_s``: an expensive check (embedding a word) that passed is trusted this long;
         a failing one is re-run on every refresh, so recovery shows at once.
+        ``needed_by``: the graph node that depends on this check (an edge, required when ``critical``);
+        without it the name must already be a leaf of the graph. A critical check outside the graph
+        raises ``CheckOutsideGraph``; an optional one is logged, since it only ever shows in ``/health``.
         """
         with self._lock:
+            if needed_by is not None:
+                edges = self.graph.setdefault(needed_by, [])
+                edges[:] = [e for e in edges if e[0] != name] + [(name, critical)]
+            placed = any(dep == name for edges in self.graph.values() for dep, _ in edges)
+            if not placed and critical:
+                raise CheckOutsideGraph(
+                    f"health check {name!r} is critical but no node of the dependency graph needs it, so it "
+                    f"could never fail readiness: pass needed_by=<node> (nodes: {', '.join(self.graph)})"
+                )
+            if not placed:
+                log.warning("health_check_outside_graph", extra={"check": name, "nodes": sorted(self.graph)})
             self._slots[name] = _Slot(name, check, critical, recheck_passed_s)
+
+    def rollup(self, results: list[CheckResult]) -> dict[str, dict]:
+        """``rollup`` over this instance's graph (the default graph plus the edges ``add`` placed)."""
+        return rollup(results, self.graph)
 
     def runs(self, name: str) -> int:
         """How many copies of check ``name`` have been started (a hung one counts once)."""
@@ -152,6 +194,18 @@ class HealthChecks:
         self._closed = True
 
 
+def disk_check(path: Path, min_free_mb: Callable[[], int]) -> Check:
+    """A check failing when the disk holding ``path`` has less than ``min_free_mb()`` MB free (journal, logs,
+    index); the bound is read on every run, so a changed setting applies at once."""
+
+    def check() -> None:
+        free = shutil.disk_usage(path).free
+        if free < min_free_mb() * 1024 * 1024:
+            raise OSError(f"only {free // (1024 * 1024)} MB free under {path}")
+
+    return check
+
+
 def _timed(fn: Check) -> tuple[float, str | None]:
     start = time.perf_counter()
     try:
@@ -169,11 +223,12 @@ DEPENDENCIES: dict[str, list[tuple[str, bool]]] = {
     "retrieval": [("database", True), ("vector_store", False), ("embedding", False)],
     "generation": [("generator", False)],  # the extractive generator answers when it fails
     "persistence": [("database", False), ("disk", True)],  # the journal keeps turns while the DB is down
+    "alerting": [("notifications", False)],  # not under chat: a dead channel never makes ragvigil unready
 }
 _RANK = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 
 
-def rollup(results: list[CheckResult], graph: dict[str, list[tuple[str, bool]]] = DEPENDENCIES) -> dict[str, dict]:
+def rollup(results: list[CheckResult], graph: Graph = DEPENDENCIES) -> dict[str, dict]:
     """Status of every node of the graph from the leaf checks (a missing leaf counts as healthy)."""
     leaf = {r.name: ("healthy" if r.ok else "unhealthy") for r in results}
     out: dict[str, dict] = {}
@@ -225,7 +280,7 @@ class HealthCollector(Collector):
             "Roll-up of the dependency graph per component: 0 healthy, 1 degraded, 2 unhealthy.",
             labels=["component"],
         )
-        for node, info in rollup(results).items():
+        for node, info in checks.rollup(results).items():
             status.add_metric([node], float(_STATUS_VALUE[info["status"]]))
         yield status
 

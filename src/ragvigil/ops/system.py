@@ -40,13 +40,18 @@ class HostCollector(Collector):
         )
 
 
-_registered: set[int] = set()
+_registered: dict[int, HostCollector] = {}
 
 
-def register_system_collectors(registry: CollectorRegistry, data_dir: Path) -> None:
-    """Process CPU/RSS/open fds (prometheus_client's own) and host figures; once per registry."""
-    if id(registry) in _registered:
-        return
-    ProcessCollector(registry=registry)
-    registry.register(HostCollector(data_dir))
-    _registered.add(id(registry))
+def register_system_collectors(registry: CollectorRegistry, data_dir: Path) -> HostCollector:
+    """Process CPU/RSS/open fds (prometheus_client's own) and host figures; once per registry.
+
+    Returns the registry's host collector: its ``data_dir`` may be pointed elsewhere later (the
+    runtime in force, see ``ops.process``) without registering a second one.
+    """
+    host = _registered.get(id(registry))
+    if host is None:
+        ProcessCollector(registry=registry)
+        host = _registered[id(registry)] = HostCollector(data_dir)
+        registry.register(host)
+    return host

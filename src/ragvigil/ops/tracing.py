@@ -260,6 +260,11 @@ def enable_otlp(endpoint: str) -> None:
     _EXPORTERS[endpoint] = BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=5))
 
 
+def otlp_endpoints() -> frozenset[str]:
+    """The endpoints spans are exported to right now."""
+    return frozenset(_EXPORTERS)
+
+
 def disable_otlp(endpoint: str) -> None:
     proc = _EXPORTERS.pop(endpoint, None)
     if proc is not None:

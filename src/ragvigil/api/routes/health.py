@@ -19,7 +19,6 @@ from ragvigil.api.deps import client_address, get_runtime, probe_access, require
 from ragvigil.app import Runtime
 from ragvigil.ops import instrumentation
 from ragvigil.ops.access import Principal, Role
-from ragvigil.ops.health import rollup
 from ragvigil.ops.metrics import REGISTRY
 
 log = logging.getLogger(__name__)
@@ -40,7 +39,7 @@ async def ready(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
     (an embedding engine busy with questions) answers with its last result instead.
     """
     results = await run_in_threadpool(rt.health.results, False)
-    chat = rollup(results)["chat"]["status"]
+    chat = rt.health.rollup(results)["chat"]["status"]
     status = "draining" if rt.draining else {"healthy": "ready", "degraded": "degraded"}.get(chat, "unready")
     body = {"status": status, "checks": {r.name: r.to_dict() for r in results}}
     return JSONResponse(body, status_code=503 if status in ("unready", "draining") else 200)
@@ -50,7 +49,7 @@ async def ready(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
 async def deep_health(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
     """Every dependency check plus the dependency graph rolled up to healthy / degraded / unhealthy."""
     results = await run_in_threadpool(rt.health.results)
-    graph = rollup(results)
+    graph = rt.health.rollup(results)
     status = graph["chat"]["status"]
     body = {
         "status": status,

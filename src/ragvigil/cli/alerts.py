@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from ragvigil.cli_common import api_key_or_stored, console, err, load_settings_or_exit
+from ragvigil.cli.common import api_key_or_stored, console, err, load_settings_or_exit
 from ragvigil.ops.alerts.rules import RuleFileError, RuleSet, default_rules, load_rule_file
 
 alerts_app = typer.Typer(help="Alert rules: check, export for Prometheus/Alertmanager.", no_args_is_help=True)

@@ -1,6 +1,11 @@
-"""What every command group shares: the consoles, the settings with readable errors, the stored admin key."""
+"""What every command group shares: the consoles, the settings with readable errors, the stored admin key,
+the knowledge-base option and the runtime a command works with."""
 
 from __future__ import annotations
+
+import re
+import sys
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -48,3 +53,47 @@ def api_key_or_stored(given: str | None, settings: Settings) -> str:
         raise typer.Exit(2)
     err.print(f"using the admin key from {admin_key_path(settings.data_dir)} (an operator key is enough here)")
     return stored
+
+
+_KB_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # the same rule as the API's path and the default_kb setting
+
+
+def _kb_name(value: str | None) -> str | None:
+    if value is not None and not _KB_NAME.fullmatch(value):
+        raise typer.BadParameter("1-64 characters: letters, digits, '_', '.' or '-'")
+    return value
+
+
+KbOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Knowledge base name", show_default="the default_kb setting, 'default' unless set", callback=_kb_name
+    ),
+]
+
+
+def check_length(name: str, text: str, limit: int) -> None:
+    """A blank or over-long text argument is a usage error (exit 2), like the API's 422."""
+    if not text.strip():
+        raise typer.BadParameter("must not be blank", param_hint=name)
+    if len(text) > limit:
+        raise typer.BadParameter(f"{len(text)} characters; at most {limit}", param_hint=name)
+
+
+def cli_actor() -> str:
+    """Who the audit trail names for a command run by hand."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def runtime(settings: Settings, apply_migrations: bool = True):  # type: ignore[no-untyped-def]
+    """A whole instance for a command; logs at WARNING on stderr so the output stays readable."""
+    from ragvigil.app import Runtime
+    from ragvigil.ops.logging import configure_logging
+
+    configure_logging("WARNING", settings.log_dir, settings.log_json, stream=sys.stderr)
+    return Runtime(settings, apply_migrations=apply_migrations)

@@ -1,0 +1,43 @@
+"""Builds the chat pipeline of one instance: the stages in the order a turn goes through them.
+
+Why a builder here: the order of the stages and the turn's time budget are chat decisions; a new
+stage is one entry in the list below and nothing else changes.
+"""
+
+from __future__ import annotations
+
+from ragvigil.chat.journal import Journal
+from ragvigil.chat.pipeline import ChatPipeline, Generate, LoadHistory, Persist, RecordContents, Retrieve, Stage
+from ragvigil.chat.sessions import SessionStore
+from ragvigil.config import Settings
+from ragvigil.knowledge.retrieval import HybridRetriever
+from ragvigil.ops.message_log import EncryptedMessageLog
+from ragvigil.providers.base import Generator
+
+
+def turn_budget_s(settings: Settings) -> float:
+    """A turn's time budget: the generator's own timeout is its longest legitimate wait, so leave room for it."""
+    return settings.retrieval.turn_budget_s or max(60.0, settings.openai.timeout_s + 30.0)
+
+
+def build_pipeline(
+    settings: Settings,
+    sessions: SessionStore,
+    retriever: HybridRetriever,
+    generator: Generator,
+    extractive: Generator,
+    journal: Journal,
+) -> ChatPipeline:
+    rs = settings.retrieval
+    budget_s = turn_budget_s(settings)
+    stages: list[Stage] = [
+        LoadHistory(sessions, rs.history_turns),
+        Retrieve(retriever, budget_s=budget_s, context_chars=rs.context_chars),
+        Generate(generator, extractive, budget_s=budget_s),
+        Persist(sessions, journal),
+    ]
+    if settings.log_message_contents and settings.message_log_key is not None:
+        stages.append(
+            RecordContents(EncryptedMessageLog(settings.log_dir, settings.message_log_key.get_secret_value()))
+        )
+    return ChatPipeline(stages)

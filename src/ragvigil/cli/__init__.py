@@ -1,0 +1,25 @@
+"""Command line: serve, ingest, search, ask, migrate, config, keys, audit, logs, alerts.
+
+One module per command group (``config``, ``knowledge``, ``serve``, ``keys``, ``logs``, ``alerts``;
+shared helpers in ``common``); this module only assembles them into the ``ragvigil`` app, so a
+new group is one ``add_typer`` line here.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from ragvigil.cli.alerts import alerts_app
+from ragvigil.cli.config import config_app, migrate
+from ragvigil.cli.keys import audit, keys_app
+from ragvigil.cli.knowledge import ask, ingest, search
+from ragvigil.cli.logs import logs_app
+from ragvigil.cli.serve import serve
+
+app = typer.Typer(help="ragvigil: a knowledge-base chat service that runs itself.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(logs_app, name="logs")
+app.add_typer(keys_app, name="keys")
+app.add_typer(alerts_app, name="alerts")
+for command in (migrate, ingest, search, ask, serve, audit):
+    app.command()(command)

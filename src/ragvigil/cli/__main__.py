@@ -1,0 +1,5 @@
+"""``python -m ragvigil.cli``: the same app as the ``ragvigil`` script."""
+
+from ragvigil.cli import app
+
+app()

@@ -1,0 +1,51 @@
+"""``ragvigil serve``: the HTTP server, refused when the start check finds a problem."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from ragvigil.cli.common import err, load_settings_or_exit
+
+_settings = load_settings_or_exit
+
+
+def serve(
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Address to listen on (loopback unless keys are required)", show_default="RAGVIGIL_HOST, 127.0.0.1"
+        ),
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port to listen on", show_default="RAGVIGIL_PORT, 8000")] = None,
+) -> None:
+    """Start the HTTP server."""
+    import uvicorn
+
+    from ragvigil.api.server import create_app
+    from ragvigil.api.serving import DrainingServer
+    from ragvigil.ops.logging import configure_logging, reset_logging
+    from ragvigil.preflight import admin_key_expected, start_problems
+
+    s = _settings()
+    configure_logging(s.log_level, s.log_dir, s.log_json, flush_interval=s.log_flush_interval)
+    try:
+        host, port = host or s.host, port or s.port
+        s = s.model_copy(update={"host": host, "port": port})  # the lifespan checks the real bind address
+        if problems := start_problems(s, admin_key=admin_key_expected(s)):
+            for p in problems:
+                err.print(f"[red]refusing to start in {s.profile.value}:[/red] {escape(p.source)}: {escape(p.message)}")
+            raise typer.Exit(2)
+        err.print(
+            f"ragvigil {s.profile.value} on http://{host}:{port}  (chat page: POST /api/v1/chat, metrics: /metrics)"
+        )
+        web = create_app(s)
+        config = uvicorn.Config(web, host=host, port=port, log_config=None, access_log=False)
+        runtime = lambda: getattr(web.state, "runtime", None)  # noqa: E731
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn re-raises it once it has stopped
+            DrainingServer(config, s.shutdown_grace_s, runtime, on_stopped=reset_logging).run()
+    finally:
+        reset_logging()  # the lines still queued in the log writer

@@ -1,0 +1,51 @@
+"""Builds the knowledge subsystem of one instance: tokenizer, embedders, vector index, catalog, retrieval.
+
+Why a builder here: the parts depend on each other in one order (the tokenizer and the query
+embedder before the index and the retriever) and only this package knows it; the runtime just
+asks for a ``Knowledge`` and copies its parts onto itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ragvigil.config import Settings
+from ragvigil.knowledge.catalog import Catalog
+from ragvigil.knowledge.embeddings import CachedQueryEmbedder, E5Embedder
+from ragvigil.knowledge.ingest import Ingestor
+from ragvigil.knowledge.retrieval import HybridRetriever
+from ragvigil.knowledge.tokenize import Tokenizer
+from ragvigil.knowledge.vector_filler import VectorFiller
+from ragvigil.knowledge.vectorstore import FaissVectorStore
+from ragvigil.ops import metrics
+from ragvigil.ops.periodic import Periodic
+from ragvigil.storage.db import Database
+
+
+@dataclass
+class Knowledge:
+    tokenizer: Tokenizer
+    embedder: CachedQueryEmbedder
+    vectors: FaissVectorStore
+    catalog: Catalog
+    ingestor: Ingestor
+    retriever: HybridRetriever
+    filler: VectorFiller
+    pending_gauge: Periodic  # keeps ragvigil_vectors_pending fresh while serving
+
+
+def build_knowledge(settings: Settings, db: Database) -> Knowledge:
+    rs = settings.retrieval
+    tokenizer = Tokenizer(settings.cache_dir)
+    embedder = CachedQueryEmbedder(
+        E5Embedder(threads=rs.embed_threads, engines=rs.query_engines, max_query_tokens=rs.max_query_tokens),
+        rs.query_cache_size,
+    )
+    vectors = FaissVectorStore(settings.index_dir, embedder.dim, rs.vector_index)
+    catalog = Catalog(db)
+    ingestor = Ingestor(catalog, tokenizer, rs, vectors, settings.ingest)
+    retriever = HybridRetriever(catalog, tokenizer, embedder, vectors, rs)
+    # its own engine: a batch of passages must never make questions wait behind it
+    filler = VectorFiller(db, E5Embedder(threads=rs.embed_threads), vectors, batch=rs.embed_batch)
+    gauge = Periodic("vectors-pending", 5.0, lambda: metrics.VECTORS_PENDING.set(ingestor.pending_vectors()))
+    return Knowledge(tokenizer, embedder, vectors, catalog, ingestor, retriever, filler, gauge)

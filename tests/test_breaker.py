@@ -23,7 +23,7 @@ class FakeClock:
 
 
 CONFIG = BreakerConfig(
-    window_size=5, minimum_calls=3, failure_rate=0.5, slow_call_rate=0.6, slow_call_s=2.0, open_s=10.0, half_open_calls=2
+    window_size=4, minimum_calls=2, failure_rate=0.5, slow_call_rate=0.75, slow_call_s=2.0, open_s=10.0, half_open_calls=2
 )
 
 
@@ -140,13 +140,18 @@ class BreakerMachine(RuleBasedStateMachine):
         assert all(t in legal for t in self.transitions)
 
 
-BreakerMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+BreakerMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=40, deadline=None)
 test_breaker_matches_the_model = BreakerMachine.TestCase
+
+
+UNIT = BreakerConfig(
+    window_size=5, minimum_calls=3, failure_rate=0.5, slow_call_rate=0.6, slow_call_s=2.0, open_s=10.0, half_open_calls=2
+)
 
 
 def _breaker(**kw: object) -> tuple[CircuitBreaker, FakeClock]:
     clock = FakeClock()
-    return CircuitBreaker(BreakerConfig(**{**CONFIG.__dict__, **kw}), clock=clock), clock  # type: ignore[arg-type]
+    return CircuitBreaker(BreakerConfig(**{**UNIT.__dict__, **kw}), clock=clock), clock  # type: ignore[arg-type]
 
 
 def _calls(b: CircuitBreaker, outcomes: list[tuple[bool, float]]) -> None:
@@ -176,14 +181,14 @@ def test_cool_down_then_probes_close_it_and_one_bad_probe_reopens() -> None:
     b, clock = _breaker()
     _calls(b, [(False, 0.1)] * 3)
     assert b.acquire() is None
-    clock.now += CONFIG.open_s
+    clock.now += UNIT.open_s
     first, second = b.acquire(), b.acquire()
     assert first is not None and second is not None and b.acquire() is None  # two probes, no more
     assert b.state is State.HALF_OPEN
     b.record(first, True, 0.1)
     b.record(second, False, 0.1)
     assert b.state is State.OPEN and b.acquire() is None
-    clock.now += CONFIG.open_s
+    clock.now += UNIT.open_s
     _calls(b, [(True, 0.1), (True, 0.1)])
     assert b.state is State.CLOSED
 
@@ -193,7 +198,7 @@ def test_a_late_result_from_before_the_opening_is_ignored() -> None:
     early = b.acquire()
     assert early is not None
     _calls(b, [(False, 0.1)] * 3)
-    clock.now += CONFIG.open_s
+    clock.now += UNIT.open_s
     probe = b.acquire()
     assert probe is not None and b.state is State.HALF_OPEN
     b.record(early, False, 0.1)  # started while closed: says nothing about the half-open provider
@@ -213,7 +218,7 @@ def test_forced_open_refuses_until_auto() -> None:
 def test_half_open_bound_holds_across_threads(probes: int) -> None:
     b, clock = _breaker(half_open_calls=probes)
     _calls(b, [(False, 0.1)] * 3)
-    clock.now += CONFIG.open_s
+    clock.now += UNIT.open_s
     got: list[Permit] = []
     lock = threading.Lock()
     start = threading.Barrier(16)

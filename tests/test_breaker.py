@@ -23,7 +23,13 @@ class FakeClock:
 
 
 CONFIG = BreakerConfig(
-    window_size=4, minimum_calls=2, failure_rate=0.5, slow_call_rate=0.75, slow_call_s=2.0, open_s=10.0, half_open_calls=2
+    window_size=4,
+    minimum_calls=2,
+    failure_rate=0.5,
+    slow_call_rate=0.75,
+    slow_call_s=2.0,
+    open_s=10.0,
+    half_open_calls=2,
 )
 
 
@@ -72,7 +78,7 @@ class Model:
                 if self.ok >= self.cfg.half_open_calls:
                     self.go("closed", now)
         elif self.state == "closed":
-            self.window = (self.window + [(not ok, slow)])[-self.cfg.window_size :]
+            self.window = [*self.window, (not ok, slow)][-self.cfg.window_size :]
             n = len(self.window)
             if n >= self.cfg.minimum_calls and (
                 sum(f for f, _ in self.window) / n >= self.cfg.failure_rate
@@ -86,7 +92,9 @@ class BreakerMachine(RuleBasedStateMachine):
         super().__init__()
         self.clock = FakeClock()
         self.transitions: list[tuple[State, State]] = []
-        self.breaker = CircuitBreaker(CONFIG, clock=self.clock, on_transition=lambda a, b: self.transitions.append((a, b)))
+        self.breaker = CircuitBreaker(
+            CONFIG, clock=self.clock, on_transition=lambda a, b: self.transitions.append((a, b))
+        )
         self.model = Model(CONFIG)
         self.pending: list[tuple[Permit, int]] = []  # (permit, the model's epoch when issued)
 
@@ -145,7 +153,13 @@ test_breaker_matches_the_model = BreakerMachine.TestCase
 
 
 UNIT = BreakerConfig(
-    window_size=5, minimum_calls=3, failure_rate=0.5, slow_call_rate=0.6, slow_call_s=2.0, open_s=10.0, half_open_calls=2
+    window_size=5,
+    minimum_calls=3,
+    failure_rate=0.5,
+    slow_call_rate=0.6,
+    slow_call_s=2.0,
+    open_s=10.0,
+    half_open_calls=2,
 )
 
 

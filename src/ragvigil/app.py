@@ -39,7 +39,7 @@ from ragvigil.ops.system import register_system_collectors
 from ragvigil.providers.base import Generator
 from ragvigil.providers.extractive import ExtractiveGenerator
 from ragvigil.providers.metered import MeteredGenerator
-from ragvigil.providers.openai_compat import OpenAIGenerator
+from ragvigil.providers.router import build_router
 from ragvigil.storage.db import Database, migrate, ping
 
 log = logging.getLogger(__name__)
@@ -90,11 +90,8 @@ class Runtime:
         self.journal = Journal(settings.data_dir / "journal")
         metrics.JOURNAL_REJECTED_TURNS.set(len(self.journal.rejected()))
         self.extractive = MeteredGenerator(ExtractiveGenerator(self.tokenizer))
-        self.generator: Generator = (
-            MeteredGenerator(OpenAIGenerator(settings.openai), settings.openai.model)
-            if settings.generator == "openai"
-            else self.extractive
-        )
+        self.router = build_router(settings, self.extractive)  # providers in order, breakers, extractive last
+        self.generator: Generator = self.router
         # the generator's own timeout is the longest legitimate wait of a turn: the budget leaves room for it
         budget_s = rs.turn_budget_s or max(60.0, settings.openai.timeout_s + 30.0)
         stages = [
@@ -120,6 +117,8 @@ class Runtime:
             recheck_passed_s=30.0,
         )
         self.health.add("generator", self.generator.check, critical=False)  # extractive still answers
+        for name in self.router.names()[:-1]:  # one non-critical check per remote provider, under generation
+            self.health.add(f"provider:{name}", self.router.health_check(name), critical=False, parent="generation")
         self.health.add("disk", self._check_disk)
         HEALTH_COLLECTOR.checks = self.health  # health as metrics, for the alert rules and Prometheus
         a = settings.alerts
@@ -273,8 +272,7 @@ class Runtime:
         self.filler.stop()
         self.pipeline.close()
         self.health.close()
-        if self.generator is not self.extractive:
-            self.generator.close()  # type: ignore[attr-defined]
+        self.router.close()
         self.db.dispose()
 
 

@@ -81,15 +81,22 @@ class HealthChecks:
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self.graph = {node: list(deps) for node, deps in DEPENDENCIES.items()}  # this instance's graph
 
-    def add(self, name: str, check: Check, critical: bool = True, recheck_passed_s: float = 0.0) -> None:
+    def add(
+        self, name: str, check: Check, critical: bool = True, recheck_passed_s: float = 0.0, parent: str | None = None
+    ) -> None:
         """``critical``: without it ragvigil cannot answer at all (readiness fails).
 
         ``recheck_passed_s``: an expensive check (embedding a word) that passed is trusted this long;
         a failing one is re-run on every refresh, so recovery shows at once.
+        ``parent``: the graph node the check is an optional dependency of (a check outside the graph
+        never affects the roll-up), e.g. one per configured provider under ``generation``.
         """
         with self._lock:
             self._slots[name] = _Slot(name, check, critical, recheck_passed_s)
+            if parent is not None:
+                self.graph[parent].append((name, critical))
 
     def runs(self, name: str) -> int:
         """How many copies of check ``name`` have been started (a hung one counts once)."""
@@ -225,7 +232,7 @@ class HealthCollector(Collector):
             "Roll-up of the dependency graph per component: 0 healthy, 1 degraded, 2 unhealthy.",
             labels=["component"],
         )
-        for node, info in rollup(results).items():
+        for node, info in rollup(results, checks.graph).items():
             status.add_metric([node], float(_STATUS_VALUE[info["status"]]))
         yield status
 

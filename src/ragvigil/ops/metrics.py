@@ -229,3 +229,34 @@ NOTIFICATION_CHANNEL_UP = Gauge(
     ["channel"],
     registry=REGISTRY,
 )
+PROVIDER_BREAKER_STATE = Gauge(
+    "ragvigil_provider_breaker_state",
+    "Circuit breaker state per configured provider: 0 closed, 1 open, 2 half-open.",
+    ["provider"],
+    registry=REGISTRY,
+)
+PROVIDER_BREAKER_TRANSITIONS = Counter(
+    "ragvigil_provider_breaker_transitions",
+    "Circuit breaker transitions per provider, from and to (closed, open, half_open).",
+    ["provider", "from", "to"],
+    registry=REGISTRY,
+)
+PROVIDER_RETRIES = Counter(
+    "ragvigil_provider_retries",
+    "Further attempts at the same provider, by the error kind that caused them.",
+    ["provider", "kind"],
+    registry=REGISTRY,
+)
+PROVIDER_FAILOVERS = Counter(
+    "ragvigil_provider_failovers",
+    "Turns passed on to the next provider, by the provider left and why (an error kind, breaker_open, "
+    "key_rejected, busy, no_time).",
+    ["provider", "reason"],
+    registry=REGISTRY,
+)
+PROVIDER_KEY_REJECTED = Gauge(
+    "ragvigil_provider_key_rejected",
+    "1 while a provider's API key is marked bad (it answered 401/403); an operator resets it.",
+    ["provider"],
+    registry=REGISTRY,
+)

@@ -40,7 +40,7 @@ async def ready(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
     (an embedding engine busy with questions) answers with its last result instead.
     """
     results = await run_in_threadpool(rt.health.results, False)
-    chat = rollup(results)["chat"]["status"]
+    chat = rollup(results, rt.health.graph)["chat"]["status"]
     status = "draining" if rt.draining else {"healthy": "ready", "degraded": "degraded"}.get(chat, "unready")
     body = {"status": status, "checks": {r.name: r.to_dict() for r in results}}
     return JSONResponse(body, status_code=503 if status in ("unready", "draining") else 200)
@@ -50,7 +50,7 @@ async def ready(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
 async def deep_health(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
     """Every dependency check plus the dependency graph rolled up to healthy / degraded / unhealthy."""
     results = await run_in_threadpool(rt.health.results)
-    graph = rollup(results)
+    graph = rollup(results, rt.health.graph)
     status = graph["chat"]["status"]
     body = {
         "status": status,

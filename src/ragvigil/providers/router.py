@@ -70,12 +70,21 @@ def provider_list(settings: Settings) -> list[ProviderSettings]:
     return providers
 
 
-def build_router(settings: Settings, extractive: Generator) -> ProviderRouter:
-    """The router for ``settings``' providers; ``extractive`` is the (metered) last resort."""
-    return ProviderRouter([_route(p, extractive) for p in provider_list(settings)])
+def build_router(
+    settings: Settings,
+    extractive: Generator,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ProviderRouter:
+    """The router for ``settings``' providers; ``extractive`` is the (metered) last resort.
+
+    ``clock`` and ``sleep`` drive breakers, budgets and backoff (a test passes its own)."""
+    routes = [_route(p, extractive, clock) for p in provider_list(settings)]
+    return ProviderRouter(routes, clock=clock, sleep=sleep)
 
 
-def _route(p: ProviderSettings, extractive: Generator) -> Route:
+def _route(p: ProviderSettings, extractive: Generator, clock: Callable[[], float] = time.monotonic) -> Route:
     if p.kind == "extractive":
         return Route(p, extractive, None, threading.BoundedSemaphore(p.max_concurrency))
     b = p.breaker
@@ -88,7 +97,7 @@ def _route(p: ProviderSettings, extractive: Generator) -> Route:
         None,
         threading.BoundedSemaphore(p.max_concurrency),
     )
-    route.breaker = CircuitBreaker(config, on_transition=lambda a, z: _transitioned(route, a, z))
+    route.breaker = CircuitBreaker(config, clock=clock, on_transition=lambda a, z: _transitioned(route, a, z))
     metrics.PROVIDER_BREAKER_STATE.labels(p.name).set(State.CLOSED)
     metrics.PROVIDER_KEY_REJECTED.labels(p.name).set(0)
     return route

@@ -98,7 +98,7 @@ SCENARIOS = [
     {
         "name": "a rejected provider key pages P2",
         "series": {
-            'ragvigil_provider_key_rejected{provider="primary"}': "0x3 1x10",
+            'ragvigil_provider_key_rejected{provider="primary"}': "0x1 1x10",
             'ragvigil_provider_key_rejected{provider="backup"}': "0x13",
         },
         "checks": ["30s", "1m"],

@@ -93,7 +93,7 @@ class Runtime:
         self.router = build_router(settings, self.extractive)  # providers in order, breakers, extractive last
         self.generator: Generator = self.router
         # the generator's own timeout is the longest legitimate wait of a turn: the budget leaves room for it
-        budget_s = rs.turn_budget_s or max(60.0, settings.openai.timeout_s + 30.0)
+        budget_s = rs.turn_budget_s or max(60.0, self.router.longest_timeout_s() + 30.0)
         stages = [
             LoadHistory(self.sessions, rs.history_turns),
             Retrieve(self.retriever, budget_s=budget_s, context_chars=rs.context_chars),
@@ -184,6 +184,9 @@ class Runtime:
         key = self.settings.openai.api_key.get_secret_value().lower()
         if self.settings.profile.value == "production" and key in DEFAULT_SECRETS:
             problems.append("openai.api_key is a well-known default secret; set a real one")
+        for p in self.settings.providers:
+            if self.settings.profile.value == "production" and p.api_key.get_secret_value().lower() in DEFAULT_SECRETS:
+                problems.append(f"providers[{p.name}].api_key is a well-known default secret; set a real one")
         return problems
 
     def _check_disk(self) -> None:

@@ -120,7 +120,8 @@ IN_FLIGHT = _InFlight()
 HTTP_IN_FLIGHT.set_function(lambda: IN_FLIGHT.value)
 LLM_REQUESTS = Counter(
     "ragvigil_llm_requests_total",
-    "Generator calls by provider, model and outcome (ok, timeout, unavailable, rejected, error).",
+    "Generator calls by provider, model and outcome (ok, timeout, unavailable, rate_limited, malformed, "
+    "rejected, key_rejected, context_too_long, error).",
     ["provider", "model", "outcome"],
     registry=REGISTRY,
 )

@@ -52,11 +52,24 @@ class Route:
     key_bad: bool = False
     opened_at: float | None = None  # wall clock of the last opening, for people
     forced_by: str | None = None
-    events: list[dict[str, object]] = field(default_factory=list)
+    in_flight: int = 0  # calls holding a slot now
+    _count_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def name(self) -> str:
         return self.settings.name
+
+    def take_slot(self) -> bool:
+        if not self.slots.acquire(blocking=False):
+            return False
+        with self._count_lock:
+            self.in_flight += 1
+        return True
+
+    def give_slot(self) -> None:
+        with self._count_lock:
+            self.in_flight -= 1
+        self.slots.release()
 
 
 def provider_list(settings: Settings) -> list[ProviderSettings]:
@@ -145,7 +158,7 @@ class ProviderRouter:
         out = self.extractive.generate(request)
         out.provider = self.routes[-1].name
         if self.remote:
-            out.degraded_reason = f"no provider answered ({'; '.join(reasons)}); answered by {out.provider}"
+            out.degraded_reason = f"{', '.join(reasons)}; answered by {out.provider}"
         return out
 
     def stream(self, request: GenerationRequest) -> RoutedStream:
@@ -181,7 +194,7 @@ class ProviderRouter:
                     "calls": snap.get("calls", 0),
                     "opened_at": datetime.fromtimestamp(r.opened_at, UTC).isoformat() if r.opened_at else None,
                     "key_bad": r.key_bad,
-                    "in_flight": r.settings.max_concurrency - r.slots._value,  # type: ignore[attr-defined]
+                    "in_flight": r.in_flight,
                 }
             )
         return out
@@ -207,6 +220,10 @@ class ProviderRouter:
 
     def names(self) -> list[str]:
         return [r.name for r in self.routes]
+
+    def longest_timeout_s(self) -> float:
+        """The longest single wait a remote provider may legitimately take (0 with extractive alone)."""
+        return max((r.settings.timeout_s for r in self.remote), default=0.0)
 
     def health_check(self, name: str) -> Callable[[], None]:
         """A /health check for one provider: its breaker and key first, then the endpoint itself."""
@@ -241,7 +258,7 @@ class ProviderRouter:
             log.error("provider_key_rejected", extra={"provider": route.name})
 
     def _failed_over(self, route: Route, exc: ProviderError, reasons: list[str]) -> None:
-        reasons.append(f"{route.name}: {exc.kind}")
+        reasons.append(f"{route.name} {'skipped' if isinstance(exc, ProviderSkipped) else 'failed'} ({exc.kind})")
         metrics.PROVIDER_FAILOVERS.labels(route.name, exc.kind).inc()
         log.warning("provider_failed_over", extra={"provider": route.name, "kind": exc.kind, "error": str(exc)})
 
@@ -301,7 +318,7 @@ class ProviderRouter:
         permit = route.breaker.acquire()
         if permit is None:
             raise ProviderSkipped("breaker_open", f"{route.name}: circuit breaker open")
-        if not route.slots.acquire(blocking=False):
+        if not route.take_slot():
             route.breaker.release(permit)
             raise ProviderSkipped("busy", f"{route.name}: {route.settings.max_concurrency} calls in flight")
         started = self._clock()
@@ -317,7 +334,7 @@ class ProviderRouter:
             route.breaker.release(permit)
             raise
         finally:
-            route.slots.release()
+            route.give_slot()
         route.breaker.record(permit, True, self._clock() - started)
         return out
 
@@ -354,7 +371,7 @@ class RoutedStream:
         last = r.routes[-1]
         self.provider, self.model = last.name, last.settings.model
         if r.remote:
-            self.degraded_reason = f"no provider answered ({'; '.join(reasons)}); answered by {last.name}"
+            self.degraded_reason = f"{', '.join(reasons)}; answered by {last.name}"
         yield from r.extractive.stream(self.request)
 
     def _one(self, route: Route, deadline: float | None) -> Iterator[str]:
@@ -365,7 +382,7 @@ class RoutedStream:
         permit = route.breaker.acquire()
         if permit is None:
             raise _FailedBeforeFirstDelta(ProviderSkipped("breaker_open", f"{route.name}: circuit breaker open"))
-        if not route.slots.acquire(blocking=False):
+        if not route.take_slot():
             route.breaker.release(permit)
             raise _FailedBeforeFirstDelta(ProviderSkipped("busy", f"{route.name}: at max concurrency"))
         s = route.settings
@@ -390,7 +407,7 @@ class RoutedStream:
             route.breaker.release(permit)
             raise
         finally:
-            route.slots.release()
+            route.give_slot()
         if self.provider is None:  # an empty answer is still this provider's
             self.provider, self.model = route.name, s.model
         route.breaker.record(permit, True, first_after if first_after is not None else r._clock() - started)

@@ -251,3 +251,35 @@ def test_half_open_bound_holds_across_threads(probes: int) -> None:
     for t in threads:
         t.join()
     assert len(got) == probes
+
+
+def test_coroutines_and_threads_share_one_breaker_without_blocking_the_loop() -> None:
+    """Probes are bounded across an event loop and threads at once; a coroutine never waits on the lock
+    across a call (it awaits between acquire and record)."""
+    import asyncio
+
+    b, clock = _breaker(half_open_calls=2)
+    _calls(b, [(False, 0.1)] * 3)
+    clock.now += UNIT.open_s
+    granted: list[Permit] = []
+
+    async def caller() -> None:
+        for _ in range(20):
+            p = b.acquire()
+            await asyncio.sleep(0)  # the "call": other coroutines and threads run meanwhile
+            if p is not None:
+                granted.append(p)
+
+    async def main() -> None:
+        threads = [threading.Thread(target=lambda: [granted.append(p) for p in [b.acquire()] if p]) for _ in range(8)]
+        for t in threads:
+            t.start()
+        await asyncio.gather(*(caller() for _ in range(16)))
+        for t in threads:
+            t.join()
+
+    asyncio.run(main())
+    assert len(granted) == 2 and b.state is State.HALF_OPEN
+    for p in granted:
+        b.record(p, True, 0.1)
+    assert b.state is State.CLOSED

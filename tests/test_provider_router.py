@@ -203,6 +203,23 @@ def test_a_reset_connection_fails_over_without_a_retry(tmp_path: Path, extractiv
         router.close()
 
 
+def test_a_slow_link_makes_slow_calls_and_a_closed_port_fails_over(tmp_path: Path, extractive) -> None:  # type: ignore[no-untyped-def]
+    with scripted_llm() as upstream, toxic_proxy(upstream.url, "latency") as proxy, scripted_llm() as b:
+        proxy.set("latency", latency_s=0.3)
+        breaker = {"window_size": 2, "minimum_calls": 2, "slow_call_s": 0.2, "slow_call_rate": 1.0, "open_s": 600}
+        router = build_router(
+            make_settings(tmp_path, providers=[provider("a", proxy.url + "/v1", breaker=breaker), provider("b", b)]),
+            extractive,
+        )
+        assert [ask(router).provider for _ in range(2)] == ["a", "a"] and router.is_open("a")
+        router.force("a", "auto", by="test")
+        proxy.set("down")  # the port is closed: connection refused, no retry
+        assert ask(router).provider == "b" and upstream.calls == 2
+        proxy.set("none")
+        assert ask(router).provider == "a" and upstream.calls == 3
+        router.close()
+
+
 def test_a_stream_fails_over_before_its_first_delta(tmp_path: Path, extractive) -> None:  # type: ignore[no-untyped-def]
     with scripted_llm(Reply(500)) as a, scripted_llm(Reply(text="streamed by b")) as b:
         router, _, _ = make_router(tmp_path, extractive, provider("a", a, retries=0), provider("b", b))

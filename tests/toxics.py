@@ -9,7 +9,7 @@ bytes still to flow on open ones.
 * ``timeout`` accept, read and send nothing back until the toxic is removed (a hung endpoint).
 * ``reset``   accept, then close with RST at once (``SO_LINGER`` 0): ``connection reset by peer``.
 * ``latency`` hold every chunk from upstream ``latency_s`` before passing it on.
-* ``down``    refuse new connections: the listening socket is closed (connection refused).
+* ``down``    close every open connection and refuse new ones (the listening socket is closed).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class Proxy:
     _stop: threading.Event = field(default_factory=threading.Event)
     _listener: socket.socket | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _open: set[socket.socket] = field(default_factory=set)
 
     @property
     def url(self) -> str:
@@ -46,6 +47,11 @@ class Proxy:
             self.toxic, self.latency_s = toxic, latency_s
             if toxic == "down":
                 self._close_listener()
+                for conn in list(self._open):
+                    with suppress(OSError):
+                        conn.shutdown(socket.SHUT_RDWR)
+                    conn.close()
+                self._open.clear()
             elif self._listener is None and not self._stop.is_set():
                 self._listen()
             self._changed.set()
@@ -63,6 +69,8 @@ class Proxy:
 
     def _close_listener(self) -> None:
         if self._listener is not None:
+            with suppress(OSError):  # wakes the thread blocked in accept(); close() alone does not on Linux
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
 
@@ -73,6 +81,8 @@ class Proxy:
             except OSError:
                 return  # closed: toxic "down" or stopped
             self.connections += 1
+            with self._lock:
+                self._open.add(client)
             threading.Thread(target=self._serve, args=(client,), daemon=True, name="toxic-conn").start()
 
     def _serve(self, client: socket.socket) -> None:
@@ -89,6 +99,8 @@ class Proxy:
         except OSError:
             client.close()
             return
+        with self._lock:
+            self._open.add(upstream)
         threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
         self._pipe(upstream, client, True)
 
@@ -124,6 +136,8 @@ class Proxy:
                 with suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
                 s.close()
+                with self._lock:
+                    self._open.discard(s)
 
     def close(self) -> None:
         self._stop.set()

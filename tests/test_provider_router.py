@@ -6,6 +6,7 @@ sockets, not about our own bookkeeping. Breakers and backoff run on a test clock
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +17,11 @@ from openai import OpenAI
 from tests.conftest import LiveServer, local_client, make_settings
 from tests.slow_llm import Reply, ScriptedLLM, scripted_llm
 from tests.toxics import toxic_proxy
+from typer.testing import CliRunner
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
+from ragvigil.cli import app as cli_app
 from ragvigil.knowledge.retrieval import Hit
 from ragvigil.knowledge.tokenize import Tokenizer
 from ragvigil.ops.access import Role
@@ -361,4 +364,13 @@ def test_the_openai_sdk_sees_nothing_new_with_the_router_in_front(routed) -> Non
             model="ragvigil", messages=[{"role": "user", "content": "How do I export my notes?"}], stream=True
         )
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip() == "Three days [1]."
-    assert a.calls == 2
+        assert a.calls == 2
+        # the CLI drives the same running instance
+        op = rt.keys.create("cli", Role.operator)[1]
+        run = CliRunner().invoke(cli_app, ["providers", "breaker", "primary", "open", "--url", base, "--api-key", op])
+        assert run.exit_code == 0 and "closed → open" in run.output, run.output
+        run = CliRunner().invoke(cli_app, ["providers", "list", "--url", base, "--api-key", op, "--json"])
+        rows = json.loads(run.output.strip().splitlines()[-1])
+        assert [(r["name"], r["breaker"]) for r in rows][:2] == [("primary", "open"), ("backup", "closed")]
+        run = CliRunner().invoke(cli_app, ["providers", "breaker", "nope", "auto", "--url", base, "--api-key", op])
+        assert run.exit_code == 1 and "provider_not_found" in run.output

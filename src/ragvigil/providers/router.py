@@ -165,9 +165,17 @@ class ProviderRouter:
         return RoutedStream(self, request)
 
     def check(self) -> None:
-        """Fails when no remote provider can be called now (answers come from extractive, degraded)."""
-        if self.remote and not any(self._callable(r) for r in self.remote):
-            raise ProviderSkipped("unavailable", "every provider is open or has a rejected key: answering extractive")
+        """Fails when no remote provider can answer now (answers come from extractive, degraded): each is
+        asked in order (breaker and key first, then its endpoint) until one passes."""
+        errors = []
+        for r in self.remote:
+            try:
+                self.health_check(r.name)()
+                return
+            except Exception as exc:  # a check reports; any failure of one provider means: try the next
+                errors.append(str(exc)[:200])
+        if errors:
+            raise ProviderSkipped("unavailable", "every provider is failing or open: " + "; ".join(errors))
 
     def close(self) -> None:
         for route in self.remote:

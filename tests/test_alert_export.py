@@ -96,6 +96,15 @@ SCENARIOS = [
         "must_fire": {("4m", "LLMProviderFailing"), ("10m", "AllLLMProvidersFailing")},
     },
     {
+        "name": "a rejected provider key pages P2",
+        "series": {
+            'ragvigil_provider_key_rejected{provider="primary"}': "0x1 1x10",
+            'ragvigil_provider_key_rejected{provider="backup"}': "0x13",
+        },
+        "checks": ["30s", "1m"],
+        "must_fire": {("1m", "ProviderKeyRejected")},
+    },
+    {
         "name": "disk, journal and no-answer rules",
         "series": {
             "ragvigil_data_disk_used_ratio": "0.5 0.9x40",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from tests.conftest import local_client
 
 from ragvigil.api.errors import install_error_handlers
 from ragvigil.api.server import create_app
@@ -16,6 +15,7 @@ from ragvigil.errors import RagvigilError
 from ragvigil.knowledge.catalog import KnowledgeBaseNotFound
 from ragvigil.knowledge.ingest import DocumentNotFound
 from ragvigil.providers.base import ProviderError, ProviderRejected, ProviderTimeout, ProviderUnavailable
+from tests.conftest import local_client
 
 
 class DrillRefused(RagvigilError):

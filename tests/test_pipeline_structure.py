@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from fastapi.testclient import TestClient
-from tests.conftest import ROOT
 
 from ragvigil.app import Runtime
 from ragvigil.chat.observers import StageEvent
@@ -24,6 +23,7 @@ from ragvigil.chat.pipeline import (
     Turn,
 )
 from ragvigil.ops import metrics
+from tests.conftest import ROOT
 
 SAFE = "We are answering a limited set of questions right now; a person will follow up."
 

@@ -87,12 +87,20 @@ class Runtime:
         self.sessions, self.keys, self.audit = SessionStore(self.db), KeyStore(self.db), AuditLog(self.db)
         self.journal = Journal(settings.data_dir / "journal")
         self.replayer = JournalReplayer(self.journal, self.sessions)
-        self.extractive, self.generator = build_generation(settings, self.tokenizer)
-        # healing plugs in here, one line each, e.g. ``self.router = build_router(settings, self.extractive)``
+        self.extractive, self.router = build_generation(settings, self.tokenizer)
+        self.generator: Generator = self.router  # providers in order, breakers, extractive last
         self.pipeline = build_pipeline(
-            settings, self.sessions, self.retriever, self.generator, self.extractive, self.journal
+            settings,
+            self.sessions,
+            self.retriever,
+            self.generator,
+            self.extractive,
+            self.journal,
+            longest_call_s=self.router.longest_timeout_s(),
         )
         self.health = build_health(settings, self.db, self.vectors, self.embedder, self.generator)
+        for name in self.router.names()[:-1]:  # one optional check per remote provider, under generation
+            self.health.add(f"provider:{name}", self.router.health_check(name), critical=False, needed_by="generation")
         alerting = build_alerting(settings, self.db, self.health)
         self.incidents, self.silences, self.notifier = alerting.incidents, alerting.silences, alerting.notifier
         self.stall_alert, self.alerts = alerting.stall_alert, alerting.service
@@ -156,8 +164,7 @@ class Runtime:
         self.filler.stop()
         self.pipeline.close()
         self.health.close()
-        if self.generator is not self.extractive:
-            self.generator.close()  # type: ignore[attr-defined]
+        self.router.close()
         self._process_globals.undo()
         self.db.dispose()
 

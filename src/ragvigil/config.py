@@ -116,6 +116,38 @@ class OpenAISettings(Section):
     temperature: float = Field(0.2, ge=0, le=2)
 
 
+class BreakerSettings(Section):
+    """A provider's circuit breaker (count-based window, Resilience4j semantics; see providers/breaker.py)."""
+
+    window_size: int = Field(20, ge=1, le=1000, description="calls kept in the sliding window")
+    minimum_calls: int = Field(5, ge=1, le=1000, description="calls in the window before it can open")
+    failure_rate: float = Field(0.5, gt=0, le=1, description="fraction of failed calls that opens it")
+    slow_call_rate: float = Field(0.8, gt=0, le=1, description="fraction of slow calls that opens it")
+    slow_call_s: float = Field(10.0, gt=0, le=600, description="a call at least this long is slow")
+    open_s: float = Field(30.0, ge=0, le=3600, description="seconds open before half-open probes")
+    half_open_calls: int = Field(2, ge=1, le=100, description="probes admitted half-open; all must succeed")
+
+    @model_validator(mode="after")
+    def _minimum_fits_window(self) -> BreakerSettings:
+        if self.minimum_calls > self.window_size:
+            raise ValueError("minimum_calls must not exceed window_size")
+        return self
+
+
+class ProviderSettings(OpenAISettings):
+    """One entry of ``[[providers]]``, tried in order; ``extractive`` (no model, never fails) ends the list."""
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9_.-]{1,64}$")
+    kind: Literal["openai", "extractive"] = "openai"
+    max_concurrency: int = Field(16, ge=1, le=1024, description="calls in flight at once; past it: the next one")
+    context_tokens: int = Field(8192, ge=256, le=2_000_000, description="the model's context window, in tokens")
+    retries: int = Field(2, ge=0, le=5, description="further attempts on a 5xx, 429 or malformed answer")
+    backoff_initial_s: float = Field(0.2, gt=0, le=10, description="first backoff (jittered, doubling)")
+    backoff_max_s: float = Field(2.0, gt=0, le=60, description="longest backoff between attempts")
+    retry_after_max_s: float = Field(5.0, ge=0, le=60, description="a longer Retry-After fails over instead")
+    breaker: BreakerSettings = BreakerSettings()
+
+
 class RetrievalSettings(Section):
     """Knobs of hybrid retrieval and chunking."""
 
@@ -298,6 +330,9 @@ class Settings(BaseSettings):
     default_kb: str = Field("default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     generator: Literal["extractive", "openai"] = "extractive"
     openai: OpenAISettings = OpenAISettings()
+    providers: list[ProviderSettings] = Field(
+        [], description="ordered providers; empty: `generator` + [openai]; extractive is appended when missing"
+    )
     retrieval: RetrievalSettings = RetrievalSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_retention_days: dict[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], int | None] = Field(
@@ -380,6 +415,16 @@ class Settings(BaseSettings):
                     "when log_message_contents is on"
                 ) from exc
         return self
+
+    @field_validator("providers")
+    @classmethod
+    def _providers_in_order(cls, v: list[ProviderSettings]) -> list[ProviderSettings]:
+        names = [p.name for p in v]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"provider names must be unique: {', '.join(dupes)}")
+        if any(p.kind == "extractive" for p in v[:-1]):
+            raise ValueError("the extractive provider never fails, so it must be the last one")
+        return v
 
     @field_validator("data_dir")
     @classmethod

@@ -38,6 +38,11 @@ def start_problems(settings: Settings, *, host: str | None = None, admin_key: bo
         problems.append(Problem("error", "host", exposed))
     if settings.profile.value == "production" and settings.openai.api_key.get_secret_value().lower() in DEFAULT_SECRETS:
         problems.append(Problem("error", "openai.api_key", "a well-known default secret; set a real one"))
+    for p in settings.providers if settings.profile.value == "production" else []:
+        if p.api_key.get_secret_value().lower() in DEFAULT_SECRETS:
+            problems.append(
+                Problem("error", f"providers[{p.name}].api_key", "a well-known default secret; set a real one")
+            )
     if settings.alerts.enabled and settings.alerts.rules_file is not None:
         from ragvigil.ops.alerts.rules import RuleFileError, load_rule_file
 

@@ -71,3 +71,4 @@ class Generation:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     model: str | None = None  # the model asked (set by MeteredGenerator), for the trace's GenAI attributes
+    degraded_reason: str | None = None  # set by the router when a fallback answered: why the preferred ones did not

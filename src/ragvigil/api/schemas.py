@@ -54,6 +54,7 @@ class ChatResponse(BaseModel):
     sources: list[Source]
     degraded: bool
     degraded_reasons: list[str] = []
+    provider: str | None = None  # which provider answered (none: no passage, nothing was asked)
     latency_ms: float
 
 

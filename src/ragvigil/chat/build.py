@@ -15,9 +15,10 @@ from ragvigil.ops.message_log import EncryptedMessageLog
 from ragvigil.providers.base import Generator
 
 
-def turn_budget_s(settings: Settings) -> float:
-    """A turn's time budget: the generator's own timeout is its longest legitimate wait, so leave room for it."""
-    return settings.retrieval.turn_budget_s or max(60.0, settings.openai.timeout_s + 30.0)
+def turn_budget_s(settings: Settings, longest_call_s: float | None = None) -> float:
+    """A turn's time budget: the longest provider timeout is its longest legitimate wait, so leave room for it."""
+    longest = settings.openai.timeout_s if longest_call_s is None else longest_call_s
+    return settings.retrieval.turn_budget_s or max(60.0, longest + 30.0)
 
 
 def build_pipeline(
@@ -27,9 +28,10 @@ def build_pipeline(
     generator: Generator,
     extractive: Generator,
     journal: Journal,
+    longest_call_s: float | None = None,
 ) -> ChatPipeline:
     rs = settings.retrieval
-    budget_s = turn_budget_s(settings)
+    budget_s = turn_budget_s(settings, longest_call_s)
     stages: list[Stage] = [
         LoadHistory(sessions, rs.history_turns),
         Retrieve(retriever, budget_s=budget_s, context_chars=rs.context_chars),

@@ -340,6 +340,8 @@ class Generate(BaseStage):
         else:
             try:
                 turn.generation = self.generator.generate(req)
+                if turn.generation.degraded_reason:  # the router answered through its last resort
+                    turn.degrade(turn.generation.degraded_reason)
             except ProviderError as exc:
                 turn.degrade(f"{self.generator.name} failed ({exc.kind}); answered by {self.fallback.name}")
                 log.warning("generator_failed", extra={"provider": self.generator.name, "error": str(exc)})
@@ -357,21 +359,27 @@ class Generate(BaseStage):
             yield turn.generation.text
         else:
             parts: list[str] = []
-            provider = self.generator
+            stream = self.generator.stream(req)
+            # a routed stream says who answered (and why a fallback did) once it is read
+            name, model = self.generator.name, getattr(self.generator, "model", None)
             try:
-                for delta in self.generator.stream(req):
+                for delta in stream:
                     parts.append(delta)
                     yield delta
+                name, model = getattr(stream, "provider", None) or name, getattr(stream, "model", None) or model
+                if reason := getattr(stream, "degraded_reason", None):
+                    turn.degrade(reason)
             except ProviderError as exc:
-                turn.degrade(f"{self.generator.name} failed ({exc.kind}); answered by {self.fallback.name}")
-                provider = self.fallback
+                failed = getattr(stream, "provider", None) or self.generator.name
+                turn.degrade(f"{failed} failed ({exc.kind}); answered by {self.fallback.name}")
+                name, model = self.fallback.name, getattr(self.fallback, "model", None)
                 if parts:
                     yield "\n\n"
                     parts.append("\n\n")
                 for delta in self.fallback.stream(req):
                     parts.append(delta)
                     yield delta
-            turn.generation = Generation("".join(parts).strip(), provider.name, model=getattr(provider, "model", None))
+            turn.generation = Generation("".join(parts).strip(), name, model=model)
         finish(turn, req)
 
     def span_attributes(self, turn: Turn) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from ragvigil.cli.config import config_app, migrate
 from ragvigil.cli.keys import audit, keys_app
 from ragvigil.cli.knowledge import ask, ingest, search
 from ragvigil.cli.logs import logs_app
+from ragvigil.cli.providers import providers_app
 from ragvigil.cli.serve import serve
 
 app = typer.Typer(help="ragvigil: a knowledge-base chat service that runs itself.", no_args_is_help=True)
@@ -21,5 +22,6 @@ app.add_typer(config_app, name="config")
 app.add_typer(logs_app, name="logs")
 app.add_typer(keys_app, name="keys")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(providers_app, name="providers")
 for command in (migrate, ingest, search, ask, serve, audit):
     app.command()(command)

@@ -121,7 +121,8 @@ IN_FLIGHT = _InFlight()
 HTTP_IN_FLIGHT.set_function(lambda: IN_FLIGHT.value)
 LLM_REQUESTS = Counter(
     "ragvigil_llm_requests_total",
-    "Generator calls by provider, model and outcome (ok, timeout, unavailable, rejected, error).",
+    "Generator calls by provider, model and outcome (ok, timeout, unavailable, rate_limited, malformed, "
+    "rejected, key_rejected, context_too_long, error).",
     ["provider", "model", "outcome"],
     registry=REGISTRY,
 )
@@ -228,5 +229,36 @@ NOTIFICATION_CHANNEL_UP = Gauge(
     "ragvigil_notification_channel_up",
     "1 while a notification channel delivers, 0 after three failed deliveries in a row.",
     ["channel"],
+    registry=REGISTRY,
+)
+PROVIDER_BREAKER_STATE = Gauge(
+    "ragvigil_provider_breaker_state",
+    "Circuit breaker state per configured provider: 0 closed, 1 open, 2 half-open.",
+    ["provider"],
+    registry=REGISTRY,
+)
+PROVIDER_BREAKER_TRANSITIONS = Counter(
+    "ragvigil_provider_breaker_transitions",
+    "Circuit breaker transitions per provider, from and to (closed, open, half_open).",
+    ["provider", "from", "to"],
+    registry=REGISTRY,
+)
+PROVIDER_RETRIES = Counter(
+    "ragvigil_provider_retries",
+    "Further attempts at the same provider, by the error kind that caused them.",
+    ["provider", "kind"],
+    registry=REGISTRY,
+)
+PROVIDER_FAILOVERS = Counter(
+    "ragvigil_provider_failovers",
+    "Turns passed on to the next provider, by the provider left and why (an error kind, breaker_open, "
+    "key_rejected, busy, no_time).",
+    ["provider", "reason"],
+    registry=REGISTRY,
+)
+PROVIDER_KEY_REJECTED = Gauge(
+    "ragvigil_provider_key_rejected",
+    "1 while a provider's API key is marked bad (it answered 401/403); an operator resets it.",
+    ["provider"],
     registry=REGISTRY,
 )

@@ -1,22 +1,19 @@
-"""Builds the generators of one instance: the extractive one (never fails) and the configured one.
+"""Builds the generators of one instance: the extractive one (never fails) and the provider router.
 
-Why a builder here: which generator answers is a provider decision (``settings.generator``); the
-runtime and the pipeline only see the ``Generator`` protocol.
+Why a builder here: which provider answers is a provider decision (``settings.providers``, or the
+older ``generator``/``openai`` pair); the runtime and the pipeline only see the ``Generator`` protocol.
 """
 
 from __future__ import annotations
 
 from ragvigil.config import Settings
 from ragvigil.knowledge.tokenize import Tokenizer
-from ragvigil.providers.base import Generator
 from ragvigil.providers.extractive import ExtractiveGenerator
 from ragvigil.providers.metered import MeteredGenerator
-from ragvigil.providers.openai_compat import OpenAIGenerator
+from ragvigil.providers.router import ProviderRouter, build_router
 
 
-def build_generation(settings: Settings, tokenizer: Tokenizer) -> tuple[MeteredGenerator, Generator]:
-    """``(extractive, generator)``; the generator *is* the extractive one unless an LLM is configured."""
+def build_generation(settings: Settings, tokenizer: Tokenizer) -> tuple[MeteredGenerator, ProviderRouter]:
+    """``(extractive, router)``: the providers in order, each behind its breaker, ``extractive`` last."""
     extractive = MeteredGenerator(ExtractiveGenerator(tokenizer))
-    if settings.generator == "openai":
-        return extractive, MeteredGenerator(OpenAIGenerator(settings.openai), settings.openai.model)
-    return extractive, extractive
+    return extractive, build_router(settings, extractive)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
+from email.utils import parsedate_to_datetime
 
 import httpx
 
@@ -12,10 +14,15 @@ from ragvigil.config import OpenAISettings
 from ragvigil.providers.base import (
     Generation,
     GenerationRequest,
+    ProviderContextTooLong,
     ProviderError,
+    ProviderKeyRejected,
+    ProviderMalformed,
+    ProviderRateLimited,
+    ProviderRefused,
     ProviderRejected,
+    ProviderServerError,
     ProviderTimeout,
-    ProviderUnavailable,
 )
 
 SYSTEM_RULES = {
@@ -80,7 +87,7 @@ class OpenAIGenerator:
         try:
             text = data["choices"][0]["message"]["content"] or ""
         except (KeyError, IndexError, TypeError) as exc:
-            raise ProviderUnavailable(f"{self.name}: malformed response: {str(data)[:200]}") from exc
+            raise ProviderMalformed(f"{self.name}: malformed response: {str(data)[:200]}") from exc
         usage = data.get("usage") or {}
         return Generation(
             text.strip(),
@@ -115,7 +122,7 @@ class OpenAIGenerator:
                 try:
                     delta = json.loads(payload)["choices"][0].get("delta", {}).get("content")
                 except (ValueError, KeyError, IndexError) as exc:
-                    raise ProviderUnavailable(f"{self.name}: malformed stream chunk") from exc
+                    raise ProviderMalformed(f"{self.name}: malformed stream chunk") from exc
                 if delta:
                     yield delta
 
@@ -135,15 +142,47 @@ class OpenAIGenerator:
         self._client.close()
 
     def _raise_for(self, resp: httpx.Response) -> None:
-        if resp.status_code < 400:
+        """Map an error status onto the error kind the router's retry policy branches on."""
+        code = resp.status_code
+        if code < 400:
             return
         body = resp.text[:300]
-        if resp.status_code in (408, 429) or resp.status_code >= 500:
-            raise ProviderUnavailable(f"{self.name}: HTTP {resp.status_code}: {body}")
-        raise ProviderRejected(f"{self.name}: HTTP {resp.status_code}: {body}")
+        message = f"{self.name}: HTTP {code}: {body}"
+        if code == 429:
+            raise ProviderRateLimited(message, code, retry_after(resp.headers.get("retry-after")))
+        if code == 408 or code >= 500:
+            raise ProviderServerError(message, code, retry_after(resp.headers.get("retry-after")))
+        if code in (401, 403):
+            raise ProviderKeyRejected(message, code)
+        if code in (400, 413, 422) and CONTEXT_TOO_LONG.search(body):
+            raise ProviderContextTooLong(message, code)
+        raise ProviderRejected(message, code)
 
     def _call(self):  # type: ignore[no-untyped-def]
         return _translate_errors(self.name)
+
+
+# What OpenAI, vLLM, llama.cpp, DashScope and DeepSeek say when the prompt does not fit the model's window
+CONTEXT_TOO_LONG = re.compile(
+    r"context_length_exceeded|maximum context length|context (?:size|window|length)|too many tokens|"
+    r"prompt is too long|input is too long|exceeds the (?:available )?context",
+    re.IGNORECASE,
+)
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 class _translate_errors:
@@ -161,7 +200,7 @@ class _translate_errors:
         if isinstance(exc, httpx.TimeoutException):
             raise ProviderTimeout(f"{self.name}: timed out: {exc}") from exc
         if isinstance(exc, httpx.TransportError):
-            raise ProviderUnavailable(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+            raise ProviderRefused(f"{self.name}: {type(exc).__name__}: {exc}") from exc
         if isinstance(exc, ValueError):
-            raise ProviderUnavailable(f"{self.name}: bad response: {exc}") from exc
+            raise ProviderMalformed(f"{self.name}: bad response: {exc}") from exc
         return False

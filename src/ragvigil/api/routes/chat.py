@@ -54,6 +54,7 @@ def turn_response(turn: Turn) -> ChatResponse:
         sources=turn.sources,  # type: ignore[arg-type]
         degraded=turn.degraded,
         degraded_reasons=turn.degraded_reasons,
+        provider=turn.generation.provider if turn.generation else None,
         latency_ms=round(turn.latency_ms, 2),
     )
 

@@ -19,6 +19,7 @@ from ragvigil.knowledge.catalog import Catalog
 from ragvigil.knowledge.embeddings import CachedQueryEmbedder, E5Embedder
 from ragvigil.knowledge.ingest import Ingestor
 from ragvigil.knowledge.retrieval import HybridRetriever
+from ragvigil.knowledge.retrieval_mode import build_retrieval_mode
 from ragvigil.knowledge.tokenize import Tokenizer
 from ragvigil.knowledge.vector_filler import VectorFiller
 from ragvigil.knowledge.vectorstore import FaissVectorStore
@@ -81,9 +82,12 @@ class Runtime:
         self.vectors = FaissVectorStore(settings.index_dir, self.embedder.dim, rs.vector_index)
         self.catalog = Catalog(self.db)
         self.ingestor = Ingestor(self.catalog, self.tokenizer, rs, self.vectors, settings.ingest)
-        self.retriever = HybridRetriever(self.catalog, self.tokenizer, self.embedder, self.vectors, rs)
+        mode = build_retrieval_mode(settings.retrieval_mode, self.vectors, self.embedder)
+        self.retriever = HybridRetriever(self.catalog, self.tokenizer, self.embedder, self.vectors, rs, mode)
         # its own engine: a batch of passages must never make questions wait behind it
         self.filler = VectorFiller(self.db, E5Embedder(threads=rs.embed_threads), self.vectors, batch=rs.embed_batch)
+        self.filler.embedder.fault = self.embedder.inner.fault  # one embedding fault point for both engines
+        mode.on_recover.append(self.filler.requeue)  # vectors missed during an outage are filled in
         self.sessions = SessionStore(self.db)
         self.keys = KeyStore(self.db)
         self.audit = AuditLog(self.db)
@@ -202,6 +206,7 @@ class Runtime:
             except Exception:
                 log.exception("vector_index_resync_failed")
             self.filler.start()
+        self.retriever.mode.start()
         self._replayer = threading.Thread(target=self._replay_loop, name="journal-replay", daemon=True)
         self._replayer.start()
         self.notifier.start()
@@ -270,6 +275,7 @@ class Runtime:
         self.notifier.stop()
         if HEALTH_COLLECTOR.checks is self.health:
             HEALTH_COLLECTOR.checks = None
+        self.retriever.mode.stop()
         self.filler.stop()
         self.pipeline.close()
         self.health.close()

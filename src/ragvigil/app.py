@@ -11,6 +11,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from ragvigil.chat.history import SessionHistory
 from ragvigil.chat.journal import Journal
 from ragvigil.chat.pipeline import ChatPipeline, Generate, LoadHistory, Persist, RecordContents, Retrieve
 from ragvigil.chat.sessions import SessionStore
@@ -91,7 +92,8 @@ class Runtime:
         self.sessions = SessionStore(self.db)
         self.keys = KeyStore(self.db)
         self.audit = AuditLog(self.db)
-        self.journal = Journal(settings.data_dir / "journal")
+        j = settings.journal
+        self.journal = Journal(settings.data_dir / "journal", j.max_entries, j.max_bytes, j.retry_after_s)
         metrics.JOURNAL_REJECTED_TURNS.set(len(self.journal.rejected()))
         self.extractive = MeteredGenerator(ExtractiveGenerator(self.tokenizer))
         self.generator: Generator = (
@@ -101,8 +103,9 @@ class Runtime:
         )
         # the generator's own timeout is the longest legitimate wait of a turn: the budget leaves room for it
         budget_s = rs.turn_budget_s or max(60.0, settings.openai.timeout_s + 30.0)
+        self.history = SessionHistory(self.sessions, self.journal)  # the database merged with journaled turns
         stages = [
-            LoadHistory(self.sessions, rs.history_turns),
+            LoadHistory(self.history, rs.history_turns),
             Retrieve(self.retriever, budget_s=budget_s, context_chars=rs.context_chars),
             Generate(self.generator, self.extractive, budget_s=budget_s),
             Persist(self.sessions, self.journal),

@@ -12,6 +12,7 @@ from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ragvigil.chat.journal import JournalFull
 from ragvigil.chat.pipeline import DependencyUnavailable, UnstorableTurn
 from ragvigil.chat.sessions import SessionNotFound
 from ragvigil.knowledge.catalog import KnowledgeBaseNotFound
@@ -113,6 +114,17 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body("dependency_unavailable", "the database is unavailable; try again shortly"),
             status_code=503,
             headers={"Retry-After": "5"},
+        )
+
+    @app.exception_handler(JournalFull)
+    async def _journal_full(_: Request, exc: JournalFull) -> JSONResponse:
+        # the database is down and the journal at its bound: this turn was not kept, so say so and when to retry
+        return JSONResponse(
+            error_body(
+                exc.code, "the database is unavailable and the journal of pending turns is full; try again later"
+            ),
+            status_code=exc.status,
+            headers={"Retry-After": str(exc.retry_after)},
         )
 
     @app.exception_handler(UnstorableTurn)

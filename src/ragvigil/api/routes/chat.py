@@ -14,6 +14,7 @@ from ragvigil.api.errors import ApiError
 from ragvigil.api.schemas import ChatRequest, ChatResponse, MessageOut
 from ragvigil.api.session_access import caller_owner, require_kb, require_own_session, require_readable
 from ragvigil.app import Runtime
+from ragvigil.chat.journal import JournalFull
 from ragvigil.chat.pipeline import DependencyUnavailable, Turn, UnstorableTurn
 from ragvigil.ops.access import Principal, Role
 from ragvigil.ops.logging import session_id_var, user_id_var
@@ -106,6 +107,8 @@ async def chat_stream(
 
 
 def _stream_error(exc: Exception) -> dict[str, str]:
+    if isinstance(exc, JournalFull):
+        return {"code": exc.code, "message": "the database is unavailable and the journal is full; try again later"}
     if isinstance(exc, UnstorableTurn):
         return {"code": "unstorable_input", "message": str(exc)}
     if isinstance(exc, DependencyUnavailable):
@@ -121,7 +124,10 @@ async def session_messages(
     rt: Runtime = Depends(get_runtime),
     who: Principal = Depends(get_principal),
 ) -> list[MessageOut]:
-    """The session's messages, for its owner (caller and ``user_id``) or an operator/admin (audited)."""
-    await require_readable(rt, who, request, session_id, user_id, "messages")
-    rows = await run_in_threadpool(rt.sessions.messages, session_id)
+    """The session's messages, for its owner (caller and ``user_id``) or an operator/admin (audited).
+
+    Turns kept in the journal (database down, or not yet replayed) are merged in: no gap, no duplicate.
+    """
+    owner = await require_readable(rt, who, request, session_id, user_id, "messages")
+    rows = await run_in_threadpool(rt.history.messages, session_id, owner)
     return [MessageOut.model_validate(r, from_attributes=True) for r in rows]

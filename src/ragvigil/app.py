@@ -83,17 +83,14 @@ class Runtime:
         self.vectors = FaissVectorStore(settings.index_dir, self.embedder.dim, rs.vector_index)
         self.catalog = Catalog(self.db)
         self.ingestor = Ingestor(self.catalog, self.tokenizer, rs, self.vectors, settings.ingest)
-        mode = build_retrieval_mode(settings.retrieval_mode, self.vectors, self.embedder)
-        self.retriever = HybridRetriever(self.catalog, self.tokenizer, self.embedder, self.vectors, rs, mode)
         # its own engine: a batch of passages must never make questions wait behind it
         self.filler = VectorFiller(self.db, E5Embedder(threads=rs.embed_threads), self.vectors, batch=rs.embed_batch)
-        self.filler.embedder.fault = self.embedder.inner.fault  # one embedding fault point for both engines
-        mode.on_recover.append(self.filler.requeue)  # vectors missed during an outage are filled in
+        mode = build_retrieval_mode(settings.retrieval_mode, self.vectors, self.embedder, self.filler)
+        self.retriever = HybridRetriever(self.catalog, self.tokenizer, self.embedder, self.vectors, rs, mode)
         self.sessions = SessionStore(self.db)
         self.keys = KeyStore(self.db)
         self.audit = AuditLog(self.db)
-        j = settings.journal
-        self.journal = Journal(settings.data_dir / "journal", j.max_entries, j.max_bytes, j.retry_after_s)
+        self.journal = Journal.build(settings.data_dir / "journal", settings.journal)
         metrics.JOURNAL_REJECTED_TURNS.set(len(self.journal.rejected()))
         self.extractive = MeteredGenerator(ExtractiveGenerator(self.tokenizer))
         self.generator: Generator = (

@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ragvigil.chat.sessions import LEGACY_OWNER, SessionStore, StoredMessage
+from ragvigil.config import JournalSettings
 from ragvigil.ops import metrics
 from ragvigil.storage.errors import describe, is_outage
 
@@ -77,14 +78,21 @@ class Journal:
             tmp.unlink(missing_ok=True)
         self.rescan()
 
+    @classmethod
+    def build(cls, directory: Path, settings: JournalSettings) -> Journal:
+        """The journal in ``directory`` with the configured bounds."""
+        return cls(directory, settings.max_entries, settings.max_bytes, settings.retry_after_s)
+
     def rescan(self) -> None:
         """Rebuild the index from the directory (another process, e.g. the CLI, may have replayed)."""
+        with self._lock:  # entries indexed already are not read again (the replay rescans every pass)
+            known = {p: sid for sid, paths in self._by_session.items() for p in paths}
         sizes: dict[Path, int] = {}
         by_session: dict[str, set[Path]] = {}
         for path in self.pending():
             try:
                 sizes[path] = path.stat().st_size
-                session_id = json.loads(path.read_text(encoding="utf-8"))["session_id"]
+                session_id = known.get(path) or json.loads(path.read_text(encoding="utf-8"))["session_id"]
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # gone meanwhile, or unreadable: the replay sets it aside
             by_session.setdefault(session_id, set()).add(path)

@@ -191,6 +191,17 @@ def vector_side_probe(store: object, embedder: object, timeout_s: float) -> Prob
     return probe
 
 
-def build_retrieval_mode(settings: RetrievalModeSettings, store: object, embedder: object) -> RetrievalMode:
-    """The runtime's retrieval mode, probing ``store`` and ``embedder`` (the composition root calls this)."""
-    return RetrievalMode(vector_side_probe(store, embedder, settings.probe_timeout_s), settings)
+def build_retrieval_mode(
+    settings: RetrievalModeSettings, store: object, embedder: object, filler: object | None = None
+) -> RetrievalMode:
+    """The runtime's retrieval mode, probing ``store`` and the query ``embedder`` (the composition root calls this).
+
+    With the vector ``filler``: its passage engine shares the query engine's fault point (an embedding
+    fault is one fault), and the chunks whose vectors were missed are re-queued when hybrid is back.
+    """
+    mode = RetrievalMode(vector_side_probe(store, embedder, settings.probe_timeout_s), settings)
+    if filler is not None:
+        inner = getattr(embedder, "inner", embedder)
+        filler.embedder.fault = inner.fault  # type: ignore[attr-defined]
+        mode.on_recover.append(filler.requeue)  # type: ignore[attr-defined]
+    return mode

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ragvigil.chat.build import build_pipeline
+from ragvigil.chat.history import SessionHistory
 from ragvigil.chat.journal import Journal, JournalReplayer
 from ragvigil.chat.pipeline import Persist
 from ragvigil.chat.sessions import SessionStore
@@ -85,13 +86,15 @@ class Runtime:
         self.tokenizer, self.embedder, self.vectors, self.catalog = k.tokenizer, k.embedder, k.vectors, k.catalog
         self.ingestor, self.retriever, self.filler = k.ingestor, k.retriever, k.filler
         self.sessions, self.keys, self.audit = SessionStore(self.db), KeyStore(self.db), AuditLog(self.db)
-        self.journal = Journal(settings.data_dir / "journal")
+        self.journal = Journal.build(settings.data_dir / "journal", settings.journal)
+        self.history = SessionHistory(self.sessions, self.journal)  # the database merged with journaled turns
         self.replayer = JournalReplayer(self.journal, self.sessions)
         self.extractive, self.router = build_generation(settings, self.tokenizer)
         self.generator: Generator = self.router  # providers in order, breakers, extractive last
         self.pipeline = build_pipeline(
             settings,
             self.sessions,
+            self.history,
             self.retriever,
             self.generator,
             self.extractive,
@@ -106,7 +109,13 @@ class Runtime:
         self.stall_alert, self.alerts = alerting.stall_alert, alerting.service
         self.log_retention = LogRetention(settings.log_dir, settings.log_retention_days)
         # started in this order by start_background, stopped in reverse by close; a subsystem appends its own
-        self.background: list[Background] = [self.replayer, self.log_retention, k.pending_gauge, self.notifier]
+        self.background: list[Background] = [
+            self.replayer,
+            self.log_retention,
+            k.pending_gauge,
+            self.retriever.mode,
+            self.notifier,
+        ]
         if self.alerts is not None:
             self.background.append(self.alerts)
         self.started_at = time.time()

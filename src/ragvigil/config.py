@@ -190,6 +190,28 @@ class RetrievalSettings(Section):
         return self
 
 
+class RetrievalModeSettings(Section):
+    """When hybrid retrieval falls back to BM25 alone, and how it finds its way back by itself."""
+
+    trip_after: int = Field(
+        3, ge=1, le=1000, description="consecutive vector store / embedding failures that switch to lexical_only"
+    )
+    probe_interval_s: float = Field(
+        2.0, gt=0, le=300, description="seconds between background probes of the store and embedder while lexical_only"
+    )
+    probe_timeout_s: float = Field(2.0, gt=0, le=60, description="seconds one embedder probe may wait for an engine")
+
+
+class JournalSettings(Section):
+    """Bounds of the journal that keeps chat turns while the database is down (full: 503 journal_full)."""
+
+    max_entries: int = Field(10_000, ge=1, le=10_000_000, description="journaled turns waiting for replay")
+    max_bytes: int = Field(
+        100 * 1024 * 1024, ge=4096, description="bytes of journaled turns waiting for replay on disk"
+    )
+    retry_after_s: int = Field(5, ge=1, le=3600, description="Retry-After of the 503 when the journal is full")
+
+
 _MATCHER_TEXT = re.compile(r'^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)\s*"?.*?"?\s*$')
 ChannelType = Literal["webhook", "slack", "email", "dingtalk", "feishu", "wecom"]
 
@@ -389,6 +411,8 @@ class Settings(BaseSettings):
     )
     alerts: AlertSettings = AlertSettings()
     ingest: IngestSettings = IngestSettings()
+    retrieval_mode: RetrievalModeSettings = RetrievalModeSettings()
+    journal: JournalSettings = JournalSettings()
 
     @model_validator(mode="before")
     @classmethod

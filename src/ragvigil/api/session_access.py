@@ -38,16 +38,19 @@ async def require_kb(rt: Runtime, kb: str) -> None:
 async def require_own_session(rt: Runtime, turn: Turn) -> None:
     """A turn continuing a session must be its owner's (checked before a stream starts)."""
     if turn.session_id is not None and not turn.new_session:
-        await run_in_threadpool(rt.sessions.history, turn.session_id, 0, SessionOwner(turn.owner, turn.user_id))
+        await run_in_threadpool(rt.history.check_owner, turn.session_id, SessionOwner(turn.owner, turn.user_id))
 
 
 async def require_readable(
     rt: Runtime, who: Principal, request: Request, session_id: str, user_id: str | None, view: str
-) -> None:
-    """Let the owner read the session, or an operator/admin (audited); anyone else gets the unknown-session 404."""
-    owner = await run_in_threadpool(rt.sessions.owner, session_id)
+) -> SessionOwner:
+    """Let the owner read the session, or an operator/admin (audited); anyone else gets the unknown-session 404.
+
+    Returns the session's owner (from the database, or from the journal before the turn that opened it is replayed).
+    """
+    owner = await run_in_threadpool(rt.history.owner, session_id)
     if owner == SessionOwner(caller_owner(who), user_id):
-        return
+        return owner
     if not may_support_read(who):
         raise SessionNotFound(session_id)
     await run_in_threadpool(
@@ -59,3 +62,4 @@ async def require_readable(
         client_address(request),
         {"view": view, "owner": owner.owner},
     )
+    return owner

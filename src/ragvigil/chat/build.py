@@ -6,6 +6,7 @@ stage is one entry in the list below and nothing else changes.
 
 from __future__ import annotations
 
+from ragvigil.chat.history import SessionHistory
 from ragvigil.chat.journal import Journal
 from ragvigil.chat.pipeline import ChatPipeline, Generate, LoadHistory, Persist, RecordContents, Retrieve, Stage
 from ragvigil.chat.sessions import SessionStore
@@ -24,6 +25,7 @@ def turn_budget_s(settings: Settings, longest_call_s: float | None = None) -> fl
 def build_pipeline(
     settings: Settings,
     sessions: SessionStore,
+    history: SessionHistory,
     retriever: HybridRetriever,
     generator: Generator,
     extractive: Generator,
@@ -33,7 +35,7 @@ def build_pipeline(
     rs = settings.retrieval
     budget_s = turn_budget_s(settings, longest_call_s)
     stages: list[Stage] = [
-        LoadHistory(sessions, rs.history_turns),
+        LoadHistory(history, rs.history_turns),
         Retrieve(retriever, budget_s=budget_s, context_chars=rs.context_chars),
         Generate(generator, extractive, budget_s=budget_s),
         Persist(sessions, journal),

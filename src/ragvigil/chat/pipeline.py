@@ -29,9 +29,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from ragvigil.chat.journal import Journal
+from ragvigil.chat.history import SessionHistory
+from ragvigil.chat.journal import Journal, JournalFull
 from ragvigil.chat.observers import PipelineObserver, default_observers, deliver_stage
-from ragvigil.chat.sessions import ANONYMOUS_OWNER, SessionNotFound, SessionOwner, SessionStore, StoredMessage
+from ragvigil.chat.sessions import ANONYMOUS_OWNER, SessionOwner, SessionStore, StoredMessage
 from ragvigil.chat.streaming import DetachedStream
 from ragvigil.errors import DependencyUnavailable, UnstorableInput
 from ragvigil.knowledge.retrieval import HybridRetriever
@@ -216,12 +217,12 @@ def finish_turn(turn: Turn, observers: Sequence[PipelineObserver]) -> None:
 
 
 class LoadHistory(BaseStage):
-    """Recent turns of the session, for follow-up questions and the prompt."""
+    """Recent turns of the session, for follow-up questions and the prompt (journaled ones included)."""
 
     name = "history"
 
-    def __init__(self, sessions: SessionStore, turns: int) -> None:
-        self.sessions = sessions
+    def __init__(self, history: SessionHistory, turns: int) -> None:
+        self.history = history
         self.turns = turns
 
     def __call__(self, turn: Turn) -> None:
@@ -229,12 +230,10 @@ class LoadHistory(BaseStage):
         turn.open_session()
         if turn.new_session:
             return
-        try:
-            turn.history = self.sessions.history(turn.session_id, self.turns, SessionOwner(turn.owner, turn.user_id))
-        except SessionNotFound:
-            raise
-        except SQLAlchemyError as exc:
-            turn.degrade(f"history unavailable: {type(exc).__name__}")
+        owner = SessionOwner(turn.owner, turn.user_id)
+        turn.history, problem = self.history.recent(turn.session_id, self.turns, owner)
+        if problem:
+            turn.degrade(f"history unavailable: {problem}")
 
     def span_attributes(self, turn: Turn) -> dict[str, Any]:
         return {semconv.SPAN_KIND: semconv.CHAIN, "ragvigil.history_turns": len(turn.history) // 2}
@@ -470,8 +469,7 @@ class Persist(BaseStage):
         answer = turn.answer or "".join(turn.partial)  # a snapshot: the turn may still be running
         msgs = self.messages(turn, answer.strip() or INTERRUPTED[turn.language])
         msgs[1].degraded = True
-        self.journal.write(turn.session_id, turn.kb, turn.user_id, msgs, owner=turn.owner)
-        metrics.JOURNAL_PENDING.set(len(self.journal.pending()))
+        self.journal.write(turn.session_id, turn.kb, turn.user_id, msgs, owner=turn.owner, new_session=turn.new_session)
         return True
 
     def __call__(self, turn: Turn) -> None:
@@ -494,11 +492,15 @@ class Persist(BaseStage):
         assert turn.session_id is not None
         msgs[1].degraded = True
         try:
-            self.journal.write(turn.session_id, turn.kb, turn.user_id, msgs, owner=turn.owner)
+            self.journal.write(
+                turn.session_id, turn.kb, turn.user_id, msgs, owner=turn.owner, new_session=turn.new_session
+            )
+        except JournalFull:
+            log.error("chat_turn_refused_journal_full", extra={"session_id": turn.session_id})
+            raise  # a clear 503 with Retry-After: the turn is refused, never silently dropped
         except OSError as jexc:
             raise DependencyUnavailable(f"database and journal both failed: {exc}; {jexc}") from jexc
         turn.persisted_to = "journal"
-        metrics.JOURNAL_PENDING.set(len(self.journal.pending()))
 
     def span_attributes(self, turn: Turn) -> dict[str, Any]:
         return {semconv.SPAN_KIND: semconv.CHAIN, "ragvigil.persisted_to": turn.persisted_to}

@@ -76,19 +76,23 @@ class SessionStore:
 
     def history(self, session_id: str, turns: int, owner: SessionOwner | None = None) -> list[tuple[str, str]]:
         """The last ``turns`` user/assistant pairs, oldest first; another ``owner``'s session is not found."""
+        return [(m.role, m.content) for m in self.recent(session_id, turns * 2, owner)]
+
+    def recent(self, session_id: str, limit: int, owner: SessionOwner | None = None) -> list[StoredMessage]:
+        """The last ``limit`` messages (ids and times too, so journaled copies can be merged), oldest first."""
         with self.db.session() as s:
             row = s.get(ChatSession, session_id)
             if row is None or (owner is not None and SessionOwner(row.owner, row.user_id) != owner):
                 raise SessionNotFound(session_id)
-            if turns <= 0:
+            if limit <= 0:
                 return []
             rows = s.execute(
-                select(Message.role, Message.content)
+                select(Message.id, Message.role, Message.content, Message.created_at)
                 .where(Message.session_id == session_id)
                 .order_by(Message.seq.desc())
-                .limit(turns * 2)
+                .limit(limit)
             ).all()
-        return [(r.role, r.content) for r in reversed(rows)]
+        return [StoredMessage(r.id, r.role, r.content, r.created_at) for r in reversed(rows)]
 
     def append(
         self, session_id: str, kb: str, user_id: str | None, messages: list[StoredMessage], *, owner: str

@@ -14,6 +14,7 @@ from ragvigil.knowledge.catalog import Catalog
 from ragvigil.knowledge.embeddings import CachedQueryEmbedder, E5Embedder
 from ragvigil.knowledge.ingest import Ingestor
 from ragvigil.knowledge.retrieval import HybridRetriever
+from ragvigil.knowledge.retrieval_mode import build_retrieval_mode
 from ragvigil.knowledge.tokenize import Tokenizer
 from ragvigil.knowledge.vector_filler import VectorFiller
 from ragvigil.knowledge.vectorstore import FaissVectorStore
@@ -44,8 +45,10 @@ def build_knowledge(settings: Settings, db: Database) -> Knowledge:
     vectors = FaissVectorStore(settings.index_dir, embedder.dim, rs.vector_index)
     catalog = Catalog(db)
     ingestor = Ingestor(catalog, tokenizer, rs, vectors, settings.ingest)
-    retriever = HybridRetriever(catalog, tokenizer, embedder, vectors, rs)
     # its own engine: a batch of passages must never make questions wait behind it
     filler = VectorFiller(db, E5Embedder(threads=rs.embed_threads), vectors, batch=rs.embed_batch)
+    # hybrid, or BM25 alone while the vector side fails; back by itself (a background prober)
+    mode = build_retrieval_mode(settings.retrieval_mode, vectors, embedder, filler)
+    retriever = HybridRetriever(catalog, tokenizer, embedder, vectors, rs, mode)
     gauge = Periodic("vectors-pending", 5.0, lambda: metrics.VECTORS_PENDING.set(ingestor.pending_vectors()))
     return Knowledge(tokenizer, embedder, vectors, catalog, ingestor, retriever, filler, gauge)

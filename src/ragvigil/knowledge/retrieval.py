@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from ragvigil.config import RetrievalSettings
 from ragvigil.knowledge.catalog import Catalog
-from ragvigil.knowledge.embeddings import Embedder, EmbedderBusy
+from ragvigil.knowledge.embeddings import Embedder, EmbedderBusy, EmbedderUnavailable
 from ragvigil.knowledge.lexical import ChunkRecord
+from ragvigil.knowledge.retrieval_mode import RetrievalMode, vector_side_probe
 from ragvigil.knowledge.tokenize import Tokenizer
 from ragvigil.knowledge.vectorstore import VectorStore, VectorStoreError
 from ragvigil.types import Hit, Retrieval
@@ -38,12 +39,15 @@ class HybridRetriever:
         embedder: Embedder | None,
         store: VectorStore | None,
         settings: RetrievalSettings,
+        mode: RetrievalMode | None = None,
     ) -> None:
         self.catalog = catalog
         self.tokenizer = tokenizer
         self.embedder = embedder
         self.store = store
         self.settings = settings
+        # hybrid, or lexical_only while the vector side is down (it probes its way back)
+        self.mode = mode or RetrievalMode(vector_side_probe(store, embedder, 2.0))
 
     def search(
         self, kb: str, query: str, k: int | None = None, mode: str = "hybrid", embed_wait_s: float | None = None
@@ -52,6 +56,9 @@ class HybridRetriever:
 
         ``embed_wait_s`` bounds the wait for a free embedding engine; when it runs out, BM25 answers
         alone and ``vector_error`` says why (a turn's time budget, not a queue, decides how long).
+        While ``self.mode`` is lexical_only a hybrid search skips the vector side at once (it says
+        so in ``vector_error``); a store or embedder failure counts towards that switch, a busy
+        engine does not (it is load, not an outage).
         """
         k = k or self.settings.top_k
         n = max(self.settings.candidates, k)
@@ -65,15 +72,21 @@ class HybridRetriever:
 
         lexical = index.search(tokens, n) if mode in ("hybrid", "bm25") else []
         vector: list[tuple[ChunkRecord, float]] = []
-        if mode in ("hybrid", "vector") and self.embedder is not None and self.store is not None:
+        if mode == "hybrid" and self.mode.lexical_only:
+            result.vector_error = f"retrieval is lexical_only: {self.mode.reason()}"
+        elif mode in ("hybrid", "vector") and self.embedder is not None and self.store is not None:
             try:
                 qvec = self.embedder.embed_query(query, embed_wait_s)
                 for chunk_id, score in self.store.search(kb, qvec, n):
                     pos = index.positions.get(chunk_id)
                     if pos is not None:
                         vector.append((index.records[pos], score))
-            except (VectorStoreError, EmbedderBusy) as exc:
+                self.mode.record_success()
+            except EmbedderBusy as exc:
                 result.vector_error = str(exc)
+            except (VectorStoreError, EmbedderUnavailable) as exc:
+                result.vector_error = str(exc)
+                self.mode.record_failure(str(exc))
 
         fused: dict[int, Hit] = {}
         for rank, (rec, score) in enumerate(lexical, 1):

@@ -3,6 +3,9 @@
 Embedding is the slow step (about 1 passage/s for 500 Chinese characters on 2 cores), so it
 never blocks ingestion. On start, ``resync`` compares the on-disk index with the database
 and queues whatever the index lacks (after a crash, or a CLI ingest with deferred vectors).
+``requeue`` does the same when the vector store is back from an outage: chunks ingested
+meanwhile, or whose vectors the store failed to take, are filled in (the retrieval mode
+calls it when it switches back to hybrid; a remediation action may too).
 """
 
 from __future__ import annotations
@@ -62,6 +65,14 @@ class VectorFiller:
                 .values(vector_status="pending")
             )
         self.store.flush()
+        return requeued
+
+    def requeue(self) -> int:
+        """Re-queue every chunk whose vector the index lacks and wake the worker; returns how many."""
+        requeued = self.resync()
+        self.wake()
+        if requeued:
+            log.warning("vectors_requeued", extra={"requeued_chunks": requeued})
         return requeued
 
     def run_once(self) -> int:
@@ -131,7 +142,10 @@ class VectorFiller:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        self.store.flush()
+        try:
+            self.store.flush()
+        except Exception:  # a store that is down must not stop the shutdown; a restart resyncs the index
+            log.exception("vector_flush_failed")
 
     def _loop(self) -> None:
         last_flush = time.monotonic()

@@ -103,6 +103,35 @@ JOURNAL_REJECTED_TURNS = Gauge(
     "Journaled chat turns set aside in journal/rejected, waiting for a person (kept on disk, never replayed).",
     registry=REGISTRY,
 )
+JOURNAL_BYTES = Gauge(
+    "ragvigil_journal_pending_bytes",
+    "Bytes of journaled chat turns waiting for replay (bounded by journal.max_bytes).",
+    registry=REGISTRY,
+)
+JOURNAL_FILL = Gauge(
+    "ragvigil_journal_fill_ratio",
+    "How full the journal is: the larger of pending turns / journal.max_entries and bytes / journal.max_bytes.",
+    registry=REGISTRY,
+)
+JOURNAL_FULL = Counter(
+    "ragvigil_journal_full_total",
+    "Chat turns refused with 503 journal_full: the database was down and the journal at its bound.",
+    registry=REGISTRY,
+)
+RETRIEVAL_MODE = Gauge(
+    "ragvigil_retrieval_mode",
+    "1 for the retrieval mode in force (hybrid, lexical_only), 0 for the other.",
+    ["mode"],
+    registry=REGISTRY,
+)
+RETRIEVAL_MODE_CHANGES = Counter(
+    "ragvigil_retrieval_mode_changes_total",
+    "Switches of the retrieval mode, by the mode switched to (hybrid, lexical_only).",
+    ["mode"],
+    registry=REGISTRY,
+)
+for _mode in ("hybrid", "lexical_only"):
+    RETRIEVAL_MODE_CHANGES.labels(_mode)
 HTTP_IN_FLIGHT = Gauge(
     "ragvigil_http_requests_in_flight",
     "HTTP requests being served right now.",

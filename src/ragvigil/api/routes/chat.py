@@ -121,7 +121,10 @@ async def session_messages(
     rt: Runtime = Depends(get_runtime),
     who: Principal = Depends(get_principal),
 ) -> list[MessageOut]:
-    """The session's messages, for its owner (caller and ``user_id``) or an operator/admin (audited)."""
-    await require_readable(rt, who, request, session_id, user_id, "messages")
-    rows = await run_in_threadpool(rt.sessions.messages, session_id)
+    """The session's messages, for its owner (caller and ``user_id``) or an operator/admin (audited).
+
+    Turns kept in the journal (database down, or not yet replayed) are merged in: no gap, no duplicate.
+    """
+    owner = await require_readable(rt, who, request, session_id, user_id, "messages")
+    rows = await run_in_threadpool(rt.history.messages, session_id, owner)
     return [MessageOut.model_validate(r, from_attributes=True) for r in rows]

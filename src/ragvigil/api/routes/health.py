@@ -56,6 +56,8 @@ async def deep_health(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
         "checks": {r.name: r.to_dict() | {"required_for_readiness": r.critical} for r in results},
         "graph": graph,
     }
+    if "vector_store" in body["checks"]:  # hybrid or lexical_only, and why: the store may pass while tripped
+        body["checks"]["vector_store"]["details"] = {"retrieval_mode": rt.retriever.mode.state()}
     return JSONResponse(body, status_code=503 if status == "unhealthy" else 200)
 
 

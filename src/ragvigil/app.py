@@ -25,6 +25,7 @@ from ragvigil.knowledge.vectorstore import FaissVectorStore
 from ragvigil.ops import instrumentation, metrics, semconv, tracing
 from ragvigil.ops.access import AuditLog, KeyStore, is_loopback
 from ragvigil.ops.admin_key import ensure_admin_key
+from ragvigil.ops.admission import build_admission
 from ragvigil.ops.alerts.channels import Notification, build_channel
 from ragvigil.ops.alerts.incidents import AlertNotice, IncidentStore
 from ragvigil.ops.alerts.notifier import Notifier
@@ -97,9 +98,11 @@ class Runtime:
         )
         # the generator's own timeout is the longest legitimate wait of a turn: the budget leaves room for it
         budget_s = rs.turn_budget_s or max(60.0, settings.openai.timeout_s + 30.0)
+        self.admission = build_admission(settings.admission, self.db)
+        self.features = self.admission.features
         stages = [
             LoadHistory(self.sessions, rs.history_turns),
-            Retrieve(self.retriever, budget_s=budget_s, context_chars=rs.context_chars),
+            Retrieve(self.retriever, budget_s=budget_s, context_chars=rs.context_chars, features=self.features),
             Generate(self.generator, self.extractive, budget_s=budget_s),
             Persist(self.sessions, self.journal),
         ]
@@ -265,6 +268,7 @@ class Runtime:
     def close(self) -> None:
         self.keep_unfinished_turns()  # a no-op unless a shutdown cut turns short
         self._stop.set()
+        self.admission.close()
         if self.alerts is not None:
             self.alerts.stop()
         self.notifier.stop()

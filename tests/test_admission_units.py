@@ -195,3 +195,12 @@ def test_bad_rate_limits_and_unordered_bounds_are_configuration_errors() -> None
         AdmissionSettings(per_key="lots")
     with pytest.raises(ValueError, match="min_limit <= initial_limit <= max_limit"):
         AdmissionSettings(initial_limit=100, max_limit=10)
+
+
+def test_a_limit_is_switched_off_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import make_settings
+
+    monkeypatch.setenv("RAGVIGIL_ADMISSION__PER_KEY", "off")
+    monkeypatch.setenv("RAGVIGIL_ADMISSION__PER_USER", "5/second;100/hour")
+    s = make_settings(tmp_path).admission
+    assert s.per_key is None and s.per_user == "5/second;100/hour"

@@ -284,8 +284,10 @@ class AdmissionSettings(Section):
     priority queue (crisis > vip > normal > background), and the features shed under pressure."""
 
     enabled: bool = True
-    per_key: str | None = Field("120/minute", description="requests per API key (per address without a key)")
-    per_user: str | None = Field("30/minute", description="requests per user_id of one key; null: no limit")
+    per_key: str | None = Field(
+        "120/minute", description="requests per API key (per address without a key); off: no limit"
+    )
+    per_user: str | None = Field("30/minute", description="requests per user_id of one key; off: no limit")
     vip_keys: list[str] = Field([], description="key prefixes (as `ragvigil keys list` shows them) admitted as VIP")
     initial_limit: int = Field(16, ge=1, le=10_000, description="concurrent answer requests at start")
     min_limit: int = Field(2, ge=1, le=10_000)
@@ -298,8 +300,8 @@ class AdmissionSettings(Section):
     @field_validator("per_key", "per_user")
     @classmethod
     def _rate(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
+        if v is None or v.strip().lower() in ("", "off", "none", "null"):  # an environment variable cannot be null
+            return None
         from limits import parse_many
 
         try:

@@ -24,6 +24,8 @@ from ragvigil.ops.admission import Admission, Shed
 
 ANSWER_ROUTES = frozenset({"/api/v1/chat", "/api/v1/chat/stream", "/v1/chat/completions", "/v1/completions"})
 _UPLOAD = re.compile(r"^/api/v1/kb/[^/]+/documents$")
+# the statuses admission adds to a route's published responses (503 overloaded is declared everywhere)
+OPENAPI_STATUSES = {p: ["429"] for p in (*ANSWER_ROUTES, "/api/v1/kb/{kb}/documents")}
 MAX_PEEK_BYTES = 512 * 1024  # a larger body is still served, just not read for a crisis phrase here
 MAX_USER_CHARS = 128
 

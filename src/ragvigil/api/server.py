@@ -12,7 +12,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from ragvigil import __version__
-from ragvigil.api.admission import AdmissionMiddleware
+from ragvigil.api.admission import OPENAPI_STATUSES, AdmissionMiddleware
 from ragvigil.api.deps import get_principal, require
 from ragvigil.api.errors import install_error_handlers
 from ragvigil.api.middleware import RequestContextMiddleware
@@ -79,7 +79,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         health.probes,
     ):
         app.include_router(r)
-    install_openapi(app, (get_principal,), NOT_FOUND_IN_BODY)
+    extra = {
+        p: NOT_FOUND_IN_BODY.get(p, []) + OPENAPI_STATUSES.get(p, []) for p in NOT_FOUND_IN_BODY | OPENAPI_STATUSES
+    }
+    install_openapi(app, (get_principal,), extra)
     app.add_middleware(AdmissionMiddleware)  # innermost: a draining instance refuses before it queues
     app.add_middleware(DrainGate)  # inside the request context: a refused request is still logged and counted
     app.add_middleware(

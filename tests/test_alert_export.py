@@ -143,6 +143,14 @@ SCENARIOS += [
         "checks": ["1m45s", "2m", "3m"],
         "must_fire": {("2m", "AlertEvaluationStalled"), ("3m", "AlertEvaluationStalled")},
     },
+    {
+        "name": "requests shed for a while fire LoadShedding; a counter that stopped rising does not",
+        "series": {
+            'ragvigil_admission_shed_total{priority="normal",reason="queue_full"}': "0+3x12 36x12",
+        },
+        "checks": ["2m", "6m"],
+        "must_fire": {("2m", "LoadShedding")},
+    },
 ]
 # Prometheus has `up` for every target it scrapes; the export's "signal missing" branch needs it
 UP = {'up{job="ragvigil",instance="127.0.0.1:8000"}': "1x240"}

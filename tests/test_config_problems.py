@@ -173,7 +173,8 @@ def _fields(model: type[BaseModel], prefix: str = "") -> list[tuple[str, object]
 def test_every_credential_or_url_setting_is_a_secret_type() -> None:
     """A guard for new fields: a URL, endpoint, key, password, secret or token setting must be SecretStr-typed
     (or a masked URL type), so ``config show`` masks it without anyone listing it."""
-    public = {"alerts.external_url", "first_start_admin_key"}  # a public URL; a switch, not the key itself
+    # a public URL; a switch, not the key itself; a rate per key, not a key
+    public = {"alerts.external_url", "first_start_admin_key", "admission.per_key"}
     hints = ("url", "endpoint", "key", "password", "secret", "token")
     for path, annotation in _fields(Settings):
         leaf = path.rsplit(".", 1)[-1]

@@ -30,7 +30,12 @@ EXAMPLES = 20  # per operation and phase: a few dozen, so the run stays within a
 @contextmanager
 def _serve(data: Path) -> Iterator[str]:
     """``ragvigil serve`` in staging, in its own process: the run flips process-wide switches."""
-    env = {"RAGVIGIL_PROFILE": "staging", "RAGVIGIL_API_DOCS": "true", "RAGVIGIL_LOG_LEVEL": "WARNING"}
+    env = {
+        "RAGVIGIL_PROFILE": "staging",
+        "RAGVIGIL_API_DOCS": "true",
+        "RAGVIGIL_LOG_LEVEL": "WARNING",
+        "RAGVIGIL_ADMISSION__PER_KEY": "off",  # one key sends hundreds of requests: what a limit refuses (429)
+    }
     with ragvigil_server(data, env=env, ready_path="/health/live") as base:  # dying during the run fails it
         yield base
 

@@ -30,6 +30,7 @@ from ragvigil.knowledge.embeddings import CachedQueryEmbedder
 from ragvigil.knowledge.vectorstore import VectorStore
 from ragvigil.ops.access import AuditLog, KeyStore
 from ragvigil.ops.admin_key import ensure_admin_key
+from ragvigil.ops.admission import build_admission
 from ragvigil.ops.alerts.build import build_alerting
 from ragvigil.ops.health import HealthChecks, disk_check
 from ragvigil.ops.log_retention import LogRetention
@@ -91,6 +92,8 @@ class Runtime:
         self.replayer = JournalReplayer(self.journal, self.sessions)
         self.extractive, self.router = build_generation(settings, self.tokenizer)
         self.generator: Generator = self.router  # providers in order, breakers, extractive last
+        self.admission = build_admission(settings.admission, self.db)  # rate limits, adaptive concurrency, priorities
+        self.features = self.admission.features  # non-core work shed under pressure
         self.pipeline = build_pipeline(
             settings,
             self.sessions,
@@ -100,6 +103,7 @@ class Runtime:
             self.extractive,
             self.journal,
             longest_call_s=self.router.longest_timeout_s(),
+            features=self.features,
         )
         self.health = build_health(settings, self.db, self.vectors, self.embedder, self.generator)
         for name in self.router.names()[:-1]:  # one optional check per remote provider, under generation
@@ -174,6 +178,7 @@ class Runtime:
         self.pipeline.close()
         self.health.close()
         self.router.close()
+        self.admission.close()
         self._process_globals.undo()
         self.db.dispose()
 

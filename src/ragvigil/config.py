@@ -333,6 +333,44 @@ class IngestSettings(BaseModel):
     )
 
 
+class AdmissionSettings(Section):
+    """Who is let in when: rate limits per key and per user, an adaptive concurrency limit with a short
+    priority queue (crisis > vip > normal > background), and the features shed under pressure."""
+
+    enabled: bool = True
+    per_key: str | None = Field(
+        "120/minute", description="requests per API key (per address without a key); off: no limit"
+    )
+    per_user: str | None = Field("30/minute", description="requests per user_id of one key; off: no limit")
+    vip_keys: list[str] = Field([], description="key prefixes (as `ragvigil keys list` shows them) admitted as VIP")
+    initial_limit: int = Field(16, ge=1, le=10_000, description="concurrent answer requests at start")
+    min_limit: int = Field(2, ge=1, le=10_000)
+    max_limit: int = Field(64, ge=1, le=10_000, description="the hard ceiling; crisis turns may use it all")
+    queue_size: int = Field(32, ge=0, le=10_000, description="requests waiting for a slot; beyond it: 503")
+    queue_timeout_s: float = Field(1.0, gt=0, le=60, description="seconds a request may wait for a slot")
+    shed_features_after_s: float = Field(2.0, ge=0, le=3600, description="pressure this long sheds features")
+    restore_features_after_s: float = Field(15.0, ge=0, le=3600, description="calm this long restores them")
+
+    @field_validator("per_key", "per_user")
+    @classmethod
+    def _rate(cls, v: str | None) -> str | None:
+        if v is None or v.strip().lower() in ("", "off", "none", "null"):  # an environment variable cannot be null
+            return None
+        from limits import parse_many
+
+        try:
+            parse_many(v)
+        except ValueError as exc:
+            raise ValueError(f'{v!r} is not a rate limit such as "120/minute" or "10/second;200/hour"') from exc
+        return v
+
+    @model_validator(mode="after")
+    def _ordered_limits(self) -> AdmissionSettings:
+        if not self.min_limit <= self.initial_limit <= self.max_limit:
+            raise ValueError("admission limits must satisfy min_limit <= initial_limit <= max_limit")
+        return self
+
+
 class Settings(BaseSettings):
     """Settings of one ragvigil instance. Every file it writes lives under ``data_dir``."""
 
@@ -413,6 +451,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     retrieval_mode: RetrievalModeSettings = RetrievalModeSettings()
     journal: JournalSettings = JournalSettings()
+    admission: AdmissionSettings = AdmissionSettings()
 
     @model_validator(mode="before")
     @classmethod

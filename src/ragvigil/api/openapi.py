@@ -44,8 +44,9 @@ _DESCRIPTIONS = {
     "413": "Request body too large",
     "415": "Unsupported media type",
     "422": "Validation error",
+    "429": "Rate limit reached (Retry-After says when to retry)",
     "500": "Internal error",
-    "503": "A dependency is unavailable, or the service is draining",
+    "503": "A dependency is unavailable, the service is overloaded, or it is draining",
 }
 
 

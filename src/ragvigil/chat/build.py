@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from ragvigil.chat.history import SessionHistory
 from ragvigil.chat.journal import Journal
-from ragvigil.chat.pipeline import ChatPipeline, Generate, LoadHistory, Persist, RecordContents, Retrieve, Stage
+from ragvigil.chat.pipeline import (
+    ChatPipeline,
+    FeatureGate,
+    Generate,
+    LoadHistory,
+    Persist,
+    RecordContents,
+    Retrieve,
+    Stage,
+)
 from ragvigil.chat.sessions import SessionStore
 from ragvigil.config import Settings
 from ragvigil.knowledge.retrieval import HybridRetriever
@@ -31,12 +40,13 @@ def build_pipeline(
     extractive: Generator,
     journal: Journal,
     longest_call_s: float | None = None,
+    features: FeatureGate | None = None,
 ) -> ChatPipeline:
     rs = settings.retrieval
     budget_s = turn_budget_s(settings, longest_call_s)
     stages: list[Stage] = [
         LoadHistory(history, rs.history_turns),
-        Retrieve(retriever, budget_s=budget_s, context_chars=rs.context_chars),
+        Retrieve(retriever, budget_s=budget_s, context_chars=rs.context_chars, features=features),
         Generate(generator, extractive, budget_s=budget_s),
         Persist(sessions, journal),
     ]

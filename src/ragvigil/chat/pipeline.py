@@ -239,6 +239,12 @@ class LoadHistory(BaseStage):
         return {semconv.SPAN_KIND: semconv.CHAIN, "ragvigil.history_turns": len(turn.history) // 2}
 
 
+class FeatureGate(Protocol):
+    """Which non-core features are on (``ops.admission.FeatureFlags``); a stage skips a shed one."""
+
+    def enabled(self, name: str) -> bool: ...
+
+
 class Retrieve(BaseStage):
     """Hybrid retrieval; a short follow-up is retried with the previous user turn as context.
 
@@ -250,10 +256,17 @@ class Retrieve(BaseStage):
 
     name = "retrieve"
 
-    def __init__(self, retriever: HybridRetriever, budget_s: float | None = None, context_chars: int = 500) -> None:
+    def __init__(
+        self,
+        retriever: HybridRetriever,
+        budget_s: float | None = None,
+        context_chars: int = 500,
+        features: FeatureGate | None = None,
+    ) -> None:
         self.retriever = retriever
         self.budget_s = budget_s
         self.context_chars = context_chars
+        self.features = features  # under load the follow-up search is shed (``contextual_search``)
 
     def __call__(self, turn: Turn) -> None:
         if turn.settled_by is not None:
@@ -264,7 +277,8 @@ class Retrieve(BaseStage):
             return  # no search was made: the turn has no retrieval
         result = self.retriever.search(turn.kb, turn.message, embed_wait_s=_half(left))
         previous = [content for role, content in turn.history if role == "user"]
-        if previous and (len(result.tokens) <= 3 or not result.relevant_hits):
+        contextual = self.features is None or self.features.enabled("contextual_search")
+        if contextual and previous and (len(result.tokens) <= 3 or not result.relevant_hits):
             left = turn.time_left(self.budget_s)
             if left is not None and left <= 0:
                 turn.run_out_of_time(self.budget_s, "before the follow-up search")

@@ -289,5 +289,48 @@ PROVIDER_KEY_REJECTED = Gauge(
     "ragvigil_provider_key_rejected",
     "1 while a provider's API key is marked bad (it answered 401/403); an operator resets it.",
     ["provider"],
+ADMISSION_LIMIT = Gauge(
+    "ragvigil_admission_concurrency_limit",
+    "The adaptive limit on answer requests in flight (a gradient of short- vs long-term latency).",
+    registry=REGISTRY,
+)
+ADMISSION_IN_FLIGHT = Gauge(
+    "ragvigil_admission_in_flight",
+    "Answer and upload requests holding an admission slot right now.",
+    registry=REGISTRY,
+)
+ADMISSION_QUEUED = Gauge(
+    "ragvigil_admission_queued",
+    "Requests waiting in the admission queue for a slot.",
+    registry=REGISTRY,
+)
+ADMISSION_ADMITTED = Counter(
+    "ragvigil_admission_admitted_total",
+    "Requests given an admission slot, by priority (crisis, vip, normal, background).",
+    ["priority"],
+    registry=REGISTRY,
+)
+ADMISSION_SHED = Counter(
+    "ragvigil_admission_shed_total",
+    "Requests refused with 503 overloaded, by priority and reason (queue_full, displaced, predicted_wait, timeout).",
+    ["priority", "reason"],
+    registry=REGISTRY,
+)
+ADMISSION_RATE_LIMITED = Counter(
+    "ragvigil_admission_rate_limited_total",
+    "Requests refused with 429 rate_limited, by the limit that refused them (key, user).",
+    ["scope"],
+    registry=REGISTRY,
+)
+FEATURE_ENABLED = Gauge(
+    "ragvigil_feature_enabled",
+    "1 while a non-core feature is on, 0 while it is shed (under load, or by an operator).",
+    ["feature"],
+    registry=REGISTRY,
+)
+FEATURE_SWITCHES = Counter(
+    "ragvigil_feature_switches_total",
+    "Feature flag switches by feature and direction (on, off).",
+    ["feature", "to"],
     registry=REGISTRY,
 )

@@ -1,0 +1,132 @@
+"""Admission of one instance: rate limits, the adaptive concurrency gate with priorities, feature shedding.
+
+Why one object: the middleware, the ops API (``GET /api/v1/ops/admission``), remediation actions and
+drills all need the same few calls (classify, admit, release, status), and the pieces' state must be
+read together to mean anything (a limit without its queue and in-flight count says little).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from ragvigil.config import AdmissionSettings
+from ragvigil.ops import metrics
+from ragvigil.ops.admission.features import FeatureFlags
+from ragvigil.ops.admission.limiter import GradientLimiter
+from ragvigil.ops.admission.pressure import PressureMonitor
+from ragvigil.ops.admission.priority import CrisisCheck, Priority, phrase_check
+from ragvigil.ops.admission.queue import Permit, PriorityGate, Shed
+from ragvigil.ops.admission.ratelimit import RateLimits
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1.0  # how often pressure is looked at without traffic (features come back while it is quiet)
+
+
+class Admission:
+    def __init__(
+        self,
+        settings: AdmissionSettings,
+        features: FeatureFlags,
+        crisis: CrisisCheck | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.enabled = settings.enabled
+        self.features = features
+        self.crisis = crisis or phrase_check()
+        self.vip_prefixes = tuple(settings.vip_keys)
+        self.clock = clock
+        self.limiter = GradientLimiter(settings.initial_limit, settings.min_limit, settings.max_limit)
+        self.gate = PriorityGate(
+            self.limiter, settings.queue_size, settings.queue_timeout_s, clock, self._count_shed, self.tick
+        )
+        self.rates = RateLimits(settings.per_key, settings.per_user)
+        self.pressure = PressureMonitor(features, settings.shed_features_after_s, settings.restore_features_after_s)
+        self.shed_counts: Counter[str] = Counter()
+        self.admitted: Counter[str] = Counter()
+        self.rate_limited: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        self.closers: list[Callable[[], None]] = []
+
+    # --- the request path ---------------------------------------------------------------------
+    def priority_of(self, text: str | None, key: str | None, background: bool = False) -> Priority:
+        """Crisis (by the message), then VIP (by the key's prefix), then background work, then normal."""
+        if text and self.crisis(text):
+            return Priority.crisis
+        if key and self.vip_prefixes and key.startswith(self.vip_prefixes):
+            return Priority.vip
+        return Priority.background if background else Priority.normal
+
+    async def admit(self, priority: Priority, sampled: bool = True) -> Permit:
+        """A slot for one request; raises ``Shed`` (→ 503 overloaded)."""
+        self._ensure_ticker()
+        permit = await self.gate.acquire(priority, sampled)
+        self.admitted[priority.name] += 1
+        metrics.ADMISSION_ADMITTED.labels(priority.name).inc()
+        return permit
+
+    def release(self, permit: Permit) -> None:
+        self.gate.release(permit)
+
+    def retry_after_s(self) -> int:
+        """What a shed request is told: about one request's time, at least a second."""
+        return max(1, min(30, round(self.limiter.short_rtt * 2) or 1))
+
+    def count_rate_limited(self, scope: str) -> None:
+        self.rate_limited[scope] += 1
+        metrics.ADMISSION_RATE_LIMITED.labels(scope).inc()
+
+    def _count_shed(self, exc: Shed) -> None:
+        self.shed_counts[exc.reason] += 1
+        metrics.ADMISSION_SHED.labels(exc.priority.name, exc.reason).inc()
+        self.tick()  # a shed request is pressure even when the queue is momentarily empty
+        if exc.priority is Priority.crisis:
+            log.error("crisis_turn_shed", extra={"reason": exc.reason})
+
+    # --- pressure -----------------------------------------------------------------------------
+    def tick(self, now: float | None = None) -> None:
+        queued, in_flight, limit = len(self.gate.queue), self.gate.in_flight, self.gate.limit
+        pressured = queued > 0 or in_flight >= limit
+        reason = f"{queued} queued, {in_flight} in flight, limit {limit}" if pressured else ""
+        self.pressure.observe(pressured, self.clock() if now is None else now, reason)
+
+    def _ensure_ticker(self) -> None:
+        if self._ticker is None and not self._stop.is_set():
+            self._ticker = threading.Thread(target=self._tick_loop, name="admission-tick", daemon=True)
+            self._ticker.start()
+
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(TICK_S):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("admission_tick_failed")
+
+    def close(self) -> None:
+        self._stop.set()
+        for close in self.closers:
+            close()
+
+    # --- what operators see -------------------------------------------------------------------
+    def status(self) -> dict[str, object]:
+        return {
+            "enabled": self.enabled,
+            **self.limiter.state(),
+            "in_flight": self.gate.in_flight,
+            "queued": len(self.gate.queue),
+            "queued_by_priority": self.gate.queue.counts(),
+            "queue_size": self.gate.queue.size,
+            "queue_timeout_s": self.gate.timeout_s,
+            "admitted": dict(self.admitted),
+            "shed": dict(self.shed_counts),
+            "rate_limited": dict(self.rate_limited),
+            "rate_limits": self.rates.status(),
+            "pressure": self.pressure.state(),
+            "features": self.features.status(),
+        }

@@ -289,6 +289,8 @@ PROVIDER_KEY_REJECTED = Gauge(
     "ragvigil_provider_key_rejected",
     "1 while a provider's API key is marked bad (it answered 401/403); an operator resets it.",
     ["provider"],
+    registry=REGISTRY,
+)
 ADMISSION_LIMIT = Gauge(
     "ragvigil_admission_concurrency_limit",
     "The adaptive limit on answer requests in flight (a gradient of short- vs long-term latency).",

@@ -15,7 +15,7 @@ from ragvigil.app import Runtime
 from ragvigil.chat.sessions import StoredMessage
 from ragvigil.cli import app as cli_app
 from ragvigil.ops import instrumentation, semconv
-from ragvigil.ops.health import HEALTH_COLLECTOR, CheckOutsideGraph, HealthChecks
+from ragvigil.ops.health import DEPENDENCIES, HEALTH_COLLECTOR, CheckOutsideGraph, HealthChecks
 from tests.conftest import local_client, make_settings
 from tests.realservers import ServerStartError, ragvigil_server, wait_until
 
@@ -43,14 +43,14 @@ def test_two_runtimes_leave_each_other_their_process_settings_whatever_order_the
 
 
 def test_a_critical_check_outside_the_dependency_graph_is_refused() -> None:
-    checks = HealthChecks()
+    checks = HealthChecks(graph=DEPENDENCIES)  # as the runtime builds it
     with pytest.raises(CheckOutsideGraph, match="could never fail readiness"):
         checks.add("cache", lambda: None)
 
 
 def test_an_optional_check_outside_the_graph_is_said_out_loud(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="ragvigil.ops.health"):
-        HealthChecks().add("cache", lambda: None, critical=False)
+        HealthChecks(graph=DEPENDENCIES).add("cache", lambda: None, critical=False)
     assert [r.message for r in caplog.records] == ["health_check_outside_graph"]
 
 
@@ -64,7 +64,7 @@ def test_a_check_placed_with_needed_by_moves_readiness(empty_runtime: Runtime) -
         deep = c.get("/health").json()
     assert ready.status_code == 503 and ready.json()["status"] == "unready"
     assert {"name": "cache", "required": True} in deep["graph"]["retrieval"]["depends_on"]
-    assert HealthChecks().graph["retrieval"] == [  # placed on that instance's graph only
+    assert HealthChecks(graph=DEPENDENCIES).graph["retrieval"] == [  # placed on that instance's graph only
         ("database", True),
         ("vector_store", False),
         ("embedding", False),

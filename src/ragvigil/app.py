@@ -32,7 +32,7 @@ from ragvigil.ops.access import AuditLog, KeyStore
 from ragvigil.ops.admin_key import ensure_admin_key
 from ragvigil.ops.admission import build_admission
 from ragvigil.ops.alerts.build import build_alerting
-from ragvigil.ops.health import HealthChecks, disk_check
+from ragvigil.ops.health import DEPENDENCIES, HealthChecks, disk_check
 from ragvigil.ops.log_retention import LogRetention
 from ragvigil.ops.logfiles import RetentionReport
 from ragvigil.ops.process import install_process_globals
@@ -65,7 +65,7 @@ def build_health(
     settings: Settings, db: Database, vectors: VectorStore, embedder: CachedQueryEmbedder, generator: Generator
 ) -> HealthChecks:
     """The leaf checks of the dependency graph (``ops.health.DEPENDENCIES``): only a leaf moves readiness."""
-    health = HealthChecks()
+    health = HealthChecks(graph=DEPENDENCIES)  # every check must be a leaf of the graph, or it is refused
     health.add("database", lambda: ping(db.engine))
     health.add("vector_store", vectors.check, critical=False)  # BM25 still answers
     # embedding a word costs ~20 ms of CPU: a pass is trusted for 30 s (the alert engine samples every 3 s);

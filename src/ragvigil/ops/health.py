@@ -94,7 +94,9 @@ class HealthChecks:
     def __init__(self, timeout_s: float = 3.0, cache_s: float = 2.0, graph: Graph | None = None) -> None:
         self.timeout_s = timeout_s
         self.cache_s = cache_s
-        self.graph: Graph = copy.deepcopy(DEPENDENCIES if graph is None else graph)  # this instance's own edges
+        # this instance's own edges; given a graph (the runtime's), every check must be placed in it
+        self.graph: Graph = copy.deepcopy(DEPENDENCIES if graph is None else graph)
+        self._placed_only = graph is not None
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -112,14 +114,16 @@ class HealthChecks:
         ``recheck_passed_s``: an expensive check (embedding a word) that passed is trusted this long;
         a failing one is re-run on every refresh, so recovery shows at once.
         ``needed_by``: the graph node that depends on this check (an edge, required when ``critical``);
-        without it the name must already be a leaf of the graph. A critical check outside the graph
-        raises ``CheckOutsideGraph``; an optional one is logged, since it only ever shows in ``/health``.
+        without it the name must already be a leaf of the graph. With a graph given to the constructor
+        (the runtime's), a critical check outside it raises ``CheckOutsideGraph`` and an optional one is
+        logged, since it only ever shows in ``/health``; a bare ``HealthChecks()`` (a list of checks
+        without readiness: tests, the metrics doc) takes any name.
         """
         with self._lock:
             if needed_by is not None:
                 edges = self.graph.setdefault(needed_by, [])
                 edges[:] = [e for e in edges if e[0] != name] + [(name, critical)]
-            placed = any(dep == name for edges in self.graph.values() for dep, _ in edges)
+            placed = not self._placed_only or any(dep == name for edges in self.graph.values() for dep, _ in edges)
             if not placed and critical:
                 raise CheckOutsideGraph(
                     f"health check {name!r} is critical but no node of the dependency graph needs it, so it "

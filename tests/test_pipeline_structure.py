@@ -143,6 +143,16 @@ def test_observers_hear_every_stage_and_every_turn_and_own_the_answer_counts(sam
     assert _sample("ragvigil_retrieval_relevant_hits_count") == hits + 1
 
 
+def test_an_observer_subscribed_at_run_time_hears_turns_until_it_unsubscribes(sample_runtime: Runtime) -> None:
+    recorder = Recorder()
+    unsubscribe = sample_runtime.pipeline.subscribe(recorder)
+    heard = sample_runtime.pipeline.run(Turn(message="How do I export my notes?", kb="default"))
+    unsubscribe()
+    sample_runtime.pipeline.run(Turn(message="How do I export my notes?", kb="default"))
+    assert recorder.turns == [heard.message_id]
+    assert [name for name, _, _ in recorder.stages] == [s.name for s in sample_runtime.pipeline.stages]
+
+
 def test_a_failing_stage_is_reported_and_the_turn_still_finishes(sample_runtime: Runtime) -> None:
     class Broken(BaseStage):
         name = "broken"

@@ -36,6 +36,7 @@ __all__ = [
     "default_observers",
     "deliver_stage",
     "listening",
+    "notify_turn",
 ]
 
 log = logging.getLogger("ragvigil.chat.pipeline")  # the stage lines keep the logger name they always had
@@ -108,10 +109,26 @@ def deliver_stage(
     error_type: str | None,
 ) -> None:
     """Build the event and hand it to every observer (run by ``instrumentation.later``: the event is made here,
-    off the request path)."""
+    off the request path). An observer that raises is logged and skipped: watching never fails a turn."""
     event = StageEvent(stage, turn, outcome, start_ns, end_ns, degraded, spans, error_type)
     for observer in observers:
-        observer.stage_finished(event)
+        try:
+            observer.stage_finished(event)
+        except Exception:
+            _observer_failed(observer, "stage_finished")
+
+
+def notify_turn(observers: Sequence[PipelineObserver], turn: Turn) -> None:
+    """``turn_finished`` of every observer; one that raises is logged and skipped (the turn's answer stands)."""
+    for observer in observers:
+        try:
+            observer.turn_finished(turn)
+        except Exception:
+            _observer_failed(observer, "turn_finished")
+
+
+def _observer_failed(observer: PipelineObserver, hook: str) -> None:
+    log.warning("pipeline_observer_failed", exc_info=True, extra={"observer": type(observer).__name__, "hook": hook})
 
 
 class StageMetrics(BaseObserver):

@@ -30,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 from sqlalchemy.exc import SQLAlchemyError
 
 from ragvigil.chat.journal import Journal
-from ragvigil.chat.observers import PipelineObserver, default_observers, deliver_stage, listening
+from ragvigil.chat.observers import PipelineObserver, default_observers, deliver_stage, listening, notify_turn
 from ragvigil.chat.sessions import ANONYMOUS_OWNER, SessionNotFound, SessionOwner, SessionStore, StoredMessage
 from ragvigil.chat.streaming import DetachedStream
 from ragvigil.errors import DependencyUnavailable, UnstorableInput
@@ -213,8 +213,7 @@ class run_stage:
 
 def finish_turn(turn: Turn, observers: Sequence[PipelineObserver]) -> None:
     """Tell the observers the turn is over (also when a stage raised: its log line and counts still count)."""
-    for observer in observers:
-        observer.turn_finished(turn)
+    notify_turn(observers, turn)
 
 
 class LoadHistory(BaseStage):

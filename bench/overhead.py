@@ -332,7 +332,7 @@ def direct_cost_us(requests: int, log_dir: Path) -> dict[str, float]:
     import logging
 
     from ragvigil.api.middleware import RequestContextMiddleware
-    from ragvigil.chat.observers import default_observers
+    from ragvigil.chat.observers import default_observers, listening
     from ragvigil.chat.pipeline import BaseStage, Turn, finish_turn, run_stage
     from ragvigil.config import Settings
     from ragvigil.ops import instrumentation
@@ -349,15 +349,16 @@ def direct_cost_us(requests: int, log_dir: Path) -> dict[str, float]:
             return None
 
     stages = [Empty(name) for name in ("history", "retrieve", "generate", "persist")]
-    observers = tuple(default_observers())
+    observers = default_observers()
+    stage_observers, turn_observers = listening(observers, "stage_finished"), listening(observers, "turn_finished")
 
     async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         scope["route"] = Route
         turn = Turn(message="direct", kb="default")
         for stage in stages:
-            with run_stage(stage, turn, observers):
+            with run_stage(stage, turn, stage_observers):
                 stage(turn)
-        finish_turn(turn, observers)
+        finish_turn(turn, turn_observers)
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
 

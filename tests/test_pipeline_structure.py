@@ -143,6 +143,34 @@ def test_observers_hear_every_stage_and_every_turn_and_own_the_answer_counts(sam
     assert _sample("ragvigil_retrieval_relevant_hits_count") == hits + 1
 
 
+def test_an_observer_subscribed_at_run_time_hears_turns_until_it_unsubscribes(sample_runtime: Runtime) -> None:
+    recorder = Recorder()
+    unsubscribe = sample_runtime.pipeline.subscribe(recorder)
+    heard = sample_runtime.pipeline.run(Turn(message="How do I export my notes?", kb="default"))
+    unsubscribe()
+    sample_runtime.pipeline.run(Turn(message="How do I export my notes?", kb="default"))
+    assert recorder.turns == [heard.message_id]
+    assert [name for name, _, _ in recorder.stages] == [s.name for s in sample_runtime.pipeline.stages]
+
+
+def test_an_observer_that_raises_never_fails_the_turn(sample_runtime: Runtime) -> None:
+    class Clumsy:
+        def stage_finished(self, event: StageEvent) -> None:
+            raise KeyError(event.name)
+
+        def turn_finished(self, turn: Turn) -> None:
+            raise KeyError(turn.message_id)
+
+    recorder = Recorder()
+    pipeline = ChatPipeline(sample_runtime.pipeline.stages, observers=[Clumsy(), recorder])
+    try:
+        turn = pipeline.run(Turn(message="专业版年付多少钱？", kb="default"))
+    finally:
+        pipeline.close()
+    assert turn.persisted_to == "database" and "268" in turn.answer
+    assert len(recorder.stages) == len(sample_runtime.pipeline.stages) and recorder.turns == [turn.message_id]
+
+
 def test_a_failing_stage_is_reported_and_the_turn_still_finishes(sample_runtime: Runtime) -> None:
     class Broken(BaseStage):
         name = "broken"

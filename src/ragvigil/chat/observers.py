@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ragvigil.chat.pipeline import Stage, Turn
 
 __all__ = [
+    "BaseObserver",
     "PipelineObserver",
     "StageEvent",
     "StageLog",
@@ -34,6 +35,8 @@ __all__ = [
     "TurnMetrics",
     "default_observers",
     "deliver_stage",
+    "listening",
+    "notify_turn",
 ]
 
 log = logging.getLogger("ragvigil.chat.pipeline")  # the stage lines keep the logger name they always had
@@ -42,7 +45,7 @@ log = logging.getLogger("ragvigil.chat.pipeline")  # the stage lines keep the lo
 class StageEvent:
     """One finished stage run: which stage, on which turn, how it ended and when (ns since the epoch)."""
 
-    __slots__ = ("degraded", "end_ns", "error_type", "outcome", "spans", "stage", "start_ns", "turn")
+    __slots__ = ("degraded", "end_ns", "error_type", "name", "outcome", "spans", "stage", "start_ns", "turn")
 
     def __init__(
         self,
@@ -56,6 +59,7 @@ class StageEvent:
         error_type: str | None,
     ) -> None:
         self.stage = stage
+        self.name = stage.name
         self.turn = turn
         self.outcome = outcome  # ok, degraded (the stage added a degraded reason) or error (it raised)
         self.start_ns = start_ns
@@ -63,10 +67,6 @@ class StageEvent:
         self.degraded = degraded  # the turn's flag when the stage ended (it may grow later)
         self.spans = spans  # the request's span list, captured on the request's context (None: not traced)
         self.error_type = error_type  # the exception's class name when the stage raised
-
-    @property
-    def name(self) -> str:
-        return self.stage.name
 
     @property
     def seconds(self) -> float:
@@ -81,6 +81,22 @@ class PipelineObserver(Protocol):
     def turn_finished(self, turn: Turn) -> None: ...
 
 
+class BaseObserver:
+    """Both hooks doing nothing: subclass it and override the one you need. The pipeline calls a
+    ``BaseObserver``'s hook only when it is overridden (a hook runs per stage of every turn)."""
+
+    def stage_finished(self, event: StageEvent) -> None:
+        return None
+
+    def turn_finished(self, turn: Turn) -> None:
+        return None
+
+
+def listening(observers: Sequence[PipelineObserver], hook: str) -> tuple[PipelineObserver, ...]:
+    """The observers whose ``hook`` does something (all but a ``BaseObserver`` that kept the no-op)."""
+    return tuple(o for o in observers if getattr(type(o), hook, None) is not getattr(BaseObserver, hook))
+
+
 def deliver_stage(
     observers: Sequence[PipelineObserver],
     stage: Stage,
@@ -93,24 +109,37 @@ def deliver_stage(
     error_type: str | None,
 ) -> None:
     """Build the event and hand it to every observer (run by ``instrumentation.later``: the event is made here,
-    off the request path)."""
+    off the request path). An observer that raises is logged and skipped: watching never fails a turn."""
     event = StageEvent(stage, turn, outcome, start_ns, end_ns, degraded, spans, error_type)
     for observer in observers:
-        observer.stage_finished(event)
+        try:
+            observer.stage_finished(event)
+        except Exception:
+            _observer_failed(observer, "stage_finished")
 
 
-class StageMetrics:
+def notify_turn(observers: Sequence[PipelineObserver], turn: Turn) -> None:
+    """``turn_finished`` of every observer; one that raises is logged and skipped (the turn's answer stands)."""
+    for observer in observers:
+        try:
+            observer.turn_finished(turn)
+        except Exception:
+            _observer_failed(observer, "turn_finished")
+
+
+def _observer_failed(observer: PipelineObserver, hook: str) -> None:
+    log.warning("pipeline_observer_failed", exc_info=True, extra={"observer": type(observer).__name__, "hook": hook})
+
+
+class StageMetrics(BaseObserver):
     """Duration and outcome of every stage run, by stage name."""
 
     def stage_finished(self, event: StageEvent) -> None:
-        metrics.child(metrics.STAGE_DURATION, event.name).observe(event.seconds)
+        metrics.child(metrics.STAGE_DURATION, event.name).observe((event.end_ns - event.start_ns) / 1e9)
         metrics.child(metrics.STAGE_OUTCOMES, event.name, event.outcome).inc()
 
-    def turn_finished(self, turn: Turn) -> None:
-        return None  # nothing per turn: TurnMetrics counts answers
 
-
-class StageSpans:
+class StageSpans(BaseObserver):
     """A span per stage with what the stage says about itself; the request's root span is the turn's CHAIN."""
 
     def stage_finished(self, event: StageEvent) -> None:
@@ -126,19 +155,20 @@ class StageSpans:
         spans.append((f"stage.{event.name}", event.start_ns, event.end_ns, attrs, event.outcome == "error"))
 
     def turn_finished(self, turn: Turn) -> None:
+        """The question in, the answer out (their text only when contents are kept).
+
+        Appended here rather than deferred: it is one append either way, and the request's trace is
+        built only after its response, so nothing reads the list meanwhile.
+        """
         if not instrumentation.enabled:
             return
         spans = tracing.current_spans.get()
-        if spans is not None:  # the question in, the answer out (their text only when contents are kept)
-            instrumentation.later(_annotate_turn, spans, turn)
+        if spans is not None:
+            answer = (turn.answer or None) if semconv.contents_captured() else None
+            tracing.annotate_root(spans, {semconv.SPAN_KIND: semconv.CHAIN, **semconv.text_io(turn.message, answer)})
 
 
-def _annotate_turn(spans: list[tracing.StageSpan], turn: Turn) -> None:
-    answer = (turn.answer or None) if semconv.contents_captured() else None
-    tracing.annotate_root(spans, {semconv.SPAN_KIND: semconv.CHAIN, **semconv.text_io(turn.message, answer)})
-
-
-class StageLog:
+class StageLog(BaseObserver):
     """A DEBUG ``stage_done`` line per stage run (production logs INFO: these stay out of its files)."""
 
     def stage_finished(self, event: StageEvent) -> None:
@@ -148,15 +178,9 @@ class StageLog:
             ids = (turn.request_id, turn.session_id, turn.user_id)  # written off the request's context
             log.debug("stage_done", extra={"stage": event.name, "outcome": event.outcome, "ms": ms, "_ids": ids})
 
-    def turn_finished(self, turn: Turn) -> None:
-        return None
 
-
-class TurnLog:
+class TurnLog(BaseObserver):
     """Every stage's time on the request's access line, or on a ``chat_turn`` line of its own outside a request."""
-
-    def stage_finished(self, event: StageEvent) -> None:
-        return None
 
     def turn_finished(self, turn: Turn) -> None:
         if not instrumentation.enabled:
@@ -171,15 +195,12 @@ class TurnLog:
             log.info("chat_turn", extra={**fields, "ms": round(turn.latency_ms, 2)})
 
 
-class TurnMetrics:
+class TurnMetrics(BaseObserver):
     """What each turn found and answered: relevant hits per search, and the answer's kind.
 
     Counted from the turn, not from a stage: whichever stages found or answered, the counts mean the
     same. A turn that was never answered (a stage raised before one was made) is not an answer.
     """
-
-    def stage_finished(self, event: StageEvent) -> None:
-        return None
 
     def turn_finished(self, turn: Turn) -> None:
         if turn.retrieval is not None:

@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ragvigil.chat.history import SessionHistory
 from ragvigil.chat.journal import Journal, JournalFull
-from ragvigil.chat.observers import PipelineObserver, default_observers, deliver_stage
+from ragvigil.chat.observers import PipelineObserver, default_observers, deliver_stage, listening, notify_turn
 from ragvigil.chat.sessions import ANONYMOUS_OWNER, SessionOwner, SessionStore, StoredMessage
 from ragvigil.chat.streaming import DetachedStream
 from ragvigil.errors import DependencyUnavailable, UnstorableInput
@@ -195,6 +195,8 @@ class run_stage:
         elif len(turn.degraded_reasons) > self.before:
             outcome = "degraded"
         turn.stages_ms[self.stage.name] = round((end - self.start) / 1e6, 2)
+        if not self.observers:
+            return
         # one deferred call for every observer: the stage's fields of the turn are final by now
         instrumentation.later(
             deliver_stage,
@@ -212,8 +214,7 @@ class run_stage:
 
 def finish_turn(turn: Turn, observers: Sequence[PipelineObserver]) -> None:
     """Tell the observers the turn is over (also when a stage raised: its log line and counts still count)."""
-    for observer in observers:
-        observer.turn_finished(turn)
+    notify_turn(observers, turn)
 
 
 class LoadHistory(BaseStage):
@@ -548,7 +549,10 @@ class ChatPipeline:
         self, stages: list[Stage], stream_workers: int = 32, observers: Sequence[PipelineObserver] | None = None
     ) -> None:
         self.stages = stages
-        self.observers: tuple[PipelineObserver, ...] = tuple(default_observers() if observers is None else observers)
+        self.observers: tuple[PipelineObserver, ...] = ()
+        self._stage_observers: tuple[PipelineObserver, ...] = ()  # the observers listening to each hook
+        self._turn_observers: tuple[PipelineObserver, ...] = ()
+        self._observe(default_observers() if observers is None else observers)
         self._in_flight: dict[str, Turn] = {}
         self._lock = threading.Lock()
         # streamed turns run here, detached from their response (bounded like the request thread pool)
@@ -563,6 +567,25 @@ class ChatPipeline:
         finally:
             with self._lock:
                 self._in_flight.pop(turn.message_id, None)
+
+    def subscribe(self, observer: PipelineObserver) -> Callable[[], None]:
+        """Add an observer at run time (a drill, a remediation check); returns the call that removes it.
+
+        A turn already running keeps the observers it started with.
+        """
+        with self._lock:
+            self._observe((*self.observers, observer))
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._observe(tuple(o for o in self.observers if o is not observer))
+
+        return unsubscribe
+
+    def _observe(self, observers: Sequence[PipelineObserver]) -> None:
+        self.observers = tuple(observers)
+        self._stage_observers = listening(self.observers, "stage_finished")
+        self._turn_observers = listening(self.observers, "turn_finished")
 
     def in_flight(self) -> list[Turn]:
         """Turns started and not yet finished (persisted or failed)."""
@@ -585,18 +608,18 @@ class ChatPipeline:
                 yield delta
 
     def _run(self, turn: Turn) -> Turn:
-        observers = self.observers
+        observers = self._stage_observers
         try:
             for stage in self.stages:
                 with run_stage(stage, turn, observers):
                     stage(turn)
         finally:
-            finish_turn(turn, observers)
+            finish_turn(turn, self._turn_observers)
         return turn
 
     def _stream(self, turn: Turn, on_ready: Callable[[Turn], None] | None = None) -> Iterator[str]:
         idx = next(i for i, s in enumerate(self.stages) if isinstance(s, StreamingStage))
-        observers = self.observers
+        observers, turn_observers = self._stage_observers, self._turn_observers
         try:
             for stage in self.stages[:idx]:
                 with run_stage(stage, turn, observers):
@@ -611,7 +634,7 @@ class ChatPipeline:
                 with run_stage(stage, turn, observers):
                     stage(turn)
         finally:
-            finish_turn(turn, observers)
+            finish_turn(turn, turn_observers)
 
     def start_stream(self, turn: Turn) -> DetachedStream:
         """Run the streamed turn to its end in a worker; its events are relayed, and may be abandoned.

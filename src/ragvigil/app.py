@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ragvigil.chat.journal import Journal
 from ragvigil.chat.pipeline import ChatPipeline, Generate, LoadHistory, Persist, RecordContents, Retrieve
+from ragvigil.chat.safe_mode import SafeMode, SafeModeStage
 from ragvigil.chat.sessions import SessionStore
 from ragvigil.config import Settings, reveal
 from ragvigil.knowledge.catalog import Catalog
@@ -32,6 +33,7 @@ from ragvigil.ops.alerts.recording import SignalRecorder
 from ragvigil.ops.alerts.router import Router
 from ragvigil.ops.alerts.service import AlertService
 from ragvigil.ops.alerts.silences import SilenceStore
+from ragvigil.ops.faults import build_faults, startup_problem
 from ragvigil.ops.health import HEALTH_COLLECTOR, HealthChecks
 from ragvigil.ops.logfiles import RetentionPolicy, RetentionReport, enforce_retention
 from ragvigil.ops.message_log import EncryptedMessageLog
@@ -72,13 +74,18 @@ class Runtime:
         self.db = Database(settings.db_url)
         if apply_migrations:
             migrate(self.db.engine)
+        self.faults = build_faults(settings, self.db.engine, AuditLog(self.db))  # wraps the seams below if enabled
         rs = settings.retrieval
         self.tokenizer = Tokenizer(settings.cache_dir)
         self.embedder = CachedQueryEmbedder(
-            E5Embedder(threads=rs.embed_threads, engines=rs.query_engines, max_query_tokens=rs.max_query_tokens),
+            self.faults.embedder(
+                E5Embedder(threads=rs.embed_threads, engines=rs.query_engines, max_query_tokens=rs.max_query_tokens)
+            ),
             rs.query_cache_size,
         )
-        self.vectors = FaissVectorStore(settings.index_dir, self.embedder.dim, rs.vector_index)
+        self.vectors = self.faults.vector_store(
+            FaissVectorStore(settings.index_dir, self.embedder.dim, rs.vector_index)
+        )
         self.catalog = Catalog(self.db)
         self.ingestor = Ingestor(self.catalog, self.tokenizer, rs, self.vectors, settings.ingest)
         self.retriever = HybridRetriever(self.catalog, self.tokenizer, self.embedder, self.vectors, rs)
@@ -90,15 +97,17 @@ class Runtime:
         self.journal = Journal(settings.data_dir / "journal")
         metrics.JOURNAL_REJECTED_TURNS.set(len(self.journal.rejected()))
         self.extractive = MeteredGenerator(ExtractiveGenerator(self.tokenizer))
-        self.generator: Generator = (
+        self.generator: Generator = self.faults.generator(
             MeteredGenerator(OpenAIGenerator(settings.openai), settings.openai.model)
             if settings.generator == "openai"
             else self.extractive
         )
         # the generator's own timeout is the longest legitimate wait of a turn: the budget leaves room for it
         budget_s = rs.turn_budget_s or max(60.0, settings.openai.timeout_s + 30.0)
+        self.safe_mode = SafeMode(settings.data_dir, settings.safe_mode)
         stages = [
             LoadHistory(self.sessions, rs.history_turns),
+            SafeModeStage(self.safe_mode),
             Retrieve(self.retriever, budget_s=budget_s, context_chars=rs.context_chars),
             Generate(self.generator, self.extractive, budget_s=budget_s),
             Persist(self.sessions, self.journal),
@@ -182,6 +191,8 @@ class Runtime:
             problems.append("no active admin API key: create one with `ragvigil keys create NAME --role admin`")
         if exposed := open_routes_exposed(self.settings, host):
             problems.append(exposed)
+        if faults := startup_problem(self.settings):
+            problems.append(faults)
         key = self.settings.openai.api_key.get_secret_value().lower()
         if self.settings.profile.value == "production" and key in DEFAULT_SECRETS:
             problems.append("openai.api_key is a well-known default secret; set a real one")
@@ -265,6 +276,7 @@ class Runtime:
     def close(self) -> None:
         self.keep_unfinished_turns()  # a no-op unless a shutdown cut turns short
         self._stop.set()
+        self.faults.close()
         if self.alerts is not None:
             self.alerts.stop()
         self.notifier.stop()

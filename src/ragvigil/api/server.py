@@ -14,9 +14,10 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from ragvigil import __version__
 from ragvigil.api.deps import get_principal, require
 from ragvigil.api.errors import install_error_handlers
+from ragvigil.api.fault_scope import FaultScope
 from ragvigil.api.middleware import RequestContextMiddleware
 from ragvigil.api.openapi import install_openapi
-from ragvigil.api.routes import alerts, chat, health, incidents, kb, openai_compat, traces
+from ragvigil.api.routes import alerts, chat, faults, health, incidents, kb, openai_compat, safe_mode, traces
 from ragvigil.api.serving import DrainGate
 from ragvigil.app import Runtime
 from ragvigil.config import Settings, load_settings
@@ -73,11 +74,14 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         traces.router,
         alerts.router,
         incidents.router,
+        safe_mode.router,
+        faults.router,
         health.router,
         health.probes,
     ):
         app.include_router(r)
     install_openapi(app, (get_principal,), NOT_FOUND_IN_BODY)
+    app.add_middleware(FaultScope)  # innermost: a delayed request is still logged, counted and drained
     app.add_middleware(DrainGate)  # inside the request context: a refused request is still logged and counted
     app.add_middleware(
         RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, expose_errors=settings.expose_errors

@@ -73,6 +73,7 @@ class Turn:
     stages_ms: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     out_of_time: bool = False  # the turn budget ran out; what was left of it was skipped
+    settled_by: str | None = None  # a stage that already fixed the answer (safe mode): retrieve/generate skip
     received_at: Any = field(default_factory=utcnow)
 
     @property
@@ -252,6 +253,8 @@ class Retrieve:
         self.context_chars = context_chars
 
     def __call__(self, turn: Turn) -> None:
+        if turn.settled_by:
+            return
         left = turn.time_left(self.budget_s)
         if left is not None and left <= 0:
             turn.run_out_of_time(self.budget_s, "before retrieval")
@@ -315,6 +318,8 @@ class Generate:
         return Generation((OUT_OF_TIME if turn.out_of_time else NO_ANSWER)[turn.language], "none")
 
     def __call__(self, turn: Turn) -> None:
+        if turn.settled_by:
+            return
         req = self.request(turn)
         if not req.passages:
             turn.generation = self.no_answer(turn)
@@ -328,6 +333,9 @@ class Generate:
         finish(turn, req)
 
     def stream(self, turn: Turn) -> Iterator[str]:
+        if turn.settled_by:
+            yield turn.answer
+            return
         req = self.request(turn)
         if not req.passages:
             turn.generation = self.no_answer(turn)

@@ -37,7 +37,7 @@ def child(metric: Any, *labels: str) -> Any:
     return found
 
 
-STAGES = ("history", "retrieve", "generate", "persist", "record")
+STAGES = ("history", "safe_mode", "retrieve", "generate", "persist", "record")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 HTTP_REQUESTS = Counter(
@@ -227,5 +227,16 @@ NOTIFICATION_CHANNEL_UP = Gauge(
     "ragvigil_notification_channel_up",
     "1 while a notification channel delivers, 0 after three failed deliveries in a row.",
     ["channel"],
+    registry=REGISTRY,
+)
+SAFE_MODE_ACTIVE = Gauge(
+    "ragvigil_safe_mode_active",
+    "1 while safe mode answers every message with the configured safe response, 0 otherwise.",
+    registry=REGISTRY,
+)
+FAULTS_ACTIVE = Gauge(
+    "ragvigil_faults_active",
+    "Injected faults active right now, by target (provider:<name>, vector_store, embedding, database, latency, cpu).",
+    ["target"],
     registry=REGISTRY,
 )

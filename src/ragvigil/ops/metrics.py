@@ -240,3 +240,9 @@ FAULTS_ACTIVE = Gauge(
     ["target"],
     registry=REGISTRY,
 )
+FAULT_HITS = Counter(
+    "ragvigil_fault_hits_total",
+    "Calls an injected fault acted on (failed, slowed or delayed), by target: evidence a drill's fault took effect.",
+    ["target"],
+    registry=REGISTRY,
+)

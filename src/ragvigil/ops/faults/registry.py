@@ -135,6 +135,7 @@ class FaultRegistry:
         now = time.monotonic()
         for fault in list(self._faults.values()):
             if fault.target == target and fault.live(now) and (fault.rate >= 1.0 or random.random() < fault.rate):
+                metrics.child(metrics.FAULT_HITS, target).inc()
                 return fault
         return None
 

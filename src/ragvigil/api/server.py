@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         health.probes,
     ):
         app.include_router(r)
-    install_openapi(app, (get_principal,), NOT_FOUND_IN_BODY)
+    install_openapi(app, (get_principal,), NOT_FOUND_IN_BODY | faults.OPENAPI_STATUSES)
     app.add_middleware(FaultScope)  # innermost: a delayed request is still logged, counted and drained
     app.add_middleware(DrainGate)  # inside the request context: a refused request is still logged and counted
     app.add_middleware(

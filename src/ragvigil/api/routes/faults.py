@@ -27,6 +27,8 @@ async def faults_enabled(request: Request, rt: Runtime = Depends(get_runtime), w
 
 
 router = APIRouter(prefix="/api/v1/ops", tags=["ops"], dependencies=[Depends(Admin), Depends(faults_enabled)])
+# every route here may answer 409 (off, or too many faults): published in the OpenAPI document
+OPENAPI_STATUSES = {"/api/v1/ops/faults": ["409"], "/api/v1/ops/faults/{fault_id}": ["409"]}
 
 
 class FaultParams(BaseModel):

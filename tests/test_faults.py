@@ -14,13 +14,14 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from tests.conftest import LOOPBACK_CLIENT, admin_key, auth, local_client, make_settings
+from tests.conftest import LOOPBACK_CLIENT, LiveServer, admin_key, auth, local_client, make_settings
 from tests.slow_llm import SlowLLM, slow_llm
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
 from ragvigil.ops import metrics
 from ragvigil.ops.access import Role
+from ragvigil.ops.admin_key import read_admin_key
 from realservers import wait_until
 
 QUESTION = "How do I export my notes?"
@@ -239,3 +240,28 @@ def test_with_fault_injection_off_nothing_is_wrapped(sample_runtime: Runtime) ->
     assert sample_runtime.generator is sample_runtime.extractive
     assert type(sample_runtime.vectors).__name__ == "FaissVectorStore"
     assert sample_runtime.faults.hit("vector_store") is None
+
+
+def test_on_a_running_server_a_database_fault_is_journaled_and_replayed_by_itself(
+    sample_data_dir: Path, tmp_path: Path
+) -> None:
+    d = tmp_path / "served"
+    shutil.copytree(sample_data_dir, d)
+    app = create_app(make_settings(d, faults={"enabled": True}))
+    with LiveServer(app) as base, httpx.Client(base_url=base, timeout=30) as http:
+        key = auth(read_admin_key(d) or "")  # the first start made it
+        assert http.post("/api/v1/chat", json={"message": QUESTION}).status_code == 200
+        r = http.post(
+            "/api/v1/ops/faults", json={"target": "database", "kind": "refuse", "duration_s": 120}, headers=key
+        )
+        assert r.status_code == 201, r.text
+        turn = http.post("/api/v1/chat", json={"message": QUESTION, "user_id": "u7"}).json()
+        assert any("turn journaled" in x for x in turn["degraded_reasons"])
+        assert http.delete("/api/v1/ops/faults", headers=key).status_code == 200
+        path = f"/api/v1/sessions/{turn['session_id']}/messages"
+        msgs = wait_until(  # the replay loop runs every 5 s
+            lambda: (r := http.get(path, params={"user_id": "u7"})).status_code == 200 and r.json(),
+            60,
+            "the journaled turn to be replayed",
+        )
+        assert [m["content"] for m in msgs] == [QUESTION, turn["answer"]]

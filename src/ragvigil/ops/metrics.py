@@ -68,7 +68,7 @@ STAGE_OUTCOMES = Counter(
 )
 CHAT_ANSWERS = Counter(
     "ragvigil_chat_answers_total",
-    "Chat answers by kind (answered, no_answer) and whether a fallback produced them.",
+    "Chat answers by kind (answered, no_answer, safe_mode) and whether a fallback produced them.",
     ["kind", "degraded"],
     registry=REGISTRY,
 )

@@ -121,6 +121,10 @@ def test_switching_needs_an_operator_and_a_reason(sample_runtime: Runtime) -> No
         assert r.status_code == 422 and r.json()["field"] == "reason"
         r = c.put("/api/v1/ops/safe-mode", json={"active": "yes"}, headers=auth(admin_key(sample_runtime)))
         assert r.status_code == 422 and r.json()["field"] == "active"
+        r = c.put(
+            "/api/v1/ops/safe-mode", json={"active": True, "reason": "a\x00b"}, headers=auth(admin_key(sample_runtime))
+        )
+        assert r.status_code == 422 and r.json()["field"] == "reason"  # never stored half-way (audit, state)
     assert sample_runtime.safe_mode.active is False
 
 

@@ -12,6 +12,7 @@ from ragvigil.api.deps import client_address, get_runtime, require
 from ragvigil.api.errors import ApiError
 from ragvigil.app import Runtime
 from ragvigil.ops.access import Principal, Role
+from ragvigil.storage.text import StorableText
 
 router = APIRouter(prefix="/api/v1/ops", tags=["ops"])
 
@@ -19,7 +20,9 @@ router = APIRouter(prefix="/api/v1/ops", tags=["ops"])
 class SafeModeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     active: StrictBool
-    reason: str = Field("", max_length=500, description="why (required to switch it on): shown in status and audit")
+    reason: StorableText = Field(
+        "", max_length=500, description="why (required to switch it on): shown in status and audit"
+    )
 
 
 @router.get("/safe-mode", dependencies=[Depends(require(Role.viewer))])

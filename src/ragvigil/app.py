@@ -22,6 +22,7 @@ from ragvigil.chat.build import build_pipeline
 from ragvigil.chat.history import SessionHistory
 from ragvigil.chat.journal import Journal, JournalReplayer
 from ragvigil.chat.pipeline import Persist
+from ragvigil.chat.safe_mode import SafeMode
 from ragvigil.chat.sessions import SessionStore
 from ragvigil.config import Settings
 from ragvigil.config_check import Problem
@@ -32,6 +33,7 @@ from ragvigil.ops.access import AuditLog, KeyStore
 from ragvigil.ops.admin_key import ensure_admin_key
 from ragvigil.ops.admission import build_admission
 from ragvigil.ops.alerts.build import build_alerting
+from ragvigil.ops.faults import build_faults
 from ragvigil.ops.health import DEPENDENCIES, HealthChecks, disk_check
 from ragvigil.ops.log_retention import LogRetention
 from ragvigil.ops.logfiles import RetentionReport
@@ -83,17 +85,20 @@ class Runtime:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = open_database(settings, apply_migrations)
-        k = build_knowledge(settings, self.db)
+        # fault injection for drills (admin-only, off by default): its hooks wrap the seams built below
+        self.faults = build_faults(settings, self.db.engine, AuditLog(self.db))
+        k = build_knowledge(settings, self.db, self.faults)
         self.tokenizer, self.embedder, self.vectors, self.catalog = k.tokenizer, k.embedder, k.vectors, k.catalog
         self.ingestor, self.retriever, self.filler = k.ingestor, k.retriever, k.filler
         self.sessions, self.keys, self.audit = SessionStore(self.db), KeyStore(self.db), AuditLog(self.db)
         self.journal = Journal.build(settings.data_dir / "journal", settings.journal)
         self.history = SessionHistory(self.sessions, self.journal)  # the database merged with journaled turns
         self.replayer = JournalReplayer(self.journal, self.sessions)
-        self.extractive, self.router = build_generation(settings, self.tokenizer)
+        self.extractive, self.router = build_generation(settings, self.tokenizer, wrap=self.faults.generator)
         self.generator: Generator = self.router  # providers in order, breakers, extractive last
         self.admission = build_admission(settings.admission, self.db)  # rate limits, adaptive concurrency, priorities
         self.features = self.admission.features  # non-core work shed under pressure
+        self.safe_mode = SafeMode(settings.data_dir, settings.safe_mode)  # every answer the safe response while on
         self.pipeline = build_pipeline(
             settings,
             self.sessions,
@@ -104,6 +109,7 @@ class Runtime:
             self.journal,
             longest_call_s=self.router.longest_timeout_s(),
             features=self.features,
+            safe_mode=self.safe_mode,
         )
         self.health = build_health(settings, self.db, self.vectors, self.embedder, self.generator)
         for name in self.router.names()[:-1]:  # one optional check per remote provider, under generation
@@ -179,6 +185,7 @@ class Runtime:
         self.health.close()
         self.router.close()
         self.admission.close()
+        self.faults.close()
         self._process_globals.undo()
         self.db.dispose()
 

@@ -371,6 +371,31 @@ class AdmissionSettings(Section):
         return self
 
 
+SAFE_RESPONSE_EN = (
+    "Our assistant is working in a limited mode right now and cannot answer questions. Your message has been "
+    "saved. To reach a person, please contact our support team through the help centre's contact page, and "
+    "we will get back to you."
+)
+SAFE_RESPONSE_ZH = "智能助手目前处于受限模式，暂时无法回答问题。您的消息已保存。如需人工帮助，请通过帮助中心的联系页面联系客服，我们会尽快回复您。"
+
+
+class SafeModeSettings(Section):
+    """What every message is answered with while safe mode is on: say the assistant is limited, name a human."""
+
+    response_en: str = Field(SAFE_RESPONSE_EN, min_length=1, max_length=2000)
+    response_zh: str = Field(SAFE_RESPONSE_ZH, min_length=1, max_length=2000)
+
+
+class FaultSettings(Section):
+    """Fault injection for drills: admin-only and off by default; production refuses to start with it on
+    unless ``allow_in_production`` says that is meant (a drill on a production instance)."""
+
+    enabled: bool = False
+    allow_in_production: bool = False
+    max_active: int = Field(16, ge=1, le=100, description="faults active at once")
+    max_delay_s: float = Field(30.0, gt=0, le=600, description="the longest delay a slow/timeout/latency fault adds")
+
+
 class Settings(BaseSettings):
     """Settings of one ragvigil instance. Every file it writes lives under ``data_dir``."""
 
@@ -452,6 +477,8 @@ class Settings(BaseSettings):
     retrieval_mode: RetrievalModeSettings = RetrievalModeSettings()
     journal: JournalSettings = JournalSettings()
     admission: AdmissionSettings = AdmissionSettings()
+    safe_mode: SafeModeSettings = SafeModeSettings()
+    faults: FaultSettings = FaultSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -43,6 +43,10 @@ def start_problems(settings: Settings, *, host: str | None = None, admin_key: bo
             problems.append(
                 Problem("error", f"providers[{p.name}].api_key", "a well-known default secret; set a real one")
             )
+    from ragvigil.ops.faults import startup_problem as fault_problem
+
+    if faults := fault_problem(settings):
+        problems.append(Problem("error", "faults.enabled", faults))
     if settings.alerts.enabled and settings.alerts.rules_file is not None:
         from ragvigil.ops.alerts.rules import RuleFileError, load_rule_file
 

@@ -15,9 +15,22 @@ from ragvigil import __version__
 from ragvigil.api.admission import OPENAPI_STATUSES, AdmissionMiddleware
 from ragvigil.api.deps import get_principal, require
 from ragvigil.api.errors import install_error_handlers
+from ragvigil.api.fault_scope import FaultScope
 from ragvigil.api.middleware import RequestContextMiddleware
 from ragvigil.api.openapi import install_openapi
-from ragvigil.api.routes import admission, alerts, chat, health, incidents, kb, openai_compat, providers, traces
+from ragvigil.api.routes import (
+    admission,
+    alerts,
+    chat,
+    faults,
+    health,
+    incidents,
+    kb,
+    openai_compat,
+    providers,
+    safe_mode,
+    traces,
+)
 from ragvigil.api.serving import DrainGate
 from ragvigil.app import Runtime
 from ragvigil.config import Settings, load_settings
@@ -77,15 +90,19 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         incidents.router,
         providers.router,
         admission.router,
+        safe_mode.router,
+        faults.router,
         health.router,
         health.probes,
     ):
         app.include_router(r)
     extra = {
-        p: NOT_FOUND_IN_BODY.get(p, []) + OPENAPI_STATUSES.get(p, []) for p in NOT_FOUND_IN_BODY | OPENAPI_STATUSES
+        p: NOT_FOUND_IN_BODY.get(p, []) + OPENAPI_STATUSES.get(p, []) + faults.OPENAPI_STATUSES.get(p, [])
+        for p in NOT_FOUND_IN_BODY | OPENAPI_STATUSES | faults.OPENAPI_STATUSES
     }
     install_openapi(app, (get_principal,), extra)
-    app.add_middleware(AdmissionMiddleware)  # innermost: a draining instance refuses before it queues
+    app.add_middleware(FaultScope)  # innermost: a delayed request is still logged, counted and drained
+    app.add_middleware(AdmissionMiddleware)  # a draining instance refuses before it queues
     app.add_middleware(DrainGate)  # inside the request context: a refused request is still logged and counted
     app.add_middleware(
         RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, expose_errors=settings.expose_errors

@@ -18,6 +18,7 @@ from ragvigil.chat.pipeline import (
     Retrieve,
     Stage,
 )
+from ragvigil.chat.safe_mode import SafeMode, SafeModeStage
 from ragvigil.chat.sessions import SessionStore
 from ragvigil.config import Settings
 from ragvigil.knowledge.retrieval import HybridRetriever
@@ -41,11 +42,13 @@ def build_pipeline(
     journal: Journal,
     longest_call_s: float | None = None,
     features: FeatureGate | None = None,
+    safe_mode: SafeMode | None = None,
 ) -> ChatPipeline:
     rs = settings.retrieval
     budget_s = turn_budget_s(settings, longest_call_s)
     stages: list[Stage] = [
         LoadHistory(history, rs.history_turns),
+        *([SafeModeStage(safe_mode)] if safe_mode is not None else []),  # settles the turn while on
         Retrieve(retriever, budget_s=budget_s, context_chars=rs.context_chars, features=features),
         Generate(generator, extractive, budget_s=budget_s),
         Persist(sessions, journal),

@@ -98,6 +98,7 @@ class Turn:
     stages_ms: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     out_of_time: bool = False  # the turn budget ran out; what was left of it was skipped
+    settled_by: str | None = None  # a stage that already fixed the answer (safe mode): retrieve/generate skip
     received_at: Any = field(default_factory=utcnow)
     settled_by: str | None = None  # the stage that already fixed the answer: retrieval and generation skip the turn
 

@@ -8,6 +8,7 @@ asks for a ``Knowledge`` and copies its parts onto itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from ragvigil.config import Settings
 from ragvigil.knowledge.catalog import Catalog
@@ -23,6 +24,18 @@ from ragvigil.ops.periodic import Periodic
 from ragvigil.storage.db import Database
 
 
+class FaultSeams(Protocol):
+    """Where fault injection wraps this subsystem (``ops.faults.Faults``); each returns its argument when off."""
+
+    def embedder(self, inner: Any) -> Any: ...
+
+    def vector_store(self, inner: Any) -> Any: ...
+
+
+def _same(inner: Any) -> Any:
+    return inner
+
+
 @dataclass
 class Knowledge:
     tokenizer: Tokenizer
@@ -35,14 +48,19 @@ class Knowledge:
     pending_gauge: Periodic  # keeps ragvigil_vectors_pending fresh while serving
 
 
-def build_knowledge(settings: Settings, db: Database) -> Knowledge:
+def build_knowledge(settings: Settings, db: Database, faults: FaultSeams | None = None) -> Knowledge:
+    """``faults``: the fault-injection hooks put around the query embedder and the vector store (drills)."""
     rs = settings.retrieval
     tokenizer = Tokenizer(settings.cache_dir)
+    wrap_embedder = faults.embedder if faults is not None else _same
+    wrap_store = faults.vector_store if faults is not None else _same
     embedder = CachedQueryEmbedder(
-        E5Embedder(threads=rs.embed_threads, engines=rs.query_engines, max_query_tokens=rs.max_query_tokens),
+        wrap_embedder(
+            E5Embedder(threads=rs.embed_threads, engines=rs.query_engines, max_query_tokens=rs.max_query_tokens)
+        ),
         rs.query_cache_size,
     )
-    vectors = FaissVectorStore(settings.index_dir, embedder.dim, rs.vector_index)
+    vectors = wrap_store(FaissVectorStore(settings.index_dir, embedder.dim, rs.vector_index))
     catalog = Catalog(db)
     ingestor = Ingestor(catalog, tokenizer, rs, vectors, settings.ingest)
     # its own engine: a batch of passages must never make questions wait behind it

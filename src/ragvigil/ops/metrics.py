@@ -37,7 +37,7 @@ def child(metric: Any, *labels: str) -> Any:
     return found
 
 
-STAGES = ("history", "retrieve", "generate", "persist", "record")
+STAGES = ("history", "safe_mode", "retrieve", "generate", "persist", "record")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 HTTP_REQUESTS = Counter(
@@ -70,6 +70,7 @@ CHAT_ANSWERS = Counter(
     "ragvigil_chat_answers_total",
     "Chat answers by kind (answered, no_answer; settled: fixed before retrieval, e.g. safe mode) and whether the "
     "turn was degraded (a fallback answered or a dependency failed).",
+    "Chat answers by kind (answered, no_answer, safe_mode) and whether a fallback produced them.",
     ["kind", "degraded"],
     registry=REGISTRY,
 )
@@ -334,5 +335,20 @@ FEATURE_SWITCHES = Counter(
     "ragvigil_feature_switches_total",
     "Feature flag switches by feature and direction (on, off).",
     ["feature", "to"],
+SAFE_MODE_ACTIVE = Gauge(
+    "ragvigil_safe_mode_active",
+    "1 while safe mode answers every message with the configured safe response, 0 otherwise.",
+    registry=REGISTRY,
+)
+FAULTS_ACTIVE = Gauge(
+    "ragvigil_faults_active",
+    "Injected faults active right now, by target (provider:<name>, vector_store, embedding, database, latency, cpu).",
+    ["target"],
+    registry=REGISTRY,
+)
+FAULT_HITS = Counter(
+    "ragvigil_fault_hits_total",
+    "Calls an injected fault acted on (failed, slowed or delayed), by target: evidence a drill's fault took effect.",
+    ["target"],
     registry=REGISTRY,
 )

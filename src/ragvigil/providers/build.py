@@ -6,14 +6,22 @@ older ``generator``/``openai`` pair); the runtime and the pipeline only see the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ragvigil.config import Settings
 from ragvigil.knowledge.tokenize import Tokenizer
+from ragvigil.providers.base import Generator
 from ragvigil.providers.extractive import ExtractiveGenerator
 from ragvigil.providers.metered import MeteredGenerator
 from ragvigil.providers.router import ProviderRouter, build_router
 
 
-def build_generation(settings: Settings, tokenizer: Tokenizer) -> tuple[MeteredGenerator, ProviderRouter]:
-    """``(extractive, router)``: the providers in order, each behind its breaker, ``extractive`` last."""
+def build_generation(
+    settings: Settings, tokenizer: Tokenizer, wrap: Callable[[Generator], Generator] | None = None
+) -> tuple[MeteredGenerator, ProviderRouter]:
+    """``(extractive, router)``: the providers in order, each behind its breaker, ``extractive`` last.
+
+    ``wrap`` is put around each remote provider's client (fault injection's ``provider:<name>`` hooks).
+    """
     extractive = MeteredGenerator(ExtractiveGenerator(tokenizer))
-    return extractive, build_router(settings, extractive)
+    return extractive, build_router(settings, extractive, wrap=wrap)

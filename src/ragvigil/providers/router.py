@@ -89,24 +89,32 @@ def build_router(
     *,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    wrap: Callable[[Generator], Generator] | None = None,
 ) -> ProviderRouter:
     """The router for ``settings``' providers; ``extractive`` is the (metered) last resort.
 
     ``clock`` and ``sleep`` drive breakers, budgets and backoff (a test passes its own)."""
-    routes = [_route(p, extractive, clock) for p in provider_list(settings)]
+    routes = [_route(p, extractive, clock, wrap) for p in provider_list(settings)]
     return ProviderRouter(routes, clock=clock, sleep=sleep)
 
 
-def _route(p: ProviderSettings, extractive: Generator, clock: Callable[[], float] = time.monotonic) -> Route:
+def _route(
+    p: ProviderSettings,
+    extractive: Generator,
+    clock: Callable[[], float] = time.monotonic,
+    wrap: Callable[[Generator], Generator] | None = None,
+) -> Route:
     if p.kind == "extractive":
         return Route(p, extractive, None, threading.BoundedSemaphore(p.max_concurrency))
     b = p.breaker
+    client: Generator = OpenAIGenerator(p, name=p.name)
     config = BreakerConfig(
         b.window_size, b.minimum_calls, b.failure_rate, b.slow_call_rate, b.slow_call_s, b.open_s, b.half_open_calls
     )
     route = Route(
         p,
-        MeteredGenerator(OpenAIGenerator(p, name=p.name), p.model),
+        # inside the meter: a fault's failure is counted as the provider's, as a real one would be
+        MeteredGenerator(wrap(client) if wrap is not None else client, p.model),
         None,
         threading.BoundedSemaphore(p.max_concurrency),
     )

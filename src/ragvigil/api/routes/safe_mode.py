@@ -1,0 +1,54 @@
+"""Safe mode: see it (viewer), switch it on or off (operator, audited)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from starlette.concurrency import run_in_threadpool
+
+from ragvigil.api.deps import client_address, get_runtime, require
+from ragvigil.api.errors import ApiError
+from ragvigil.app import Runtime
+from ragvigil.ops.access import Principal, Role
+from ragvigil.storage.text import StorableText
+
+router = APIRouter(prefix="/api/v1/ops", tags=["ops"])
+
+
+class SafeModeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    active: StrictBool
+    reason: StorableText = Field(
+        "", max_length=500, description="why (required to switch it on): shown in status and audit"
+    )
+
+
+@router.get("/safe-mode", dependencies=[Depends(require(Role.viewer))])
+async def safe_mode_status(rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+    """``active``, ``reason``, ``by``, ``since`` and whether the state is saved for a restart."""
+    return rt.safe_mode.status()
+
+
+@router.put("/safe-mode")
+async def set_safe_mode(
+    body: SafeModeIn,
+    request: Request,
+    rt: Runtime = Depends(get_runtime),
+    who: Principal = Depends(require(Role.operator)),
+) -> dict[str, Any]:
+    """While on, every chat message is answered with the configured safe response (still stored)."""
+    reason = body.reason.strip()
+    if body.active and not reason:
+        raise ApiError(422, "validation_error", "reason: say why safe mode is switched on", "reason")
+    before = rt.safe_mode.active
+    # writing the state file fsyncs: off the event loop
+    if body.active:
+        state = await run_in_threadpool(rt.safe_mode.enter, reason, who.name)
+    else:
+        state = await run_in_threadpool(rt.safe_mode.leave, who.name)
+    action = "safe_mode.enter" if body.active else "safe_mode.leave"
+    detail = {"reason": reason, "before": before, "changed": state["changed"], "persisted": state["persisted"]}
+    await run_in_threadpool(rt.audit.record, who, action, "ok", None, client_address(request), detail)
+    return rt.safe_mode.status()

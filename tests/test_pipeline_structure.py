@@ -68,7 +68,7 @@ def _sample(name: str, labels: dict[str, str] | None = None) -> float:
 def test_a_settled_turn_skips_retrieval_and_generation_and_is_still_persisted(sample_runtime: Runtime) -> None:
     rt = sample_runtime
     _with_settle(rt)
-    settled_before = _sample("ragvigil_chat_answers_total", {"kind": "settled", "degraded": "false"})
+    settled_before = _sample("ragvigil_chat_answers_total", {"kind": "settle", "degraded": "false"})
     retrievals_before = _sample("ragvigil_retrieval_relevant_hits_count")
     turn = rt.pipeline.run(Turn(message="专业版年付多少钱？", kb="default"))
     assert turn.settled_by == "settle" and turn.answer == SAFE
@@ -77,7 +77,7 @@ def test_a_settled_turn_skips_retrieval_and_generation_and_is_still_persisted(sa
     assert turn.persisted_to == "database"
     stored = rt.sessions.messages(turn.session_id)
     assert [(m.role, m.content) for m in stored] == [("user", "专业版年付多少钱？"), ("assistant", SAFE)]
-    assert _sample("ragvigil_chat_answers_total", {"kind": "settled", "degraded": "false"}) == settled_before + 1
+    assert _sample("ragvigil_chat_answers_total", {"kind": "settle", "degraded": "false"}) == settled_before + 1
     assert _sample("ragvigil_retrieval_relevant_hits_count") == retrievals_before  # no search was made
     ok = {"stage": "retrieve", "outcome": "ok"}
     assert _sample("ragvigil_stage_outcomes_total", ok) >= 1  # the stage ran (and did nothing)

@@ -209,7 +209,7 @@ class TurnMetrics(BaseObserver):
             if not found:
                 metrics.RETRIEVAL_EMPTY.inc()
         if turn.settled_by is not None:
-            kind = "settled"
+            kind = turn.settled_by  # what fixed the answer before retrieval, e.g. safe_mode
         elif turn.generation is not None:
             kind = "answered" if turn.sources else "no_answer"
         else:

@@ -126,5 +126,4 @@ class SafeModeStage:
         turn.answer = self.safe_mode.response(turn.language)
         turn.sources = []
         turn.settled_by = SETTLED_BY
-        turn.degrade("safe mode")
-        metrics.CHAT_ANSWERS.labels("safe_mode", "true").inc()
+        turn.degrade("safe mode")  # counted by the pipeline's answer observer as kind="safe_mode"

@@ -68,9 +68,8 @@ STAGE_OUTCOMES = Counter(
 )
 CHAT_ANSWERS = Counter(
     "ragvigil_chat_answers_total",
-    "Chat answers by kind (answered, no_answer; settled: fixed before retrieval, e.g. safe mode) and whether the "
-    "turn was degraded (a fallback answered or a dependency failed).",
-    "Chat answers by kind (answered, no_answer, safe_mode) and whether a fallback produced them.",
+    "Chat answers by kind (answered, no_answer, or what settled the turn before retrieval, e.g. safe_mode) and "
+    "whether the turn was degraded (a fallback answered or a dependency failed).",
     ["kind", "degraded"],
     registry=REGISTRY,
 )
@@ -335,6 +334,8 @@ FEATURE_SWITCHES = Counter(
     "ragvigil_feature_switches_total",
     "Feature flag switches by feature and direction (on, off).",
     ["feature", "to"],
+    registry=REGISTRY,
+)
 SAFE_MODE_ACTIVE = Gauge(
     "ragvigil_safe_mode_active",
     "1 while safe mode answers every message with the configured safe response, 0 otherwise.",

@@ -32,6 +32,7 @@ from ragvigil.ops.alerts.recording import SignalRecorder
 from ragvigil.ops.alerts.router import Router
 from ragvigil.ops.alerts.service import AlertService
 from ragvigil.ops.alerts.silences import SilenceStore
+from ragvigil.ops.diagnosis import build_diagnoser
 from ragvigil.ops.health import HEALTH_COLLECTOR, HealthChecks
 from ragvigil.ops.logfiles import RetentionPolicy, RetentionReport, enforce_retention
 from ragvigil.ops.message_log import EncryptedMessageLog
@@ -123,7 +124,8 @@ class Runtime:
         self.health.add("disk", self._check_disk)
         HEALTH_COLLECTOR.checks = self.health  # health as metrics, for the alert rules and Prometheus
         a = settings.alerts
-        self.incidents = IncidentStore(self.db)
+        # diagnosed when it opens; the diagnoser is built below, once the alert engine it reads exists
+        self.incidents = IncidentStore(self.db, on_opened=lambda i: self.diagnosis.incident_opened(i))
         self.silences = SilenceStore(self.db)
         self.notifier = Notifier([build_channel(c) for c in a.channels], self.db, self.incidents)
         if a.channels:
@@ -145,6 +147,13 @@ class Runtime:
             )
             if a.enabled
             else None
+        )
+        self.diagnosis = build_diagnoser(
+            settings,
+            self.incidents,
+            health=self.health,
+            alerts=self.alerts,
+            providers_status=lambda: self.router.status() if hasattr(self, "router") else None,  # the provider router
         )
         self.started_at = time.time()
         self.draining = False

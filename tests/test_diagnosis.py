@@ -360,3 +360,14 @@ def test_the_hook_runs_once_per_new_incident_after_it_is_committed(tmp_path: Pat
     c = AlertNotice({"alertname": "C", "severity": "P3"}, {}, "firing", start)
     assert len(store.record([c], "g2")) == 1  # still filed
     db.dispose()
+
+
+def test_a_bad_rules_file_is_a_configuration_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ragvigil.config_check import check_settings
+
+    bad = tmp_path / "causes.yaml"
+    bad.write_text("causes:\n  - {name: x, summary: s, when: [{alert: A}], actions: [nope]}\n", encoding="utf-8")
+    monkeypatch.setenv("RAGVIGIL_DIAGNOSIS__RULES_FILE", str(bad))
+    settings, problems = check_settings()
+    assert settings is None
+    assert any("diagnosis.rules_file" in str(p) and "cause x: actions.0.name" in str(p) for p in problems)

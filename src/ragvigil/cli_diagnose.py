@@ -10,6 +10,7 @@ and the host's figures (the vector store, embedding and generator checks need th
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Annotated, Any
@@ -112,6 +113,9 @@ def _offline(settings: Settings, incident: str | None) -> dict[str, Any]:
     from ragvigil.ops.health import HealthChecks
     from ragvigil.storage.db import Database, ping
 
+    root = logging.getLogger("ragvigil")
+    if not root.handlers:  # what failed is in the diagnosis' notes; no bare log lines on the terminal
+        root.addHandler(logging.NullHandler())
     db = Database(settings.db_url)
     store = IncidentStore(db)
     health = HealthChecks()

@@ -257,6 +257,16 @@ class DiagnosisSettings(Section):
     max_causes: int = Field(5, ge=1, le=50, description="causes listed per diagnosis")
     max_log_records: int = Field(200_000, ge=1000, le=10_000_000, description="log records read per diagnosis")
 
+    @field_validator("rules_file")
+    @classmethod
+    def _valid_rules(cls, v: Path | None) -> Path | None:
+        """Read once at start: a bad file is a configuration problem (`config check`), not a crash later."""
+        if v is not None:
+            from ragvigil.ops.diagnosis.rules import load_diagnosis_file
+
+            load_diagnosis_file(v)  # DiagnosisRuleError is a ValueError naming every cause and field
+        return v
+
 
 class IngestSettings(BaseModel):
     """Bounds on one ingested file, so a hostile file costs a few seconds of CPU, not minutes or the process."""

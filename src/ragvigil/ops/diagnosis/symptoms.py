@@ -262,7 +262,7 @@ class SymptomCollector:
                 read()
             except Exception as exc:  # diagnosis runs when things are broken: a source may be one of them
                 log.warning("diagnosis_source_failed", extra={"source": what, "error": str(exc)[:300]})
-                s.notes.append(f"{what}: could not be read ({type(exc).__name__}: {str(exc)[:200]})")
+                s.notes.append(f"{what}: could not be read ({type(exc).__name__}: {_first_line(exc)})")
         if not s.stages:
             try:
                 self._stage_histogram(s)
@@ -378,6 +378,10 @@ class SymptomCollector:
             for name in missing:
                 if name in figures:
                     s.resources[name] = ResourceSymptom(name, figures[name], now)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:200]
 
 
 def _latest(history: SignalHistory, metric: str, now: float) -> tuple[float, float] | None:

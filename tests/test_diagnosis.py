@@ -371,3 +371,45 @@ def test_a_bad_rules_file_is_a_configuration_problem(tmp_path: Path, monkeypatch
     settings, problems = check_settings()
     assert settings is None
     assert any("diagnosis.rules_file" in str(p) and "cause x: actions.0.name" in str(p) for p in problems)
+
+
+def test_the_log_read_is_bounded_in_bytes(tmp_path: Path) -> None:
+    now = time.time()
+    lines = [(now - 100 + i * 0.01, logging.WARNING, "generator_failed", {"error": "x" * 200}) for i in range(2000)]
+    write_log(tmp_path, lines)
+    size = (tmp_path / "application.log").stat().st_size
+    s = SymptomCollector(SymptomSources(log_dir=tmp_path), max_log_bytes=size // 4).snapshot(now)
+    counted = s.errors[0].count
+    assert 400 < counted < 600  # about a quarter of the lines, none half-read
+    assert any("only the last" in n for n in s.notes)
+
+
+def test_incidents_opened_together_share_one_snapshot(tmp_path: Path) -> None:
+    from ragvigil.ops.diagnosis import Diagnoser
+
+    db = Database(f"sqlite:///{tmp_path / 'r.db'}")
+    migrate(db.engine)
+    runs: list[int] = []
+
+    def health() -> list[CheckResult]:
+        runs.append(1)
+        return [CheckResult("disk", False, 1.0, "only 3 MB free")]
+
+    diagnoser = Diagnoser(default_diagnosis_rules(), SymptomCollector(SymptomSources(health=health)))
+    store = IncidentStore(db, on_opened=diagnoser.incident_opened)
+    diagnoser.incidents = store
+    from datetime import UTC, datetime
+
+    start = datetime.now(UTC)
+    for name in ("DiskFilling", "HighCPU"):
+        store.record([AlertNotice({"alertname": name, "severity": "P2"}, {}, "firing", start)], f"g-{name}")
+    assert len(runs) == 1
+    for incident in store.list():
+        written = [e for e in store.get(incident["id"])["timeline"] if e["kind"] == "diagnosis"]
+        assert written[0]["detail"]["likely_cause"] == "disk_full"
+    # the incident's own alert is among its evidence, not the other's
+    disk = next(i for i in store.list() if i["title"].startswith("DiskFilling"))
+    evidence = store.get(disk["id"])["timeline"][2]["detail"]["causes"][0]["evidence"]
+    assert "alert DiskFilling" in [e["signal"] for e in evidence]
+    assert diagnoser.diagnose()["causes"] and len(runs) == 2  # on demand: always fresh
+    db.dispose()

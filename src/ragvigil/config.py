@@ -255,7 +255,9 @@ class DiagnosisSettings(Section):
     window_s: float = Field(900.0, ge=60, le=86400, description="seconds of logs read for error kinds and latency")
     min_confidence: float = Field(0.2, ge=0, le=1, description="causes below this confidence are not listed")
     max_causes: int = Field(5, ge=1, le=50, description="causes listed per diagnosis")
-    max_log_records: int = Field(200_000, ge=1000, le=10_000_000, description="log records read per diagnosis")
+    max_log_bytes: int = Field(
+        8_000_000, ge=65_536, le=200_000_000, description="bytes of application.log a diagnosis reads (its tail)"
+    )
 
     @field_validator("rules_file")
     @classmethod

@@ -87,10 +87,10 @@ def build_diagnoser(
         history=(lambda: alerts.history) if alerts is not None else None,
         log_dir=settings.log_dir,
         providers_status=providers_status,
-        registry=metrics.REGISTRY,
+        stage_histogram=metrics.STAGE_DURATION,
         resources=host_figures(settings.data_dir),
     )
-    collector = SymptomCollector(sources, d.window_s, d.max_log_records)
+    collector = SymptomCollector(sources, d.window_s, d.max_log_bytes)
     return Diagnoser(
         configured_rules(d),
         collector,

@@ -9,6 +9,7 @@ incident must not depend on diagnosing it.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -17,11 +18,12 @@ from typing import Any
 from ragvigil.ops.alerts.incidents import IncidentStore
 from ragvigil.ops.diagnosis.engine import CONFIDENCE_FORMULA, rank
 from ragvigil.ops.diagnosis.rules import DiagnosisRules
-from ragvigil.ops.diagnosis.symptoms import SymptomCollector, incident_alerts, iso
+from ragvigil.ops.diagnosis.symptoms import SymptomCollector, Symptoms, incident_alerts, iso
 
 log = logging.getLogger(__name__)
 
 TIMELINE_KIND = "diagnosis"
+REUSE_ON_OPEN_S = 5.0  # incidents opened within this of each other share one snapshot
 
 
 class Diagnoser:
@@ -42,19 +44,27 @@ class Diagnoser:
         self.max_causes = max_causes
         self.on_open = on_open  # diagnose each incident when it opens
         self._lock = threading.Lock()  # one snapshot at a time: log reading is the costly part
+        self._last: Symptoms | None = None
 
-    def diagnose(self, incident_id: str | None = None, now: float | None = None) -> dict[str, Any]:
+    def diagnose(
+        self, incident_id: str | None = None, now: float | None = None, reuse_s: float = 0.0
+    ) -> dict[str, Any]:
         """Ranked likely causes of the current symptoms (plus the incident's alerts, when one is named).
 
-        Raises ``IncidentNotFound`` for an unknown incident.
+        ``reuse_s``: a snapshot taken that recently serves again (a burst of incidents opening in one
+        evaluation pass reads the logs once). Raises ``IncidentNotFound`` for an unknown incident.
         """
         incident = None
         if incident_id is not None:
             if self.incidents is None:
                 raise LookupError("no incident store")
             incident = self.incidents.get(incident_id)
+        now = time.time() if now is None else now
         with self._lock:
-            symptoms = self.collector.snapshot(time.time() if now is None else now)
+            last = self._last
+            if last is None or not (0 <= now - last.taken_at <= reuse_s):
+                last = self._last = self.collector.snapshot(now)
+            symptoms = copy.deepcopy(last)  # the incident's alerts are added to a copy
         if incident is not None:
             symptoms.with_alerts(incident_alerts(incident))
         causes = rank(self.rules, symptoms, self.min_confidence)[: self.max_causes]
@@ -80,7 +90,7 @@ class Diagnoser:
         if self.incidents is None or not self.on_open:
             return
         try:
-            result = self.diagnose(incident_id)
+            result = self.diagnose(incident_id, reuse_s=REUSE_ON_OPEN_S)
             detail = {k: v for k, v in result.items() if k != "incident_id"}
             self.incidents.add_event(incident_id, TIMELINE_KIND, detail, actor="ragvigil")
             log.info(

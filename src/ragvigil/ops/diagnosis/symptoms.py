@@ -10,7 +10,8 @@ exactly when things are broken. Sources:
 * health — the cached check results and the ``DEPENDENCIES`` roll-up; "since" is read from the
   alert engine's signal history of ``ragvigil_health_check_up``, else from when this collector
   first saw the check fail;
-* errors — WARNING and above in ``application.log``/``error.log`` over the window, counted by event;
+* errors — WARNING and above in the tail of ``application.log`` (at most ``max_log_bytes``) over the
+  window, counted by event;
 * stages — p95 per pipeline stage from the access lines' ``stages_ms`` over the window, else from
   the ``ragvigil_stage_duration_seconds`` histogram since the process started;
 * breakers — the provider router's ``status()`` when there is one (absent: no breaker evidence);
@@ -19,22 +20,24 @@ exactly when things are broken. Sources:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client.registry import Collector
 
 from ragvigil.ops.alerts.history import SignalHistory
 from ragvigil.ops.alerts.promql import _bucket_quantile
 from ragvigil.ops.health import CheckResult, rollup
-from ragvigil.ops.loganalysis import iter_records, latency_summary, record_time
+from ragvigil.ops.loganalysis import latency_summary, record_time
+from ragvigil.ops.logfiles import ERROR_LOG, MAIN_LOG
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +198,7 @@ class SymptomSources:
     history: Callable[[], SignalHistory | None] | None = None
     log_dir: Path | None = None
     providers_status: Callable[[], list[dict[str, Any]] | None] | None = None
-    registry: CollectorRegistry | None = None  # for the stage histogram and resource gauges without history
+    stage_histogram: Collector | None = None  # ragvigil_stage_duration_seconds, when the logs have no timings
     resources: Callable[[], dict[str, float]] | None = None
 
 
@@ -240,10 +243,10 @@ def incident_alerts(incident: dict[str, Any]) -> list[AlertSymptom]:
 class SymptomCollector:
     """Takes snapshots; remembers when it first saw each check fail (the fallback "since")."""
 
-    def __init__(self, sources: SymptomSources, window_s: float = 900.0, max_log_records: int = 200_000) -> None:
+    def __init__(self, sources: SymptomSources, window_s: float = 900.0, max_log_bytes: int = 8_000_000) -> None:
         self.sources = sources
         self.window_s = window_s
-        self.max_log_records = max_log_records
+        self.max_log_bytes = max_log_bytes
         self._failing_since: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -305,14 +308,16 @@ class SymptomCollector:
         if log_dir is None or not log_dir.is_dir():
             s.notes.append("logs: no log directory (error kinds and stage latency from logs unavailable)")
             return
-        since = datetime.fromtimestamp(now - self.window_s, UTC)
-        until = datetime.fromtimestamp(now, UTC) + timedelta(seconds=1)
+        path = next((log_dir / n for n in (MAIN_LOG, ERROR_LOG) if (log_dir / n).is_file()), None)
+        if path is None:
+            s.notes.append(f"logs: no {MAIN_LOG} yet")
+            return
+        records, cut = tail_records(path, now - self.window_s, now + 1, self.max_log_bytes)
+        if cut:
+            s.notes.append(f"logs: only the last {self.max_log_bytes} bytes of {path.name} were read")
         groups: dict[str, ErrorSymptom] = {}
         timed: list[dict[str, Any]] = []
-        for n, record in enumerate(iter_records(log_dir, since=since, until=until)):
-            if n >= self.max_log_records:
-                s.notes.append(f"logs: only the first {self.max_log_records} records of the window were read")
-                break
+        for record in records:
             if isinstance(record.get("stages_ms"), dict):
                 timed.append(record)
             level = str(record.get("level", "")).upper()
@@ -331,12 +336,12 @@ class SymptomCollector:
             s.stages[row.name] = StageSymptom(row.name, row.p95_ms / 1000, row.count, "logs")
 
     def _stage_histogram(self, s: Symptoms) -> None:
-        registry = self.sources.registry
-        if registry is None:
+        histogram = self.sources.stage_histogram
+        if histogram is None:
             return
         buckets: dict[str, list[tuple[float, float]]] = {}
         counts: dict[str, int] = {}
-        for family in registry.collect():
+        for family in histogram.collect():
             if family.name != "ragvigil_stage_duration_seconds":
                 continue
             for sample in family.samples:
@@ -378,6 +383,34 @@ class SymptomCollector:
             for name in missing:
                 if name in figures:
                     s.resources[name] = ResourceSymptom(name, figures[name], now)
+
+
+def tail_records(path: Path, start: float, end: float, max_bytes: int) -> tuple[list[dict[str, Any]], bool]:
+    """JSON log records with ``start <= ts < end`` from the last ``max_bytes`` of ``path``; and whether it was cut.
+
+    Only the tail of the live file: the window is minutes, the live file holds the newest lines, and a
+    diagnosis must cost the same however large the rotated history has grown.
+    """
+    with path.open("rb") as f:
+        size = f.seek(0, 2)
+        cut = size > max_bytes
+        f.seek(max(0, size - max_bytes))
+        data = f.read(max_bytes)
+    lines = data.split(b"\n")
+    if cut:
+        lines = lines[1:]  # the first line was cut in the middle
+    out = []
+    for raw in lines:
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8", errors="replace"))
+            when = record_time(record).timestamp()
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+            continue  # a corrupt or partial line is skipped, never fatal
+        if isinstance(record, dict) and start <= when < end:
+            out.append(record)
+    return out, cut
 
 
 def _first_line(exc: BaseException) -> str:

@@ -413,3 +413,20 @@ def test_incidents_opened_together_share_one_snapshot(tmp_path: Path) -> None:
     assert "alert DiskFilling" in [e["signal"] for e in evidence]
     assert diagnoser.diagnose()["causes"] and len(runs) == 2  # on demand: always fresh
     db.dispose()
+
+
+def test_a_stalled_evaluator_is_a_symptom_even_though_its_engine_cannot_say_so() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from ragvigil.ops.alerts.service import AlertService
+    from ragvigil.ops.diagnosis.symptoms import engine_alerts
+
+    service = AlertService(CollectorRegistry())
+    service.tick(T0)
+    read = engine_alerts(service)
+    assert ("AlertEvaluationStalled", "firing") not in [(a.name, a.state) for a in read()]
+    service.stalled = True  # what the watchdog sets when evaluation stops
+    stalled = [a for a in read() if a.name == "AlertEvaluationStalled" and a.state == "firing"]
+    assert stalled[0].source == "watchdog" and stalled[0].since == T0
+    s = SymptomCollector(SymptomSources(alerts=read)).snapshot(T0 + 60)
+    assert rank(default_diagnosis_rules(), s)[0].cause.name == "alert_evaluation_stalled"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 from starlette.concurrency import run_in_threadpool
 
 from ragvigil.api.deps import get_runtime, require
@@ -24,7 +24,9 @@ async def diagnose_now(rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
 
 
 @router.get("/incidents/{incident_id}/diagnosis", dependencies=[Viewer])
-async def diagnose_incident(incident_id: str, rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
+async def diagnose_incident(
+    incident_id: str = Path(..., max_length=128), rt: Runtime = Depends(get_runtime)
+) -> dict[str, Any]:
     """The incident diagnosed now (its alerts among the symptoms), and the diagnosis written when it opened."""
 
     def work() -> dict[str, Any]:

@@ -217,7 +217,7 @@ def engine_alerts(service: Any) -> Callable[[], list[AlertSymptom]]:
             )
             for a in service.engine.alerts(("pending", "firing"))
         ]
-        if service.stalled and not any(a.name == "AlertEvaluationStalled" for a in out):
+        if service.stalled and not any(a.name == "AlertEvaluationStalled" and a.state == "firing" for a in out):
             labels = {"alertname": "AlertEvaluationStalled", "severity": "P1"}
             out.append(
                 AlertSymptom(

@@ -47,7 +47,8 @@ def test_webhook_opens_one_incident_however_often_it_is_delivered(client: TestCl
     client.post("/api/v1/ops/alerts/webhook", json=resolved)
     detail = client.get(f"/api/v1/ops/incidents/{incidents[0]['id']}").json()
     assert detail["status"] == "resolved" and detail["alerts"][0]["ends_at"].startswith("2026-11-24T06:05:00")
-    assert [e["kind"] for e in detail["timeline"]] == ["opened", "alert_firing", "alert_resolved", "resolved"]
+    kinds = ["opened", "alert_firing", "diagnosis", "alert_resolved", "resolved"]  # diagnosed when it opened
+    assert [e["kind"] for e in detail["timeline"]] == kinds
 
 
 def test_bad_webhook_bodies_get_422_and_unknown_incidents_404(client: TestClient) -> None:

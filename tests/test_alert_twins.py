@@ -70,7 +70,8 @@ def test_a_resolution_with_the_other_senders_earlier_start_closes_the_incident(c
     deliver(client, "resolved", seen_by_b, T0 + timedelta(minutes=5))
     detail = client.get(f"/api/v1/ops/incidents/{incidents[0]['id']}").json()
     assert detail["status"] == "resolved" and detail["alerts"][0]["state"] == "resolved"
-    assert [e["kind"] for e in detail["timeline"]] == ["opened", "alert_firing", "alert_resolved", "resolved"]
+    kinds = ["opened", "alert_firing", "diagnosis", "alert_resolved", "resolved"]  # diagnosed when it opened
+    assert [e["kind"] for e in detail["timeline"]] == kinds
     # a late retry of either sender's firing notification does not reopen it
     deliver(client, "firing", seen_by_a)
     deliver(client, "firing", seen_by_b)

@@ -33,6 +33,7 @@ from ragvigil.ops.access import AuditLog, KeyStore
 from ragvigil.ops.admin_key import ensure_admin_key
 from ragvigil.ops.admission import build_admission
 from ragvigil.ops.alerts.build import build_alerting
+from ragvigil.ops.diagnosis import build_diagnoser
 from ragvigil.ops.faults import build_faults
 from ragvigil.ops.health import DEPENDENCIES, HealthChecks, disk_check
 from ragvigil.ops.log_retention import LogRetention
@@ -114,9 +115,15 @@ class Runtime:
         self.health = build_health(settings, self.db, self.vectors, self.embedder, self.generator)
         for name in self.router.names()[:-1]:  # one optional check per remote provider, under generation
             self.health.add(f"provider:{name}", self.router.health_check(name), critical=False, needed_by="generation")
-        alerting = build_alerting(settings, self.db, self.health)
+        # an incident is diagnosed when it opens (the diagnoser, built below, reads the alert engine)
+        alerting = build_alerting(
+            settings, self.db, self.health, on_incident_opened=lambda i: self.diagnosis.incident_opened(i)
+        )
         self.incidents, self.silences, self.notifier = alerting.incidents, alerting.silences, alerting.notifier
         self.stall_alert, self.alerts = alerting.stall_alert, alerting.service
+        self.diagnosis = build_diagnoser(
+            settings, self.incidents, health=self.health, alerts=self.alerts, providers_status=self.router.status
+        )
         self.log_retention = LogRetention(settings.log_dir, settings.log_retention_days)
         # started in this order by start_background, stopped in reverse by close; a subsystem appends its own
         self.background: list[Background] = [

@@ -301,6 +301,29 @@ class AlertSettings(Section):
         return v
 
 
+class DiagnosisSettings(Section):
+    """Diagnosis of incidents: the cause rules, and how much of the logs a diagnosis reads."""
+
+    enabled: bool = Field(True, description="diagnose each incident when it opens (on its timeline)")
+    rules_file: Path | None = Field(None, description="a diagnosis rule file (YAML); empty: the default rules")
+    window_s: float = Field(900.0, ge=60, le=86400, description="seconds of logs read for error kinds and latency")
+    min_confidence: float = Field(0.2, ge=0, le=1, description="causes below this confidence are not listed")
+    max_causes: int = Field(5, ge=1, le=50, description="causes listed per diagnosis")
+    max_log_bytes: int = Field(
+        8_000_000, ge=65_536, le=200_000_000, description="bytes of application.log a diagnosis reads (its tail)"
+    )
+
+    @field_validator("rules_file")
+    @classmethod
+    def _valid_rules(cls, v: Path | None) -> Path | None:
+        """Read once at start: a bad file is a configuration problem (`config check`), not a crash later."""
+        if v is not None:
+            from ragvigil.ops.diagnosis.rules import load_diagnosis_file
+
+            load_diagnosis_file(v)  # DiagnosisRuleError is a ValueError naming every cause and field
+        return v
+
+
 class IngestSettings(BaseModel):
     """Bounds on one ingested file, so a hostile file costs a few seconds of CPU, not minutes or the process."""
 
@@ -473,6 +496,7 @@ class Settings(BaseSettings):
         "turns still running then are journaled and the process exits. A second SIGTERM stops at once",
     )
     alerts: AlertSettings = AlertSettings()
+    diagnosis: DiagnosisSettings = DiagnosisSettings()
     ingest: IngestSettings = IngestSettings()
     retrieval_mode: RetrievalModeSettings = RetrievalModeSettings()
     journal: JournalSettings = JournalSettings()

@@ -11,6 +11,7 @@ import typer
 
 from ragvigil.cli.alerts import alerts_app
 from ragvigil.cli.config import config_app, migrate
+from ragvigil.cli.diagnose import diagnose
 from ragvigil.cli.faults import faults_app, safe_mode_app
 from ragvigil.cli.keys import audit, keys_app
 from ragvigil.cli.knowledge import ask, ingest, search
@@ -26,5 +27,5 @@ app.add_typer(alerts_app, name="alerts")
 app.add_typer(providers_app, name="providers")
 app.add_typer(safe_mode_app, name="safe-mode")
 app.add_typer(faults_app, name="faults")
-for command in (migrate, ingest, search, ask, serve, audit):
+for command in (migrate, ingest, search, ask, serve, audit, diagnose):
     app.command()(command)

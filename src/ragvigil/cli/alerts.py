@@ -244,7 +244,8 @@ def history(
     for i in incidents:
         console.print(f"[bold]{i['id'][:8]}[/bold] {i['severity']} {i['status']}  {i['title']}")
         for e in i["timeline"]:
-            what = e["detail"].get("alertname") or e["detail"].get("channel") or e["detail"].get("to") or ""
+            d = e["detail"]
+            what = d.get("alertname") or d.get("channel") or d.get("to") or d.get("likely_cause") or ""
             console.print(f"    {str(e['at'])[:19]}  {e['kind']:<20} {what} {e['actor'] or ''}")
     if not incidents:
         console.print(f"no incidents since {cutoff:%Y-%m-%d %H:%M} UTC")

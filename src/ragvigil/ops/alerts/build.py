@@ -7,6 +7,7 @@ package needs to know about.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ragvigil.config import Settings, reveal
@@ -32,10 +33,18 @@ class Alerting:
     service: AlertService | None  # None when alerts are off
 
 
-def build_alerting(settings: Settings, db: Database, health: HealthChecks) -> Alerting:
-    """The alerting parts; adds the ``notifications`` health check when channels are configured."""
+def build_alerting(
+    settings: Settings,
+    db: Database,
+    health: HealthChecks,
+    on_incident_opened: Callable[[str], None] | None = None,
+) -> Alerting:
+    """The alerting parts; adds the ``notifications`` health check when channels are configured.
+
+    ``on_incident_opened(incident_id)`` runs once a new incident is committed (diagnosis hooks in here).
+    """
     a = settings.alerts
-    incidents = IncidentStore(db)
+    incidents = IncidentStore(db, on_opened=on_incident_opened)
     silences = SilenceStore(db)
     notifier = Notifier([build_channel(c) for c in a.channels], db, incidents)
     if a.channels:

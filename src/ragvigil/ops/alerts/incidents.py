@@ -14,6 +14,8 @@ incident nor reopen one.
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +26,7 @@ from ragvigil.storage.db import Database
 from ragvigil.storage.models import Incident, IncidentAlert, IncidentEvent, utcnow
 
 SEVERITY_RANK = {"P1": 1, "P2": 2, "P3": 3}
+log = logging.getLogger(__name__)
 
 
 def fingerprint(labels: dict[str, str]) -> str:
@@ -74,8 +77,10 @@ class IncidentNotFound(LookupError):
 
 
 class IncidentStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, on_opened: Callable[[str], None] | None = None) -> None:
+        """``on_opened(incident_id)`` runs after a new incident is committed (e.g. to diagnose it)."""
         self.db = db
+        self.on_opened = on_opened
 
     def record(
         self, notices: list[AlertNotice], group_key: str, join: str | None = None, at: datetime | None = None
@@ -86,6 +91,7 @@ class IncidentStore:
         incident of ``group_key``, else opens one. An incident whose alerts have all resolved resolves.
         """
         touched: list[str] = []
+        opened: list[str] = []
         at = at or utcnow()
         with self.db.session(write=True) as s:
             for n in notices:
@@ -98,7 +104,7 @@ class IncidentStore:
                         if n.starts_at < _utc(episode.starts_at):  # type: ignore[operator]
                             episode.starts_at = n.starts_at  # another sender saw it first
                         continue
-                    incident = self._open_incident(s, n, group_key, join, at)
+                    incident = self._open_incident(s, n, group_key, join, at, opened)
                     s.add(
                         IncidentAlert(
                             incident_id=incident.id,
@@ -126,7 +132,17 @@ class IncidentStore:
                     s.flush()
                     touched.append(episode.incident_id)
                     self._resolve_if_done(s, episode.incident_id, at)
+        for incident_id in opened:  # committed: the hook may read and write the incident
+            self._announce(incident_id)
         return list(dict.fromkeys(touched))
+
+    def _announce(self, incident_id: str) -> None:
+        if self.on_opened is None:
+            return
+        try:
+            self.on_opened(incident_id)
+        except Exception as exc:  # filing the incident never depends on what is done with it
+            log.warning("incident_opened_hook_failed", extra={"incident": incident_id, "error": str(exc)[:300]})
 
     @staticmethod
     def _open_episode(s: Any, fp: str) -> IncidentAlert | None:
@@ -151,7 +167,9 @@ class IncidentStore:
             is not None
         )
 
-    def _open_incident(self, s: Any, n: AlertNotice, group_key: str, join: str | None, at: datetime) -> Incident:
+    def _open_incident(
+        self, s: Any, n: AlertNotice, group_key: str, join: str | None, at: datetime, opened: list[str]
+    ) -> Incident:
         if join is not None:
             joined = s.get(Incident, join)
             if joined is not None and joined.status != "resolved":
@@ -172,6 +190,7 @@ class IncidentStore:
             s.add(incident)
             s.flush()
             s.add(IncidentEvent(incident_id=incident.id, at=at, kind="opened", detail={"group_key": group_key}))
+            opened.append(incident.id)
         return incident
 
     @staticmethod

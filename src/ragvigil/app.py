@@ -35,6 +35,7 @@ from ragvigil.ops.alerts.silences import SilenceStore
 from ragvigil.ops.health import HEALTH_COLLECTOR, HealthChecks
 from ragvigil.ops.logfiles import RetentionPolicy, RetentionReport, enforce_retention
 from ragvigil.ops.message_log import EncryptedMessageLog
+from ragvigil.ops.remediation import build_remediation
 from ragvigil.ops.system import register_system_collectors
 from ragvigil.providers.base import Generator
 from ragvigil.providers.extractive import ExtractiveGenerator
@@ -142,6 +143,7 @@ class Runtime:
                 recorder=SignalRecorder(settings.signal_dir, a.record_retention_h * 3600),
                 record_interval=a.record_interval,
                 on_stall=self._evaluation_stalled,
+                on_evaluated=lambda changes, t: self.remediation.observe(changes, t),
             )
             if a.enabled
             else None
@@ -150,6 +152,9 @@ class Runtime:
         self.draining = False
         self._stop = threading.Event()
         self._replayer: threading.Thread | None = None
+        self.restart_requested: str | None = None  # set by process.restart: `ragvigil serve` drains, exits 75
+        self.remediation = build_remediation(self)  # last: its actions act on the subsystems above
+        self.actions = self.remediation.actions
 
     def _evaluation_stalled(self, stalled: bool, since: float) -> None:
         """The watchdog's own alert: filed and notified without the (stalled) evaluation loop."""

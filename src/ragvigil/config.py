@@ -247,6 +247,15 @@ class AlertSettings(Section):
         return v
 
 
+class RemediationSettings(Section):
+    """Verified remediation: policies map alerts and diagnosed causes to actions (ops/remediation)."""
+
+    enabled: bool = Field(True, description="run policies on firing alerts (actions by hand work either way)")
+    policies_file: Path | None = Field(None, description="a remediation policy file; empty: the default policies")
+    action_timeout_s: float = Field(30.0, gt=0, le=600, description="longest an action may run")
+    recent: int = Field(200, ge=1, le=10_000, description="remediation runs kept for GET /api/v1/ops/remediation")
+
+
 class IngestSettings(BaseModel):
     """Bounds on one ingested file, so a hostile file costs a few seconds of CPU, not minutes or the process."""
 
@@ -354,6 +363,7 @@ class Settings(BaseSettings):
     )
     alerts: AlertSettings = AlertSettings()
     ingest: IngestSettings = IngestSettings()
+    remediation: RemediationSettings = RemediationSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -16,7 +16,7 @@ from ragvigil.api.deps import get_principal, require
 from ragvigil.api.errors import install_error_handlers
 from ragvigil.api.middleware import RequestContextMiddleware
 from ragvigil.api.openapi import install_openapi
-from ragvigil.api.routes import alerts, chat, health, incidents, kb, openai_compat, traces
+from ragvigil.api.routes import alerts, chat, health, incidents, kb, openai_compat, remediation, traces
 from ragvigil.api.serving import DrainGate
 from ragvigil.app import Runtime
 from ragvigil.config import Settings, load_settings
@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         traces.router,
         alerts.router,
         incidents.router,
+        remediation.router,
         health.router,
         health.probes,
     ):

@@ -190,3 +190,21 @@ def test_an_action_that_changes_nothing_is_a_failed_remediation() -> None:
     [run] = w.remediator.observe(w.engine.evaluate(T0 + 10), T0 + 10)
     assert run.stage == "failed" and "changed nothing" in run.reason
     assert _count("failed") - failed_before == 1
+
+
+def test_a_diagnosed_cause_runs_its_policy_and_is_verified_by_its_signal() -> None:
+    w = World()
+    cause_policy = POLICY.replace("name: reset-box", "name: reset-on-cause").replace(
+        "match: {alert: Broken}", "match: {cause: box_jammed}"
+    )
+    w.remediator.use_policies(load_policies(cause_policy, known_actions=["box.reset"]))
+    w.history.add(T0, [("broken", {}, 1.0)])
+    assert w.remediator.cause_diagnosed("something_else", t=T0) == []
+    [run] = w.remediator.cause_diagnosed("box_jammed", t=T0)
+    assert run.stage == "verifying" and run.trigger == {"cause": "box_jammed"} and w.box.resets == 1
+    w.history.add(T0 + 5, [("broken", {}, 2.0)])
+    w.remediator.check(T0 + 5)
+    assert run.stage == "verifying"  # the signal is still outside its bounds
+    w.history.add(T0 + 10, [("broken", {}, 0.0)])
+    w.remediator.check(T0 + 10)
+    assert run.stage == "verified" and run.signal_before == 1.0 and run.signal_after == 0.0

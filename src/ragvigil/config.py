@@ -255,6 +255,16 @@ class RemediationSettings(Section):
     action_timeout_s: float = Field(30.0, gt=0, le=600, description="longest an action may run")
     recent: int = Field(200, ge=1, le=10_000, description="remediation runs kept for GET /api/v1/ops/remediation")
 
+    @field_validator("policies_file")
+    @classmethod
+    def _valid_policies(cls, v: Path | None) -> Path | None:
+        """Refused with every problem at load time, so `config check` and `serve` say why before starting."""
+        if v is not None:
+            from ragvigil.ops.remediation.policies import load_policy_file
+
+            load_policy_file(v)  # PolicyFileError is a ValueError: reported as this field's problem
+        return v
+
 
 class IngestSettings(BaseModel):
     """Bounds on one ingested file, so a hostile file costs a few seconds of CPU, not minutes or the process."""

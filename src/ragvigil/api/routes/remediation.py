@@ -50,7 +50,7 @@ async def run_action(
             raise ApiError(404, "incident_not_found", f"no incident {body.incident_id}") from None
     try:
         run = await run_in_threadpool(
-            rt.remediation.run_manual, name, body.params, who, body.incident_id, body.rollback
+            rt.remediation.run_manual, name, body.params, who, body.incident_id, body.rollback, client_address(request)
         )
     except UnknownAction:
         raise ApiError(404, "action_not_found", f"no action {name}") from None

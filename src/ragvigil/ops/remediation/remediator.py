@@ -295,11 +295,18 @@ class Remediator:
 
     # --- by hand -------------------------------------------------------------------------------
     def run_manual(
-        self, name: str, params: dict[str, Any], actor: Any, incident_id: str | None = None, rollback: bool = False
+        self,
+        name: str,
+        params: dict[str, Any],
+        actor: Any,
+        incident_id: str | None = None,
+        rollback: bool = False,
+        source: str | None = None,
     ) -> Run:
         """An operator runs an action (or its rollback) now; raises what the action raised, after recording it."""
         t = time.time()
-        run = Run(name, dict(params), {"manual": getattr(actor, "name", str(actor))}, t, incident_id=incident_id)
+        who = getattr(actor, "name", str(actor))
+        run = Run(name, dict(params), {"manual": who, "source": source}, t, incident_id=incident_id)
         self.actions.get(name)  # UnknownAction before anything is recorded
         try:
             do = self.actions.rollback if rollback else self.actions.apply
@@ -354,7 +361,9 @@ class Remediator:
         if self.audit is not None:
             target = f"{run.policy or 'manual'} ({run.incident_id})" if run.incident_id else (run.policy or "manual")
             self._safe(
-                lambda: self.audit.record(actor, f"remediation.{run.action}", stage, target, "remediation", body)
+                lambda: self.audit.record(
+                    actor, f"remediation.{run.action}", stage, target, run.trigger.get("source") or "remediation", body
+                )
             )
 
     def _notify_failure(self, run: Run) -> None:

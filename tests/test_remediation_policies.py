@@ -208,3 +208,21 @@ def test_a_diagnosed_cause_runs_its_policy_and_is_verified_by_its_signal() -> No
     w.history.add(T0 + 10, [("broken", {}, 0.0)])
     w.remediator.check(T0 + 10)
     assert run.stage == "verified" and run.signal_before == 1.0 and run.signal_after == 0.0
+
+
+def test_an_action_that_hangs_fails_at_its_bound_and_the_loop_goes_on() -> None:
+    import threading
+
+    release = threading.Event()
+    actions = ActionRegistry()
+    actions.register("box.reset", lambda p: "done" if release.wait(30) else "")
+    history = SignalHistory(retention_s=7200)
+    engine = AlertEngine(load_rules(RULES), history)
+    remediator = Remediator(actions, load_policies(POLICY, known_actions=["box.reset"]), source=history)
+    remediator.action_timeout_s = 0.2
+    try:
+        history.add(T0, [("broken", {}, 1.0)])
+        [run] = remediator.observe(engine.evaluate(T0), T0)
+        assert run.stage == "failed" and "did not finish within" in run.reason
+    finally:
+        release.set()

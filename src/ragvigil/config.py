@@ -252,7 +252,9 @@ class RemediationSettings(Section):
 
     enabled: bool = Field(True, description="run policies on firing alerts (actions by hand work either way)")
     policies_file: Path | None = Field(None, description="a remediation policy file; empty: the default policies")
-    action_timeout_s: float = Field(30.0, gt=0, le=600, description="longest an action may run")
+    action_timeout_s: float = Field(
+        20.0, gt=0, le=600, description="longest an action may run (it runs on the alert loop, watched after 30 s)"
+    )
     recent: int = Field(200, ge=1, le=10_000, description="remediation runs kept for GET /api/v1/ops/remediation")
 
     @field_validator("policies_file")

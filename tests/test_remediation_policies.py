@@ -63,6 +63,9 @@ BAD = textwrap.dedent(
         match: {alert: X}
         action: cache.clear
         retries: 3
+      - name: cause-unchecked
+        match: {cause: vector_store_down}
+        action: retrieval.lexical_only
     """
 )
 
@@ -82,6 +85,7 @@ def test_invalid_policy_files_name_every_policy_and_field_at_once() -> None:
         ("too-often", "max_per_hour"),
         ("ok", "name: defined twice"),
         ("extra", "retries"),
+        ("cause-unchecked", "verify needs a signal"),
     ]
     assert len(problems) == len(expected), problems
     for (name, text), problem in zip(expected, problems, strict=True):

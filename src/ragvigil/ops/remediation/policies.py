@@ -95,6 +95,12 @@ class PolicySpec(BaseModel):
     verify: VerifySpec = VerifySpec()
     enabled: bool = True
 
+    @model_validator(mode="after")
+    def _cause_needs_a_signal(self) -> PolicySpec:
+        if self.match.cause is not None and self.verify.signal is None:
+            raise ValueError("a cause has no alert to resolve: verify needs a signal")
+        return self
+
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:

@@ -238,7 +238,7 @@ class Remediator:
         thread.start()
         thread.join(self.action_timeout_s)
         if thread.is_alive():
-            raise ActionError(f"did not finish within {self.action_timeout_s:.0f}s")
+            raise ActionError(f"did not finish within {self.action_timeout_s:g}s")
         if "error" in box:
             raise box["error"]
         return box["value"]

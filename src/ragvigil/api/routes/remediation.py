@@ -31,7 +31,15 @@ class ActionIn(BaseModel):
     rollback: bool = Field(False, description="run the action's way back instead (e.g. breaker.open: back to auto)")
 
 
-@router.post("/actions/{name}")
+_CHANGED_NOTHING = {
+    409: {
+        "description": "The action found nothing to change (`nothing_changed`)",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+}
+
+
+@router.post("/actions/{name}", responses=_CHANGED_NOTHING)
 async def run_action(
     body: ActionIn,
     request: Request,

@@ -39,6 +39,7 @@ from ragvigil.ops.health import DEPENDENCIES, HealthChecks, disk_check
 from ragvigil.ops.log_retention import LogRetention
 from ragvigil.ops.logfiles import RetentionReport
 from ragvigil.ops.process import install_process_globals
+from ragvigil.ops.remediation import build_remediation
 from ragvigil.preflight import open_routes_exposed, start_problems
 from ragvigil.providers.base import Generator
 from ragvigil.providers.build import build_generation
@@ -117,7 +118,11 @@ class Runtime:
             self.health.add(f"provider:{name}", self.router.health_check(name), critical=False, needed_by="generation")
         # an incident is diagnosed when it opens (the diagnoser, built below, reads the alert engine)
         alerting = build_alerting(
-            settings, self.db, self.health, on_incident_opened=lambda i: self.diagnosis.incident_opened(i)
+            settings,
+            self.db,
+            self.health,
+            on_incident_opened=lambda i: self.diagnosis.incident_opened(i),
+            on_evaluated=lambda changes, t: self.remediation.observe(changes, t),  # acts on firing alerts, verifies
         )
         self.incidents, self.silences, self.notifier = alerting.incidents, alerting.silences, alerting.notifier
         self.stall_alert, self.alerts = alerting.stall_alert, alerting.service
@@ -135,6 +140,9 @@ class Runtime:
         ]
         if self.alerts is not None:
             self.background.append(self.alerts)
+        self.restart_requested: str | None = None  # set by process.restart: `ragvigil serve` drains, exits 75
+        self.remediation = build_remediation(self)  # last: its actions act on the subsystems above
+        self.actions = self.remediation.actions
         self.started_at = time.time()
         self.draining = False
         self._process_globals = install_process_globals(settings, self.health)

@@ -324,6 +324,27 @@ class DiagnosisSettings(Section):
         return v
 
 
+class RemediationSettings(Section):
+    """Verified remediation: policies map alerts and diagnosed causes to actions (ops/remediation)."""
+
+    enabled: bool = Field(True, description="run policies on firing alerts (actions by hand work either way)")
+    policies_file: Path | None = Field(None, description="a remediation policy file; empty: the default policies")
+    action_timeout_s: float = Field(
+        20.0, gt=0, le=600, description="longest an action may run (it runs on the alert loop, watched after 30 s)"
+    )
+    recent: int = Field(200, ge=1, le=10_000, description="remediation runs kept for GET /api/v1/ops/remediation")
+
+    @field_validator("policies_file")
+    @classmethod
+    def _valid_policies(cls, v: Path | None) -> Path | None:
+        """Refused with every problem at load time, so `config check` and `serve` say why before starting."""
+        if v is not None:
+            from ragvigil.ops.remediation.policies import load_policy_file
+
+            load_policy_file(v)  # PolicyFileError is a ValueError: reported as this field's problem
+        return v
+
+
 class IngestSettings(BaseModel):
     """Bounds on one ingested file, so a hostile file costs a few seconds of CPU, not minutes or the process."""
 
@@ -503,6 +524,7 @@ class Settings(BaseSettings):
     admission: AdmissionSettings = AdmissionSettings()
     safe_mode: SafeModeSettings = SafeModeSettings()
     faults: FaultSettings = FaultSettings()
+    remediation: RemediationSettings = RemediationSettings()
 
     @model_validator(mode="before")
     @classmethod

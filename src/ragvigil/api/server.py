@@ -29,6 +29,7 @@ from ragvigil.api.routes import (
     kb,
     openai_compat,
     providers,
+    remediation,
     safe_mode,
     traces,
 )
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         safe_mode.router,
         faults.router,
         diagnosis.router,
+        remediation.router,
         health.router,
         health.probes,
     ):

@@ -72,6 +72,12 @@ class DrainingServer(uvicorn.Server):
         return bool(self.server_state.tasks) or bool(rt is not None and rt.pipeline.in_flight())
 
     async def on_tick(self, counter: int) -> bool:
+        rt = self.runtime()
+        if self.drain_started is None and self.started and getattr(rt, "restart_requested", None):
+            # a requested restart (remediation): the same clean drain as SIGTERM, then a non-zero exit
+            self.drain_started = time.monotonic()
+            rt.draining = True  # type: ignore[union-attr]
+            log.warning("shutdown_draining", extra={"reason": rt.restart_requested, "grace_s": self.grace_s})  # type: ignore[union-attr]
         if self.drain_started is not None and not self.should_exit:
             elapsed = time.monotonic() - self.drain_started
             if elapsed >= self.grace_s or not self.busy():

@@ -17,6 +17,7 @@ from ragvigil.cli.keys import audit, keys_app
 from ragvigil.cli.knowledge import ask, ingest, search
 from ragvigil.cli.logs import logs_app
 from ragvigil.cli.providers import providers_app
+from ragvigil.cli.remediation import remediation_app
 from ragvigil.cli.serve import serve
 
 app = typer.Typer(help="ragvigil: a knowledge-base chat service that runs itself.", no_args_is_help=True)
@@ -27,5 +28,6 @@ app.add_typer(alerts_app, name="alerts")
 app.add_typer(providers_app, name="providers")
 app.add_typer(safe_mode_app, name="safe-mode")
 app.add_typer(faults_app, name="faults")
+app.add_typer(remediation_app, name="remediation")
 for command in (migrate, ingest, search, ask, serve, audit, diagnose):
     app.command()(command)

@@ -47,5 +47,10 @@ def serve(
         runtime = lambda: getattr(web.state, "runtime", None)  # noqa: E731
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn re-raises it once it has stopped
             DrainingServer(config, s.shutdown_grace_s, runtime, on_stopped=reset_logging).run()
+        if getattr(runtime(), "restart_requested", None):
+            from ragvigil.ops.remediation import RESTART_EXIT_CODE
+
+            err.print(f"ragvigil: restart requested ({runtime().restart_requested}); exiting {RESTART_EXIT_CODE}")
+            raise typer.Exit(RESTART_EXIT_CODE)
     finally:
         reset_logging()  # the lines still queued in the log writer

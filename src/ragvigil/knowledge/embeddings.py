@@ -137,5 +137,12 @@ class CachedQueryEmbedder:
                     self._cache.popitem(last=False)
         return vec
 
+    def clear(self) -> int:
+        """Drop every cached query vector (e.g. after the embedding model changed); returns how many."""
+        with self._lock:
+            dropped = len(self._cache)
+            self._cache.clear()
+        return dropped
+
     def embed_passages(self, texts: list[str]) -> np.ndarray:
         return self.inner.embed_passages(texts)

@@ -353,3 +353,10 @@ FAULT_HITS = Counter(
     ["target"],
     registry=REGISTRY,
 )
+REMEDIATION_ACTIONS = Counter(
+    "ragvigil_remediation_actions",
+    "Remediation actions by action name and result: verified, failed, rolled_back, skipped (cooldown, hourly "
+    "limit, unavailable), applied (run by hand, not verified).",
+    ["action", "result"],
+    registry=REGISTRY,
+)

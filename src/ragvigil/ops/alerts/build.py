@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from ragvigil.config import Settings, reveal
 from ragvigil.ops import metrics
 from ragvigil.ops.alerts.channels import build_channel
+from ragvigil.ops.alerts.engine import Transition
 from ragvigil.ops.alerts.incidents import IncidentStore
 from ragvigil.ops.alerts.notifier import Notifier
 from ragvigil.ops.alerts.recording import SignalRecorder
@@ -38,10 +39,12 @@ def build_alerting(
     db: Database,
     health: HealthChecks,
     on_incident_opened: Callable[[str], None] | None = None,
+    on_evaluated: Callable[[list[Transition], float], None] | None = None,
 ) -> Alerting:
     """The alerting parts; adds the ``notifications`` health check when channels are configured.
 
-    ``on_incident_opened(incident_id)`` runs once a new incident is committed (diagnosis hooks in here).
+    ``on_incident_opened(incident_id)`` runs once a new incident is committed (diagnosis hooks in here);
+    ``on_evaluated(transitions, t)`` after every evaluation cycle (remediation acts and verifies there).
     """
     a = settings.alerts
     incidents = IncidentStore(db, on_opened=on_incident_opened)
@@ -64,6 +67,7 @@ def build_alerting(
             recorder=SignalRecorder(settings.signal_dir, a.record_retention_h * 3600),
             record_interval=a.record_interval,
             on_stall=stall_alert,
+            on_evaluated=on_evaluated,
         )
         if a.enabled
         else None

@@ -51,6 +51,7 @@ class AlertService:
         recorder: SignalRecorder | None = None,
         record_interval: float = 15.0,
         on_stall: Callable[[bool, float], None] | None = None,
+        on_evaluated: Callable[[list[Transition], float], None] | None = None,
     ) -> None:
         self.registry = registry
         self.rules_file = rules_file
@@ -61,6 +62,8 @@ class AlertService:
         self.router = router
         self.recorder = recorder
         self.on_stall = on_stall
+        self.on_evaluated = on_evaluated  # after routing, every cycle: e.g. remediation acts and verifies
+        self.watched: set[str] = set()  # metric names kept for others besides the rules (see ``watch``)
         self.record_interval = record_interval
         self._last_record = 0.0
         rules = load_configured_rules(rules_file)
@@ -118,7 +121,18 @@ class AlertService:
                 self.router.process(self.engine.alerts(["firing", "resolved"]), t)
             except Exception:  # routing trouble (e.g. the database) must never stop evaluation
                 log.exception("alert_routing_failed")
+        if self.on_evaluated is not None:
+            try:
+                self.on_evaluated(changes, t)
+            except Exception:  # a failing subscriber must never stop evaluation
+                log.exception("alert_subscriber_failed")
         return changes
+
+    def watch(self, names: set[str]) -> None:
+        """Keep these metrics in the signal history too (e.g. the signals remediation verifies with)."""
+        self.watched |= names
+        if self.history.names is not None:
+            self.history.names = self.history.names | names
 
     # --- rules ---------------------------------------------------------------------------------
     def _mtime(self) -> float | None:
@@ -141,7 +155,7 @@ class AlertService:
             self.rules_error = exc
             log.error("alert_rules_rejected", extra={"problems": exc.problems, "file": str(self.rules_file)})
             return exc
-        self.history.names = rules.metric_names()  # only what the rules read is kept
+        self.history.names = rules.metric_names() | self.watched  # only what the rules (and watchers) read
         self.engine.replace_rules(rules)
         self.rules_error = None
         log.info("alert_rules_loaded", extra={"rules": len(rules.rules), "file": str(self.rules_file)})

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from ragvigil.cli_alerts import alerts_app
 from ragvigil.cli_common import console, err, load_settings_or_exit, print_problems
+from ragvigil.cli_drill import drill
 from ragvigil.config import Settings, masked_dump
 from ragvigil.config_check import check_settings
 
@@ -29,6 +30,7 @@ keys_app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 app.add_typer(alerts_app, name="alerts")
+app.command("drill")(drill)
 _settings = load_settings_or_exit
 _KB_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # the same rule as the API's path and the default_kb setting
 

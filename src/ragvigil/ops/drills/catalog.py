@@ -22,9 +22,8 @@ def _needs_llm(client: InstanceClient) -> str | None:
 
 
 def _needs_redis(client: InstanceClient) -> str | None:
-    health = client.health()
-    names = {c.get("name") for c in health.get("checks", [])} | set(health.get("dependencies", {}) or {})
-    return None if "redis" in names else "Redis is not configured on this instance"
+    checks = client.health().get("checks", {})
+    return None if "redis" in checks else "Redis is not configured on this instance"
 
 
 def _not_yet(reason: str):  # type: ignore[no-untyped-def]

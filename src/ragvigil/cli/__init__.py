@@ -12,6 +12,7 @@ import typer
 from ragvigil.cli.alerts import alerts_app
 from ragvigil.cli.config import config_app, migrate
 from ragvigil.cli.diagnose import diagnose
+from ragvigil.cli.drill import drill
 from ragvigil.cli.faults import faults_app, safe_mode_app
 from ragvigil.cli.keys import audit, keys_app
 from ragvigil.cli.knowledge import ask, ingest, search
@@ -29,5 +30,5 @@ app.add_typer(providers_app, name="providers")
 app.add_typer(safe_mode_app, name="safe-mode")
 app.add_typer(faults_app, name="faults")
 app.add_typer(remediation_app, name="remediation")
-for command in (migrate, ingest, search, ask, serve, audit, diagnose):
+for command in (migrate, ingest, search, ask, serve, audit, diagnose, drill):
     app.command()(command)

@@ -1,0 +1,93 @@
+"""``burst-10x``: ten times the measured capacity, all at once; admitted turns must keep their latency.
+
+The capacity is measured first, in the same run, by closed-loop users (answers per second). The
+burst then starts requests at ten times that rate whatever the answers (open loop). The instance
+passes when every request was answered or shed with ``Retry-After`` (fast, not after a timeout), the
+admitted turns' p95 stays under the target, and goodput during the burst stays at 90 % or more of the
+capacity — shedding must protect the work it admits, not queue everything into timeouts.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from ragvigil.ops.drills.client import InstanceClient
+from ragvigil.ops.drills.experiment import (
+    DrillOptions,
+    DrillResult,
+    DrillSpec,
+    Journal,
+    Watcher,
+    count_stored,
+    judge,
+    p95_ms,
+    steady_state,
+    tally,
+    wait_steady,
+)
+from ragvigil.ops.drills.traffic import Users, closed_loop, open_loop
+
+ADMITTED_P95_TARGET_MS = 2000.0
+GOODPUT_TARGET = 0.9
+
+
+def run_burst(client: InstanceClient, spec: DrillSpec, opts: DrillOptions, factor: float = 10.0) -> DrillResult:
+    result = DrillResult(spec.name)
+    log = Journal(result)
+    before = steady_state(client)
+    log("steady_state", **before)
+    if not (before["ready"] and before["answers"]):
+        result.problems.append(f"not steady before the drill: {before}")
+        return result
+    users = max(opts.users, 8)
+    t = time.monotonic()
+    base = closed_loop(Users(client, users, f"drill-{spec.name}-base"), opts.baseline_s, opts.max_requests).snapshot()
+    took = max(time.monotonic() - t, 1e-3)
+    capacity = sum(o.answered for o in base) / took
+    result.p95_ms["before"] = p95_ms(base)
+    log("capacity_measured", answers_per_s=round(capacity, 2), users=users)
+    if capacity <= 0:
+        result.problems.append("nothing was answered while measuring capacity")
+        return result
+    watcher = Watcher(client, spec, time.monotonic(), datetime.now(UTC))
+    watcher.start()
+    rate = capacity * factor
+    started = time.monotonic()
+    burst = open_loop(Users(client, users * 4, f"drill-{spec.name}"), rate, opts.fault_s, opts.max_requests)
+    ended = max(o.sent_at + o.latency_s for o in burst.snapshot()) if burst.outcomes else time.monotonic()
+    log("burst_done", rate_per_s=round(rate, 2), requests=len(burst.outcomes))
+    deadline = started + opts.detect_timeout_s
+    while watcher.detected_at is None and time.monotonic() < deadline:
+        time.sleep(0.25)
+    watcher.stop.set()
+    during = burst.snapshot()
+    admitted = [o for o in during if o.answered]
+    shed = [o for o in during if o.shed]
+    goodput = len(admitted) / max(ended - started, 1e-3)
+    result.p95_ms["admitted"] = p95_ms(during)
+    result.p95_ms["shed"] = (
+        round(sorted(o.latency_s for o in shed)[int(0.95 * (len(shed) - 1))] * 1000, 1) if shed else None
+    )
+    result.mttr_s = 0.0
+    if watcher.detected_at is not None:
+        result.mttd_s = round(watcher.detected_at - started, 3)
+        result.alert = watcher.alert
+    result.steady_state_restored, took = wait_steady(client, before, opts.settle_timeout_s)
+    result.steady_again_s = round(took, 3)
+    tally(result, base + during)
+    result.lost, result.duplicated = count_stored(client, base + during, opts.settle_timeout_s)
+    result.journal.append(
+        {"event": "burst_measured", "capacity_per_s": round(capacity, 2), "goodput_per_s": round(goodput, 2)}
+    )
+    judge(result, spec)
+    if not shed:
+        # nothing shed: the instance absorbed the burst, so no shedding alert is expected either
+        result.problems = [p for p in result.problems if "fired" not in p]
+    admitted_p95 = result.p95_ms["admitted"]
+    if admitted_p95 is not None and admitted_p95 > ADMITTED_P95_TARGET_MS:
+        result.problems.append(f"admitted p95 {admitted_p95:.0f} ms over {ADMITTED_P95_TARGET_MS:.0f} ms")
+    if goodput < GOODPUT_TARGET * capacity:
+        result.problems.append(f"goodput {goodput:.1f}/s under {GOODPUT_TARGET:.0%} of capacity {capacity:.1f}/s")
+    result.passed = not result.problems
+    return result

@@ -25,6 +25,17 @@ def drill(
         str | None,
         typer.Option(envvar="RAGVIGIL_API_KEY", help="An admin key", show_default="the stored admin key"),
     ] = None,
+    user_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RAGVIGIL_DRILL_USER_KEY",
+            help="The key the synthetic users chat with",
+            show_default="the admin key; none with --anonymous-users",
+        ),
+    ] = None,
+    anonymous_users: Annotated[
+        bool, typer.Option("--anonymous-users", help="Users chat without a key (a development instance on loopback)")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per drill, one per line")] = False,
     fault_s: Annotated[float, typer.Option(min=1, max=600, help="Seconds of traffic under the fault")] = 20.0,
     users: Annotated[int, typer.Option(min=1, max=64, help="Synthetic users asking at once")] = 4,
@@ -41,7 +52,8 @@ def drill(
         raise typer.Exit(2)
     settings = load_settings_or_exit()
     base = url or f"http://{settings.host}:{settings.port}"
-    client = InstanceClient(base, api_key_or_stored(api_key, settings))
+    admin = api_key_or_stored(api_key, settings)
+    client = InstanceClient(base, admin, user_key=None if anonymous_users else (user_key or admin))
     opts = DrillOptions(users=users, fault_s=fault_s, max_requests=max_requests)
     results = []
     try:

@@ -6,15 +6,39 @@ from ragvigil.ops.drills.burst import run_burst
 from ragvigil.ops.drills.client import InstanceClient
 from ragvigil.ops.drills.experiment import DrillOptions, DrillResult, DrillSpec, Fault, run_fault_drill
 
-PROVIDER_ALERTS = ("LLMProviderFailing", "AllLLMProvidersFailing", "ProviderBreakerOpen")
+PROVIDER_ALERTS = ("LLMProviderFailing", "AllLLMProvidersFailing")
+VECTOR_ALERTS = ("VectorStoreDown", "RetrievalDegraded")
+DATABASE_ALERTS = ("RagvigilUnhealthy", "HealthCheckFailing")
 
 
 def remote_provider(client: InstanceClient) -> str | None:
     """The first provider of the router that is not ``extractive`` (the one an LLM drill breaks)."""
     for p in client.providers() or []:
-        if p.get("kind", p.get("name")) != "extractive" and p.get("name") != "extractive":
+        if p.get("kind") != "extractive":
             return str(p["name"])
     return None
+
+
+def breaker_opened(client: InstanceClient, target: str) -> str | None:
+    """The router failed over: the broken provider's breaker is open (no turn waits for it any more)."""
+    name = target.split(":", 1)[-1]
+    for p in client.providers() or []:
+        if p.get("name") == name and p.get("breaker") in ("open", "half_open"):
+            return f"breaker of {name} {p['breaker']}"
+    return None
+
+
+def lexical_only(client: InstanceClient, target: str) -> str | None:
+    """Retrieval switched to BM25 alone: turns stop paying for the failing vector side."""
+    checks = client.health().get("checks", {})
+    mode = (checks.get("vector_store", {}).get("details") or {}).get("retrieval_mode") or {}
+    return "retrieval lexical_only" if mode.get("mode") == "lexical_only" else None
+
+
+def journaling(client: InstanceClient, target: str) -> str | None:
+    """Turns go to the journal while the database is down (read from the instance's own gauge)."""
+    value = client.metric("ragvigil_journal_pending_turns")
+    return f"{value:g} turn(s) journaled" if value else None
 
 
 def _needs_llm(client: InstanceClient) -> str | None:
@@ -38,37 +62,39 @@ DRILLS: dict[str, DrillSpec] = {
             "the LLM endpoint answers every call with an error",
             Fault("provider:{provider}", "error"),
             PROVIDER_ALERTS,
-            expects_remediation=True,
             applies=_needs_llm,
+            healed=breaker_opened,
         ),
         DrillSpec(
             "llm-slow",
             "the LLM endpoint takes seconds per call",
             Fault("provider:{provider}", "slow", {"delay_s": 8.0}),
-            (*PROVIDER_ALERTS, "HighP95Latency"),
+            (*PROVIDER_ALERTS, "HighP95Latency", "HighAverageLatency"),
             severity="P2",
             applies=_needs_llm,
+            healed=breaker_opened,
         ),
         DrillSpec(
             "network-loss",
             "the LLM endpoint cannot be reached (connections refused)",
             Fault("provider:{provider}", "refuse"),
             PROVIDER_ALERTS,
-            expects_remediation=True,
             applies=_needs_llm,
+            healed=breaker_opened,
         ),
         DrillSpec(
             "vector-store-down",
             "every vector search fails",
             Fault("vector_store", "error"),
-            ("VectorStoreDown", "RetrievalDegraded"),
-            expects_remediation=True,
+            VECTOR_ALERTS,
+            healed=lexical_only,
         ),
         DrillSpec(
             "database-down",
             "every database call fails",
             Fault("database", "error"),
-            ("RagvigilUnhealthy", "HealthCheckFailing", "DatabaseDown"),
+            DATABASE_ALERTS,
+            healed=journaling,
         ),
         DrillSpec(
             "redis-down",

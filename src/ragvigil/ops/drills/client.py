@@ -49,18 +49,26 @@ class TurnOutcome:
 class InstanceClient:
     """A small synchronous client; one per drill run (httpx's connection pool is thread-safe)."""
 
-    def __init__(self, url: str, api_key: str | None = None, timeout_s: float = 30.0) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    def __init__(
+        self, url: str, api_key: str | None = None, timeout_s: float = 30.0, user_key: str | None = None
+    ) -> None:
+        """``api_key`` (admin) for faults, alerts and incidents; ``user_key`` for the synthetic users' chat
+        (None: they ask without a key, as a development instance on loopback allows)."""
         self.url = url.rstrip("/")
-        self._http = httpx.Client(
+        self._http = self._client(api_key, timeout_s)
+        self._users = self._client(user_key, timeout_s)
+
+    def _client(self, key: str | None, timeout_s: float) -> httpx.Client:
+        return httpx.Client(
             base_url=self.url,
-            headers=headers,
+            headers={"Authorization": f"Bearer {key}"} if key else {},
             timeout=httpx.Timeout(timeout_s, connect=5.0),
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
         )
 
     def close(self) -> None:
         self._http.close()
+        self._users.close()
 
     # --- the user's side ---------------------------------------------------------------------
     def chat(self, message: str, session_id: str | None = None, user_id: str | None = None) -> TurnOutcome:
@@ -71,7 +79,7 @@ class InstanceClient:
             body["user_id"] = user_id
         start = time.monotonic()
         try:
-            resp = self._http.post("/api/v1/chat", json=body)
+            resp = self._users.post("/api/v1/chat", json=body)
         except httpx.HTTPError as exc:
             return TurnOutcome(start, time.monotonic() - start, 0, session_id, error=type(exc).__name__)
         out = TurnOutcome(start, time.monotonic() - start, resp.status_code, session_id)
@@ -109,6 +117,21 @@ class InstanceClient:
 
     def health(self) -> dict[str, Any]:
         return self._get("/health", ok=(200, 503))
+
+    def metric(self, name: str) -> float | None:
+        """The sum of a metric's samples on ``/metrics`` (None: absent or unreadable)."""
+        try:
+            resp = self._http.get("/metrics", timeout=10.0)
+        except httpx.HTTPError:
+            return None
+        if resp.status_code != 200:
+            return None
+        values = [
+            float(line.rsplit(" ", 1)[1])
+            for line in resp.text.splitlines()
+            if line.startswith(name) and (line[len(name)] in " {") and not line.startswith("#")
+        ]
+        return sum(values) if values else None
 
     def firing_alerts(self) -> list[dict[str, Any]]:
         """Firing alerts of the built-in engine (empty when it is off or unreachable)."""

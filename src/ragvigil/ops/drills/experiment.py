@@ -45,8 +45,10 @@ class DrillSpec:
     fault: Fault | None  # None: the drill's method is the traffic itself (a burst)
     alerts: tuple[str, ...]  # any of these firing counts as detection
     severity: str = "P1"
-    expects_remediation: bool = False
+    expects_remediation: bool = False  # a policy's action on an incident timeline, verified
     applies: Callable[[InstanceClient], str | None] | None = None  # why it does not apply, or None
+    # the instance's own healing, seen from outside (a breaker open, BM25-only retrieval): what it did, or None
+    healed: Callable[[InstanceClient, str], str | None] | None = None
 
 
 @dataclass
@@ -78,6 +80,7 @@ class DrillResult:
     steady_again_s: float | None = None
     steady_state_restored: bool = False
     alert: str | None = None
+    healing: str | None = None  # what the instance did by itself (breaker opened, BM25-only retrieval)
     remediation: list[dict[str, Any]] = field(default_factory=list)
     p95_ms: dict[str, float | None] = field(default_factory=dict)
     passed: bool = False
@@ -144,10 +147,17 @@ class Watcher(threading.Thread):
         self.alert: str | None = None
         self.acted_at: float | None = None
         self.actions: list[dict[str, Any]] = []
+        self.healed_at: float | None = None
+        self.healing: str | None = None
+        self.target = ""
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.wait(0.25):
+            if self.healed_at is None and self.spec.healed is not None:
+                what = self.spec.healed(self.client, self.target)
+                if what:
+                    self.healed_at, self.healing = time.monotonic(), what
             if self.detected_at is None:
                 for a in self.client.firing_alerts():
                     name = a.get("labels", {}).get("alertname")
@@ -245,6 +255,7 @@ def run_fault_drill(client: InstanceClient, spec: DrillSpec, opts: DrillOptions,
         injected_at = time.monotonic()
         log("fault_injected", id=fault_id, target=target, kind=spec.fault.kind)
         watcher = Watcher(client, spec, injected_at, since)
+        watcher.target = target
         watcher.start()
         traffic = closed_loop(Users(client, opts.users, f"drill-{spec.name}"), opts.fault_s, opts.max_requests)
         # detection may come after the traffic (a `for:` of some seconds): wait for it, bounded
@@ -262,8 +273,13 @@ def run_fault_drill(client: InstanceClient, spec: DrillSpec, opts: DrillOptions,
             result.mttd_s = round(watcher.detected_at - injected_at, 3)
             result.alert = watcher.alert
             log("alert_fired", alert=watcher.alert, mttd_s=result.mttd_s)
+        acted = [t for t in (watcher.acted_at, watcher.healed_at) if t is not None]
+        if acted:  # the first of: the instance healing itself, a remediation policy acting
+            result.time_to_action_s = round(min(acted) - injected_at, 3)
+        if watcher.healing is not None:
+            result.healing = watcher.healing
+            log("healing_seen", what=watcher.healing, after_s=round(watcher.healed_at - injected_at, 3))  # type: ignore[operator]
         if watcher.acted_at is not None:
-            result.time_to_action_s = round(watcher.acted_at - injected_at, 3)
             result.remediation = watcher.actions
             log("remediation_seen", actions=len(watcher.actions))
     except DrillError as exc:
@@ -314,6 +330,8 @@ def judge(result: DrillResult, spec: DrillSpec) -> None:
         result.problems.append(f"{result.failed} request(s) neither answered nor shed with Retry-After")
     if result.mttd_s is None:
         result.problems.append(f"none of {', '.join(spec.alerts)} fired")
+    if spec.healed is not None and result.healing is None:
+        result.problems.append("the instance did not heal itself (no failover seen)")
     if spec.expects_remediation:
         if not result.remediation:
             result.problems.append("no remediation was recorded")

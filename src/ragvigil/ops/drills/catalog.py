@@ -6,7 +6,7 @@ from ragvigil.ops.drills.burst import run_burst
 from ragvigil.ops.drills.client import InstanceClient
 from ragvigil.ops.drills.experiment import DrillOptions, DrillResult, DrillSpec, Fault, run_fault_drill
 
-PROVIDER_ALERTS = ("LLMProviderFailing", "AllLLMProvidersFailing")
+PROVIDER_ALERTS = ("ProviderBreakerOpen", "LLMProviderFailing", "AllLLMProvidersFailing")
 VECTOR_ALERTS = ("VectorStoreDown", "RetrievalDegraded")
 DATABASE_ALERTS = ("RagvigilUnhealthy", "HealthCheckFailing")
 

@@ -116,7 +116,7 @@ def p95_ms(outcomes: list[TurnOutcome]) -> float | None:
 def steady_state(client: InstanceClient) -> dict[str, Any]:
     """Ready, and a question answered: the hypothesis every drill starts and ends with."""
     ready = client.ready()
-    probe = client.chat("How do I reset my password?", user_id="drill-probe") if ready else None
+    probe = client.chat("How do I export my notes?", user_id="drill-probe") if ready else None
     return {
         "ready": ready,
         "answers": bool(probe and probe.answered),

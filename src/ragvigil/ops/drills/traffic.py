@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 
 from ragvigil.ops.drills.client import InstanceClient, TurnOutcome
 
-QUESTIONS = (
-    "How do I reset my password?",
-    "怎么修改密码？",
-    "What is the refund policy?",
-    "退款需要多长时间？",
-    "Can I change my delivery address?",
-    "如何联系人工客服？",
+QUESTIONS = (  # help-centre questions in both languages (the bundled sample knowledge base answers them)
+    "How do I export my notes?",
+    "怎么申请退款？",
+    "Which payment methods can I use?",
+    "如何开启两步验证？",
+    "How do I install the desktop app?",
+    "离线模式怎么用？",
 )
 MAX_REQUESTS = 5_000  # whatever a caller asks for: a drill never becomes a load test of someone else's box
 MAX_DURATION_S = 600.0

@@ -34,7 +34,16 @@ def drilled(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
         env = {
             "RAGVIGIL_FAULTS__ENABLED": "true",
             "RAGVIGIL_PROVIDERS": json.dumps(
-                [{"name": "llm", "kind": "openai", "base_url": llm.url, "model": "scripted", "timeout_s": 10}]
+                [
+                    {
+                        "name": "llm",
+                        "kind": "openai",
+                        "base_url": llm.url,
+                        "model": "scripted",
+                        "timeout_s": 10,
+                        "breaker": {"open_s": 5},  # probed again soon after the fault is rolled back
+                    }
+                ]
             ),
             "RAGVIGIL_LOG_LEVEL": "WARNING",
         }

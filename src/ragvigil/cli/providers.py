@@ -34,7 +34,9 @@ def _call(method: str, path: str, url: str | None, api_key: str | None, body: di
 
 @providers_app.command("list")
 def list_providers(
-    url: UrlOpt = None, api_key: KeyOpt = None, as_json: Annotated[bool, typer.Option("--json")] = False
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the list as JSON")] = False,
 ) -> None:
     """The providers in the order they are tried, with breaker state, rates and whether the key is bad."""
     rows = _call("GET", "/api/v1/ops/providers", url, api_key)["providers"]

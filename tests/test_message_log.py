@@ -21,7 +21,13 @@ from tests.conftest import make_settings
 def test_off_by_default_nothing_is_written(sample_runtime: Runtime) -> None:
     sample_runtime.pipeline.run(Turn(message="我的手机号是13812345678，怎么退款？", kb="default"))
     assert not (sample_runtime.settings.log_dir / FILE_NAME).exists()
-    assert [s.name for s in sample_runtime.pipeline.stages] == ["history", "retrieve", "generate", "persist"]
+    assert [s.name for s in sample_runtime.pipeline.stages] == [
+        "history",
+        "safe_mode",
+        "retrieve",
+        "generate",
+        "persist",
+    ]
 
 
 def test_enabled_contents_are_encrypted_and_readable_with_the_key(

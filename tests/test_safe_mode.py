@@ -63,7 +63,7 @@ def test_safe_mode_on_answers_the_safe_text_in_zh_and_en_and_keeps_every_turn(
     ]
     assert msgs[1]["degraded"] is True
 
-    off = client.put("/api/v1/ops/safe-mode", json={"active": False})
+    off = client.put("/api/v1/ops/safe-mode", json={"active": False, "reason": "filter back"})
     assert off.status_code == 200 and off.json()["active"] is False
     assert _gauge(client, "ragvigil_safe_mode_active") == 0
     normal = client.post("/api/v1/chat", json={"message": "专业版年付多少钱？"}).json()
@@ -71,7 +71,7 @@ def test_safe_mode_on_answers_the_safe_text_in_zh_and_en_and_keeps_every_turn(
 
     actions = [(e.action, e.result, e.detail.get("reason")) for e in sample_runtime.audit.query()]
     assert ("safe_mode.enter", "ok", "safety filter down") in actions
-    assert ("safe_mode.leave", "ok", "") in actions
+    assert ("safe_mode.leave", "ok", "filter back") in actions
 
 
 def test_a_streamed_turn_in_safe_mode_streams_the_safe_text_and_is_stored(client: TestClient) -> None:

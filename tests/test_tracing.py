@@ -86,7 +86,7 @@ def test_trace_contains_every_stage_with_attributes(client: TestClient) -> None:
     spans = client.get(f"/api/v1/traces/{_rid(r)}").json()["spans"]
     names = [s["name"] for s in spans]
     assert names[0] == "POST /api/v1/chat"
-    assert names[1:] == ["stage.history", "stage.retrieve", "stage.generate", "stage.persist"]
+    assert names[1:] == ["stage.history", "stage.safe_mode", "stage.retrieve", "stage.generate", "stage.persist"]
     root = spans[0]
     assert all(s["parent_id"] == root["span_id"] for s in spans[1:])  # context crossed into the worker thread
     assert root["kind"] == "server" and {s["kind"] for s in spans[1:]} == {"internal"}
@@ -117,7 +117,7 @@ def test_session_timeline_lists_turns_with_stage_timings(client: TestClient) -> 
     tl = client.get(f"/api/v1/sessions/{first['session_id']}/timeline").json()
     assert [t["request_id"] for t in tl["turns"]] == [_rid(first_r), _rid(second_r)]  # the server's ids
     assert tl["turns"][0]["question"] == "专业版年付多少钱？"
-    assert set(tl["turns"][1]["stages_ms"]) == {"history", "retrieve", "generate", "persist"}
+    assert set(tl["turns"][1]["stages_ms"]) == {"history", "safe_mode", "retrieve", "generate", "persist"}
 
 
 def test_a_reused_x_request_id_never_shares_a_trace(sample_data_dir: Path, tmp_path: Path) -> None:

@@ -77,9 +77,14 @@ def safe_mode_on(
 
 
 @safe_mode_app.command("off")
-def safe_mode_off(url: UrlOpt = None, api_key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+def safe_mode_off(
+    reason: Annotated[str, typer.Option("--reason", help="why: kept in the audit trail")] = "left from the CLI",
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Back to normal answers (operator; audited)."""
-    state = _call("PUT", "/api/v1/ops/safe-mode", url, api_key, {"active": False})
+    state = _call("PUT", "/api/v1/ops/safe-mode", url, api_key, {"active": False, "reason": reason})
     _print(state, as_json, _safe_text(state))
 
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 from starlette.concurrency import run_in_threadpool
 
 from ragvigil.api.deps import client_address, get_runtime, require
-from ragvigil.api.errors import ApiError
 from ragvigil.app import Runtime
 from ragvigil.ops.access import Principal, Role
-from ragvigil.storage.text import StorableText
+from ragvigil.storage.text import check_storable
 
 router = APIRouter(prefix="/api/v1/ops", tags=["ops"])
 
@@ -20,9 +19,16 @@ router = APIRouter(prefix="/api/v1/ops", tags=["ops"])
 class SafeModeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     active: StrictBool
-    reason: StorableText = Field(
-        "", max_length=500, description="why (required to switch it on): shown in status and audit"
-    )
+    reason: Annotated[
+        str,
+        AfterValidator(check_storable),
+        Field(
+            min_length=1,
+            max_length=500,
+            pattern=r"^[^\u0000]*\S[^\u0000]*$",  # something to read, and text every database can store
+            description="why: shown in the status and the audit trail",
+        ),
+    ]
 
 
 @router.get("/safe-mode", dependencies=[Depends(require(Role.viewer))])
@@ -40,14 +46,12 @@ async def set_safe_mode(
 ) -> dict[str, Any]:
     """While on, every chat message is answered with the configured safe response (still stored)."""
     reason = body.reason.strip()
-    if body.active and not reason:
-        raise ApiError(422, "validation_error", "reason: say why safe mode is switched on", "reason")
     before = rt.safe_mode.active
     # writing the state file fsyncs: off the event loop
     if body.active:
         state = await run_in_threadpool(rt.safe_mode.enter, reason, who.name)
     else:
-        state = await run_in_threadpool(rt.safe_mode.leave, who.name)
+        state = await run_in_threadpool(rt.safe_mode.leave, who.name)  # the reason goes to the audit trail
     action = "safe_mode.enter" if body.active else "safe_mode.leave"
     detail = {"reason": reason, "before": before, "changed": state["changed"], "persisted": state["persisted"]}
     await run_in_threadpool(rt.audit.record, who, action, "ok", None, client_address(request), detail)

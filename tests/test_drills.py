@@ -46,6 +46,10 @@ def drilled(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
                 ]
             ),
             "RAGVIGIL_LOG_LEVEL": "WARNING",
+            # the drill is the load: per-key and per-user limits would answer it 429 (counted as shed),
+            # and the steady-state probe too
+            "RAGVIGIL_ADMISSION__PER_KEY": "off",
+            "RAGVIGIL_ADMISSION__PER_USER": "off",
         }
         ingest = subprocess.run(
             [RAGVIGIL, "ingest", str(REPO / "samples" / "helpcentre")],
@@ -83,7 +87,7 @@ def assert_drill_held(result: dict) -> None:
     assert result["answered"] + result["shed_503"] + result["rate_limited_429"] == result["requests"]
     assert result["mttd_s"] is not None, result["problems"]  # the alert fired
     assert result["time_to_action_s"] is not None and result["healing"], result["problems"]
-    assert result["steady_state_restored"], result["journal"]
+    assert result["steady_state_restored"], json.dumps(result, indent=1, default=str)[-6000:]
     assert result["passed"], result["problems"]
 
 

@@ -276,6 +276,8 @@ def run_fault_drill(client: InstanceClient, spec: DrillSpec, opts: DrillOptions,
         acted = [t for t in (watcher.acted_at, watcher.healed_at) if t is not None]
         if acted:  # the first of: the instance healing itself, a remediation policy acting
             result.time_to_action_s = round(min(acted) - injected_at, 3)
+            # what users got once the instance had acted (no turn should wait for the broken part)
+            result.p95_ms["after_action"] = p95_ms([o for o in under if o.sent_at >= min(acted)])
         if watcher.healing is not None:
             result.healing = watcher.healing
             log("healing_seen", what=watcher.healing, after_s=round(watcher.healed_at - injected_at, 3))  # type: ignore[operator]

@@ -16,10 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from conftest import LOOPBACK_CLIENT, LiveServer, admin_key, auth, make_settings
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
 from ragvigil.cli import app as cli_app
+from tests.conftest import LOOPBACK_CLIENT, LiveServer, admin_key, auth, make_settings
 
 
 def break_vector_store(rt: Runtime) -> None:

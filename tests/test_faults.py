@@ -20,8 +20,8 @@ from ragvigil.app import Runtime
 from ragvigil.ops import metrics
 from ragvigil.ops.access import Role
 from ragvigil.ops.admin_key import read_admin_key
-from realservers import wait_until
 from tests.conftest import LOOPBACK_CLIENT, LiveServer, admin_key, auth, local_client, make_settings
+from tests.realservers import wait_until
 from tests.slow_llm import SlowLLM, slow_llm
 
 QUESTION = "How do I export my notes?"
@@ -265,3 +265,26 @@ def test_on_a_running_server_a_database_fault_is_journaled_and_replayed_by_itsel
             "the journaled turn to be replayed",
         )
         assert [m["content"] for m in msgs] == [QUESTION, turn["answer"]]
+
+
+def test_a_key_verified_before_a_database_outage_still_chats_and_its_turn_is_journaled(
+    rt: Runtime, admin: TestClient
+) -> None:
+    _, plain = rt.keys.create("alice", Role.client)
+    mallory, revoked = rt.keys.create("mallory", Role.client)
+    alice = TestClient(admin.app, headers=auth(plain))
+    assert alice.post("/api/v1/chat", json={"message": QUESTION}).status_code == 200  # verified: remembered
+    gone = TestClient(admin.app, headers=auth(revoked))
+    assert gone.post("/api/v1/chat", json={"message": QUESTION}).status_code == 200
+    rt.keys.revoke(mallory.id)
+    fault = _inject(admin, "database", "error")
+    r = alice.post("/api/v1/chat", json={"message": QUESTION, "user_id": "a1"})
+    assert r.status_code == 200, r.text  # before: 503 for every keyed caller (the key check needs the database)
+    assert any("turn journaled" in x for x in r.json()["degraded_reasons"])
+    stranger = TestClient(admin.app, headers=auth("rv_" + "x" * 43))  # never verified here: not let in blind
+    assert stranger.post("/api/v1/chat", json={"message": QUESTION}).status_code == 503
+    # revoked in this process: never accepted from memory
+    assert gone.post("/api/v1/chat", json={"message": QUESTION}).status_code == 503
+    admin.delete(f"/api/v1/ops/faults/{fault['id']}")
+    assert rt.replay_journal() == 1
+    assert gone.post("/api/v1/chat", json={"message": QUESTION}).status_code == 401

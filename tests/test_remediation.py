@@ -14,12 +14,12 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from conftest import make_settings
 from ragvigil.app import Runtime
 from ragvigil.chat.sessions import StoredMessage
 from ragvigil.ops import metrics
 from ragvigil.ops.remediation import ACTOR, load_policies
-from receivers import http_receiver
+from tests.conftest import make_settings
+from tests.receivers import http_receiver
 
 
 def _count(action: str, result: str) -> float:

@@ -17,7 +17,7 @@ import httpx
 
 from ragvigil.ops.admin_key import read_admin_key
 from ragvigil.ops.remediation import RESTART_EXIT_CODE
-from realservers import free_port, wait_until
+from tests.realservers import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 import secrets
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from ragvigil.storage.db import Database
+from ragvigil.storage.errors import is_outage
 from ragvigil.storage.models import ApiKey, AuditEntry, utcnow
+
+log = logging.getLogger(__name__)
 
 
 class Role(IntEnum):
@@ -65,8 +73,21 @@ def _hash(key: str) -> str:
 
 
 class KeyStore:
-    def __init__(self, db: Database) -> None:
+    """Keys in the database, and the keys this process verified lately.
+
+    A key checked against the database in the last ``outage_grace_s`` is still accepted while the
+    database is unreachable: otherwise every keyed caller gets a 503 during an outage, although the
+    journal could keep their turns. A key unknown to this process, or revoked here, is never let in
+    that way; a revocation made elsewhere reaches this process once the database answers again.
+    """
+
+    MAX_KNOWN = 10_000  # keys remembered; the least recently verified goes first
+
+    def __init__(self, db: Database, outage_grace_s: float = 900.0) -> None:
         self.db = db
+        self.outage_grace_s = outage_grace_s
+        self._known: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def create(self, name: str, role: Role) -> tuple[ApiKey, str]:
         """A new key; the plain key is returned once and never stored."""
@@ -86,15 +107,42 @@ class KeyStore:
             if row is None:
                 raise KeyNotFound(key_id_or_prefix)
             row.revoked_at = row.revoked_at or utcnow()
+            self._forget(row.key_hash)
             return row
 
     def authenticate(self, plain: str) -> Principal | None:
-        with self.db.session(write=True) as s:
-            row = s.scalar(select(ApiKey).where(ApiKey.key_hash == _hash(plain), ApiKey.revoked_at.is_(None)))
-            if row is None:
-                return None
-            s.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=utcnow()))
-            return Principal(row.name, Role[row.role], row.id)
+        digest = _hash(plain)
+        try:
+            with self.db.session(write=True) as s:
+                row = s.scalar(select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None)))
+                if row is None:
+                    self._forget(digest)
+                    return None
+                s.execute(update(ApiKey).where(ApiKey.id == row.id).values(last_used_at=utcnow()))
+                who = Principal(row.name, Role[row.role], row.id)
+        except SQLAlchemyError as exc:
+            known = self._known_lately(digest) if is_outage(exc) else None
+            if known is None:
+                raise
+            log.warning("api_key_accepted_during_database_outage", extra={"key": known.name})
+            return known
+        with self._lock:
+            self._known[digest] = (who, time.monotonic())
+            self._known.move_to_end(digest)
+            while len(self._known) > self.MAX_KNOWN:
+                self._known.popitem(last=False)
+        return who
+
+    def _known_lately(self, digest: str) -> Principal | None:
+        with self._lock:
+            entry = self._known.get(digest)
+        if entry is None or time.monotonic() - entry[1] > self.outage_grace_s:
+            return None
+        return entry[0]
+
+    def _forget(self, digest: str) -> None:
+        with self._lock:
+            self._known.pop(digest, None)
 
     def has_active_admin(self) -> bool:
         with self.db.session() as s:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragvigil.config import SafeModeSettings
+from ragvigil.chat.pipeline import BaseStage
 from ragvigil.ops import metrics
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ class SafeMode:
             log.warning("safe_mode_active_at_start", extra={"reason": self._state["reason"], "by": self._state["by"]})
 
 
-class SafeModeStage:
+class SafeModeStage(BaseStage):
     """Placed before ``retrieve``: while safe mode is on, the turn's answer is the safe response."""
 
     name = "safe_mode"

@@ -33,25 +33,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-# The remediation registry's action names (issue 11, section 6): a diagnosis may only suggest these.
-KNOWN_ACTIONS = frozenset(
-    {
-        "breaker.open",
-        "breaker.close",
-        "provider.failover",
-        "provider.restore",
-        "retrieval.lexical_only",
-        "retrieval.hybrid",
-        "safe_mode.enter",
-        "safe_mode.leave",
-        "features.shed",
-        "features.restore",
-        "cache.clear",
-        "journal.replay",
-        "vectors.requeue",
-        "process.restart",
-    }
-)
+from ragvigil.ops.remediation.actions import ACTION_NAMES
+
+# The remediation registry's action names: a diagnosis may only suggest these.
+KNOWN_ACTIONS = frozenset(ACTION_NAMES)
 RESOURCES = ("cpu", "memory", "disk")
 KINDS = ("alert", "health_failing", "error", "stage", "breaker_open", "provider_key_bad", "resource")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")

@@ -17,12 +17,11 @@ from ragvigil.ops.drills.experiment import (
     DrillOptions,
     DrillResult,
     DrillSpec,
-    Journal,
     Watcher,
+    begin,
     count_stored,
     judge,
     p95_ms,
-    steady_state,
     tally,
     wait_steady,
 )
@@ -33,12 +32,8 @@ GOODPUT_TARGET = 0.9
 
 
 def run_burst(client: InstanceClient, spec: DrillSpec, opts: DrillOptions, factor: float = 10.0) -> DrillResult:
-    result = DrillResult(spec.name)
-    log = Journal(result)
-    before = steady_state(client)
-    log("steady_state", **before)
-    if not (before["ready"] and before["answers"]):
-        result.problems.append(f"not steady before the drill: {before}")
+    result, log, before = begin(client, spec)
+    if result.problems:
         return result
     users = max(opts.users, 8)
     t = time.monotonic()

@@ -231,14 +231,21 @@ def tally(result: DrillResult, outcomes: list[TurnOutcome]) -> None:
     result.degraded += sum(o.answered and o.degraded for o in outcomes)
 
 
-def run_fault_drill(client: InstanceClient, spec: DrillSpec, opts: DrillOptions, target: str) -> DrillResult:
-    """The shape shared by every fault drill (see the module docstring)."""
+def begin(client: InstanceClient, spec: DrillSpec) -> tuple[DrillResult, Journal, dict[str, Any]]:
+    """A drill's result, its journal and the steady state before it (``problems`` says if it is not steady)."""
     result = DrillResult(spec.name)
     log = Journal(result)
     before = steady_state(client)
     log("steady_state", **before)
     if not (before["ready"] and before["answers"]):
         result.problems.append(f"not steady before the drill: {before}")
+    return result, log, before
+
+
+def run_fault_drill(client: InstanceClient, spec: DrillSpec, opts: DrillOptions, target: str) -> DrillResult:
+    """The shape shared by every fault drill (see the module docstring)."""
+    result, log, before = begin(client, spec)
+    if result.problems:
         return result
     baseline = closed_loop(Users(client, opts.users, f"drill-{spec.name}-base"), opts.baseline_s, opts.max_requests)
     base = baseline.snapshot()

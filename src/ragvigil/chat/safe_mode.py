@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragvigil.config import SafeModeSettings
 from ragvigil.chat.pipeline import BaseStage
+from ragvigil.config import SafeModeSettings
 from ragvigil.ops import metrics
 
 if TYPE_CHECKING:

@@ -93,7 +93,7 @@ def test_a_broken_vector_store_is_diagnosed_on_the_timeline_in_the_api_and_in_th
 
 def test_offline_the_cli_diagnoses_from_the_data_dir(sample_runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     """With no instance answering, the CLI reads what the service filed and the diagnosis written at open."""
-    from realservers import free_port
+    from tests.realservers import free_port
 
     rt = sample_runtime
     rt.health.cache_s = 0.0
@@ -111,7 +111,7 @@ def test_offline_the_cli_diagnoses_from_the_data_dir(sample_runtime: Runtime, mo
 
 def test_a_stopped_postgresql_is_diagnosed_as_the_database(tmp_path: Path) -> None:
     """A real PostgreSQL server stops under the instance; the current diagnosis names the database."""
-    from realservers import ServerUnavailable, create_database, postgres_server
+    from tests.realservers import ServerUnavailable, create_database, postgres_server
 
     try:
         server = postgres_server()

@@ -105,3 +105,29 @@ def test_each_adapter_changes_its_subsystem_and_its_rollback_undoes_it() -> None
     assert not features.enabled("contextual_search")
     actions.rollback("features.shed", {"feature": "contextual_search"})
     assert features.enabled("contextual_search")
+
+
+def test_on_a_real_runtime_every_action_is_registered_and_acts_on_the_real_subsystem(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The adapters against the objects the runtime really builds, not stand-ins: each changes its
+    subsystem, and its rollback puts it back."""
+    from ragvigil.app import Runtime
+    from ragvigil.ops.remediation.actions import ACTION_NAMES
+    from tests.conftest import make_settings
+
+    rt = Runtime(make_settings(tmp_path))
+    try:
+        assert set(ACTION_NAMES) <= set(rt.actions.names())
+        rt.actions.apply("retrieval.lexical_only", {"reason": "drill"})
+        assert rt.retriever.mode.state()["mode"] == "lexical_only"
+        rt.actions.rollback("retrieval.lexical_only", {"reason": "drill"})
+        assert rt.retriever.mode.state()["mode"] == "hybrid"
+        rt.actions.apply("features.shed", {"feature": "contextual_search"})
+        assert rt.features.enabled("contextual_search") is False
+        rt.actions.rollback("features.shed", {"feature": "contextual_search"})
+        assert rt.features.enabled("contextual_search") is True
+        rt.actions.apply("safe_mode.enter", {"reason": "drill"})
+        assert rt.safe_mode.active is True
+        rt.actions.rollback("safe_mode.enter", {"reason": "drill"})
+        assert rt.safe_mode.active is False
+    finally:
+        rt.close()

@@ -29,7 +29,7 @@ def check(path: Annotated[Path, typer.Argument(help="a remediation policy file (
         for problem in exc.problems:
             err.print(f"  {escape(problem)}", highlight=False)
         raise typer.Exit(2) from None
-    console.print(f"{path}: {len(policies.policies)} policies, valid")
+    console.print(f"{path}: {len(policies.policies)} policies, valid", soft_wrap=True)  # one line, whatever the width
 
 
 @remediation_app.command("policies")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -154,13 +155,15 @@ class StreamingStage(Stage, Protocol):
     def stream(self, turn: Turn) -> Iterator[str]: ...
 
 
-class BaseStage:
-    """What a stage gets for free: a plain CHAIN span. Subclasses say more about their part of the turn."""
+class BaseStage(ABC):
+    """What a stage gets for free: a plain CHAIN span. Subclasses do their part of the turn in ``__call__``
+    and may say more about it in ``span_attributes``."""
 
     name: str = "stage"
 
+    @abstractmethod
     def __call__(self, turn: Turn) -> None:
-        raise NotImplementedError
+        """Do this stage's part of the turn."""
 
     def span_attributes(self, turn: Turn) -> dict[str, Any]:
         return {semconv.SPAN_KIND: semconv.CHAIN}  # session and request ids live on the root span

@@ -40,6 +40,7 @@ from ragvigil.ops.log_retention import LogRetention
 from ragvigil.ops.logfiles import RetentionReport
 from ragvigil.ops.process import install_process_globals
 from ragvigil.ops.remediation import build_remediation
+from ragvigil.ops.shared import build_shared
 from ragvigil.preflight import open_routes_exposed, start_problems
 from ragvigil.providers.base import Generator
 from ragvigil.providers.build import build_generation
@@ -89,7 +90,9 @@ class Runtime:
         self.db = open_database(settings, apply_migrations)
         # fault injection for drills (admin-only, off by default): its hooks wrap the seams built below
         self.faults = build_faults(settings, self.db.engine, AuditLog(self.db))
-        k = build_knowledge(settings, self.db, self.faults)
+        # Redis shared with the other replicas (limits, breakers, query cache); all in process without it
+        self.shared = build_shared(settings, self.faults)
+        k = build_knowledge(settings, self.db, self.faults, self.shared.cache)
         self.tokenizer, self.embedder, self.vectors, self.catalog = k.tokenizer, k.embedder, k.vectors, k.catalog
         self.ingestor, self.retriever, self.filler = k.ingestor, k.retriever, k.filler
         self.sessions, self.keys, self.audit = SessionStore(self.db), KeyStore(self.db), AuditLog(self.db)
@@ -98,7 +101,10 @@ class Runtime:
         self.replayer = JournalReplayer(self.journal, self.sessions)
         self.extractive, self.router = build_generation(settings, self.tokenizer, wrap=self.faults.generator)
         self.generator: Generator = self.router  # providers in order, breakers, extractive last
-        self.admission = build_admission(settings.admission, self.db)  # rate limits, adaptive concurrency, priorities
+        if (store := self.shared.breaker_store(self.router.names()[:-1])) is not None:
+            self.router.share(store, self.shared.replica)  # a provider open on one replica is skipped by all
+        # rate limits (shared counters with Redis), adaptive concurrency, priorities
+        self.admission = build_admission(settings.admission, self.db, self.shared.rate_limits)
         self.features = self.admission.features  # non-core work shed under pressure
         self.safe_mode = SafeMode(settings.data_dir, settings.safe_mode)  # every answer the safe response while on
         self.pipeline = build_pipeline(
@@ -116,6 +122,8 @@ class Runtime:
         self.health = build_health(settings, self.db, self.vectors, self.embedder, self.generator)
         for name in self.router.names()[:-1]:  # one optional check per remote provider, under generation
             self.health.add(f"provider:{name}", self.router.health_check(name), critical=False, needed_by="generation")
+        if self.shared.enabled:  # optional: without Redis each replica decides alone and still answers (degraded)
+            self.health.add("redis", self.shared.check, critical=False, needed_by="chat")
         # an incident is diagnosed when it opens (the diagnoser, built below, reads the alert engine)
         alerting = build_alerting(
             settings,
@@ -201,6 +209,7 @@ class Runtime:
         self.router.close()
         self.admission.close()
         self.faults.close()
+        self.shared.close()
         self._process_globals.undo()
         self.db.dispose()
 

@@ -440,6 +440,26 @@ class FaultSettings(Section):
     max_delay_s: float = Field(30.0, gt=0, le=600, description="the longest delay a slow/timeout/latency fault adds")
 
 
+class RedisSettings(Section):
+    """Redis shared by the replicas of one service (scaled mode): rate-limit counters, breaker states and the
+    query-embedding cache. Empty ``url`` (the default, embedded mode): every one of them stays in process.
+    Timeouts are short on purpose: a dead Redis must cost a turn milliseconds, never seconds."""
+
+    url: SecretUrl = Field(SecretUrl(""), description="redis://[:password@]host:port/db; empty: Redis off")
+    socket_timeout_ms: int = Field(100, ge=5, le=5000, description="per command; past it the local state decides")
+    connect_timeout_ms: int = Field(100, ge=5, le=5000, description="to open a connection")
+    key_prefix: str = Field("ragvigil:", pattern=r"^[A-Za-z0-9_.:-]{0,64}$", description="of every key written")
+    retry_initial_s: float = Field(0.5, gt=0, le=60, description="after a failure, Redis is asked again this late")
+    retry_max_s: float = Field(10.0, gt=0, le=600, description="the longest wait between two tries while it fails")
+    breaker_cache_s: float = Field(1.0, ge=0, le=60, description="shared breaker states are re-read this often")
+    cache_ttl_s: int = Field(3600, ge=1, le=7 * 86400, description="lifetime of a shared query embedding")
+    cache_max_bytes: int = Field(16384, ge=256, le=1 << 20, description="larger cached values are not shared")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.url.get_secret_value().strip())
+
+
 class Settings(BaseSettings):
     """Settings of one ragvigil instance. Every file it writes lives under ``data_dir``."""
 
@@ -525,6 +545,7 @@ class Settings(BaseSettings):
     safe_mode: SafeModeSettings = SafeModeSettings()
     faults: FaultSettings = FaultSettings()
     remediation: RemediationSettings = RemediationSettings()
+    redis: RedisSettings = RedisSettings()
 
     @model_validator(mode="before")
     @classmethod

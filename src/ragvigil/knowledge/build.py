@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from ragvigil.config import Settings
 from ragvigil.knowledge.catalog import Catalog
-from ragvigil.knowledge.embeddings import CachedQueryEmbedder, E5Embedder
+from ragvigil.knowledge.embeddings import CachedQueryEmbedder, E5Embedder, SharedVectorCache
 from ragvigil.knowledge.ingest import Ingestor
 from ragvigil.knowledge.retrieval import HybridRetriever
 from ragvigil.knowledge.retrieval_mode import build_retrieval_mode
@@ -48,8 +48,11 @@ class Knowledge:
     pending_gauge: Periodic  # keeps ragvigil_vectors_pending fresh while serving
 
 
-def build_knowledge(settings: Settings, db: Database, faults: FaultSeams | None = None) -> Knowledge:
-    """``faults``: the fault-injection hooks put around the query embedder and the vector store (drills)."""
+def build_knowledge(
+    settings: Settings, db: Database, faults: FaultSeams | None = None, shared_cache: SharedVectorCache | None = None
+) -> Knowledge:
+    """``faults``: the fault-injection hooks put around the query embedder and the vector store (drills);
+    ``shared_cache``: the query cache's tier shared with other replicas (Redis), none in embedded mode."""
     rs = settings.retrieval
     tokenizer = Tokenizer(settings.cache_dir)
     wrap_embedder = faults.embedder if faults is not None else _same
@@ -59,6 +62,7 @@ def build_knowledge(settings: Settings, db: Database, faults: FaultSeams | None 
             E5Embedder(threads=rs.embed_threads, engines=rs.query_engines, max_query_tokens=rs.max_query_tokens)
         ),
         rs.query_cache_size,
+        shared_cache,
     )
     vectors = wrap_store(FaissVectorStore(settings.index_dir, embedder.dim, rs.vector_index))
     catalog = Catalog(db)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import threading
 from collections import OrderedDict
@@ -104,13 +105,29 @@ def _fit_tokens(engine: object, text: str, max_tokens: int) -> str:
     return text
 
 
-class CachedQueryEmbedder:
-    """LRU cache in front of an embedder: customer questions repeat, embedding them is the slow step."""
+class SharedVectorCache(Protocol):
+    """A second cache tier shared by replicas (``ops.shared.cache.RedisVectorCache``). Never raises: a tier
+    that fails answers ``None`` and the local cache (then the embedder) answers instead."""
 
-    def __init__(self, inner: Embedder, size: int = 4096) -> None:
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, value: bytes) -> None: ...
+
+    def clear(self) -> int: ...
+
+
+class CachedQueryEmbedder:
+    """LRU cache in front of an embedder: customer questions repeat, embedding them is the slow step.
+
+    With ``shared`` (Redis in the scaled mode) a local miss asks the replicas' shared tier before the
+    embedder, and a new vector is put there too, keyed by model and a hash of the normalised text.
+    """
+
+    def __init__(self, inner: Embedder, size: int = 4096, shared: SharedVectorCache | None = None) -> None:
         self.inner = inner
         self.dim = inner.dim
         self.name = inner.name
+        self.shared = shared
         self._size = size
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
@@ -128,8 +145,12 @@ class CachedQueryEmbedder:
                 return vec
             self.misses += 1
         metrics.CACHE_REQUESTS.labels("query_embedding", "miss").inc()
-        vec = self.inner.embed_query(text, timeout_s)
-        vec.setflags(write=False)
+        vec = self._from_shared(key)
+        if vec is None:
+            vec = self.inner.embed_query(text, timeout_s)
+            vec.setflags(write=False)
+            if self.shared is not None:
+                self.shared.put(self.shared_key(key), np.asarray(vec, dtype=np.float32).tobytes())
         if self._size:
             with self._lock:
                 self._cache[key] = vec
@@ -137,11 +158,30 @@ class CachedQueryEmbedder:
                     self._cache.popitem(last=False)
         return vec
 
+    def shared_key(self, normalised: str) -> str:
+        """The shared tier's key: the model (a vector of another model is no answer) and the text's hash."""
+        return f"{self.name}:{hashlib.sha256(normalised.encode()).hexdigest()}"
+
+    def _from_shared(self, key: str) -> np.ndarray | None:
+        if self.shared is None:
+            return None
+        raw = self.shared.get(self.shared_key(key))
+        if raw is None or len(raw) != self.dim * 4:
+            metrics.CACHE_REQUESTS.labels("query_embedding_shared", "miss").inc()
+            return None
+        metrics.CACHE_REQUESTS.labels("query_embedding_shared", "hit").inc()
+        vec = np.frombuffer(raw, dtype=np.float32).copy()
+        vec.setflags(write=False)
+        return vec
+
     def clear(self) -> int:
-        """Drop every cached query vector (e.g. after the embedding model changed); returns how many."""
+        """Drop every cached query vector, local and shared (e.g. after the embedding model changed);
+        returns how many."""
         with self._lock:
             dropped = len(self._cache)
             self._cache.clear()
+        if self.shared is not None:
+            dropped += self.shared.clear()
         return dropped
 
     def embed_passages(self, texts: list[str]) -> np.ndarray:

@@ -360,3 +360,17 @@ REMEDIATION_ACTIONS = Counter(
     ["action", "result"],
     registry=REGISTRY,
 )
+REDIS_UP = Gauge(
+    "ragvigil_redis_up",
+    "1 while the shared Redis answers, 0 while it fails and rate limits, breaker states and the query cache "
+    "are decided in process; by target (host:port). Absent without Redis configured.",
+    ["target"],
+    registry=REGISTRY,
+)
+REDIS_FALLBACKS = Counter(
+    "ragvigil_redis_fallbacks_total",
+    "Redis calls that failed or were not tried (Redis down, backing off) and were answered by in-process state "
+    "instead, by use (rate_limit, breaker, cache, health).",
+    ["use"],
+    registry=REGISTRY,
+)

@@ -9,7 +9,8 @@ fails) answers at once with ``Generation.degraded_reason`` set. The router is a 
 pipeline and the OpenAI-compatible API do not change.
 
 Public face for operators, drills and remediation actions: ``status()``, ``force(name, state, by)``,
-``is_open(name)`` and ``reset_key(name, by)``.
+``is_open(name)`` and ``reset_key(name, by)``. ``share(store, replica)`` publishes every breaker
+transition and force to a ``BreakerStateStore`` and skips a provider another replica has open.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ragvigil.config import ProviderSettings, Settings
 from ragvigil.ops import metrics
 from ragvigil.providers.base import Generation, GenerationRequest, Generator, ProviderContextTooLong, ProviderError
 from ragvigil.providers.breaker import BreakerConfig, CircuitBreaker, State
+from ragvigil.providers.breaker_store import BreakerRecord, BreakerStateStore, MemoryBreakerStore
 from ragvigil.providers.context import fit, trim_hard
 from ragvigil.providers.metered import MeteredGenerator
 from ragvigil.providers.openai_compat import OpenAIGenerator
@@ -53,6 +55,7 @@ class Route:
     opened_at: float | None = None  # wall clock of the last opening, for people
     forced_by: str | None = None
     in_flight: int = 0  # calls holding a slot now
+    listeners: list[Callable[[Route], None]] = field(default_factory=list)  # after each breaker transition
     _count_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -130,6 +133,8 @@ def _transitioned(route: Route, before: State, after: State) -> None:
     if after is State.OPEN:
         route.opened_at = time.time()
     log.warning("provider_breaker", extra={"provider": route.name, "from": before.label, "to": after.label})
+    for listener in route.listeners:
+        listener(route)
 
 
 class ProviderRouter:
@@ -150,6 +155,39 @@ class ProviderRouter:
         self._clock = clock
         self._sleep = sleep
         self.model = self.remote[0].settings.model if self.remote else "extractive"
+        self.store: BreakerStateStore = MemoryBreakerStore()
+        self.replica = ""
+
+    def share(self, store: BreakerStateStore, replica: str) -> None:
+        """Publish this router's breaker transitions to ``store`` as ``replica``, and skip a provider that
+        another replica's record says is open (in its cool-down) or forced open."""
+        self.store, self.replica = store, replica
+        for route in self.remote:
+            route.listeners.append(self._publish)
+
+    def _publish(self, route: Route) -> None:
+        assert route.breaker is not None
+        snap = route.breaker.snapshot()
+        state = str(snap["state"])
+        forced = snap["forced"] if snap["forced"] in ("open", "closed") else None
+        record = BreakerRecord(
+            state,
+            route.opened_at if state == "open" else None,
+            forced,  # type: ignore[arg-type]
+            route.breaker.config.open_s,
+            self.replica,
+            time.time(),
+        )
+        self.store.publish(route.name, record)
+
+    def shared_open(self, route: Route) -> BreakerRecord | None:
+        """Another replica's record that makes this one skip ``route`` now, if any (a cheap, cached read)."""
+        if route.breaker is None or not self.replica:
+            return None
+        record = self.store.read(route.name)
+        if record is None or record.replica == self.replica:
+            return None
+        return record if record.skips(time.time()) else None
 
     # --- Generator ----------------------------------------------------------------------------
     def generate(self, request: GenerationRequest) -> Generation:
@@ -196,12 +234,15 @@ class ProviderRouter:
         out = []
         for r in self.routes:
             snap = r.breaker.snapshot() if r.breaker is not None else {}
+            remote = self.shared_open(r)
             out.append(
                 {
                     "name": r.name,
                     "kind": r.settings.kind,
                     "model": r.settings.model,
-                    "breaker": snap.get("state", "closed"),
+                    # open here, or open on another replica (then skipped here too: see breaker_source)
+                    "breaker": "open" if remote is not None else snap.get("state", "closed"),
+                    "breaker_source": f"replica {remote.replica}" if remote is not None else "local",
                     "forced": snap.get("forced"),
                     "forced_by": r.forced_by,
                     "failure_rate": snap.get("failure_rate", 0.0),
@@ -211,6 +252,7 @@ class ProviderRouter:
                     "opened_at": datetime.fromtimestamp(r.opened_at, UTC).isoformat() if r.opened_at else None,
                     "key_bad": r.key_bad,
                     "in_flight": r.in_flight,
+                    "breaker_sharing": self.store.status() if r.breaker is not None else None,
                 }
             )
         return out
@@ -223,6 +265,9 @@ class ProviderRouter:
             raise ValueError("the extractive provider has no breaker: it never fails")
         before, after = route.breaker.force(state)
         route.forced_by = None if state == "auto" else by
+        if before is after and route.listeners:  # no transition, but the forced flag changed: tell the others
+            for listener in route.listeners:
+                listener(route)
         if state != "open" and route.key_bad:
             self._mark_key(route, False)
         metrics.PROVIDER_BREAKER_STATE.labels(name).set(after)
@@ -250,6 +295,8 @@ class ProviderRouter:
                 raise ProviderSkipped("key_rejected", f"{name}: its API key was rejected (401/403)")
             if route.breaker is not None and route.breaker.state is State.OPEN:
                 raise ProviderSkipped("breaker_open", f"{name}: circuit breaker open")
+            if (remote := self.shared_open(route)) is not None:
+                raise ProviderSkipped("breaker_open", f"{name}: circuit breaker open on replica {remote.replica}")
             route.generator.check()
 
         return check
@@ -262,7 +309,9 @@ class ProviderRouter:
         raise UnknownProvider(name)
 
     def _callable(self, route: Route) -> bool:
-        return not route.key_bad and (route.breaker is None or route.breaker.would_permit())
+        if route.key_bad or (route.breaker is not None and self.shared_open(route) is not None):
+            return False
+        return route.breaker is None or route.breaker.would_permit()
 
     def _left(self, deadline: float | None) -> float | None:
         return None if deadline is None else deadline - self._clock()
@@ -284,6 +333,8 @@ class ProviderRouter:
         left = self._left(deadline)
         if left is not None and left < MIN_ATTEMPT_S:
             return ProviderSkipped("no_time", f"{route.name}: the turn's time is spent")
+        if (remote := self.shared_open(route)) is not None:
+            return ProviderSkipped("breaker_open", f"{route.name}: circuit breaker open on replica {remote.replica}")
         return None
 
     def _try(self, route: Route, request: GenerationRequest, deadline: float | None) -> Generation:

@@ -58,6 +58,8 @@ async def deep_health(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
     }
     if "vector_store" in body["checks"]:  # hybrid or lexical_only, and why: the store may pass while tripped
         body["checks"]["vector_store"]["details"] = {"retrieval_mode": rt.retriever.mode.state()}
+    if "redis" in body["checks"]:  # shared with the replicas, or each deciding alone while Redis is down
+        body["checks"]["redis"]["details"] = rt.shared.status()
     return JSONResponse(body, status_code=503 if status == "unhealthy" else 200)
 
 

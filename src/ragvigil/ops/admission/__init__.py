@@ -16,6 +16,7 @@ from ragvigil.ops.admission.controller import Admission
 from ragvigil.ops.admission.features import FEATURES, FeatureFlags, Switch, UnknownFeature
 from ragvigil.ops.admission.priority import CrisisCheck, Priority, phrase_check
 from ragvigil.ops.admission.queue import Permit, Shed
+from ragvigil.ops.admission.ratelimit import RateLimitBackend
 from ragvigil.ops.admission.timeline import IncidentTimeline
 from ragvigil.ops.alerts.incidents import IncidentStore
 from ragvigil.storage.db import Database
@@ -35,10 +36,13 @@ __all__ = [
 ]
 
 
-def build_admission(settings: AdmissionSettings, db: Database) -> Admission:
-    """The instance's admission controller; feature switches go on the timeline of unresolved incidents."""
+def build_admission(
+    settings: AdmissionSettings, db: Database, rate_backend: RateLimitBackend | None = None
+) -> Admission:
+    """The instance's admission controller; feature switches go on the timeline of unresolved incidents;
+    ``rate_backend``: a shared store of the rate-limit counters (Redis), memory without it."""
     timeline = IncidentTimeline(IncidentStore(db))
-    admission = Admission(settings, FeatureFlags(observers=[timeline]))
+    admission = Admission(settings, FeatureFlags(observers=[timeline]), rate_backend=rate_backend)
     admission.closers.append(timeline.close)
     metrics.ADMISSION_LIMIT.set_function(lambda: admission.gate.limit)
     metrics.ADMISSION_IN_FLIGHT.set_function(lambda: admission.gate.in_flight)

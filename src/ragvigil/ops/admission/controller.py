@@ -20,7 +20,7 @@ from ragvigil.ops.admission.limiter import GradientLimiter
 from ragvigil.ops.admission.pressure import PressureMonitor
 from ragvigil.ops.admission.priority import CrisisCheck, Priority, phrase_check
 from ragvigil.ops.admission.queue import Permit, PriorityGate, Shed
-from ragvigil.ops.admission.ratelimit import RateLimits
+from ragvigil.ops.admission.ratelimit import RateLimitBackend, RateLimits
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,9 @@ class Admission:
         features: FeatureFlags,
         crisis: CrisisCheck | None = None,
         clock: Callable[[], float] = time.monotonic,
+        rate_backend: RateLimitBackend | None = None,
     ) -> None:
+        """``rate_backend``: where the rate-limit counters live (memory by default; Redis shares them)."""
         self.settings = settings
         self.enabled = settings.enabled
         self.features = features
@@ -45,7 +47,7 @@ class Admission:
         self.gate = PriorityGate(
             self.limiter, settings.queue_size, settings.queue_timeout_s, clock, self._count_shed, self.tick
         )
-        self.rates = RateLimits(settings.per_key, settings.per_user)
+        self.rates = RateLimits(settings.per_key, settings.per_user, rate_backend)
         self.pressure = PressureMonitor(features, settings.shed_features_after_s, settings.restore_features_after_s)
         self.shed_counts: Counter[str] = Counter()
         self.admitted: Counter[str] = Counter()

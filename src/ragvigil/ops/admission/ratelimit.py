@@ -135,6 +135,8 @@ class RateLimits:
             "per_user": [str(i) for i in self.per_user],
             "backend": self.backend.name,
             "backend_error": self.backend_error,  # set while the shared store fails and memory counts instead
+            # where this instance's counters are now: shared across replicas, or in process (no store, or it fails)
+            "counting": "local" if self.backend_error or isinstance(self.backend, MemoryBackend) else "shared",
         }
 
 

@@ -2,7 +2,8 @@
 
 A drill or a test calls ``rt.faults.inject(target, kind, duration_s, params, by)``, ``list()``,
 ``clear(id)`` and ``clear_all()`` (or the admin API ``/api/v1/ops/faults``). Targets:
-``provider:<name>``, ``vector_store``, ``embedding``, ``database``, ``latency``, ``cpu``.
+``provider:<name>``, ``vector_store``, ``embedding``, ``database``, ``latency``, ``cpu``, ``redis``
+(asked by ``ops.shared.link.RedisLink`` before every Redis call).
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "database": ("error", "timeout", "slow", "refuse"),
     "latency": ("slow",),
     "cpu": ("slow",),
+    "redis": ("error", "timeout"),  # the shared Redis refuses connections, or stops answering
 }
 MAX_DURATION_S = 600.0
 DEFAULT_DELAY_S = {"slow": 2.0, "timeout": 5.0}

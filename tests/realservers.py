@@ -39,6 +39,9 @@ Public API
     Poll ``predicate`` until it returns truthy; raise ``TimeoutError``.
 ``find_postgres_bindir()`` / ``postgres_server()`` / ``create_database()``
 ``find_smollm2_gguf()`` / ``llama_server()``
+``redis_server()`` / ``RedisServer``
+    A throw-away ``redis-server`` (no persistence) whose ``url`` is ``redis://127.0.0.1:PORT/0``;
+    ``stop()`` and ``start()`` take it down and bring it back on the same port (outage tests).
 ``RunningServer``
     What ``llama_server()`` yields: its base URL (a ``str``) with ``death()``, the exit reason and
     log tail of a server that died while in use (``None`` while it runs).
@@ -92,6 +95,7 @@ __all__ = [
     "llama_server",
     "postgres_server",
     "ragvigil_server",
+    "redis_server",
     "wait_until",
 ]
 
@@ -690,6 +694,118 @@ def alertmanager_server(config: str, *, startup_timeout: float = 30.0) -> contex
         {"alertmanager.yml": config},
         startup_timeout,
     )
+
+
+# --------------------------------------------------------------------------
+# Redis (Debian package redis-server)
+# --------------------------------------------------------------------------
+
+
+def _redis_ready(port: int) -> bool:
+    import redis
+
+    client = redis.Redis(host=HOST, port=port, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        return bool(client.ping())
+    finally:
+        client.close()
+
+
+class RedisServer:
+    """A running ``redis-server`` that a test may stop and start again on the same port (a real outage)."""
+
+    def __init__(self, binary: str, tmp: Path, port: int, startup_timeout: float) -> None:
+        self.binary, self.tmp, self.port, self.startup_timeout = binary, tmp, port, startup_timeout
+        self.url = f"redis://{HOST}:{port}/0"
+        self.log = tmp / "redis.log"
+        self.proc: subprocess.Popen | None = None
+        self.cmd = [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            HOST,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+            "--protected-mode",
+            "no",
+            "--daemonize",
+            "no",
+        ]
+
+    def start(self) -> None:
+        """Start it (again) and wait until it answers PING; raises ``ServerStartError``."""
+        with open(self.log, "ab") as logf:
+            self.proc = subprocess.Popen(
+                self.cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        proc = self.proc
+        try:
+            wait_until(
+                lambda: _redis_ready(self.port),
+                self.startup_timeout,
+                f"redis-server on {HOST}:{self.port}",
+                abort=lambda: _exit_reason(proc),
+            )
+        except (TimeoutError, RuntimeError) as exc:
+            _stop_group(proc, grace=5)
+            raise _start_error("redis-server", self.cmd, self.log, exc) from exc
+
+    def stop(self) -> None:
+        """Stop it now (SIGTERM, then SIGKILL): clients see refused connections from here on."""
+        if self.proc is not None:
+            _stop_group(self.proc, grace=5)
+            self.proc = None
+
+    def death(self) -> str | None:
+        """Why it is not running when it should be (exit reason and log tail), else ``None``."""
+        if self.proc is None or (reason := _exit_reason(self.proc)) is None:
+            return None
+        return f"redis-server at {self.url} died: {reason}\n--- last lines of {self.log} ---\n{_tail(self.log)}"
+
+
+@contextlib.contextmanager
+def redis_server(*, startup_timeout: float = 15.0) -> Iterator[RedisServer]:
+    """A throw-away ``redis-server`` on a free loopback port, no persistence, its own dir; stopped at the end.
+
+    Raises :class:`ServerUnavailable` when the binary is missing (``apt-get install redis-server``).
+    Its log is printed when the block fails or the server died in it.
+    """
+    binary = shutil.which("redis-server") or (
+        "/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else None
+    )
+    if binary is None:
+        raise ServerUnavailable("redis-server is not installed (Debian package redis-server)")
+    if importlib.util.find_spec("redis") is None:
+        raise ServerUnavailable("the redis Python package is not installed")
+    tmp = Path(tempfile.mkdtemp(prefix="rv-redis-"))
+    try:
+        server: RedisServer | None = None
+        for attempt in range(3):
+            server = RedisServer(binary, tmp, free_port(), startup_timeout)
+            try:
+                server.start()
+                break
+            except ServerStartError:
+                if attempt < 2 and _ADDR_IN_USE.search(_tail(server.log, 10)):
+                    continue  # lost the port race
+                raise
+        assert server is not None
+        try:
+            yield server
+            if died := server.death():
+                raise AssertionError(died)
+        except BaseException:
+            sys.stderr.write(f"--- redis-server log ({server.log}) ---\n{_tail(server.log)}\n")
+            raise
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------

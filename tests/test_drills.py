@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,50 @@ def test_every_drill_the_issue_names_exists() -> None:
         "burst-10x",
         "safety-filter",
     } <= set(DRILLS)
+
+
+@pytest.fixture(scope="module")
+def redis_drilled(sample_data_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """An instance with Redis configured (a real redis-server): (base url, admin key, the server, env)."""
+    import shutil
+
+    from tests.realservers import ServerUnavailable, ragvigil_server, redis_server
+
+    data = tmp_path_factory.mktemp("redis-drilled") / "data"
+    shutil.copytree(sample_data_dir, data)
+    try:
+        with redis_server() as srv:
+            env = {
+                "RAGVIGIL_FAULTS__ENABLED": "true",
+                "RAGVIGIL_REDIS__URL": srv.url,
+                "RAGVIGIL_LOG_LEVEL": "WARNING",
+                # counted in Redis on every request, but far above what the drill sends
+                "RAGVIGIL_ADMISSION__PER_KEY": "100000/minute",
+                "RAGVIGIL_ADMISSION__PER_USER": "off",
+            }
+            with ragvigil_server(data, env=env) as server:
+                key = (data / "admin.key").read_text().strip()
+                yield server.base, key, srv, env | {"RAGVIGIL_DATA_DIR": str(data)}
+    except ServerUnavailable as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"redis-server not available: {exc}")
+
+
+def test_redis_down_answers_every_request_locally_and_shares_again(redis_drilled) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+
+    result = drill("redis-down", redis_drilled)
+    assert_drill_held(result)
+    assert result["alert"] == "RedisDown"
+    assert result["healing"] == "rate limits, breakers and cache local"
+    assert result["shed_503"] == 0 and result["rate_limited_429"] == 0  # Redis down refuses nobody
+    url, key, _, _ = redis_drilled
+    headers = {"Authorization": f"Bearer {key}"}
+    details: dict = {}
+    for _ in range(40):  # the fault is rolled back: the link's next probe finds Redis again
+        details = httpx.get(url + "/health", headers=headers, timeout=10).json()["checks"]["redis"]["details"]
+        if details["limits"] == "shared":
+            break
+        time.sleep(0.25)
+    assert details["limits"] == "shared", details

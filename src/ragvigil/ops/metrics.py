@@ -343,7 +343,7 @@ SAFE_MODE_ACTIVE = Gauge(
 )
 FAULTS_ACTIVE = Gauge(
     "ragvigil_faults_active",
-    "Injected faults active right now, by target (provider:<name>, vector_store, embedding, database, latency, cpu).",
+    "Injected faults active right now, by target (provider:<name>, vector_store, embedding, database, latency, cpu, redis).",
     ["target"],
     registry=REGISTRY,
 )

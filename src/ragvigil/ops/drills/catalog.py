@@ -41,6 +41,12 @@ def journaling(client: InstanceClient, target: str) -> str | None:
     return f"{value:g} turn(s) journaled" if value else None
 
 
+def limits_local(client: InstanceClient, target: str) -> str | None:
+    """Redis failing, the instance decides in process (rate limits, breakers, cache) and still answers."""
+    details = client.health().get("checks", {}).get("redis", {}).get("details") or {}
+    return "rate limits, breakers and cache local" if details.get("limits") == "local" else None
+
+
 def _needs_llm(client: InstanceClient) -> str | None:
     return None if remote_provider(client) else "no LLM provider besides extractive is configured"
 
@@ -101,7 +107,9 @@ DRILLS: dict[str, DrillSpec] = {
             "Redis stops answering",
             Fault("redis", "error"),
             ("RedisDown",),
+            severity="P2",
             applies=_needs_redis,
+            healed=limits_local,
         ),
         DrillSpec("burst-10x", "ten times the measured capacity at once", None, ("LoadShedding",), severity="P2"),
         DrillSpec(

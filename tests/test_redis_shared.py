@@ -49,7 +49,7 @@ def pair(
         shutil.copytree(sample_data_dir, d)
         settings = make_settings(
             d,
-            redis={"url": redis_srv.url, "key_prefix": prefix, "retry_initial_s": 0.2, "retry_max_s": 1.0},
+            redis={"url": redis_srv.url, "prefix": prefix, "retry_initial_s": 0.2, "retry_max_s": 1.0},
             admission={"per_key": None, "per_user": "3/minute"},
             providers=[
                 {
@@ -127,7 +127,7 @@ def test_the_query_cache_is_shared_and_cache_clear_empties_both_tiers(
     assert hits._value.get() == before + 1
     assert (again == vec).all()
     client = redis.Redis.from_url(srv.url)
-    prefix = a.settings.redis.key_prefix + "qcache:"
+    prefix = a.settings.redis.prefix + "qcache:"
     assert list(client.scan_iter(match=prefix + "*"))
     said = a.actions.apply("cache.clear")
     assert "dropped" in said

@@ -448,7 +448,7 @@ class RedisSettings(Section):
     url: SecretUrl = Field(SecretUrl(""), description="redis://[:password@]host:port/db; empty: Redis off")
     socket_timeout_ms: int = Field(100, ge=5, le=5000, description="per command; past it the local state decides")
     connect_timeout_ms: int = Field(100, ge=5, le=5000, description="to open a connection")
-    key_prefix: str = Field("ragvigil:", pattern=r"^[A-Za-z0-9_.:-]{0,64}$", description="of every key written")
+    prefix: str = Field("ragvigil:", pattern=r"^[A-Za-z0-9_.:-]{0,64}$", description="of every key written")
     retry_initial_s: float = Field(0.5, gt=0, le=60, description="after a failure, Redis is asked again this late")
     retry_max_s: float = Field(10.0, gt=0, le=600, description="the longest wait between two tries while it fails")
     breaker_cache_s: float = Field(1.0, ge=0, le=60, description="shared breaker states are re-read this often")

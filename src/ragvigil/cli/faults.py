@@ -95,7 +95,9 @@ def _fault_text(f: dict) -> str:
 
 @faults_app.command("inject")
 def inject(
-    target: Annotated[str, typer.Argument(help="provider:<name>, vector_store, embedding, database, latency, cpu, redis")],
+    target: Annotated[
+        str, typer.Argument(help="provider:<name>, vector_store, embedding, database, latency, cpu, redis")
+    ],
     kind: Annotated[str, typer.Argument(help="error, timeout, slow, malformed or refuse")],
     duration: Annotated[float, typer.Option("--duration", help="seconds until it ends by itself (1-600)")] = 60.0,
     delay: Annotated[float | None, typer.Option("--delay", help="delay_s of slow/timeout/latency")] = None,

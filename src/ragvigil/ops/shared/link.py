@@ -54,7 +54,7 @@ class RedisLink:
         self.url = settings.url.get_secret_value().strip()
         parts = urlsplit(self.url)
         self.target = f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
-        self.prefix = settings.key_prefix
+        self.prefix = settings.prefix
         self.timeout_s = settings.socket_timeout_ms / 1000
         self.client = redis.Redis.from_url(self.url, **self.client_options(sync=True))
         self._faults = faults

@@ -158,6 +158,11 @@ def test_redis_stopped_mid_test_every_request_answered_then_shared_again(
         assert check["required_for_readiness"] is False
         assert c.get("/health/ready").status_code == 200  # the service still answers: still ready
         assert c.get("/api/v1/ops/admission", headers=admin).json()["rate_limits"]["counting"] == "local"
+        sharing = c.get("/api/v1/ops/providers", headers=admin).json()["providers"][0]["breaker_sharing"]
+        assert sharing["store"] == "redis" and sharing["shared"] is False, sharing  # each replica decides alone
+        cache_fallbacks = metrics.REDIS_FALLBACKS.labels("cache")._value.get()
+        vec = a.embedder.embed_query(f"a question never asked {uuid.uuid4().hex}")  # the local tier answers
+        assert vec.shape == (a.embedder.dim,) and metrics.REDIS_FALLBACKS.labels("cache")._value.get() > cache_fallbacks
         assert a.alerts is not None
         t = time.time()
         fired = [x for tick in (t, t + 4) for x in a.alerts.tick(tick) if x.new == "firing"]

@@ -455,6 +455,14 @@ class RedisSettings(Section):
     cache_ttl_s: int = Field(3600, ge=1, le=7 * 86400, description="lifetime of a shared query embedding")
     cache_max_bytes: int = Field(16384, ge=256, le=1 << 20, description="larger cached values are not shared")
 
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, v: SecretUrl) -> SecretUrl:
+        url = v.get_secret_value().strip()
+        if url and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("redis.url must be redis://host:port/db, rediss://... or unix:///path (empty: off)")
+        return v
+
     @property
     def enabled(self) -> bool:
         return bool(self.url.get_secret_value().strip())

@@ -115,6 +115,24 @@ def test_a_breaker_opened_on_one_instance_is_open_on_the_other(pair: tuple[Runti
     assert b.router.is_open("llm")
 
 
+def test_a_breaker_forced_open_while_redis_was_down_is_shared_once_it_is_back(
+    pair: tuple[Runtime, Runtime, RedisServer],
+) -> None:
+    a, b, srv = pair
+    a.router.force("llm", "auto", "test")
+    b.router.force("llm", "auto", "test")
+    srv.stop()
+    a.router.force("llm", "open", "operator:test")  # not written: Redis is down
+    srv.start()
+    deadline = time.monotonic() + 10
+    while not b.router.is_open("llm"):  # A's next refresh writes it; B's next refresh reads it
+        assert time.monotonic() < deadline, "the forced breaker never reached the other replica"
+        a.router.status()
+        time.sleep(0.2)
+    assert b.router.status()[0]["breaker_source"] == f"replica {a.shared.replica}"
+    a.router.force("llm", "auto", "test")
+
+
 def test_the_query_cache_is_shared_and_cache_clear_empties_both_tiers(
     pair: tuple[Runtime, Runtime, RedisServer],
 ) -> None:

@@ -4,7 +4,9 @@ Why a local copy: the router reads a provider's record before every attempt; all
 fetched with one ``MGET`` at most every ``breaker_cache_s`` and served from memory in between, so a
 turn pays at most one Redis round trip a second per process (none while Redis is down: the link
 fails at once). Keys expire (an open record soon after its cool-down, others within a day), so a
-record can never outlive the state it describes by long.
+record can never outlive the state it describes by long. A record that could not be written while
+Redis was down is written with the first refresh that reaches Redis again, so the other replicas
+learn what this one found meanwhile.
 """
 
 from __future__ import annotations
@@ -35,18 +37,25 @@ class RedisBreakerStore:
         self._records: dict[str, BreakerRecord] = {}
         self._fetched_at: float | None = None
         self._refreshing = False
+        self._unsent: dict[str, BreakerRecord] = {}  # published while Redis was down
 
     def _key(self, provider: str) -> str:
         return self.link.key("breaker", provider)
 
     def publish(self, provider: str, record: BreakerRecord) -> None:
-        ttl = FORCED_TTL_S if record.forced is not None else max(MIN_TTL_S, int(record.open_s * 2) + 1)
         with self._lock:
             self._records[provider] = record
+            self._unsent.pop(provider, None)
         try:
-            self.link.call("breaker", lambda r: r.set(self._key(provider), json.dumps(record.to_dict()), ex=ttl))
+            self.link.call("breaker", lambda r: self._write(r, provider, record))
         except RedisUnavailable as exc:
+            with self._lock:
+                self._unsent[provider] = record
             log.warning("breaker_state_not_shared", extra={"provider": provider, "error": str(exc)})
+
+    def _write(self, r, provider: str, record: BreakerRecord) -> None:  # type: ignore[no-untyped-def]
+        ttl = FORCED_TTL_S if record.forced is not None else max(MIN_TTL_S, int(record.open_s * 2) + 1)
+        r.set(self._key(provider), json.dumps(record.to_dict()), ex=ttl)
 
     def read(self, provider: str) -> BreakerRecord | None:
         self._refresh()
@@ -59,10 +68,14 @@ class RedisBreakerStore:
             if self._refreshing or (self._fetched_at is not None and now - self._fetched_at < self.cache_s):
                 return
             self._refreshing = True  # one reader refreshes; the others use the copy meanwhile
+        with self._lock:
+            unsent, self._unsent = self._unsent, {}
         try:
-            raw = self.link.call("breaker", lambda r: r.mget([self._key(p) for p in self.providers]))
+            raw = self.link.call("breaker", lambda r: self._sync(r, unsent))
         except RedisUnavailable:
             raw = None
+            with self._lock:
+                self._unsent = unsent | self._unsent  # newer ones published meanwhile win
         with self._lock:
             self._refreshing = False
             self._fetched_at = self._clock()
@@ -74,6 +87,11 @@ class RedisBreakerStore:
                     self._records[provider] = record
                 else:  # expired or never published: nothing to follow
                     self._records.pop(provider, None)
+
+    def _sync(self, r, unsent: dict[str, BreakerRecord]) -> list:  # type: ignore[no-untyped-def, type-arg]
+        for provider, record in unsent.items():
+            self._write(r, provider, record)
+        return r.mget([self._key(p) for p in self.providers])
 
     def status(self) -> dict[str, object]:
         return {"store": self.name, "shared": self.link.shared, "error": None if self.link.shared else self.link.error}

@@ -445,7 +445,7 @@ class RedisSettings(Section):
     query-embedding cache. Empty ``url`` (the default, embedded mode): every one of them stays in process.
     Timeouts are short on purpose: a dead Redis must cost a turn milliseconds, never seconds."""
 
-    url: SecretUrl = Field(SecretUrl(""), description="redis://[:password@]host:port/db; empty: Redis off")
+    url: SecretUrl | None = Field(None, description="redis://[:password@]host:port/db; empty: Redis off")
     socket_timeout_ms: int = Field(100, ge=5, le=5000, description="per command; past it the local state decides")
     connect_timeout_ms: int = Field(100, ge=5, le=5000, description="to open a connection")
     prefix: str = Field("ragvigil:", pattern=r"^[A-Za-z0-9_.:-]{0,64}$", description="of every key written")
@@ -455,17 +455,19 @@ class RedisSettings(Section):
     cache_ttl_s: int = Field(3600, ge=1, le=7 * 86400, description="lifetime of a shared query embedding")
     cache_max_bytes: int = Field(16384, ge=256, le=1 << 20, description="larger cached values are not shared")
 
-    @field_validator("url")
+    @field_validator("url", mode="before")
     @classmethod
-    def _redis_url(cls, v: SecretUrl) -> SecretUrl:
-        url = v.get_secret_value().strip()
-        if url and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+    def _redis_url(cls, v: object) -> object:
+        url = v.get_secret_value() if isinstance(v, SecretStr) else v
+        if url is None or (isinstance(url, str) and not url.strip()):
+            return None  # an environment variable cannot be null: empty means off
+        if not isinstance(url, str) or urlsplit(url.strip()).scheme not in ("redis", "rediss", "unix"):
             raise ValueError("redis.url must be redis://host:port/db, rediss://... or unix:///path (empty: off)")
-        return v
+        return url.strip()
 
     @property
     def enabled(self) -> bool:
-        return bool(self.url.get_secret_value().strip())
+        return self.url is not None
 
 
 class Settings(BaseSettings):

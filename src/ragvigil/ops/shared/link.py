@@ -51,7 +51,9 @@ class RedisLink:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
-        self.url = settings.url.get_secret_value().strip()
+        if settings.url is None:
+            raise ValueError("RedisLink needs redis.url")
+        self.url = settings.url.get_secret_value()
         parts = urlsplit(self.url)
         self.target = f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
         self.prefix = settings.prefix

@@ -9,6 +9,7 @@ from ragvigil.ops.drills.experiment import DrillOptions, DrillResult, DrillSpec,
 PROVIDER_ALERTS = ("ProviderBreakerOpen", "LLMProviderFailing", "AllLLMProvidersFailing")
 VECTOR_ALERTS = ("VectorStoreDown", "RetrievalDegraded")
 DATABASE_ALERTS = ("RagvigilUnhealthy", "HealthCheckFailing")
+SLOW_USERS = 8  # users of llm-slow; the bench measures the extractive baseline with as many
 
 
 def remote_provider(client: InstanceClient) -> str | None:
@@ -73,6 +74,10 @@ DRILLS: dict[str, DrillSpec] = {
             severity="P2",
             applies=_needs_llm,
             healed=breaker_opened,
+            # 8 calls in flight end slow together after 8 s (the breaker's minimum is 5 calls), and 8 s more
+            # show what users get once it is open
+            min_users=SLOW_USERS,
+            min_fault_s=16.0,
         ),
         DrillSpec(
             "network-loss",

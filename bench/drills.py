@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="shorter faults (8 s instead of 20 s)")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    ap.add_argument("--only", help="comma-separated drill names (default: every drill)")
     args = ap.parse_args(argv)
     exit_on_sigterm()
     started = time.perf_counter()
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             opts = DrillOptions(fault_s=fault_s, max_requests=2000, detect_timeout_s=30.0, settle_timeout_s=45.0)
             cost = alert_cost(client)
-            for name in DRILLS:
+            for name in args.only.split(",") if args.only else DRILLS:
                 r = run(name, client, opts)
                 console.print(f"[dim]{name}: {json.dumps(r.as_dict(), default=str)[:300]}[/dim]")
                 add_rows(report, r, baseline, P1_DRILLS)
@@ -201,6 +202,10 @@ def add_rows(report: Report, r, baseline: float | None, p1: set[str]) -> None:  
         )
     if sec == "burst-10x":
         j = next((e for e in r.journal if e.get("event") == "burst_measured"), {})
+        for phase in ("capacity_measured", "burst_done"):
+            e = next((e for e in r.journal if e.get("event") == phase), {})
+            share = f"instance {e.get('instance_cpu_share', '?')} / generator {e.get('generator_cpu_share', '?')} cores"
+            report.note(f"burst-10x {phase.split('_')[0]}: {share}")
         cap, good = j.get("capacity_per_s"), j.get("goodput_per_s")
         adm = r.p95_ms.get("admitted")
         report.add(Row(sec, "admitted p95", adm, "ms", target="< 2000 ms", passed=adm is not None and adm < 2000))

@@ -31,17 +31,37 @@ ADMITTED_P95_TARGET_MS = 2000.0
 GOODPUT_TARGET = 0.9
 
 
+class CpuMeter:
+    """CPU seconds of the instance (its ``process_cpu_seconds_total``) and of this load generator, per phase.
+
+    On a small machine the generator competes with the instance for the same cores; the journal shows how much.
+    """
+
+    def __init__(self, client: InstanceClient) -> None:
+        self.client = client
+        self.server, self.local = client.metric("process_cpu_seconds_total"), time.process_time()
+
+    def lap(self, seconds: float) -> dict[str, float]:
+        server, local = self.client.metric("process_cpu_seconds_total"), time.process_time()
+        out = {"generator_cpu_share": round((local - self.local) / max(seconds, 1e-3), 2)}
+        if server is not None and self.server is not None:
+            out["instance_cpu_share"] = round((server - self.server) / max(seconds, 1e-3), 2)
+        self.server, self.local = server, local
+        return out
+
+
 def run_burst(client: InstanceClient, spec: DrillSpec, opts: DrillOptions, factor: float = 10.0) -> DrillResult:
     result, log, before = begin(client, spec)
     if result.problems:
         return result
     users = max(opts.users, 8)
+    cpu = CpuMeter(client)
     t = time.monotonic()
     base = closed_loop(Users(client, users, f"drill-{spec.name}-base"), opts.baseline_s, opts.max_requests).snapshot()
     took = max(time.monotonic() - t, 1e-3)
     capacity = sum(o.answered for o in base) / took
     result.p95_ms["before"] = p95_ms(base)
-    log("capacity_measured", answers_per_s=round(capacity, 2), users=users)
+    log("capacity_measured", answers_per_s=round(capacity, 2), users=users, **cpu.lap(took))
     if capacity <= 0:
         result.problems.append("nothing was answered while measuring capacity")
         return result
@@ -51,7 +71,7 @@ def run_burst(client: InstanceClient, spec: DrillSpec, opts: DrillOptions, facto
     started = time.monotonic()
     burst = open_loop(Users(client, users * 4, f"drill-{spec.name}"), rate, opts.fault_s, opts.max_requests)
     ended = max(o.sent_at + o.latency_s for o in burst.snapshot()) if burst.outcomes else time.monotonic()
-    log("burst_done", rate_per_s=round(rate, 2), requests=len(burst.outcomes))
+    log("burst_done", rate_per_s=round(rate, 2), requests=len(burst.outcomes), **cpu.lap(time.monotonic() - started))
     deadline = started + opts.detect_timeout_s
     while watcher.detected_at is None and time.monotonic() < deadline:
         time.sleep(0.25)

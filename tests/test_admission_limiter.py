@@ -52,3 +52,28 @@ def test_sustained_queueing_shrinks_the_limit_and_calm_lets_it_grow_back() -> No
     assert slow < steady / 2
     t, _ = serve(limiter, t, 30, in_flight=None)  # latency back to normal for what is admitted
     assert limiter.limit > slow
+
+
+def test_the_baseline_forgets_a_slow_warm_up_within_a_few_windows() -> None:
+    limiter = GradientLimiter(initial=16, min_limit=2, max_limit=64, window_s=1.0)
+    t = 0.0
+    for rtt in (1.0, 0.8):  # two cold windows (caches empty), then a warm service
+        for _ in range(10):
+            t += 0.1
+            limiter.sample(rtt, 8, t)
+    for _ in range(4 * 10):
+        t += 0.1
+        limiter.sample(0.1, 8, t)
+    assert limiter.long_rtt < 0.2  # a plain long average would still say ~0.5 s: a limit twice too high looks healthy
+
+
+def test_a_latency_above_the_baseline_already_reads_as_queueing() -> None:
+    limiter = GradientLimiter(initial=20, min_limit=2, max_limit=64, window_s=1.0)
+    t, seen = 0.0, {}
+    for rtt in [0.1] * 20 + [0.13] * 5:  # past the warm-up, then 30 % over the baseline, the limit in use
+        for _ in range(10):
+            t += 0.1
+            limiter.sample(rtt, limiter.limit, t)
+        seen[rtt] = limiter.limit
+    # Gradient2's gradient is long/short: a sustained rise shrinks the limit (a 1.5 tolerance kept it growing)
+    assert seen[0.13] < seen[0.1]

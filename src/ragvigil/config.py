@@ -394,7 +394,7 @@ class AdmissionSettings(Section):
         1.0, ge=0, le=60, description="seconds of answers averaged per move of the limit (0: every answer)"
     )
     queue_size: int = Field(32, ge=0, le=10_000, description="requests waiting for a slot; beyond it: 503")
-    queue_timeout_s: float = Field(1.0, gt=0, le=60, description="seconds a request may wait for a slot")
+    queue_timeout_s: float = Field(0.5, gt=0, le=60, description="seconds a request may wait for a slot")
     shed_features_after_s: float = Field(2.0, ge=0, le=3600, description="pressure this long sheds features")
     restore_features_after_s: float = Field(15.0, ge=0, le=3600, description="calm this long restores them")
 

@@ -8,6 +8,11 @@ baseline the limit grows by a small, fixed headroom (Gradient2's ``queueSize``, 
 only moved while it is actually used (at least half in flight), so an idle service does not talk
 itself into an unbounded limit.
 
+The baseline rises at the pace of that long average but falls halfway to a faster window at once: as in
+Vegas (whose no-load latency is the lowest seen), the quietest recent latency is the one without
+queueing. Gradient2's own "fall faster when the baseline is twice the current latency" (×0.9 per
+window) kept the baseline of a burst's warm-up, so a limit twice too high looked healthy.
+
 As in Netflix's ``WindowedLimit``, the limit moves once per *window* (at least ``window_s`` seconds
 and ``min_window_samples`` requests), from the window's average latency and its largest in-flight
 count, and the long-term average spans ``long_window`` windows (minutes), not requests. Fed per
@@ -49,7 +54,7 @@ class GradientLimiter:
     initial: int = 16
     min_limit: int = 2
     max_limit: int = 64
-    tolerance: float = 1.5  # a short-term latency up to 1.5× the long-term one is not queueing
+    tolerance: float = 1.0  # a short-term latency above the long-term one is queueing (Gradient2 today)
     smoothing: float = 0.2  # how much of a new estimate is taken per window
     short_window: int = 10  # requests: the recent latency the queue predicts waits with
     long_window: int = 600  # windows: the baseline (Gradient2's default: 600 one-second windows)
@@ -109,8 +114,11 @@ class GradientLimiter:
     def _update(self, short: float, in_flight: int) -> int:
         """Gradient2's update from one window's average latency."""
         long = self._long.add(short)
-        if long / short > 2:  # latency fell far below the baseline: let the baseline follow it down faster
-            self._long.value = long = long * 0.9
+        if short < long:
+            # a window faster than the baseline is what "no queueing" looks like (Vegas' rtt_noload is the
+            # lowest latency seen): go halfway down to it at once (one odd window cannot set it alone), and
+            # up only at the long average's pace
+            self._long.value = long = (long + short) / 2
         if in_flight < self.estimate / 2:
             return self.limit  # the limit is not what holds requests back: no evidence to move it
         gradient = max(0.5, min(1.0, self.tolerance * long / short))

@@ -55,6 +55,8 @@ class InstanceClient:
         """``api_key`` (admin) for faults, alerts and incidents; ``user_key`` for the synthetic users' chat
         (None: they ask without a key, as a development instance on loopback allows)."""
         self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.user_authorization = f"Bearer {user_key}" if user_key else None  # what the synthetic users send
         self._http = self._client(api_key, timeout_s)
         self._users = self._client(user_key, timeout_s)
 

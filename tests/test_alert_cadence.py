@@ -86,3 +86,24 @@ def test_the_default_pack_evaluates_its_fast_p1_detection_every_second() -> None
     for rule in quick:
         assert (pack.intervals.get(rule.group) or 3.0) <= 1.0, rule.name
     assert load_rules(TWO_GROUPS).intervals == {"fast": 1.0, "slow": None}
+
+
+def test_load_shedding_fires_within_10_seconds_of_a_burst_and_never_for_one_refusal() -> None:
+    from prometheus_client import Counter
+
+    def first_fired(sheds_per_s: float, seconds: int) -> float | None:
+        registry = CollectorRegistry()
+        shed = Counter("ragvigil_admission_shed", "shed", ["priority", "reason"], registry=registry)
+        service = AlertService(registry)  # the default pack, each group at its own interval
+        for k in range(seconds):
+            t = T0 + k
+            if k == 1 or (sheds_per_s > 1 and k >= 1):
+                shed.labels("normal", "predicted_wait").inc(sheds_per_s if sheds_per_s > 1 else 1)
+            for change in service.run_due(t):
+                if change.alert.rule == "LoadShedding" and change.new == "firing":
+                    return t - (T0 + 1)
+        return None
+
+    fired = first_fired(300, 30)  # a 10x burst: hundreds shed every second from t = 1 s
+    assert fired is not None and fired <= 10  # the seeds ask for an alert within 10 s
+    assert first_fired(1, 60) is None  # one request refused once is not an incident

@@ -107,3 +107,13 @@ def test_load_shedding_fires_within_10_seconds_of_a_burst_and_never_for_one_refu
     fired = first_fired(300, 30)  # a 10x burst: hundreds shed every second from t = 1 s
     assert fired is not None and fired <= 10  # the seeds ask for an alert within 10 s
     assert first_fired(1, 60) is None  # one request refused once is not an incident
+
+
+def test_health_results_are_fresh_at_every_p1_evaluation(sample_runtime) -> None:  # type: ignore[no-untyped-def]
+    service = sample_runtime.alerts
+    assert service is not None
+    # a result cached for a step or longer is served again at the next 1 s evaluation: MTTD grows by a step
+    assert sample_runtime.health.cache_s < service.cadence.step
+    # the checks that call a remote endpoint trust a pass for a while, so the 1 s cadence does not poll it
+    slots = sample_runtime.health._slots
+    assert slots["generator"].trust_s >= 5 and slots["database"].trust_s == 0

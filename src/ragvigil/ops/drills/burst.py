@@ -32,6 +32,13 @@ GOODPUT_TARGET = 0.9
 WARMUP_S = 1.5
 
 
+def _limiter(client: InstanceClient) -> dict[str, object]:
+    """The adaptive limit's state as the instance reports it (what the burst met, what it left)."""
+    a = client.admission()
+    keys = ("limit", "short_rtt_s", "window_rtt_s", "long_rtt_s", "windows", "shed")
+    return {k: a[k] for k in keys if k in a}
+
+
 class CpuMeter:
     """CPU seconds of the instance (its ``process_cpu_seconds_total``) and of this load generator, per phase.
 
@@ -68,6 +75,7 @@ def run_burst(client: InstanceClient, spec: DrillSpec, opts: DrillOptions, facto
     if capacity <= 0:
         result.problems.append("nothing was answered while measuring capacity")
         return result
+    log("admission_before", **_limiter(client))
     watcher = Watcher(client, spec, time.monotonic(), datetime.now(UTC))
     watcher.start()
     rate = capacity * factor
@@ -75,6 +83,7 @@ def run_burst(client: InstanceClient, spec: DrillSpec, opts: DrillOptions, facto
     burst = open_loop(Users(client, users * 4, f"drill-{spec.name}"), rate, opts.fault_s, opts.max_requests)
     ended = max(o.sent_at + o.latency_s for o in burst.snapshot()) if burst.outcomes else time.monotonic()
     log("burst_done", rate_per_s=round(rate, 2), requests=len(burst.outcomes), **cpu.lap(time.monotonic() - started))
+    log("admission_after", **_limiter(client))
     deadline = started + opts.detect_timeout_s
     while watcher.detected_at is None and time.monotonic() < deadline:
         time.sleep(0.25)

@@ -135,6 +135,14 @@ class InstanceClient:
         ]
         return sum(values) if values else None
 
+    def admission(self) -> dict[str, Any]:
+        """``GET /api/v1/ops/admission`` (the limit, its latencies, what was shed); empty when unreadable."""
+        try:
+            resp = self._http.get("/api/v1/ops/admission", timeout=10.0)
+        except httpx.HTTPError:
+            return {}
+        return resp.json() if resp.status_code == 200 else {}
+
     def firing_alerts(self) -> list[dict[str, Any]]:
         """Firing alerts of the built-in engine (empty when it is off or unreachable)."""
         try:

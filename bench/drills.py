@@ -142,7 +142,7 @@ def add_alert_cost(report: Report, start, end) -> None:  # type: ignore[no-untyp
             "ms",
             digits=2,
             display=f"{1000 * spent / cycles:.2f} ms / {1000 * spent / wall:.2f} ms",
-            note=f"{cycles:.0f} cycles in {wall:.0f} s under the drills' traffic ({spent / wall:.2%} of a core)",
+            note=f"wall time (GIL waits included), {cycles:.0f} cycles in {wall:.0f} s of drills ({spent / wall:.2%})",
         )
     )
 

@@ -38,13 +38,19 @@ SEED_TARGETS = {"mttd_s": 10.0, "mttr_s": 30.0}
 
 
 def extractive_p95_ms(client, seconds: float) -> float | None:  # type: ignore[no-untyped-def]
-    """The no-fault p95 of the extractive path: the remote provider's breaker forced open meanwhile."""
+    """The no-fault p95 of the extractive path: the remote provider's breaker forced open meanwhile.
+
+    Driven by as many closed-loop users as ``llm-slow`` uses, so both p95s are measured under the same load,
+    after a warm-up (a cold instance's first answers fill its caches: they are not the extractive path's cost).
+    """
+    from ragvigil.ops.drills.catalog import SLOW_USERS
     from ragvigil.ops.drills.experiment import p95_ms
     from ragvigil.ops.drills.traffic import Users, closed_loop
 
     client._http.put("/api/v1/ops/providers/llm/breaker", json={"state": "open"}).raise_for_status()
     try:
-        traffic = closed_loop(Users(client, 4, "bench-extractive"), seconds, 2000)
+        closed_loop(Users(client, SLOW_USERS, "bench-warm"), 3.0, 2000)  # first answers fill the caches
+        traffic = closed_loop(Users(client, SLOW_USERS, "bench-extractive"), seconds, 2000)
     finally:
         client._http.put("/api/v1/ops/providers/llm/breaker", json={"state": "auto"}).raise_for_status()
     return p95_ms(traffic.snapshot())
@@ -54,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="shorter faults (8 s instead of 20 s)")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    ap.add_argument("--only", help="comma-separated drill names (default: every drill)")
+    ap.add_argument(
+        "--nice", type=int, default=10, help="niceness of this process once the instance runs (0: compete with it)"
+    )
     args = ap.parse_args(argv)
     exit_on_sigterm()
     started = time.perf_counter()
@@ -84,23 +94,57 @@ def main(argv: list[str] | None = None) -> int:
         cli = [sys.executable, "-m", "ragvigil.cli"]
         subprocess.run([*cli, "ingest", str(REPO_ROOT / "samples" / "helpcentre")], env=env, check=True, timeout=900)
         server = ragvigil_server(env, data, port)
+        if args.nice:
+            # the instance is started: from here on this process (the synthetic users of every phase, the
+            # scripted LLM) yields the CPU to it, as clients on other machines would not compete for it
+            os.nice(args.nice)
         try:
             base = f"http://127.0.0.1:{port}"
             server.wait_ready(f"{base}/health/ready", 180)
             key = (data / "admin.key").read_text().strip()
             client = InstanceClient(base, key)
             baseline = extractive_p95_ms(client, 6.0 if args.quick else 15.0)
-            report.add(Row("baseline", "extractive path p95, no fault", baseline, "ms", note="breaker forced open"))
+            report.add(
+                Row("baseline", "extractive path p95, no fault", baseline, "ms", note="breaker forced open, 8 users")
+            )
             opts = DrillOptions(fault_s=fault_s, max_requests=2000, detect_timeout_s=30.0, settle_timeout_s=45.0)
-            for name in DRILLS:
+            cost = alert_cost(client)
+            for name in args.only.split(",") if args.only else DRILLS:
                 r = run(name, client, opts)
                 console.print(f"[dim]{name}: {json.dumps(r.as_dict(), default=str)[:300]}[/dim]")
                 add_rows(report, r, baseline, P1_DRILLS)
+            add_alert_cost(report, cost, alert_cost(client))
             client.close()
         finally:
             server.stop()
     report.note(machine_line())
+    report.note(f"load generator at niceness +{args.nice} (the instance at 0)" if args.nice else "load generator at 0")
     return report.finish(started, args.json)
+
+
+def alert_cost(client) -> tuple[float, float, float] | None:  # type: ignore[no-untyped-def]
+    """(now, seconds spent evaluating, cycles) read from the instance's own metrics."""
+    spent = client.metric("ragvigil_alert_evaluation_duration_seconds_sum")
+    cycles = client.metric("ragvigil_alert_evaluation_duration_seconds_count")
+    return None if spent is None or cycles is None else (time.monotonic(), spent, cycles)
+
+
+def add_alert_cost(report: Report, start, end) -> None:  # type: ignore[no-untyped-def]
+    """The alert loop's cost over the drills (every P1 group each second): per cycle and per second."""
+    if not start or not end or end[2] <= start[2]:
+        return
+    wall, spent, cycles = end[0] - start[0], end[1] - start[1], end[2] - start[2]
+    report.add(
+        Row(
+            "alerting",
+            "evaluation per cycle / per second",
+            1000 * spent / cycles,
+            "ms",
+            digits=2,
+            display=f"{1000 * spent / cycles:.2f} ms / {1000 * spent / wall:.2f} ms",
+            note=f"wall time (GIL waits included), {cycles:.0f} cycles in {wall:.0f} s of drills ({spent / wall:.2%})",
+        )
+    )
 
 
 def add_rows(report: Report, r, baseline: float | None, p1: set[str]) -> None:  # type: ignore[no-untyped-def]
@@ -124,14 +168,15 @@ def add_rows(report: Report, r, baseline: float | None, p1: set[str]) -> None:  
         )
     )
     is_p1 = sec in p1
+    limit = 5.0 if is_p1 else SEED_TARGETS["mttd_s"]
     report.add(
         Row(
             sec,
             "MTTD",
             r.mttd_s,
             "s",
-            target="≤ 5 s" if is_p1 else "(seeds: ≤ 10 s)",
-            passed=(r.mttd_s is not None and r.mttd_s <= 5.0) if is_p1 else None,
+            target="≤ 5 s (P1)" if is_p1 else "≤ 10 s (seeds)",
+            passed=r.mttd_s is not None and r.mttd_s <= limit,
             note=r.alert or "no alert",
         )
     )
@@ -148,21 +193,34 @@ def add_rows(report: Report, r, baseline: float | None, p1: set[str]) -> None:  
         )
     )
     after = r.p95_ms.get("after_action")
-    if sec == "llm-slow" and baseline:
+    if sec == "llm-slow":
+        seen = next((e for e in r.journal if e.get("event") == "after_action"), {})
         report.add(
             Row(
                 sec,
-                "p95 once the breaker is open",
+                "answered p95 once the breaker is open",
                 after,
                 "ms",
                 target="≤ 1.5× extractive",
-                passed=after is not None and after <= 1.5 * baseline,
-                baseline_name="extractive p95",
+                passed=bool(after is not None and baseline and after <= 1.5 * baseline),
+                baseline_name="extractive p95, no fault",
                 baseline=baseline,
+                note=f"{seen.get('answered', 0)} turns answered after {r.healing}"
+                if r.healing
+                else "the breaker never opened",
             )
         )
     if sec == "burst-10x":
         j = next((e for e in r.journal if e.get("event") == "burst_measured"), {})
+        for phase in ("admission_before", "admission_after"):
+            e = next((e for e in r.journal if e.get("event") == phase), {})
+            report.note(
+                f"burst-10x {phase}: " + ", ".join(f"{k} {v}" for k, v in e.items() if k not in ("event", "t_s"))
+            )
+        for phase in ("capacity_measured", "burst_done"):
+            e = next((e for e in r.journal if e.get("event") == phase), {})
+            share = f"instance {e.get('instance_cpu_share', '?')} / generator {e.get('generator_cpu_share', '?')} cores"
+            report.note(f"burst-10x {phase.split('_')[0]}: {share}")
         cap, good = j.get("capacity_per_s"), j.get("goodput_per_s")
         adm = r.p95_ms.get("admitted")
         report.add(Row(sec, "admitted p95", adm, "ms", target="< 2000 ms", passed=adm is not None and adm < 2000))

@@ -66,17 +66,24 @@ def open_database(settings: Settings, apply_migrations: bool) -> Database:
     return db
 
 
+HEALTH_CACHE_S = 0.9
+PROVIDER_CHECK_TRUST_S = 5.0
+
+
 def build_health(
     settings: Settings, db: Database, vectors: VectorStore, embedder: CachedQueryEmbedder, generator: Generator
 ) -> HealthChecks:
     """The leaf checks of the dependency graph (``ops.health.DEPENDENCIES``): only a leaf moves readiness."""
-    health = HealthChecks(graph=DEPENDENCIES)  # every check must be a leaf of the graph, or it is refused
+    # every check must be a leaf of the graph, or it is refused; results are cached just under the alert
+    # engine's 1 s step, so each P1 evaluation reads a fresh result (cached 2 s, a 1 s loop saw it every 3rd)
+    health = HealthChecks(graph=DEPENDENCIES, cache_s=HEALTH_CACHE_S)
     health.add("database", lambda: ping(db.engine))
     health.add("vector_store", vectors.check, critical=False)  # BM25 still answers
     # embedding a word costs ~20 ms of CPU: a pass is trusted for 30 s (the alert engine samples every 3 s);
     # it waits for a free engine half the health timeout, so it never hangs behind questions and says why
     health.add("embedding", lambda: embedder.inner.check(health.timeout_s / 2), critical=False, recheck_passed_s=30.0)
-    health.add("generator", generator.check, critical=False)  # extractive still answers
+    # extractive still answers; a pass (an HTTP call to the endpoint) is trusted 5 s, a failure re-checked each time
+    health.add("generator", generator.check, critical=False, recheck_passed_s=PROVIDER_CHECK_TRUST_S)
     health.add("disk", disk_check(settings.data_dir, lambda: settings.min_free_disk_mb))
     return health
 
@@ -121,7 +128,13 @@ class Runtime:
         )
         self.health = build_health(settings, self.db, self.vectors, self.embedder, self.generator)
         for name in self.router.names()[:-1]:  # one optional check per remote provider, under generation
-            self.health.add(f"provider:{name}", self.router.health_check(name), critical=False, needed_by="generation")
+            self.health.add(
+                f"provider:{name}",
+                self.router.health_check(name),
+                critical=False,
+                recheck_passed_s=PROVIDER_CHECK_TRUST_S,
+                needed_by="generation",
+            )
         if self.shared.enabled:  # optional: without Redis each replica decides alone and still answers (degraded)
             self.health.add("redis", self.shared.check, critical=False, needed_by="chat")
         # an incident is diagnosed when it opens (the diagnoser, built below, reads the alert engine)

@@ -390,8 +390,11 @@ class AdmissionSettings(Section):
     initial_limit: int = Field(16, ge=1, le=10_000, description="concurrent answer requests at start")
     min_limit: int = Field(2, ge=1, le=10_000)
     max_limit: int = Field(64, ge=1, le=10_000, description="the hard ceiling; crisis turns may use it all")
+    limit_window_s: float = Field(
+        0.5, ge=0, le=60, description="seconds of answers averaged per move of the limit (0: every answer)"
+    )
     queue_size: int = Field(32, ge=0, le=10_000, description="requests waiting for a slot; beyond it: 503")
-    queue_timeout_s: float = Field(1.0, gt=0, le=60, description="seconds a request may wait for a slot")
+    queue_timeout_s: float = Field(0.5, gt=0, le=60, description="seconds a request may wait for a slot")
     shed_features_after_s: float = Field(2.0, ge=0, le=3600, description="pressure this long sheds features")
     restore_features_after_s: float = Field(15.0, ge=0, le=3600, description="calm this long restores them")
 

@@ -212,7 +212,7 @@ FEEDBACK_SCORE = Histogram(
 )
 ALERT_EVALUATIONS = Counter(
     "ragvigil_alert_evaluations",
-    "Evaluation cycles of the built-in alert engine (every rule once per cycle).",
+    "Evaluation cycles of the built-in alert engine (the rules of the groups due, once per cycle).",
     registry=REGISTRY,
 )
 ALERT_LAST_EVALUATION = Gauge(
@@ -222,7 +222,7 @@ ALERT_LAST_EVALUATION = Gauge(
 )
 ALERT_EVALUATION_DURATION = Histogram(
     "ragvigil_alert_evaluation_duration_seconds",
-    "Time one evaluation cycle took (sampling the signals and evaluating every rule).",
+    "Time one evaluation cycle took (sampling the signals and evaluating the rules of the groups due).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
     registry=REGISTRY,
 )

@@ -43,7 +43,9 @@ class Admission:
         self.crisis = crisis or phrase_check()
         self.vip_prefixes = tuple(settings.vip_keys)
         self.clock = clock
-        self.limiter = GradientLimiter(settings.initial_limit, settings.min_limit, settings.max_limit)
+        self.limiter = GradientLimiter(
+            settings.initial_limit, settings.min_limit, settings.max_limit, window_s=settings.limit_window_s
+        )
         self.gate = PriorityGate(
             self.limiter, settings.queue_size, settings.queue_timeout_s, clock, self._count_shed, self.tick
         )

@@ -4,11 +4,25 @@ Why written here: no maintained adaptive limiter exists for Python ASGI (Netflix
 is C++ in the proxy). The idea: a long-term average of the request latency is the service's
 "no queueing" latency; when the short-term average rises above it (times a tolerance), requests
 are queueing inside the service, so the limit shrinks by the ratio; while latency stays at the
-baseline the limit grows by a small headroom. The limit is only raised while it is actually used
-(at least half in flight), so an idle service does not talk itself into an unbounded limit.
+baseline the limit grows by a small, fixed headroom (Gradient2's ``queueSize``, 4). The limit is
+only moved while it is actually used (at least half in flight), so an idle service does not talk
+itself into an unbounded limit.
+
+The baseline rises at the pace of that long average but falls halfway to a faster window at once: as in
+Vegas (whose no-load latency is the lowest seen), the quietest recent latency is the one without
+queueing. Gradient2's own "fall faster when the baseline is twice the current latency" (×0.9 per
+window) kept the baseline of a burst's warm-up, so a limit twice too high looked healthy.
+
+As in Netflix's ``WindowedLimit``, the limit moves once per *window* (at least ``window_s`` seconds
+and ``min_window_samples`` requests), from the window's average latency and its largest in-flight
+count, and the long-term average spans ``long_window`` windows (minutes), not requests. Fed per
+request, a baseline of 300 requests lasts 5 s at 60 answers/s: under a burst it caught up with the
+queueing latency within seconds, the gradient read "no queueing" again and the limit climbed to its
+ceiling, so admitted turns queued inside the service (p95 2.8 s in the 10x drill). Per window, a
+burst of seconds cannot move the baseline, and the limit moves at most ``smoothing`` per window.
 
 The state is plain numbers updated per sample, so it can be unit-tested with made-up latencies and
-later kept elsewhere; it does not read a clock itself.
+times; it does not read a clock itself (``now`` is given; without it every sample is its own window).
 """
 
 from __future__ import annotations
@@ -18,15 +32,16 @@ from dataclasses import dataclass
 
 
 class _Ema:
-    """An exponential moving average that starts as a plain mean over its first ``window`` samples."""
+    """An exponential moving average that starts as a plain mean over its first ``warmup`` samples."""
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, warmup: int | None = None) -> None:
         self.window = window
+        self.warmup = window if warmup is None else min(warmup, window)
         self.value = 0.0
         self.count = 0
 
     def add(self, sample: float) -> float:
-        if self.count < self.window:
+        if self.count < self.warmup:
             self.count += 1
             self.value += (sample - self.value) / self.count
         else:
@@ -39,16 +54,25 @@ class GradientLimiter:
     initial: int = 16
     min_limit: int = 2
     max_limit: int = 64
-    tolerance: float = 1.5  # a short-term latency up to 1.5× the long-term one is not queueing
-    smoothing: float = 0.2  # how much of a new estimate is taken per sample
-    short_window: int = 10
-    long_window: int = 300
+    tolerance: float = 1.0  # a short-term latency above the long-term one is queueing (Gradient2 today)
+    smoothing: float = 0.2  # how much of a new estimate is taken per window
+    short_window: int = 10  # requests: the recent latency the queue predicts waits with
+    long_window: int = 600  # windows: the baseline (Gradient2's default: 600 one-second windows)
+    headroom: float = 4.0  # growth per window while latency stays at the baseline (Gradient2's queueSize)
+    window_s: float = 0.0  # 0: every sample is a window of its own
+    min_window_samples: int = 10
 
     def __post_init__(self) -> None:
         self.estimate = float(max(self.min_limit, min(self.max_limit, self.initial)))
         self._short = _Ema(self.short_window)
-        self._long = _Ema(self.long_window)
+        self._long = _Ema(self.long_window, warmup=10)
+        self._window_rtt = _Ema(1)  # the current window's latest average, for status only
+        self._sum = 0.0
+        self._n = 0
+        self._max_in_flight = 0
+        self._window_start: float | None = None
         self.samples = 0
+        self.windows = 0
 
     @property
     def limit(self) -> int:
@@ -62,20 +86,43 @@ class GradientLimiter:
     def long_rtt(self) -> float:
         return self._long.value
 
-    def sample(self, rtt_s: float, in_flight: int) -> int:
-        """Take one request's latency (``in_flight``: requests running when it ended); returns the new limit."""
+    def sample(self, rtt_s: float, in_flight: int, now: float | None = None) -> int:
+        """Take one request's latency (``in_flight``: requests running when it ended); returns the limit."""
         if rtt_s <= 0 or math.isnan(rtt_s):
             return self.limit
         self.samples += 1
-        short = self._short.add(rtt_s)
-        long = self._long.add(rtt_s)
-        if long / short > 2:  # latency fell far below the baseline: let the baseline follow it down faster
-            self._long.value = long = long * 0.95
+        self._short.add(rtt_s)
+        self._sum += rtt_s
+        self._n += 1
+        self._max_in_flight = max(self._max_in_flight, in_flight)
+        if now is None or self.window_s <= 0:
+            return self._close_window()
+        if self._window_start is None:
+            self._window_start = now
+        if now - self._window_start >= self.window_s and self._n >= self.min_window_samples:
+            self._window_start = now
+            return self._close_window()
+        return self.limit
+
+    def _close_window(self) -> int:
+        rtt, in_flight = self._sum / self._n, self._max_in_flight
+        self._sum, self._n, self._max_in_flight = 0.0, 0, 0
+        self.windows += 1
+        self._window_rtt.value = rtt
+        return self._update(rtt, in_flight)
+
+    def _update(self, short: float, in_flight: int) -> int:
+        """Gradient2's update from one window's average latency."""
+        long = self._long.add(short)
+        if short < long:
+            # a window faster than the baseline is what "no queueing" looks like (Vegas' rtt_noload is the
+            # lowest latency seen): go halfway down to it at once (one odd window cannot set it alone), and
+            # up only at the long average's pace
+            self._long.value = long = (long + short) / 2
         if in_flight < self.estimate / 2:
             return self.limit  # the limit is not what holds requests back: no evidence to move it
         gradient = max(0.5, min(1.0, self.tolerance * long / short))
-        headroom = math.sqrt(self.estimate)
-        target = self.estimate * gradient + headroom
+        target = self.estimate * gradient + self.headroom
         estimate = self.estimate * (1 - self.smoothing) + target * self.smoothing
         self.estimate = max(float(self.min_limit), min(float(self.max_limit), estimate))
         return self.limit
@@ -86,6 +133,8 @@ class GradientLimiter:
             "min_limit": self.min_limit,
             "max_limit": self.max_limit,
             "short_rtt_s": round(self.short_rtt, 4),
+            "window_rtt_s": round(self._window_rtt.value, 4),
             "long_rtt_s": round(self.long_rtt, 4),
             "samples": self.samples,
+            "windows": self.windows,
         }

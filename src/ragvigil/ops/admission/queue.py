@@ -187,7 +187,8 @@ class PriorityGate:
     def release(self, permit: Permit) -> None:
         self.in_flight -= 1
         if permit.sampled:
-            self.limiter.sample(self.clock() - permit.started, self.in_flight + 1)
+            now = self.clock()
+            self.limiter.sample(now - permit.started, self.in_flight + 1, now)
         self._wake()
         self._on_change()
 

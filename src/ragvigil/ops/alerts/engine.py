@@ -15,7 +15,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,12 +117,14 @@ class AlertEngine:
             self.ruleset = rules
 
     # --- evaluation ----------------------------------------------------------------------------
-    def evaluate(self, t: float | None = None) -> list[Transition]:
-        """Evaluate every rule at ``t`` (now by default); returns the state changes."""
+    def evaluate(self, t: float | None = None, groups: Collection[str] | None = None) -> list[Transition]:
+        """Evaluate every rule at ``t`` (now by default), or only those of ``groups``; returns the state changes."""
         t = self.clock() if t is None else t
         changes: list[Transition] = []
         with self._lock:
             for state in self._rules.values():
+                if groups is not None and state.rule.group not in groups:
+                    continue
                 start = time.perf_counter()
                 changes += self._evaluate_rule(state, t)
                 state.eval_seconds = time.perf_counter() - start

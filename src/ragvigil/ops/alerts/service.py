@@ -1,7 +1,9 @@
 """The embedded alerting loop: sample the signals, evaluate the rules, hand the changes on.
 
-One thread samples ragvigil's Prometheus registry and evaluates every rule each ``eval_interval``
-seconds (3 s by default: a P1 rule with ``for: 5s`` fires within 10 s of its onset), then hands the
+One thread samples ragvigil's Prometheus registry and evaluates the rules, each group at its own
+``interval`` (a rule file's group field, as Prometheus reads it) or else every ``eval_interval``
+seconds (3 s by default); the default pack evaluates its availability and provider groups every
+second, so a P1 rule with ``for: 3s`` fires within about 4 s of its signal. Then it hands the
 alerts to the router (incidents, silences, inhibition, grouping, notifications). The rule file is
 re-read when it changes; an invalid file is refused, logged with every problem, and the previous rules
 stay active. A second thread watches the first (monitoring the monitor): when evaluation stalls it
@@ -22,6 +24,7 @@ import httpx
 from prometheus_client.registry import CollectorRegistry
 
 from ragvigil.ops import metrics
+from ragvigil.ops.alerts.cadence import Cadence
 from ragvigil.ops.alerts.engine import AlertEngine, Transition
 from ragvigil.ops.alerts.history import SignalHistory, registry_samples
 from ragvigil.ops.alerts.promql import LOOKBACK_S
@@ -69,6 +72,7 @@ class AlertService:
         rules = load_configured_rules(rules_file)
         self.history = SignalHistory(retention_s=history_s, names=rules.metric_names())
         self.engine = AlertEngine(rules, self.history)
+        self.cadence = Cadence(rules.intervals, eval_interval)
         self.rules_error: RuleFileError | None = None
         self._rules_mtime = self._mtime()
         self._stop = threading.Event()
@@ -78,8 +82,13 @@ class AlertService:
         self.last_heartbeat: float | None = None
 
     # --- one cycle -----------------------------------------------------------------------------
-    def tick(self, t: float | None = None) -> list[Transition]:
-        """Sample the signals and evaluate every rule once (the loop body; tests call it directly)."""
+    def run_due(self, t: float | None = None) -> list[Transition]:
+        """The loop body: sample the signals and evaluate the groups due at ``t`` (see ``Cadence``)."""
+        t = time.time() if t is None else t
+        return self.tick(t, self.cadence.due(t))
+
+    def tick(self, t: float | None = None, groups: set[str] | None = None) -> list[Transition]:
+        """Sample the signals and evaluate every rule once, or only those of ``groups`` (tests call it directly)."""
         start = time.perf_counter()
         t = time.time() if t is None else t
         self._reload_if_changed()
@@ -92,7 +101,7 @@ class AlertService:
                 self.recorder.write(t, samples)
             except OSError as exc:  # a full disk must not stop alerting (DiskFilling will say why)
                 log.warning("signal_recording_failed", extra={"error": str(exc)})
-        changes = self.engine.evaluate(t)
+        changes = self.engine.evaluate(t, groups)
         for state in self.engine.rule_health():
             if state["health"] == "error":
                 metrics.ALERT_RULE_FAILURES.labels(state["rule"]).inc()
@@ -157,6 +166,7 @@ class AlertService:
             return exc
         self.history.names = rules.metric_names() | self.watched  # only what the rules (and watchers) read
         self.engine.replace_rules(rules)
+        self.cadence.replace(rules.intervals)
         self.rules_error = None
         log.info("alert_rules_loaded", extra={"rules": len(rules.rules), "file": str(self.rules_file)})
         return None
@@ -180,10 +190,10 @@ class AlertService:
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                self.tick()
+                self.run_due()
             except Exception:
                 log.exception("alert_evaluation_failed")
-            self._stop.wait(max(0.0, self.eval_interval - (time.monotonic() - started)))
+            self._stop.wait(max(0.0, self.cadence.step - (time.monotonic() - started)))
 
     def _watchdog(self) -> None:
         """Notice a stalled evaluator, and send the heartbeat only while evaluation is healthy."""
@@ -229,6 +239,7 @@ class AlertService:
             "last_evaluation": last,
             "stalled": self.stalled,
             "eval_interval_s": self.eval_interval,
+            "group_intervals_s": dict(self.cadence.intervals),
             "signal_series": self.history.series_count,
             "lookback_s": LOOKBACK_S,
         }

@@ -29,6 +29,33 @@ from ragvigil.ops.drills.traffic import Users, closed_loop, open_loop
 
 ADMITTED_P95_TARGET_MS = 2000.0
 GOODPUT_TARGET = 0.9
+WARMUP_S = 1.5
+
+
+def _limiter(client: InstanceClient) -> dict[str, object]:
+    """The adaptive limit's state as the instance reports it (what the burst met, what it left)."""
+    a = client.admission()
+    keys = ("limit", "short_rtt_s", "window_rtt_s", "long_rtt_s", "windows", "shed")
+    return {k: a[k] for k in keys if k in a}
+
+
+class CpuMeter:
+    """CPU seconds of the instance (its ``process_cpu_seconds_total``) and of this load generator, per phase.
+
+    On a small machine the generator competes with the instance for the same cores; the journal shows how much.
+    """
+
+    def __init__(self, client: InstanceClient) -> None:
+        self.client = client
+        self.server, self.local = client.metric("process_cpu_seconds_total"), time.process_time()
+
+    def lap(self, seconds: float) -> dict[str, float]:
+        server, local = self.client.metric("process_cpu_seconds_total"), time.process_time()
+        out = {"generator_cpu_share": round((local - self.local) / max(seconds, 1e-3), 2)}
+        if server is not None and self.server is not None:
+            out["instance_cpu_share"] = round((server - self.server) / max(seconds, 1e-3), 2)
+        self.server, self.local = server, local
+        return out
 
 
 def run_burst(client: InstanceClient, spec: DrillSpec, opts: DrillOptions, factor: float = 10.0) -> DrillResult:
@@ -36,22 +63,27 @@ def run_burst(client: InstanceClient, spec: DrillSpec, opts: DrillOptions, facto
     if result.problems:
         return result
     users = max(opts.users, 8)
+    # warm up first (the first answers fill the query-embedding cache): capacity is what a warm instance does
+    warm = closed_loop(Users(client, users, f"drill-{spec.name}-warm"), WARMUP_S, opts.max_requests).snapshot()
+    cpu = CpuMeter(client)
     t = time.monotonic()
     base = closed_loop(Users(client, users, f"drill-{spec.name}-base"), opts.baseline_s, opts.max_requests).snapshot()
     took = max(time.monotonic() - t, 1e-3)
     capacity = sum(o.answered for o in base) / took
     result.p95_ms["before"] = p95_ms(base)
-    log("capacity_measured", answers_per_s=round(capacity, 2), users=users)
+    log("capacity_measured", answers_per_s=round(capacity, 2), users=users, **cpu.lap(took))
     if capacity <= 0:
         result.problems.append("nothing was answered while measuring capacity")
         return result
+    log("admission_before", **_limiter(client))
     watcher = Watcher(client, spec, time.monotonic(), datetime.now(UTC))
     watcher.start()
     rate = capacity * factor
     started = time.monotonic()
     burst = open_loop(Users(client, users * 4, f"drill-{spec.name}"), rate, opts.fault_s, opts.max_requests)
     ended = max(o.sent_at + o.latency_s for o in burst.snapshot()) if burst.outcomes else time.monotonic()
-    log("burst_done", rate_per_s=round(rate, 2), requests=len(burst.outcomes))
+    log("burst_done", rate_per_s=round(rate, 2), requests=len(burst.outcomes), **cpu.lap(time.monotonic() - started))
+    log("admission_after", **_limiter(client))
     deadline = started + opts.detect_timeout_s
     while watcher.detected_at is None and time.monotonic() < deadline:
         time.sleep(0.25)
@@ -70,8 +102,8 @@ def run_burst(client: InstanceClient, spec: DrillSpec, opts: DrillOptions, facto
         result.alert = watcher.alert
     result.steady_state_restored, took = wait_steady(client, before, opts.settle_timeout_s)
     result.steady_again_s = round(took, 3)
-    tally(result, base + during)
-    result.lost, result.duplicated = count_stored(client, base + during, opts.settle_timeout_s)
+    tally(result, warm + base + during)
+    result.lost, result.duplicated = count_stored(client, warm + base + during, opts.settle_timeout_s)
     result.journal.append(
         {"event": "burst_measured", "capacity_per_s": round(capacity, 2), "goodput_per_s": round(goodput, 2)}
     )

@@ -9,6 +9,7 @@ from ragvigil.ops.drills.experiment import DrillOptions, DrillResult, DrillSpec,
 PROVIDER_ALERTS = ("ProviderBreakerOpen", "LLMProviderFailing", "AllLLMProvidersFailing")
 VECTOR_ALERTS = ("VectorStoreDown", "RetrievalDegraded")
 DATABASE_ALERTS = ("RagvigilUnhealthy", "HealthCheckFailing")
+SLOW_USERS = 8  # users of llm-slow; the bench measures the extractive baseline with as many
 
 
 def remote_provider(client: InstanceClient) -> str | None:
@@ -79,6 +80,11 @@ DRILLS: dict[str, DrillSpec] = {
             severity="P2",
             applies=_needs_llm,
             healed=breaker_opened,
+            # a slow call counts once it ends: 8 users end 8 slow calls every 8 s, and the breaker's window
+            # (20 calls, still holding the fast ones of the baseline) opens at 80 % slow, after two rounds;
+            # 8 s more show what users get once it is open
+            min_users=SLOW_USERS,
+            min_fault_s=24.0,
         ),
         DrillSpec(
             "network-loss",

@@ -55,6 +55,8 @@ class InstanceClient:
         """``api_key`` (admin) for faults, alerts and incidents; ``user_key`` for the synthetic users' chat
         (None: they ask without a key, as a development instance on loopback allows)."""
         self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.user_authorization = f"Bearer {user_key}" if user_key else None  # what the synthetic users send
         self._http = self._client(api_key, timeout_s)
         self._users = self._client(user_key, timeout_s)
 
@@ -132,6 +134,14 @@ class InstanceClient:
             if line.startswith(name) and (line[len(name)] in " {") and not line.startswith("#")
         ]
         return sum(values) if values else None
+
+    def admission(self) -> dict[str, Any]:
+        """``GET /api/v1/ops/admission`` (the limit, its latencies, what was shed); empty when unreadable."""
+        try:
+            resp = self._http.get("/api/v1/ops/admission", timeout=10.0)
+        except httpx.HTTPError:
+            return {}
+        return resp.json() if resp.status_code == 200 else {}
 
     def firing_alerts(self) -> list[dict[str, Any]]:
         """Firing alerts of the built-in engine (empty when it is off or unreachable)."""

@@ -49,6 +49,10 @@ class DrillSpec:
     applies: Callable[[InstanceClient], str | None] | None = None  # why it does not apply, or None
     # the instance's own healing, seen from outside (a breaker open, BM25-only retrieval): what it did, or None
     healed: Callable[[InstanceClient, str], str | None] | None = None
+    # a fault that shows only when a call ends (a hanging endpoint: a slow call counts once it is over) needs
+    # enough users for the breaker's minimum number of calls, and a phase that outlasts one call
+    min_users: int = 0
+    min_fault_s: float = 0.0
 
 
 @dataclass
@@ -247,7 +251,8 @@ def run_fault_drill(client: InstanceClient, spec: DrillSpec, opts: DrillOptions,
     result, log, before = begin(client, spec)
     if result.problems:
         return result
-    baseline = closed_loop(Users(client, opts.users, f"drill-{spec.name}-base"), opts.baseline_s, opts.max_requests)
+    users, fault_s = max(opts.users, spec.min_users), max(opts.fault_s, spec.min_fault_s)
+    baseline = closed_loop(Users(client, users, f"drill-{spec.name}-base"), opts.baseline_s, opts.max_requests)
     base = baseline.snapshot()
     result.p95_ms["before"] = p95_ms(base)
     lat = [o.latency_s for o in base if o.answered]
@@ -258,13 +263,13 @@ def run_fault_drill(client: InstanceClient, spec: DrillSpec, opts: DrillOptions,
     watcher: Watcher | None = None
     try:
         since = datetime.now(UTC)
-        fault_id = client.inject(target, spec.fault.kind, opts.fault_s + opts.detect_timeout_s, spec.fault.params)
+        fault_id = client.inject(target, spec.fault.kind, fault_s + opts.detect_timeout_s, spec.fault.params)
         injected_at = time.monotonic()
         log("fault_injected", id=fault_id, target=target, kind=spec.fault.kind)
         watcher = Watcher(client, spec, injected_at, since)
         watcher.target = target
         watcher.start()
-        traffic = closed_loop(Users(client, opts.users, f"drill-{spec.name}"), opts.fault_s, opts.max_requests)
+        traffic = closed_loop(Users(client, users, f"drill-{spec.name}"), fault_s, opts.max_requests)
         # detection may come after the traffic (a `for:` of some seconds): wait for it, bounded
         deadline = injected_at + opts.detect_timeout_s
         while watcher.detected_at is None and time.monotonic() < deadline:
@@ -284,7 +289,9 @@ def run_fault_drill(client: InstanceClient, spec: DrillSpec, opts: DrillOptions,
         if acted:  # the first of: the instance healing itself, a remediation policy acting
             result.time_to_action_s = round(min(acted) - injected_at, 3)
             # what users got once the instance had acted (no turn should wait for the broken part)
-            result.p95_ms["after_action"] = p95_ms([o for o in under if o.sent_at >= min(acted)])
+            after = [o for o in under if o.sent_at >= min(acted)]
+            result.p95_ms["after_action"] = p95_ms(after)
+            log("after_action", answered=sum(o.answered for o in after), requests=len(after))
         if watcher.healing is not None:
             result.healing = watcher.healing
             log("healing_seen", what=watcher.healing, after_s=round(watcher.healed_at - injected_at, 3))  # type: ignore[operator]

@@ -8,6 +8,7 @@ is kept, so a drill can check afterwards that every acknowledged turn was stored
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
 import time
@@ -15,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ragvigil.ops.drills.client import InstanceClient, TurnOutcome
+from ragvigil.ops.drills.loadgen import ChatLoad
 
 QUESTIONS = (  # help-centre questions in both languages (the bundled sample knowledge base answers them)
     "How do I export my notes?",
@@ -55,9 +57,14 @@ class Users:
         self._lock = threading.Lock()
 
     def ask(self, user: int) -> TurnOutcome:
+        return self.note(user, self.client.chat(self.next_question(), self.sessions[user], self.user_ids[user]))
+
+    def next_question(self) -> str:
         with self._lock:
-            question = next(self._questions)
-        out = self.client.chat(question, self.sessions[user], self.user_ids[user])
+            return next(self._questions)
+
+    def note(self, user: int, out: TurnOutcome) -> TurnOutcome:
+        """Keep the session a user's first answer opened."""
         if out.answered and self.sessions[user] is None:
             self.sessions[user] = out.session_id
         return out
@@ -90,9 +97,15 @@ def closed_loop(users: Users, duration_s: float, max_requests: int, stop: thread
 
 
 def open_loop(users: Users, rate_per_s: float, duration_s: float, max_requests: int) -> Traffic:
-    """Start requests at ``rate_per_s`` whatever the answers (as a burst of real users would)."""
+    """Start requests at ``rate_per_s`` whatever the answers (as a burst of real users would).
+
+    Over plain http the requests come from one event loop (``loadgen.ChatLoad``), so the generator
+    leaves the CPU to the instance; otherwise from a pool of threads.
+    """
     duration_s, max_requests = min(duration_s, MAX_DURATION_S), min(max_requests, MAX_REQUESTS)
     count = min(max_requests, max(1, round(rate_per_s * duration_s)))
+    if users.client.url.startswith("http://"):
+        return asyncio.run(_open_loop_async(users, rate_per_s, count))
     traffic = Traffic()
     start = time.monotonic()
     with ThreadPoolExecutor(max_workers=min(256, max(4, count))) as pool:
@@ -101,4 +114,26 @@ def open_loop(users: Users, rate_per_s: float, duration_s: float, max_requests: 
             if delay > 0:
                 time.sleep(delay)
             pool.submit(lambda u=i % len(users.sessions): traffic.add(users.ask(u)))
+    return traffic
+
+
+async def _open_loop_async(users: Users, rate_per_s: float, count: int) -> Traffic:
+    traffic = Traffic()
+    load = ChatLoad(users.client.url, users.client.user_authorization, users.client.timeout_s)
+
+    async def one(user: int) -> None:
+        out = await load.chat(users.next_question(), users.sessions[user], users.user_ids[user])
+        traffic.add(users.note(user, out))
+
+    tasks = []
+    start = time.monotonic()
+    try:
+        for i in range(count):
+            delay = start + i / rate_per_s - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i % len(users.sessions))))
+        await asyncio.gather(*tasks)
+    finally:
+        load.close()
     return traffic

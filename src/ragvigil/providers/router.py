@@ -201,6 +201,12 @@ class ProviderRouter:
                     "name": r.name,
                     "kind": r.settings.kind,
                     "model": r.settings.model,
+                    "timeout_s": r.settings.timeout_s,
+                    "max_concurrency": r.settings.max_concurrency,
+                    # what trips the breaker on slowness (a drill sizes its slow calls and traffic by them)
+                    "slow_call_s": r.breaker.config.slow_call_s if r.breaker is not None else None,
+                    "slow_call_rate": r.breaker.config.slow_call_rate if r.breaker is not None else None,
+                    "window_size": r.breaker.config.window_size if r.breaker is not None else None,
                     "breaker": snap.get("state", "closed"),
                     "forced": snap.get("forced"),
                     "forced_by": r.forced_by,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+from typing import Any
+
 from ragvigil.ops.drills.burst import run_burst
 from ragvigil.ops.drills.client import InstanceClient
 from ragvigil.ops.drills.experiment import DrillOptions, DrillResult, DrillSpec, Fault, run_fault_drill
@@ -41,6 +45,40 @@ def journaling(client: InstanceClient, target: str) -> str | None:
     return f"{value:g} turn(s) journaled" if value else None
 
 
+def _provider(client: InstanceClient, target: str) -> dict[str, Any]:
+    name = target.split(":", 1)[-1]
+    return next((p for p in client.providers() or [] if p.get("name") == name), {})
+
+
+def slow_enough(client: InstanceClient, target: str) -> dict[str, Any]:
+    """A delay the broken provider's breaker counts as slow (half as long again as its ``slow_call_s``).
+
+    A delay under the breaker's threshold only makes turns slow: the breaker never trips on its
+    slow-call rate, and the drill would measure nothing but patience. Capped at 30 s (the default
+    ``faults.max_delay_s``).
+    """
+    slow = float(_provider(client, target).get("slow_call_s") or 10.0)  # 10 s: the default slow_call_s
+    return {"delay_s": round(min(30.0, max(slow * 1.5, slow + 1.0)), 3)}
+
+
+def enough_slow_calls(client: InstanceClient, target: str, opts: DrillOptions) -> DrillOptions:
+    """Users enough that the slow calls finished under the fault fill the breaker's slow-call rate.
+
+    The breaker opens when ``slow_call_rate`` of its last ``window_size`` calls were slow; the
+    window still holds the baseline's fast calls, so it takes ``window_size × slow_call_rate`` slow
+    calls. A user makes one call per delay, so ``fault_s / delay`` each: a handful of users in a
+    short drill would never get there. One user more than that, bounded by the provider's own
+    concurrency limit (a call past it is not made, so it would not count).
+    """
+    p = _provider(client, target)
+    window, rate = int(p.get("window_size") or 20), float(p.get("slow_call_rate") or 0.8)
+    delay = slow_enough(client, target)["delay_s"]
+    rounds = max(1, int(opts.fault_s // delay))
+    users = math.ceil(math.ceil(window * rate) / rounds) + 1
+    users = min(max(opts.users, users), int(p.get("max_concurrency") or 16), 32)
+    return replace(opts, users=users)
+
+
 def _needs_llm(client: InstanceClient) -> str | None:
     return None if remote_provider(client) else "no LLM provider besides extractive is configured"
 
@@ -68,11 +106,12 @@ DRILLS: dict[str, DrillSpec] = {
         DrillSpec(
             "llm-slow",
             "the LLM endpoint takes seconds per call",
-            Fault("provider:{provider}", "slow", {"delay_s": 8.0}),
+            Fault("provider:{provider}", "slow", sized=slow_enough),
             (*PROVIDER_ALERTS, "HighP95Latency", "HighAverageLatency"),
             severity="P2",
             applies=_needs_llm,
             healed=breaker_opened,
+            traffic=enough_slow_calls,
         ),
         DrillSpec(
             "network-loss",
@@ -126,4 +165,9 @@ def run(name: str, client: InstanceClient, opts: DrillOptions | None = None) -> 
     target = spec.fault.target
     if "{provider}" in target:
         target = target.format(provider=remote_provider(client))
+    if spec.traffic is not None:
+        opts = spec.traffic(client, target, opts)
+    if spec.fault.sized is not None:
+        params = spec.fault.params | spec.fault.sized(client, target)
+        spec = replace(spec, fault=replace(spec.fault, params=params))
     return run_fault_drill(client, spec, opts, target)

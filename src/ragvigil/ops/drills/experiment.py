@@ -36,6 +36,8 @@ class Fault:
     target: str
     kind: str
     params: dict[str, Any] = field(default_factory=dict)
+    # params measured on the instance at run time (a delay its breaker counts as slow), merged over ``params``
+    sized: Callable[[InstanceClient, str], dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,8 @@ class DrillSpec:
     applies: Callable[[InstanceClient], str | None] | None = None  # why it does not apply, or None
     # the instance's own healing, seen from outside (a breaker open, BM25-only retrieval): what it did, or None
     healed: Callable[[InstanceClient, str], str | None] | None = None
+    # the run's size measured on the instance (enough calls to trip a breaker), from the options asked for
+    traffic: Callable[[InstanceClient, str, DrillOptions], DrillOptions] | None = None
 
 
 @dataclass
@@ -260,7 +264,14 @@ def run_fault_drill(client: InstanceClient, spec: DrillSpec, opts: DrillOptions,
         since = datetime.now(UTC)
         fault_id = client.inject(target, spec.fault.kind, opts.fault_s + opts.detect_timeout_s, spec.fault.params)
         injected_at = time.monotonic()
-        log("fault_injected", id=fault_id, target=target, kind=spec.fault.kind)
+        log(
+            "fault_injected",
+            id=fault_id,
+            target=target,
+            kind=spec.fault.kind,
+            params=spec.fault.params,
+            users=opts.users,
+        )
         watcher = Watcher(client, spec, injected_at, since)
         watcher.target = target
         watcher.start()

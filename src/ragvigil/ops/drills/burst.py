@@ -68,6 +68,8 @@ def run_burst(client: InstanceClient, spec: DrillSpec, opts: DrillOptions, facto
     if watcher.detected_at is not None:
         result.mttd_s = round(watcher.detected_at - started, 3)
         result.alert = watcher.alert
+    if watcher.healed_at is not None:  # the instance's own answer to the burst (shedding, features off)
+        result.healing, result.time_to_action_s = watcher.healing, round(watcher.healed_at - started, 3)
     result.steady_state_restored, took = wait_steady(client, before, opts.settle_timeout_s)
     result.steady_again_s = round(took, 3)
     tally(result, base + during)

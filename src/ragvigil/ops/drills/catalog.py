@@ -79,6 +79,16 @@ def enough_slow_calls(client: InstanceClient, target: str, opts: DrillOptions) -
     return replace(opts, users=users)
 
 
+def shedding(client: InstanceClient, target: str) -> str | None:
+    """Admission protected the admitted turns: requests shed with 503 at once and non-core features off."""
+    state = client.admission()
+    shed = sum(int(v) for v in (state.get("shed") or {}).values())
+    off = [str(f["name"]) for f in state.get("features") or [] if not f.get("enabled") and f.get("by") == "admission"]
+    if not shed:
+        return None
+    return f"admission shed {shed} request(s)" + (f", features off: {', '.join(off)}" if off else "")
+
+
 def _needs_llm(client: InstanceClient) -> str | None:
     return None if remote_provider(client) else "no LLM provider besides extractive is configured"
 
@@ -142,7 +152,14 @@ DRILLS: dict[str, DrillSpec] = {
             ("RedisDown",),
             applies=_needs_redis,
         ),
-        DrillSpec("burst-10x", "ten times the measured capacity at once", None, ("LoadShedding",), severity="P2"),
+        DrillSpec(
+            "burst-10x",
+            "ten times the measured capacity at once",
+            None,
+            ("LoadShedding",),
+            severity="P2",
+            healed=shedding,
+        ),
         DrillSpec(
             "safety-filter",
             "the safety filter is switched off",

@@ -158,6 +158,14 @@ class InstanceClient:
             return None
         return resp.json() if resp.status_code == 200 else None
 
+    def admission(self) -> dict[str, Any]:
+        """The admission controller's state (limit, queue, shed counts, features); empty when unreachable."""
+        try:
+            resp = self._http.get("/api/v1/ops/admission", timeout=10.0)
+        except httpx.HTTPError:
+            return {}
+        return resp.json() if resp.status_code == 200 else {}
+
     def providers(self) -> list[dict[str, Any]] | None:
         """The provider router's view (None: this instance has no router API)."""
         try:

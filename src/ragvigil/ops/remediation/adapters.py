@@ -91,8 +91,7 @@ def _safe_mode(actions: ActionRegistry, safe: Any) -> list[str]:
         if not safe.active:
             return ""
         owner = p.get("if_entered_by")  # leave only what that actor entered (never an operator's safe mode)
-        entered_by = safe.status().get("by")
-        if owner and entered_by != owner:
+        if owner and (entered_by := safe.status().get("by")) != owner:
             raise NothingChanged(f"safe mode was entered by {entered_by}, not {owner}: it stays on")
         safe.leave(_by(p))
         return "safe mode left"

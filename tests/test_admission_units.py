@@ -165,11 +165,11 @@ def test_features_are_shed_after_sustained_pressure_and_restored_after_sustained
     m.observe(False, 4.0)
     m.observe(False, 8.5)
     assert not flags.enabled("contextual_search")
-    flags.restore("analytics_writes", "operator:ana")
-    flags.shed("analytics_writes", "by hand", "operator:ana")  # an operator's own decision
+    flags.restore("stream_extras", "operator:ana")
+    flags.shed("stream_extras", "by hand", "operator:ana")  # an operator's own decision
     m.observe(False, 9.5)
-    assert flags.enabled("contextual_search") and flags.enabled("stream_extras")
-    assert not flags.enabled("analytics_writes")  # not undone by the controller
+    assert flags.enabled("contextual_search")
+    assert not flags.enabled("stream_extras")  # not undone by the controller
     assert sum(1 for s in switches if s.feature == "contextual_search") == 2  # one off, one on
 
 

@@ -38,6 +38,7 @@ def test_webhook_opens_one_incident_however_often_it_is_delivered(client: TestCl
     for _ in range(3):  # Alertmanager re-sends groups and retries
         r = client.post("/api/v1/ops/alerts/webhook", json=AM_PAYLOAD)
         assert r.status_code == 200, r.text
+    assert client.app.state.runtime.diagnosis_worker.drain()  # the diagnosis is written off the request
     incidents = client.get("/api/v1/ops/incidents").json()["incidents"]
     assert len(incidents) == 1 and incidents[0]["source"] == "alertmanager" and incidents[0]["severity"] == "P2"
     resolved = json.loads(json.dumps(AM_PAYLOAD))
@@ -61,6 +62,7 @@ def test_bad_webhook_bodies_get_422_and_unknown_incidents_404(client: TestClient
 
 def test_acknowledge_is_on_the_timeline_and_in_the_audit_log(client: TestClient, sample_runtime: Runtime) -> None:
     client.post("/api/v1/ops/alerts/webhook", json=AM_PAYLOAD)
+    assert sample_runtime.diagnosis_worker.drain()  # its diagnosis written before the ack, not after
     incident = client.get("/api/v1/ops/incidents", params={"status": "open"}).json()["incidents"][0]
     r = client.post(f"/api/v1/ops/incidents/{incident['id']}/ack", json={"comment": "rolling back"})
     assert r.status_code == 200 and r.json()["status"] == "acknowledged"
@@ -92,6 +94,7 @@ def test_silences_validate_matchers_and_expire(client: TestClient) -> None:
 
 def test_the_cli_reads_and_acts_on_the_same_records(client: TestClient, sample_runtime: Runtime, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     client.post("/api/v1/ops/alerts/webhook", json=AM_PAYLOAD)
+    assert sample_runtime.diagnosis_worker.drain()
     monkeypatch.setenv("RAGVIGIL_DATA_DIR", str(sample_runtime.settings.data_dir))
     runner = CliRunner()
     listed = runner.invoke(cli_app, ["alerts", "list", "--json"])

@@ -62,6 +62,7 @@ def test_a_resolution_with_the_other_senders_earlier_start_closes_the_incident(c
     seen_by_a, seen_by_b = T0 + timedelta(seconds=20), T0  # B saw it first; A's start reached us first
     deliver(client, "firing", seen_by_a)
     deliver(client, "firing", seen_by_b)  # a repeat after Alertmanager merged B's earlier start
+    assert client.app.state.runtime.diagnosis_worker.drain()  # the at-open diagnosis, written off the request
     incidents = client.get("/api/v1/ops/incidents").json()["incidents"]
     assert len(incidents) == 1
     detail = client.get(f"/api/v1/ops/incidents/{incidents[0]['id']}").json()

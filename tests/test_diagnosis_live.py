@@ -47,6 +47,7 @@ def test_a_broken_vector_store_is_diagnosed_on_the_timeline_in_the_api_and_in_th
     rt.health.cache_s = 0.0  # every tick sees the check as it is now
     break_vector_store(rt)
     incident_id = fire(rt, "VectorStoreDown")
+    assert rt.diagnosis_worker.drain()  # diagnosed on its own thread, not the evaluator's
 
     timeline = rt.incidents.get(incident_id)["timeline"]
     written = [e for e in timeline if e["kind"] == "diagnosis"]

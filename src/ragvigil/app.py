@@ -34,6 +34,7 @@ from ragvigil.ops.admin_key import ensure_admin_key
 from ragvigil.ops.admission import build_admission
 from ragvigil.ops.alerts.build import build_alerting
 from ragvigil.ops.diagnosis import build_diagnoser
+from ragvigil.ops.diagnosis.worker import DiagnosisWorker
 from ragvigil.ops.faults import build_faults
 from ragvigil.ops.health import DEPENDENCIES, HealthChecks, disk_check
 from ragvigil.ops.log_retention import LogRetention
@@ -142,7 +143,7 @@ class Runtime:
             settings,
             self.db,
             self.health,
-            on_incident_opened=lambda i: self.diagnosis.incident_opened(i),
+            on_incident_opened=lambda i: self.diagnosis_worker.submit(i),  # diagnosed on a thread of its own
             on_evaluated=lambda changes, t: self.remediation.observe(changes, t),  # acts on firing alerts, verifies
         )
         self.incidents, self.silences, self.notifier = alerting.incidents, alerting.silences, alerting.notifier
@@ -150,6 +151,7 @@ class Runtime:
         self.diagnosis = build_diagnoser(
             settings, self.incidents, health=self.health, alerts=self.alerts, providers_status=self.router.status
         )
+        self.diagnosis_worker = DiagnosisWorker(self.diagnosis.incident_opened, settings.diagnosis.queue_size)
         self.log_retention = LogRetention(settings.log_dir, settings.log_retention_days)
         # started in this order by start_background, stopped in reverse by close; a subsystem appends its own
         self.background: list[Background] = [
@@ -159,6 +161,7 @@ class Runtime:
             self.retriever.mode,
             self.notifier,
         ]
+        self.background.append(self.diagnosis_worker)  # stopped after the alert loop that feeds it
         if self.alerts is not None:
             self.background.append(self.alerts)
         self.restart_requested: str | None = None  # set by process.restart: `ragvigil serve` drains, exits 75

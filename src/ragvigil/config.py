@@ -309,6 +309,12 @@ class DiagnosisSettings(Section):
     window_s: float = Field(900.0, ge=60, le=86400, description="seconds of logs read for error kinds and latency")
     min_confidence: float = Field(0.2, ge=0, le=1, description="causes below this confidence are not listed")
     max_causes: int = Field(5, ge=1, le=50, description="causes listed per diagnosis")
+    queue_size: int = Field(
+        64,
+        ge=1,
+        le=10_000,
+        description="incidents waiting for their at-open diagnosis; when full the oldest is dropped",
+    )
     max_log_bytes: int = Field(
         8_000_000, ge=65_536, le=200_000_000, description="bytes of application.log a diagnosis reads (its tail)"
     )

@@ -57,4 +57,4 @@ def build_pipeline(
         stages.append(
             RecordContents(EncryptedMessageLog(settings.log_dir, settings.message_log_key.get_secret_value()))
         )
-    return ChatPipeline(stages)
+    return ChatPipeline(stages, features=features)

@@ -550,9 +550,14 @@ class ChatPipeline:
     """
 
     def __init__(
-        self, stages: list[Stage], stream_workers: int = 32, observers: Sequence[PipelineObserver] | None = None
+        self,
+        stages: list[Stage],
+        stream_workers: int = 32,
+        observers: Sequence[PipelineObserver] | None = None,
+        features: FeatureGate | None = None,
     ) -> None:
         self.stages = stages
+        self.features = features  # under load a stream relays its answer whole (``stream_extras`` shed)
         self.observers: tuple[PipelineObserver, ...] = ()
         self._stage_observers: tuple[PipelineObserver, ...] = ()  # the observers listening to each hook
         self._turn_observers: tuple[PipelineObserver, ...] = ()
@@ -645,7 +650,8 @@ class ChatPipeline:
 
         Must be called on the event loop (the events are handed over through it).
         """
-        return DetachedStream(lambda on_ready: self.stream(turn, on_ready), self._stream_workers)
+        whole = self.features is not None and not self.features.enabled("stream_extras")
+        return DetachedStream(lambda on_ready: self.stream(turn, on_ready), self._stream_workers, whole=whole)
 
     def close(self) -> None:
         self._stream_workers.shutdown(wait=False)

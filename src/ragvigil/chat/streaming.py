@@ -23,18 +23,30 @@ StreamFn = Callable[[Callable[[Any], None]], Iterator[str]]  # (on_ready) -> ans
 
 
 class DetachedStream:
-    """Run ``stream(on_ready)`` in ``executor``; ``events()`` relays meta, delta..., then done or error."""
+    """Run ``stream(on_ready)`` in ``executor``; ``events()`` relays meta, delta..., then done or error.
 
-    def __init__(self, stream: StreamFn, executor: Executor) -> None:
+    ``whole``: the answer is relayed as one delta once complete, not piece by piece (the
+    ``stream_extras`` feature shed under load): one hand-over to the event loop, one event encoded and
+    written per turn instead of one per piece. The text, ``meta`` and ``done`` are the same.
+    """
+
+    def __init__(self, stream: StreamFn, executor: Executor, whole: bool = False) -> None:
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[tuple[EventKind, Any]] = asyncio.Queue()  # bounded by the answer's length
+        self.whole = whole
         ctx = contextvars.copy_context()  # the request's ids, for the turn's log lines and spans
         self.future: Future[None] = executor.submit(ctx.run, self._run, stream)
 
     def _run(self, stream: StreamFn) -> None:
+        held: list[str] = []
         try:
             for delta in stream(lambda turn: self._put("meta", turn)):
-                self._put("delta", delta)
+                if self.whole:
+                    held.append(delta)
+                else:
+                    self._put("delta", delta)
+            if held:
+                self._put("delta", "".join(held))
         except Exception as exc:
             self._put("error", exc)
             if not isinstance(exc, (LookupError, ValueError)):

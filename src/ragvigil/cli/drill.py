@@ -40,6 +40,10 @@ def drill(
     fault_s: Annotated[float, typer.Option(min=1, max=600, help="Seconds of traffic under the fault")] = 20.0,
     users: Annotated[int, typer.Option(min=1, max=64, help="Synthetic users asking at once")] = 4,
     max_requests: Annotated[int, typer.Option(min=1, max=5000, help="Requests at most, per drill")] = 400,
+    detect_s: Annotated[
+        float,
+        typer.Option(min=1, max=600, help="Seconds to wait for the alert after the fault (at least its rule's `for`)"),
+    ] = 20.0,
 ) -> None:
     """Inject a fault, drive bounded traffic, watch detection, remediation and recovery; always roll back.
 
@@ -54,7 +58,7 @@ def drill(
     base = url or f"http://{settings.host}:{settings.port}"
     admin = api_key_or_stored(api_key, settings)
     client = InstanceClient(base, admin, user_key=None if anonymous_users else (user_key or admin))
-    opts = DrillOptions(users=users, fault_s=fault_s, max_requests=max_requests)
+    opts = DrillOptions(users=users, fault_s=fault_s, max_requests=max_requests, detect_timeout_s=detect_s)
     results = []
     try:
         for n in DRILLS if name == "all" else [name]:

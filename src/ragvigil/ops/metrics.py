@@ -353,6 +353,12 @@ FAULT_HITS = Counter(
     ["target"],
     registry=REGISTRY,
 )
+DIAGNOSIS_DROPPED = Counter(
+    "ragvigil_diagnosis_dropped_total",
+    "Incidents whose at-open diagnosis was dropped because the diagnosis queue was full (the oldest waiting "
+    "one goes); such an incident can still be diagnosed on demand.",
+    registry=REGISTRY,
+)
 REMEDIATION_ACTIONS = Counter(
     "ragvigil_remediation_actions",
     "Remediation actions by action name and result: verified, failed, rolled_back, skipped (cooldown, hourly "

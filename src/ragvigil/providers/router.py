@@ -240,6 +240,12 @@ class ProviderRouter:
                     "name": r.name,
                     "kind": r.settings.kind,
                     "model": r.settings.model,
+                    "timeout_s": r.settings.timeout_s,
+                    "max_concurrency": r.settings.max_concurrency,
+                    # what trips the breaker on slowness (a drill sizes its slow calls and traffic by them)
+                    "slow_call_s": r.breaker.config.slow_call_s if r.breaker is not None else None,
+                    "slow_call_rate": r.breaker.config.slow_call_rate if r.breaker is not None else None,
+                    "window_size": r.breaker.config.window_size if r.breaker is not None else None,
                     # open here, or open on another replica (then skipped here too: see breaker_source)
                     "breaker": "open" if remote is not None else snap.get("state", "closed"),
                     "breaker_source": f"replica {remote.replica}" if remote is not None else "local",

@@ -22,6 +22,10 @@ from ragvigil.ops.admission.priority import CrisisCheck, Priority, phrase_check
 from ragvigil.ops.admission.queue import Permit, PriorityGate, Shed
 from ragvigil.ops.admission.ratelimit import RateLimitBackend, RateLimits
 
+# why a request is shed (``Shed.reason``); LoadShedding reads rate(ragvigil_admission_shed_total), and
+# a series born at its first shed reads as no increase, so a short burst would never fire the alert
+SHED_REASONS = ("queue_full", "displaced", "predicted_wait", "timeout")
+
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0  # how often pressure is looked at without traffic (features come back while it is quiet)
@@ -52,6 +56,9 @@ class Admission:
         self.rates = RateLimits(settings.per_key, settings.per_user, rate_backend)
         self.pressure = PressureMonitor(features, settings.shed_features_after_s, settings.restore_features_after_s)
         self.shed_counts: Counter[str] = Counter()
+        for priority in Priority:  # every series exists at 0: a first burst's sheds are an increase rate() sees
+            for reason in SHED_REASONS:
+                metrics.ADMISSION_SHED.labels(priority.name, reason)
         self.admitted: Counter[str] = Counter()
         self.rate_limited: Counter[str] = Counter()
         self._stop = threading.Event()

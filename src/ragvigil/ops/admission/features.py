@@ -19,9 +19,11 @@ from ragvigil.ops import metrics
 log = logging.getLogger(__name__)
 
 CONTEXTUAL_SEARCH = "contextual_search"  # the follow-up second search of the Retrieve stage
-STREAM_EXTRAS = "stream_extras"  # what a stream sends beyond the answer itself
-ANALYTICS_WRITES = "analytics_writes"  # analytics records written per turn
-FEATURES = (CONTEXTUAL_SEARCH, STREAM_EXTRAS, ANALYTICS_WRITES)
+STREAM_EXTRAS = "stream_extras"  # a stream's answer piece by piece; shed: one delta once it is complete
+# No ``analytics_writes``: a turn writes nothing but itself (never shed: an accepted message is never
+# lost), the encrypted contents log an operator asked for, and the metrics, spans and log lines
+# operators need most under load. A flag with no work behind it would be a switch that does nothing.
+FEATURES = (CONTEXTUAL_SEARCH, STREAM_EXTRAS)
 
 
 class UnknownFeature(LookupError):

@@ -304,6 +304,15 @@ class IncidentStore:
                 .where(IncidentAlert.fingerprint == fp, IncidentAlert.state == "firing", Incident.status != "resolved")
             ).first()
 
+    def last_incident_of(self, fp: str) -> str | None:
+        """The incident of this fingerprint's latest episode, firing or resolved (where its resolution is told)."""
+        with self.db.session() as s:
+            return s.scalars(
+                select(IncidentAlert.incident_id)
+                .where(IncidentAlert.fingerprint == fp)
+                .order_by(IncidentAlert.starts_at.desc(), IncidentAlert.id.desc())
+            ).first()
+
 
 def _incident_dict(i: Incident) -> dict[str, Any]:
     return {

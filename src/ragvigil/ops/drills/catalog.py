@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+from typing import Any
+
 from ragvigil.ops.drills.burst import run_burst
 from ragvigil.ops.drills.client import InstanceClient
 from ragvigil.ops.drills.experiment import DrillOptions, DrillResult, DrillSpec, Fault, run_fault_drill
@@ -9,7 +13,8 @@ from ragvigil.ops.drills.experiment import DrillOptions, DrillResult, DrillSpec,
 PROVIDER_ALERTS = ("ProviderBreakerOpen", "LLMProviderFailing", "AllLLMProvidersFailing")
 VECTOR_ALERTS = ("VectorStoreDown", "RetrievalDegraded")
 DATABASE_ALERTS = ("RagvigilUnhealthy", "HealthCheckFailing")
-SLOW_USERS = 8  # users of llm-slow; the bench measures the extractive baseline with as many
+SLOW_USERS = 8  # users of llm-slow at least; the bench measures the extractive baseline with as many
+OPEN_WATCH_S = 8.0  # llm-slow's traffic once the breaker is open: what users get then
 
 
 def remote_provider(client: InstanceClient) -> str | None:
@@ -48,6 +53,50 @@ def limits_local(client: InstanceClient, target: str) -> str | None:
     return "rate limits, breakers and cache local" if details.get("limits") == "local" else None
 
 
+def _provider(client: InstanceClient, target: str) -> dict[str, Any]:
+    name = target.split(":", 1)[-1]
+    return next((p for p in client.providers() or [] if p.get("name") == name), {})
+
+
+def slow_enough(client: InstanceClient, target: str) -> dict[str, Any]:
+    """A delay the broken provider's breaker counts as slow (half as long again as its ``slow_call_s``).
+
+    A delay under the breaker's threshold only makes turns slow: the breaker never trips on its
+    slow-call rate, and the drill would measure nothing but patience. Capped at 30 s (the default
+    ``faults.max_delay_s``).
+    """
+    slow = float(_provider(client, target).get("slow_call_s") or 10.0)  # 10 s: the default slow_call_s
+    return {"delay_s": round(min(30.0, max(slow * 1.5, slow + 1.0)), 3)}
+
+
+def enough_slow_calls(client: InstanceClient, target: str, opts: DrillOptions) -> DrillOptions:
+    """Users and time enough that the slow calls fill the breaker's slow-call rate, and then some.
+
+    A slow call counts once it ends. The breaker opens when ``slow_call_rate`` of its last
+    ``window_size`` calls were slow, and the window still holds the baseline's fast calls, so it takes
+    ``window_size × slow_call_rate`` slow calls: at least ``SLOW_USERS`` users (bounded by the
+    provider's own concurrency limit: a call past it is not made, so it would not count), for as
+    many rounds of one delay each as that takes, plus ``OPEN_WATCH_S`` to see what users get once
+    the breaker is open.
+    """
+    p = _provider(client, target)
+    window, rate = int(p.get("window_size") or 20), float(p.get("slow_call_rate") or 0.8)
+    delay = slow_enough(client, target)["delay_s"]
+    users = min(max(opts.users, SLOW_USERS), int(p.get("max_concurrency") or 16), 32)
+    rounds = math.ceil(math.ceil(window * rate) / users)
+    return replace(opts, users=users, fault_s=max(opts.fault_s, rounds * delay + OPEN_WATCH_S))
+
+
+def shedding(client: InstanceClient, target: str) -> str | None:
+    """Admission protected the admitted turns: requests shed with 503 at once and non-core features off."""
+    state = client.admission()
+    shed = sum(int(v) for v in (state.get("shed") or {}).values())
+    off = [str(f["name"]) for f in state.get("features") or [] if not f.get("enabled") and f.get("by") == "admission"]
+    if not shed:
+        return None
+    return f"admission shed {shed} request(s)" + (f", features off: {', '.join(off)}" if off else "")
+
+
 def _needs_llm(client: InstanceClient) -> str | None:
     return None if remote_provider(client) else "no LLM provider besides extractive is configured"
 
@@ -75,16 +124,12 @@ DRILLS: dict[str, DrillSpec] = {
         DrillSpec(
             "llm-slow",
             "the LLM endpoint takes seconds per call",
-            Fault("provider:{provider}", "slow", {"delay_s": 8.0}),
+            Fault("provider:{provider}", "slow", sized=slow_enough),
             (*PROVIDER_ALERTS, "HighP95Latency", "HighAverageLatency"),
             severity="P2",
             applies=_needs_llm,
             healed=breaker_opened,
-            # a slow call counts once it ends: 8 users end 8 slow calls every 8 s, and the breaker's window
-            # (20 calls, still holding the fast ones of the baseline) opens at 80 % slow, after two rounds;
-            # 8 s more show what users get once it is open
-            min_users=SLOW_USERS,
-            min_fault_s=24.0,
+            traffic=enough_slow_calls,
         ),
         DrillSpec(
             "network-loss",
@@ -117,7 +162,14 @@ DRILLS: dict[str, DrillSpec] = {
             applies=_needs_redis,
             healed=limits_local,
         ),
-        DrillSpec("burst-10x", "ten times the measured capacity at once", None, ("LoadShedding",), severity="P2"),
+        DrillSpec(
+            "burst-10x",
+            "ten times the measured capacity at once",
+            None,
+            ("LoadShedding",),
+            severity="P2",
+            healed=shedding,
+        ),
         DrillSpec(
             "safety-filter",
             "the safety filter is switched off",
@@ -140,4 +192,9 @@ def run(name: str, client: InstanceClient, opts: DrillOptions | None = None) -> 
     target = spec.fault.target
     if "{provider}" in target:
         target = target.format(provider=remote_provider(client))
+    if spec.traffic is not None:
+        opts = spec.traffic(client, target, opts)
+    if spec.fault.sized is not None:
+        params = spec.fault.params | spec.fault.sized(client, target)
+        spec = replace(spec, fault=replace(spec.fault, params=params))
     return run_fault_drill(client, spec, opts, target)

@@ -1,5 +1,8 @@
-"""Where injected faults act: thin wrappers around a generator, the vector store and the query
-embedder, and SQLAlchemy engine events for the database.
+"""Where injected faults act: thin wrappers around a generator, the vector store and the embedders
+(the query engines and the vector filler's), and SQLAlchemy engine events for the database.
+
+This is the one fault mechanism: the fault API, the drills and the degraded-mode tests all inject
+through ``FaultRegistry`` and these seams; the components themselves carry no fault hook.
 
 Why wrappers at these seams: each raises exactly what a real failure of the component raises
 (``ProviderUnavailable``, ``VectorStoreError``, the DBAPI's ``OperationalError``), so the code
@@ -16,7 +19,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, event
 
-from ragvigil.knowledge.embeddings import EmbedderBusy
+from ragvigil.knowledge.embeddings import EmbedderBusy, EmbedderUnavailable
 from ragvigil.knowledge.vectorstore import VectorStoreError
 from ragvigil.ops.faults.registry import Fault, FaultRegistry
 from ragvigil.providers.base import Generation, GenerationRequest, Generator, ProviderTimeout, ProviderUnavailable
@@ -29,8 +32,9 @@ WHAT = {
 }
 
 
-class EmbeddingUnavailable(EmbedderBusy):
-    """The query embedder failed: raised as the retriever's "no engine" error, so BM25 answers alone."""
+class EmbeddingUnavailable(EmbedderUnavailable):
+    """The embedder failed: the engine's own outage error, so BM25 answers alone and, in a row,
+    retrieval trips to lexical_only (a timeout is ``EmbedderBusy``: a queue, which trips nothing)."""
 
 
 def strike(
@@ -92,7 +96,7 @@ class FaultyGenerator:
 
 
 class FaultyVectorStore:
-    """A vector store whose search, upsert, delete and check fail under a ``vector_store`` fault."""
+    """A vector store whose search, upsert, delete, flush and check fail under a ``vector_store`` fault."""
 
     def __init__(self, inner: Any, faults: FaultRegistry) -> None:
         self.inner = inner
@@ -116,6 +120,10 @@ class FaultyVectorStore:
         self._strike()
         self.inner.delete(kb, ids)
 
+    def flush(self) -> None:
+        self._strike()
+        self.inner.flush()
+
     def check(self) -> None:
         fault = self.faults.hit("vector_store")
         if fault is not None and fault.kind != "slow":
@@ -137,7 +145,12 @@ class FaultyEmbedder:
         return getattr(self.inner, name)
 
     def _strike(self, limit_s: float | None = None) -> None:
-        strike(self.faults.hit("embedding"), lambda m: EmbeddingUnavailable(f"embedding {m}"), limit_s=limit_s)
+        strike(
+            self.faults.hit("embedding"),
+            lambda m: EmbeddingUnavailable(f"embedding {m}"),
+            lambda m: EmbedderBusy(f"embedding {m}"),
+            limit_s=limit_s,
+        )
 
     def embed_query(self, text: str, timeout_s: float | None = None) -> np.ndarray:
         self._strike(timeout_s)

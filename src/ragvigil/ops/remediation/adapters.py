@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ragvigil.ops.remediation.actions import ActionParamsError, ActionRegistry, Params, required
+from ragvigil.ops.remediation.actions import ActionParamsError, ActionRegistry, NothingChanged, Params, required
 
 ACTOR = "ragvigil:remediation"
 
@@ -90,6 +90,9 @@ def _safe_mode(actions: ActionRegistry, safe: Any) -> list[str]:
     def leave(p: Params) -> str:
         if not safe.active:
             return ""
+        owner = p.get("if_entered_by")  # leave only what that actor entered (never an operator's safe mode)
+        if owner and (entered_by := safe.status().get("by")) != owner:
+            raise NothingChanged(f"safe mode was entered by {entered_by}, not {owner}: it stays on")
         safe.leave(_by(p))
         return "safe mode left"
 

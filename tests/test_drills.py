@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +27,7 @@ RAGVIGIL = str(Path(sys.executable).with_name("ragvigil"))
 
 
 @pytest.fixture(scope="module")
-def drilled(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def drilled(tmp_path_factory: pytest.TempPathFactory, sample_data_dir: Path):  # type: ignore[no-untyped-def]
     """A development instance that can be drilled: (base url, admin key, the fake LLM)."""
     from tests.realservers import ragvigil_server
 
@@ -54,14 +55,7 @@ def drilled(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
             "RAGVIGIL_ADMISSION__PER_KEY": "off",
             "RAGVIGIL_ADMISSION__PER_USER": "off",
         }
-        ingest = subprocess.run(
-            [RAGVIGIL, "ingest", str(REPO / "samples" / "helpcentre")],
-            env=os.environ | env | {"RAGVIGIL_DATA_DIR": str(data)},
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert ingest.returncode == 0, ingest.stderr[-2000:]
+        shutil.copytree(sample_data_dir, data, dirs_exist_ok=True)  # the help centre, embedded once per run
         with ragvigil_server(data, env=env) as server:
             key = (data / "admin.key").read_text().strip()
             yield server.base, key, llm, env | {"RAGVIGIL_DATA_DIR": str(data)}

@@ -25,8 +25,27 @@ STOPWORDS = frozenset(
 )
 
 
+# jieba's dictionary (~350k words) loaded once per process and shared by every Tokenizer: loading it
+# costs about a second, and each runtime of a process (a CLI command beside a server, a test) used to
+# load it again. Shared read-only: this module never calls jieba's add_word/del_word/suggest_freq.
+_DICTIONARIES: dict[str | None, tuple[dict[str, int], int]] = {}
+_DICTIONARIES_LOCK = threading.Lock()
+
+
+def _load_dictionary(segmenter: jieba.Tokenizer) -> None:
+    """Give ``segmenter`` its dictionary: the one this process loaded already, else load it (once)."""
+    with _DICTIONARIES_LOCK:
+        loaded = _DICTIONARIES.get(segmenter.dictionary)
+        if loaded is None:
+            segmenter.initialize()  # reads the cache file in the data dir, or builds and writes it
+            _DICTIONARIES[segmenter.dictionary] = (segmenter.FREQ, segmenter.total)
+        else:
+            segmenter.FREQ, segmenter.total = loaded
+            segmenter.initialized = True
+
+
 class Tokenizer:
-    """Text → lowercase tokens. One jieba instance whose cache file lives in the data dir."""
+    """Text → lowercase tokens. One jieba instance; the first of a process keeps the cache file in the data dir."""
 
     def __init__(self, cache_dir: Path | None = None) -> None:
         self._jieba = jieba.Tokenizer()
@@ -42,7 +61,7 @@ class Tokenizer:
         if not self._ready:
             with self._lock:
                 if not self._ready:
-                    self._jieba.initialize()
+                    _load_dictionary(self._jieba)
                     self._ready = True
 
     def tokens(self, text: str, keep_stopwords: bool = False) -> list[str]:

@@ -346,3 +346,35 @@ def test_without_channels_nothing_queues_up() -> None:
     for _ in range(2000):
         notifier.submit(notification())
     assert notifier._queue.qsize() == 0 and notifier.drain(1)
+
+
+def test_one_delivery_of_many_alerts_files_each_once_in_order(db: Database) -> None:
+    """A batch is filed against a view read once: its own new episodes, resolutions and late copies count."""
+    store = IncidentStore(db)
+    t0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+    def notice(i: int, status: str, starts: datetime, ends: datetime | None = None) -> AlertNotice:
+        return AlertNotice(
+            labels={"alertname": f"Many{i}", "severity": "P3"},
+            annotations={},
+            status=status,
+            starts_at=starts,
+            ends_at=ends,
+            source="alertmanager",
+        )
+
+    many = [notice(i, "firing", t0) for i in range(1200)]  # more than one chunk of fingerprints
+    many += [notice(7, "firing", t0)]  # a repeat in the same batch joins its episode
+    many += [notice(8, "resolved", t0, t0 + timedelta(minutes=1))]  # resolved in the same batch
+    many += [notice(8, "firing", t0)]  # a late copy of the episode that just resolved: ignored
+    many += [notice(9, "firing", t0 + timedelta(minutes=2))]
+    (incident_id,) = store.record(many, "group-many")
+    incident = store.get(incident_id)
+    states = {(a["alertname"], a["state"]) for a in incident["alerts"]}
+    assert len(incident["alerts"]) == 1200  # one episode per alert: the repeat and the late copy opened none
+    assert ("Many8", "resolved") in states and ("Many7", "firing") in states
+    assert incident["status"] == "open"
+    # the next delivery resolves them all: the incident resolves with its last alert
+    ends = t0 + timedelta(minutes=5)
+    store.record([notice(i, "resolved", t0, ends) for i in range(1200) if i != 8], "group-many")
+    assert store.get(incident_id)["status"] == "resolved"

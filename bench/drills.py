@@ -3,7 +3,9 @@
 What it does (everything on 127.0.0.1, in a temp data dir, stops by itself):
   1. a scripted OpenAI-compatible endpoint on loopback (the remote LLM: answers at once);
   2. ``ragvigil ingest samples/helpcentre``, then ``ragvigil serve`` with fault injection on and that
-     endpoint as its one remote provider (breaker: slow calls from 2 s, open for 5 s);
+     endpoint as its one remote provider (breaker: slow calls from 2 s, open for 5 s), sharing its rate
+     limits, breakers and query cache through a real ``redis-server`` when one is installed
+     (``--no-redis``: without; redis-down is then skipped);
   3. the extractive path's p95 with no fault (the provider's breaker forced open by the operator
      API): the baseline the LLM-hang target is measured against, in the same run;
   4. every drill of ``ragvigil.ops.drills`` (llm-outage, llm-slow, network-loss, vector-store-down,
@@ -21,6 +23,7 @@ p95 < 2 s and goodput ≥ 90 % of the capacity measured before the burst.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -61,19 +64,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="shorter faults (8 s instead of 20 s)")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON here")
     ap.add_argument("--only", help="comma-separated drill names (default: every drill)")
+    ap.add_argument("--no-redis", action="store_true", help="no redis-server (redis-down is then skipped)")
     ap.add_argument(
         "--nice", type=int, default=10, help="niceness of this process once the instance runs (0: compete with it)"
     )
     args = ap.parse_args(argv)
     exit_on_sigterm()
     started = time.perf_counter()
+    from tests.realservers import ServerUnavailable, redis_server
     from tests.slow_llm import scripted_llm
 
     from ragvigil.ops.drills import DRILLS, DrillOptions, InstanceClient, run
 
     fault_s = 8.0 if args.quick else 20.0
     report = Report("ragvigil fault drills")
-    with scripted_llm() as llm, temp_data_dir("drills") as data:
+    with contextlib.ExitStack() as stack:
+        llm = stack.enter_context(scripted_llm())
+        data = stack.enter_context(temp_data_dir("drills"))
+        redis_url = ""
+        if not args.no_redis:
+            try:  # a real redis-server: the shared state redis-down breaks (skipped without one)
+                redis_url = stack.enter_context(redis_server()).url
+            except ServerUnavailable as exc:
+                report.note(f"redis-down skipped: {exc}")
         port = free_port()
         provider = {
             "name": "llm",
@@ -88,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             "RAGVIGIL_FAULTS__ENABLED": "true",
             "RAGVIGIL_PROVIDERS": json.dumps([provider]),
             "RAGVIGIL_LOG_LEVEL": "WARNING",
-            "RAGVIGIL_ADMISSION__PER_KEY": "off",  # the drills are the load: rate limits would answer them 429
+            # the drills are the load: a limit far above what they send (counted in Redis when it is there)
+            "RAGVIGIL_ADMISSION__PER_KEY": "1000000/minute" if redis_url else "off",
             "RAGVIGIL_ADMISSION__PER_USER": "off",
+            "RAGVIGIL_REDIS__URL": redis_url,
         }
         cli = [sys.executable, "-m", "ragvigil.cli"]
         subprocess.run([*cli, "ingest", str(REPO_ROOT / "samples" / "helpcentre")], env=env, check=True, timeout=900)

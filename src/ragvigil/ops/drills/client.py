@@ -7,6 +7,7 @@ a test, a staging box or ``ragvigil serve`` on a laptop. Every call has a timeou
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,25 @@ class TurnOutcome:
     @property
     def failed(self) -> bool:
         return not self.answered and not self.shed
+
+
+def answered(start: float, status: int, retry_after: bool, raw: bytes, session_id: str | None) -> TurnOutcome:
+    """The outcome of a chat request that got an HTTP answer (the client's and the load generator's alike)."""
+    out = TurnOutcome(start, time.monotonic() - start, status, session_id)
+    out.retry_after = retry_after
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        out.error = "body is not JSON"
+        return out
+    if 200 <= status < 300:
+        out.session_id = data.get("session_id", session_id)
+        out.message_id = data.get("message_id")
+        out.degraded = bool(data.get("degraded"))
+        out.provider = data.get("provider")
+    else:
+        out.error = str(data.get("code"))
+    return out
 
 
 class InstanceClient:
@@ -84,21 +104,7 @@ class InstanceClient:
             resp = self._users.post("/api/v1/chat", json=body)
         except httpx.HTTPError as exc:
             return TurnOutcome(start, time.monotonic() - start, 0, session_id, error=type(exc).__name__)
-        out = TurnOutcome(start, time.monotonic() - start, resp.status_code, session_id)
-        out.retry_after = "retry-after" in resp.headers
-        try:
-            data = resp.json()
-        except ValueError:
-            out.error = "body is not JSON"
-            return out
-        if resp.is_success:
-            out.session_id = data.get("session_id", session_id)
-            out.message_id = data.get("message_id")
-            out.degraded = bool(data.get("degraded"))
-            out.provider = data.get("provider")
-        else:
-            out.error = str(data.get("code"))
-        return out
+        return answered(start, resp.status_code, "retry-after" in resp.headers, resp.content, session_id)
 
     def message_ids(self, session_id: str) -> list[str] | None:
         """Ids of the assistant messages stored in a session (None: could not be read now)."""

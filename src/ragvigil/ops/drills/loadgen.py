@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import h11
 
-from ragvigil.ops.drills.client import TurnOutcome
+from ragvigil.ops.drills.client import TurnOutcome, answered
 
 MAX_BODY = 1 << 20  # an answer larger than this is not read (a chat answer is a few KB)
 
@@ -57,21 +57,7 @@ class ChatLoad:
                 status, headers, raw = await asyncio.wait_for(self._post("/api/v1/chat", body), self.timeout_s)
             except (OSError, h11.ProtocolError, TimeoutError, asyncio.IncompleteReadError) as exc:
                 return TurnOutcome(start, time.monotonic() - start, 0, session_id, error=type(exc).__name__)
-        out = TurnOutcome(start, time.monotonic() - start, status, session_id)
-        out.retry_after = b"retry-after" in headers
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            out.error = "body is not JSON"
-            return out
-        if 200 <= status < 300:
-            out.session_id = data.get("session_id", session_id)
-            out.message_id = data.get("message_id")
-            out.degraded = bool(data.get("degraded"))
-            out.provider = data.get("provider")
-        else:
-            out.error = str(data.get("code"))
-        return out
+        return answered(start, status, b"retry-after" in headers, raw, session_id)
 
     async def _post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[bytes, bytes], bytes]:
         payload = json.dumps(body).encode()

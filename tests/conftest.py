@@ -199,8 +199,10 @@ def empty_runtime(tmp_path: Path) -> Iterator[Runtime]:
 class LiveServer:
     """A real uvicorn server on a free loopback port, in a thread."""
 
-    def __init__(self, app: object) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on"))
+    def __init__(self, app: object, http: str = "auto") -> None:
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on", http=http)
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> str:

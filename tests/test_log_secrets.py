@@ -51,7 +51,9 @@ def test_key_and_email_in_ids_and_method_are_not_logged(logged: tuple[Runtime, i
     rt, stream, app_log = logged
     as_user, as_rid, as_method = _key(), _key(), _key()
     email = "ana.lopez@example.com"
-    with LiveServer(create_app(runtime=rt)) as base:
+    # h11 hands a method it does not know to the app, which must not log it (httptools, uvicorn's default
+    # when installed, already refuses such a request with a 400 before the app sees it)
+    with LiveServer(create_app(runtime=rt), http="h11") as base:
         chat = httpx.post(f"{base}/api/v1/chat", json={"message": "hello", "user_id": as_user}, timeout=30)
         by_rid = httpx.get(f"{base}/api/v1/kb", headers={"X-Request-ID": as_rid}, timeout=10)
         by_mail = httpx.get(f"{base}/api/v1/kb", headers={"X-Request-ID": email}, timeout=10)

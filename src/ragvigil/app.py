@@ -216,9 +216,11 @@ class Runtime:
         return kept
 
     def close(self) -> None:
-        self.keep_unfinished_turns()  # a no-op unless a shutdown cut turns short
         for job in reversed(self.background):  # each stop is a no-op for a job that never started
             job.stop()
+        # after the jobs: a turn cut short stays in the journal for the next start, not half-replayed by
+        # a replay pass that happened to run while this process was going away
+        self.keep_unfinished_turns()  # a no-op unless a shutdown cut turns short
         self.filler.stop()
         self.pipeline.close()
         self.health.close()

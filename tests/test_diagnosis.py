@@ -44,7 +44,8 @@ from ragvigil.storage.db import Database, migrate
 T0 = 1_780_000_000.0
 SRC = Path(__file__).resolve().parents[1] / "src" / "ragvigil"
 # the checks Runtime registers ("notifications" only when a channel is configured)
-RUNTIME_CHECKS = {"database", "vector_store", "embedding", "generator", "disk", "notifications"}
+# the checks a runtime registers (redis: when `redis.url` is set; test_redis_shared diagnoses it live)
+RUNTIME_CHECKS = {"database", "vector_store", "embedding", "generator", "disk", "notifications", "redis"}
 STAGES = {"history", "retrieve", "generate", "persist", "record"}
 
 
@@ -131,6 +132,7 @@ def test_the_default_rules_read_signals_that_exist() -> None:
         "memory_pressure",
         "notification_channel_failing",
         "alert_evaluation_stalled",
+        "redis_down",
     } <= names
     alerts = {r.name for r in default_rules().rules}
     source = "\n".join(p.read_text(encoding="utf-8") for p in SRC.rglob("*.py"))

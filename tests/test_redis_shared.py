@@ -185,6 +185,8 @@ def test_redis_stopped_mid_test_every_request_answered_then_shared_again(
         t = time.time()
         fired = [x for tick in (t, t + 4) for x in a.alerts.tick(tick) if x.new == "firing"]
         assert "RedisDown" in {x.alert.rule for x in fired}, fired
+        causes = {c["cause"]: c for c in a.diagnosis.diagnose()["causes"]}  # by name: see test_diagnosis_live
+        assert causes.get("redis_down", {}).get("confidence", 0) > 0, causes.keys()
 
         srv.start()
         client = redis.Redis.from_url(srv.url)

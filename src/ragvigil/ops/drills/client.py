@@ -47,6 +47,21 @@ class TurnOutcome:
         return not self.answered and not self.shed
 
 
+def chat_body(message: str, session_id: str | None, user_id: str | None) -> dict[str, Any]:
+    """The body of ``POST /api/v1/chat`` a synthetic user sends."""
+    body: dict[str, Any] = {"message": message}
+    if session_id:
+        body["session_id"] = session_id
+    if user_id:
+        body["user_id"] = user_id
+    return body
+
+
+def unanswered(start: float, session_id: str | None, exc: BaseException) -> TurnOutcome:
+    """A chat request that got no HTTP answer at all (refused, reset, timed out)."""
+    return TurnOutcome(start, time.monotonic() - start, 0, session_id, error=type(exc).__name__)
+
+
 def answered(start: float, status: int, retry_after: bool, raw: bytes, session_id: str | None) -> TurnOutcome:
     """The outcome of a chat request that got an HTTP answer (the client's and the load generator's alike)."""
     out = TurnOutcome(start, time.monotonic() - start, status, session_id)
@@ -94,16 +109,11 @@ class InstanceClient:
 
     # --- the user's side ---------------------------------------------------------------------
     def chat(self, message: str, session_id: str | None = None, user_id: str | None = None) -> TurnOutcome:
-        body: dict[str, Any] = {"message": message}
-        if session_id:
-            body["session_id"] = session_id
-        if user_id:
-            body["user_id"] = user_id
         start = time.monotonic()
         try:
-            resp = self._users.post("/api/v1/chat", json=body)
+            resp = self._users.post("/api/v1/chat", json=chat_body(message, session_id, user_id))
         except httpx.HTTPError as exc:
-            return TurnOutcome(start, time.monotonic() - start, 0, session_id, error=type(exc).__name__)
+            return unanswered(start, session_id, exc)
         return answered(start, resp.status_code, "retry-after" in resp.headers, resp.content, session_id)
 
     def message_ids(self, session_id: str) -> list[str] | None:

@@ -254,8 +254,7 @@ def run_fault_drill(client: InstanceClient, spec: DrillSpec, opts: DrillOptions,
     result, log, before = begin(client, spec)
     if result.problems:
         return result
-    users, fault_s = opts.users, opts.fault_s
-    baseline = closed_loop(Users(client, users, f"drill-{spec.name}-base"), opts.baseline_s, opts.max_requests)
+    baseline = closed_loop(Users(client, opts.users, f"drill-{spec.name}-base"), opts.baseline_s, opts.max_requests)
     base = baseline.snapshot()
     result.p95_ms["before"] = p95_ms(base)
     lat = [o.latency_s for o in base if o.answered]
@@ -266,7 +265,7 @@ def run_fault_drill(client: InstanceClient, spec: DrillSpec, opts: DrillOptions,
     watcher: Watcher | None = None
     try:
         since = datetime.now(UTC)
-        fault_id = client.inject(target, spec.fault.kind, fault_s + opts.detect_timeout_s, spec.fault.params)
+        fault_id = client.inject(target, spec.fault.kind, opts.fault_s + opts.detect_timeout_s, spec.fault.params)
         injected_at = time.monotonic()
         log(
             "fault_injected",
@@ -279,7 +278,7 @@ def run_fault_drill(client: InstanceClient, spec: DrillSpec, opts: DrillOptions,
         watcher = Watcher(client, spec, injected_at, since)
         watcher.target = target
         watcher.start()
-        traffic = closed_loop(Users(client, users, f"drill-{spec.name}"), fault_s, opts.max_requests)
+        traffic = closed_loop(Users(client, opts.users, f"drill-{spec.name}"), opts.fault_s, opts.max_requests)
         # detection may come after the traffic (a `for:` of some seconds): wait for it, bounded
         deadline = injected_at + opts.detect_timeout_s
         while watcher.detected_at is None and time.monotonic() < deadline:

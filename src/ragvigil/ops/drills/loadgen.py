@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import h11
 
-from ragvigil.ops.drills.client import TurnOutcome, answered
+from ragvigil.ops.drills.client import TurnOutcome, answered, chat_body, unanswered
 
 MAX_BODY = 1 << 20  # an answer larger than this is not read (a chat answer is a few KB)
 
@@ -46,17 +46,13 @@ class ChatLoad:
         self._slots = asyncio.Semaphore(max_connections)
 
     async def chat(self, message: str, session_id: str | None, user_id: str | None) -> TurnOutcome:
-        body: dict[str, Any] = {"message": message}
-        if session_id:
-            body["session_id"] = session_id
-        if user_id:
-            body["user_id"] = user_id
+        body = chat_body(message, session_id, user_id)
         start = time.monotonic()
         async with self._slots:
             try:
                 status, headers, raw = await asyncio.wait_for(self._post("/api/v1/chat", body), self.timeout_s)
             except (OSError, h11.ProtocolError, TimeoutError, asyncio.IncompleteReadError) as exc:
-                return TurnOutcome(start, time.monotonic() - start, 0, session_id, error=type(exc).__name__)
+                return unanswered(start, session_id, exc)
         return answered(start, status, b"retry-after" in headers, raw, session_id)
 
     async def _post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[bytes, bytes], bytes]:

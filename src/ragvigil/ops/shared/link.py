@@ -93,37 +93,41 @@ class RedisLink:
     def call(self, use: str, fn: Callable[[redis.Redis], T]) -> T:
         """``fn(client)`` unless the link is backed off; raises ``RedisUnavailable`` on any failure."""
         if not self._may_try():
-            self._fallback(use)
-            raise RedisUnavailable(f"Redis is down ({self.error}); retrying later")
+            raise self._refused(use)
         try:
             self._strike()
             out = fn(self.client)
         except FAILURES as exc:
-            self._failed(exc)
-            self._fallback(use)
-            raise RedisUnavailable(f"Redis failed: {type(exc).__name__}: {exc}"[:300]) from exc
+            raise self._broken(use, exc) from exc
         self._ok()
         return out
 
     async def acall(self, use: str, fn: Callable[[], Awaitable[T]]) -> T:
         """``await fn()`` (an asyncio Redis call) under the same state as ``call``."""
         if not self._may_try():
-            self._fallback(use)
-            raise RedisUnavailable(f"Redis is down ({self.error}); retrying later")
+            raise self._refused(use)
         try:
             fault = self._fault()
+            if fault is not None and fault.kind == "timeout":
+                await asyncio.sleep(self.timeout_s)  # the event loop keeps running, as a real timeout would
             if fault is not None:
-                if fault.kind == "timeout":
-                    await asyncio.sleep(self.timeout_s)
-                    raise redis.TimeoutError(f"Timeout reading from {self.target} (injected fault {fault.id})")
-                raise redis.ConnectionError(f"Connection refused by {self.target} (injected fault {fault.id})")
+                raise self._injected(fault)
             out = await fn()
         except FAILURES as exc:
-            self._failed(exc)
-            self._fallback(use)
-            raise RedisUnavailable(f"Redis failed: {type(exc).__name__}: {exc}"[:300]) from exc
+            raise self._broken(use, exc) from exc
         self._ok()
         return out
+
+    def _refused(self, use: str) -> RedisUnavailable:
+        """A call not made: the link is backed off, and ``use`` falls back to its local state."""
+        self._fallback(use)
+        return RedisUnavailable(f"Redis is down ({self.error}); retrying later")
+
+    def _broken(self, use: str, exc: BaseException) -> RedisUnavailable:
+        """A call that failed: the link backs off, and ``use`` falls back to its local state."""
+        self._failed(exc)
+        self._fallback(use)
+        return RedisUnavailable(f"Redis failed: {type(exc).__name__}: {exc}"[:300])
 
     def check(self) -> None:
         """The health check: a PING now, whatever the backoff (it is also the probe that brings Redis back)."""
@@ -203,8 +207,13 @@ class RedisLink:
             return
         if fault.kind == "timeout":
             fault.wait(self.timeout_s)
-            raise redis.TimeoutError(f"Timeout reading from {self.target} (injected fault {fault.id})")
-        raise redis.ConnectionError(f"Connection refused by {self.target} (injected fault {fault.id})")
+        raise self._injected(fault)
+
+    def _injected(self, fault: Any) -> redis.RedisError:
+        """The error a dead server would give: a read timing out, or the connection refused."""
+        if fault.kind == "timeout":
+            return redis.TimeoutError(f"Timeout reading from {self.target} (injected fault {fault.id})")
+        return redis.ConnectionError(f"Connection refused by {self.target} (injected fault {fault.id})")
 
     def close(self) -> None:
         self.client.close()

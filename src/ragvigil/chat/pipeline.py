@@ -35,6 +35,7 @@ from ragvigil.chat.journal import Journal, JournalFull
 from ragvigil.chat.observers import PipelineObserver, default_observers, deliver_stage, listening, notify_turn
 from ragvigil.chat.sessions import ANONYMOUS_OWNER, SessionOwner, SessionStore, StoredMessage
 from ragvigil.chat.streaming import DetachedStream
+from ragvigil.chat.understanding import TurnAnalysis
 from ragvigil.errors import DependencyUnavailable, UnstorableInput
 from ragvigil.knowledge.retrieval import HybridRetriever
 from ragvigil.knowledge.tokenize import is_cjk
@@ -99,9 +100,9 @@ class Turn:
     stages_ms: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     out_of_time: bool = False  # the turn budget ran out; what was left of it was skipped
-    settled_by: str | None = None  # a stage that already fixed the answer (safe mode): retrieve/generate skip
-    received_at: Any = field(default_factory=utcnow)
     settled_by: str | None = None  # the stage that already fixed the answer: retrieval and generation skip the turn
+    received_at: Any = field(default_factory=utcnow)
+    analysis: TurnAnalysis | None = None  # safety, emotion and intent of the user message (``chat.understanding``)
 
     @property
     def latency_ms(self) -> float:

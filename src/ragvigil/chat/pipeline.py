@@ -35,7 +35,7 @@ from ragvigil.chat.journal import Journal, JournalFull
 from ragvigil.chat.observers import PipelineObserver, default_observers, deliver_stage, listening, notify_turn
 from ragvigil.chat.sessions import ANONYMOUS_OWNER, SessionOwner, SessionStore, StoredMessage
 from ragvigil.chat.streaming import DetachedStream
-from ragvigil.chat.understanding import TurnAnalysis
+from ragvigil.chat.understanding import Handoff, TurnAnalysis
 from ragvigil.errors import DependencyUnavailable, UnstorableInput
 from ragvigil.knowledge.retrieval import HybridRetriever
 from ragvigil.knowledge.tokenize import is_cjk
@@ -103,6 +103,7 @@ class Turn:
     settled_by: str | None = None  # the stage that already fixed the answer: retrieval and generation skip the turn
     received_at: Any = field(default_factory=utcnow)
     analysis: TurnAnalysis | None = None  # safety, emotion and intent of the user message (``chat.understanding``)
+    handoff: Handoff | None = None  # set when the turn was handed to a person
 
     @property
     def latency_ms(self) -> float:

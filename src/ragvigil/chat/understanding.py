@@ -23,6 +23,7 @@ __all__ = [
     "SEVERITIES",
     "Emotion",
     "EmotionAnalyzer",
+    "Handoff",
     "Intent",
     "IntentClassifier",
     "SafetyCheck",
@@ -115,6 +116,18 @@ class TurnAnalysis:
         }
 
 
+@dataclass(frozen=True)
+class Handoff:
+    """A turn handed to a person: why, how urgently (1 = first), and the record that queues it."""
+
+    reason: str  # crisis, complaint, human_request, negative_trend, repeated_no_answer
+    priority: int  # 1 (crisis) .. 4
+    id: str | None = None  # the hand-off record's id, once stored
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "reason": self.reason, "priority": self.priority}
+
+
 class SafetyCheck(Protocol):
     """Input and output safety (``chat.safety.SafetyChecker``)."""
 
@@ -124,6 +137,14 @@ class SafetyCheck(Protocol):
 
     def check_output(self, text: str) -> SafetyVerdict:
         """The verdict on an answer about to be sent."""
+        ...
+
+    def response(self, verdict: SafetyVerdict, language: str) -> str:
+        """The reply to a flagged user message (a crisis: the crisis response with the locale's hotlines)."""
+        ...
+
+    def replacement(self, verdict: SafetyVerdict, language: str) -> str:
+        """What is sent instead of an answer that failed ``check_output``."""
         ...
 
 

@@ -191,7 +191,8 @@ class SafetyCanary:
         check = self.check()
         return {
             "enabled": True,
-            "check": type(check).__name__ if check is not None else None,
+            # the check itself, not the fault wrapper around it
+            "check": type(getattr(check, "inner", check)).__name__ if check is not None else None,
             "passing": None if self.last is None else self.last.passed,
             "interval_s": self.interval_s,
             "timeout_s": self.timeout_s,

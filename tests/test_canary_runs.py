@@ -49,7 +49,12 @@ def _absent() -> None:
 
 
 def test_the_shipped_probes_cover_crisis_and_benign_in_both_languages() -> None:
-    assert {(p.expect, p.lang) for p in PROBES} == {("crisis", "zh"), ("crisis", "en"), ("clear", "zh"), ("clear", "en")}
+    assert {(p.expect, p.lang) for p in PROBES} == {
+        ("crisis", "zh"),
+        ("crisis", "en"),
+        ("clear", "zh"),
+        ("clear", "en"),
+    }
 
 
 def test_the_decision_is_the_pipelines_rule() -> None:
@@ -68,7 +73,9 @@ def test_a_working_check_passes_and_the_gauge_is_absent_until_then() -> None:
     assert run is not None and run.passed and run.failures == []
     assert passing() == 1.0 and runs("pass") == before + 1
     status = c.status()
-    assert status["passing"] is True and status["last_failure"] is None and status["probes"] == {"crisis": 4, "clear": 4}
+    assert (
+        status["passing"] is True and status["last_failure"] is None and status["probes"] == {"crisis": 4, "clear": 4}
+    )
 
 
 def test_a_missed_crisis_probe_fails_the_run_naming_the_probe_not_its_text() -> None:

@@ -354,6 +354,8 @@ FAULT_HITS = Counter(
     ["target"],
     registry=REGISTRY,
 )
+
+
 class _OnceSet(Collector):
     """Exports ``metric`` only once it has a value: before that the series is absent (a rule reads no data).
 

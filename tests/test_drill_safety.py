@@ -25,7 +25,9 @@ from tests.safety_check import RuleSafetyCheck
 
 
 @pytest.fixture
-def drilled(sample_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str, Runtime]]:
+def drilled(
+    sample_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, str, Runtime]]:
     d = tmp_path / "data"
     shutil.copytree(sample_data_dir, d)
     monkeypatch.setenv("RAGVIGIL_DATA_DIR", str(d))  # the command's own settings

@@ -46,6 +46,12 @@ def test_the_commands_switch_safe_mode_and_faults_on_a_running_instance(
         code, out = run("faults", "list", "--json")
         assert json.loads(out) == {"faults": []}
 
+        code, out = run("faults", "inject", "safety", "off", "--duration", "30", "--json")
+        assert code == 0, out
+        assert json.loads(out)["target"] == "safety" and json.loads(out)["kind"] == "off"
+        code, out = run("faults", "clear")
+        assert code == 0 and "cleared 1 fault(s)" in out
+
         res = runner.invoke(cli_app, ["faults", "inject", "database", "malformed", "--url", base])
         assert res.exit_code == 1 and "422 validation_error" in " ".join(res.output.split())
         code, out = run("faults", "clear")

@@ -98,6 +98,8 @@ def test_refused_unless_enabled_and_only_for_an_admin(client: TestClient, rt: Ru
         ({"target": "vector_store", "kind": "error", "duration_s": 0.5}, "duration_s"),
         ({"target": "vector_store", "kind": "error", "duration_s": 601}, "duration_s"),
         ({"target": "redis", "kind": "slow", "duration_s": 10}, "kind"),  # redis fails or times out, never slow
+        ({"target": "safety", "kind": "slow", "duration_s": 10}, "kind"),  # the filter is off or raises, never slow
+        ({"target": "vector_store", "kind": "off", "duration_s": 10}, "kind"),  # only the safety filter is "off"
         ({"target": "nosuch", "kind": "error", "duration_s": 10}, "target"),
         ({"target": "latency", "kind": "slow", "duration_s": 10, "params": {"delay_s": 31}}, "params.delay_s"),
         ({"target": "vector_store", "kind": "error", "duration_s": 10, "params": {"delay_s": 1}}, "params.delay_s"),

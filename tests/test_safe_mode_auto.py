@@ -1,9 +1,9 @@
 """Automatic safe mode: the default policies enter it when SafetyCanaryFailing fires and leave it when the
 alert resolves, each step on the incident timeline and in the audit log, verified by the safe-mode gauge.
 
-The canary itself arrives with the safety issue, so the test feeds the rule's signal
-(``ragvigil_safety_canary_passing``) as a gauge of its own on the registry the real alert engine samples,
-and ticks the engine on its own clock; chat goes through the real API of the same runtime.
+The signal comes from the real canary (``rt.canary``) running the shipped probes through the runtime's
+safety check (``rt.safety``, a rule-based check that can lose its lexicon); the test runs the canary and
+ticks the real alert engine on its own clock; chat goes through the real API of the same runtime.
 """
 
 from __future__ import annotations
@@ -13,24 +13,38 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client import Gauge
 
 from ragvigil.app import Runtime
 from ragvigil.config import SAFE_RESPONSE_EN, SAFE_RESPONSE_ZH
 from ragvigil.ops import metrics
 from ragvigil.ops.remediation import ACTOR, load_policies
 from ragvigil.ops.remediation.policies import PolicyFileError
+from tests.safety_check import CRISIS_WORDS, RuleSafetyCheck
+
+
+class Canary:
+    """The runtime's canary over a check whose lexicon the test takes away and gives back."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.check = RuleSafetyCheck()
+        rt.safety = rt.faults.safety(self.check)
+
+    def set(self, working: int) -> None:
+        """Break (0) or restore (1) the filter, then one canary run: the gauge follows what it found."""
+        self.check.words = CRISIS_WORDS if working else ()
+        assert self.rt.canary is not None
+        run = self.rt.canary.run_once()
+        assert run is not None and run.passed == bool(working), run
+        assert metrics.REGISTRY.get_sample_value("ragvigil_safety_canary_passing") == float(working)
 
 
 @pytest.fixture
-def canary() -> Iterator[Gauge]:
-    """The safety canary's gauge as the safety issue will export it (1 passing, 0 failing)."""
-    gauge = Gauge("ragvigil_safety_canary_passing", "test signal: the safety canary passes", registry=metrics.REGISTRY)
-    gauge.set(1)
-    try:
-        yield gauge
-    finally:
-        metrics.REGISTRY.unregister(gauge)
+def canary(sample_runtime: Runtime) -> Iterator[Canary]:
+    c = Canary(sample_runtime)
+    c.set(1)
+    yield c
+    metrics.SAFETY_CANARY.set(None)
 
 
 def _ask(client: TestClient, message: str, session: str | None = None) -> dict:
@@ -45,7 +59,7 @@ def _runs(rt: Runtime, action: str) -> list[dict]:
 
 
 def test_safety_canary_failing_enters_safe_mode_and_its_resolution_leaves_it(
-    client: TestClient, sample_runtime: Runtime, canary: Gauge
+    client: TestClient, sample_runtime: Runtime, canary: Canary
 ) -> None:
     rt = sample_runtime
     assert rt.alerts is not None
@@ -99,7 +113,7 @@ def test_safety_canary_failing_enters_safe_mode_and_its_resolution_leaves_it(
         assert {a.result for a in audited} == {"applied", "verified"}, action
 
 
-def test_an_operators_safe_mode_is_not_left_when_the_canary_recovers(sample_runtime: Runtime, canary: Gauge) -> None:
+def test_an_operators_safe_mode_is_not_left_when_the_canary_recovers(sample_runtime: Runtime, canary: Canary) -> None:
     rt = sample_runtime
     assert rt.alerts is not None
     rt.safe_mode.enter("investigating a complaint", "alice")

@@ -24,6 +24,7 @@ from ragvigil.chat.journal import Journal, JournalReplayer
 from ragvigil.chat.pipeline import Persist
 from ragvigil.chat.safe_mode import SafeMode
 from ragvigil.chat.sessions import SessionStore
+from ragvigil.chat.understanding import SafetyCheck
 from ragvigil.config import Settings
 from ragvigil.config_check import Problem
 from ragvigil.knowledge.build import build_knowledge
@@ -33,6 +34,7 @@ from ragvigil.ops.access import AuditLog, KeyStore
 from ragvigil.ops.admin_key import ensure_admin_key
 from ragvigil.ops.admission import build_admission
 from ragvigil.ops.alerts.build import build_alerting
+from ragvigil.ops.canary import build_canary
 from ragvigil.ops.diagnosis import build_diagnoser
 from ragvigil.ops.diagnosis.worker import DiagnosisWorker
 from ragvigil.ops.faults import build_faults
@@ -115,6 +117,10 @@ class Runtime:
         self.admission = build_admission(settings.admission, self.db, self.shared.rate_limits)
         self.features = self.admission.features  # non-core work shed under pressure
         self.safe_mode = SafeMode(settings.data_dir, settings.safe_mode)  # every answer the safe response while on
+        # the safety check the pipeline and the canary share (chat.safety's checker), under the `safety` fault:
+        # whoever sets it wraps it, rt.safety = rt.faults.safety(check); the canary reads it at every run
+        self.safety: SafetyCheck | None = self.faults.safety(None)
+        self.canary = build_canary(settings, lambda: self.safety, lambda text: self.embedder.embed_query(text, 1.0))
         self.pipeline = build_pipeline(
             settings,
             self.sessions,
@@ -161,6 +167,8 @@ class Runtime:
             self.retriever.mode,
             self.notifier,
         ]
+        if self.canary is not None:  # before the alert loop, so its first run is under way when rules are read
+            self.background.append(self.canary)
         self.background.append(self.diagnosis_worker)  # stopped after the alert loop that feeds it
         if self.alerts is not None:
             self.background.append(self.alerts)

@@ -449,6 +449,17 @@ class FaultSettings(Section):
     max_delay_s: float = Field(30.0, gt=0, le=600, description="the longest delay a slow/timeout/latency fault adds")
 
 
+class CanarySettings(Section):
+    """The safety canary: known crisis and benign probes sent through the safety check every ``interval_s``
+    seconds; a missed crisis, a flagged benign probe, a check that raises or hangs fails the run
+    (``ragvigil_safety_canary_passing`` 0, alert ``SafetyCanaryFailing``, safe mode by remediation)."""
+
+    enabled: bool = True
+    interval_s: float = Field(5.0, ge=1, le=3600, description="seconds between two runs (the first runs at start)")
+    timeout_s: float = Field(5.0, gt=0, le=60, description="a run still going after this fails (a hung check)")
+    probes_file: Path | None = Field(None, description="YAML probes instead of the shipped ones (ops/canary)")
+
+
 class RedisSettings(Section):
     """Redis shared by the replicas of one service (scaled mode): rate-limit counters, breaker states and the
     query-embedding cache. Empty ``url`` (the default, embedded mode): every one of them stays in process.
@@ -563,6 +574,7 @@ class Settings(BaseSettings):
     admission: AdmissionSettings = AdmissionSettings()
     safe_mode: SafeModeSettings = SafeModeSettings()
     faults: FaultSettings = FaultSettings()
+    canary: CanarySettings = CanarySettings()
     remediation: RemediationSettings = RemediationSettings()
     redis: RedisSettings = RedisSettings()
 

@@ -30,7 +30,7 @@ def open_routes_exposed(settings: Settings, host: str | None = None) -> str | No
 
 def start_problems(settings: Settings, *, host: str | None = None, admin_key: bool | None = None) -> list[Problem]:
     """Why this instance must not serve: open routes beyond loopback, no admin key where keys are
-    required, a well-known default secret in production, an alert rule file that does not load."""
+    required, a well-known default secret in production, an alert rule or canary probe file that does not load."""
     problems = []
     if settings.auth_required and admin_key is False:
         problems.append(Problem("error", "auth_required", NO_ADMIN_KEY))
@@ -54,6 +54,13 @@ def start_problems(settings: Settings, *, host: str | None = None, admin_key: bo
             load_rule_file(settings.alerts.rules_file)
         except RuleFileError as exc:
             problems.append(Problem("error", str(settings.alerts.rules_file), f"alert rules rejected: {exc}"))
+    if settings.canary.enabled and settings.canary.probes_file is not None:
+        from ragvigil.ops.canary import CanaryProbesInvalid, load_probes
+
+        try:
+            load_probes(settings.canary.probes_file)
+        except CanaryProbesInvalid as exc:
+            problems.append(Problem("error", str(exc.source), "canary probes rejected: " + "; ".join(exc.problems)))
     return problems
 
 

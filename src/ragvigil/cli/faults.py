@@ -96,9 +96,9 @@ def _fault_text(f: dict) -> str:
 @faults_app.command("inject")
 def inject(
     target: Annotated[
-        str, typer.Argument(help="provider:<name>, vector_store, embedding, database, latency, cpu, redis")
+        str, typer.Argument(help="provider:<name>, vector_store, embedding, database, latency, cpu, redis, safety")
     ],
-    kind: Annotated[str, typer.Argument(help="error, timeout, slow, malformed or refuse")],
+    kind: Annotated[str, typer.Argument(help="error, timeout, slow, malformed, refuse or off")],
     duration: Annotated[float, typer.Option("--duration", help="seconds until it ends by itself (1-600)")] = 60.0,
     delay: Annotated[float | None, typer.Option("--delay", help="delay_s of slow/timeout/latency")] = None,
     rate: Annotated[float | None, typer.Option("--rate", help="share of calls hit (0-1]")] = None,

@@ -343,7 +343,8 @@ SAFE_MODE_ACTIVE = Gauge(
 )
 FAULTS_ACTIVE = Gauge(
     "ragvigil_faults_active",
-    "Injected faults active right now, by target (provider:<name>, vector_store, embedding, database, latency, cpu, redis).",
+    "Injected faults active right now, by target (provider:<name>, vector_store, embedding, database, latency, cpu, "
+    "redis, safety).",
     ["target"],
     registry=REGISTRY,
 )
@@ -353,6 +354,49 @@ FAULT_HITS = Counter(
     ["target"],
     registry=REGISTRY,
 )
+
+
+class _OnceSet(Collector):
+    """Exports ``metric`` only once it has a value: before that the series is absent (a rule reads no data).
+
+    Why: the canary's gauge must not read as passing before a run has passed, nor as failing (a P1 and
+    safe mode) before the first run could finish; absent says "not known yet", and the first run is at start.
+    """
+
+    def __init__(self, metric: Gauge) -> None:
+        self.metric = metric
+        self.known = False
+
+    def collect(self) -> list:  # type: ignore[override]
+        return list(self.metric.collect()) if self.known else []
+
+    def set(self, value: float | None) -> None:
+        """``value``, or None to make the series absent again (the canary stopped)."""
+        if value is None:
+            self.known = False
+            self.metric.set(0)
+        else:
+            self.metric.set(value)
+            self.known = True
+
+
+SAFETY_CANARY_PASSING = Gauge(
+    "ragvigil_safety_canary_passing",
+    "1 after a safety canary run in which every crisis probe got the crisis decision and no benign probe was "
+    "flagged, 0 after a failing run (missed, flagged, the check raised or hung); absent until the first run ends.",
+    registry=None,  # exported through SAFETY_CANARY (absent until set)
+)
+SAFETY_CANARY = _OnceSet(SAFETY_CANARY_PASSING)
+REGISTRY.register(SAFETY_CANARY)
+SAFETY_CANARY_RUNS = Counter(
+    "ragvigil_safety_canary_runs_total",
+    "Safety canary runs by outcome: pass, missed (a crisis probe not answered as a crisis), flagged (a benign "
+    "probe flagged), error (the check raised), timeout (still running after canary.timeout_s, or hung since).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
+
 DIAGNOSIS_DROPPED = Counter(
     "ragvigil_diagnosis_dropped_total",
     "Incidents whose at-open diagnosis was dropped because the diagnosis queue was full (the oldest waiting "

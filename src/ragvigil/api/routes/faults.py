@@ -43,10 +43,10 @@ class FaultIn(BaseModel):
     target: str = Field(
         ...,
         max_length=80,
-        pattern=r"^(provider:[A-Za-z0-9_.-]{1,64}|vector_store|embedding|database|latency|cpu|redis)$",
-        description="provider:<name>, vector_store, embedding, database, latency, cpu or redis",
+        pattern=r"^(provider:[A-Za-z0-9_.-]{1,64}|vector_store|embedding|database|latency|cpu|redis|safety)$",
+        description="provider:<name>, vector_store, embedding, database, latency, cpu, redis or safety",
     )
-    kind: Literal["error", "timeout", "slow", "malformed", "refuse"]
+    kind: Literal["error", "timeout", "slow", "malformed", "refuse", "off"]
     duration_s: float = Field(..., ge=1, le=600, description="the fault ends by itself after this many seconds")
     params: FaultParams = FaultParams()
 

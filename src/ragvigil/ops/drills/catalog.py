@@ -9,6 +9,7 @@ from typing import Any
 from ragvigil.ops.drills.burst import run_burst
 from ragvigil.ops.drills.client import InstanceClient
 from ragvigil.ops.drills.experiment import DrillOptions, DrillResult, DrillSpec, Fault, run_fault_drill
+from ragvigil.ops.drills.safety import needs_canary, run_safety_drill
 
 PROVIDER_ALERTS = ("ProviderBreakerOpen", "LLMProviderFailing", "AllLLMProvidersFailing")
 VECTOR_ALERTS = ("VectorStoreDown", "RetrievalDegraded")
@@ -106,10 +107,6 @@ def _needs_redis(client: InstanceClient) -> str | None:
     return None if "redis" in checks else "Redis is not configured on this instance"
 
 
-def _not_yet(reason: str):  # type: ignore[no-untyped-def]
-    return lambda client: reason
-
-
 DRILLS: dict[str, DrillSpec] = {
     s.name: s
     for s in (
@@ -172,10 +169,12 @@ DRILLS: dict[str, DrillSpec] = {
         ),
         DrillSpec(
             "safety-filter",
-            "the safety filter is switched off",
-            Fault("safety", "error"),
+            "the safety filter silently passes everything",
+            Fault("safety", "off"),
             ("SafetyCanaryFailing",),
-            applies=_not_yet("the safety filter arrives with the safety issue"),
+            expects_remediation=True,  # safe mode entered, and left once the canary passes
+            applies=needs_canary,
+            runner=run_safety_drill,
         ),
     )
 }
@@ -187,6 +186,8 @@ def run(name: str, client: InstanceClient, opts: DrillOptions | None = None) -> 
     opts = opts or DrillOptions()
     if spec.applies is not None and (reason := spec.applies(client)):
         return DrillResult(spec.name, skipped=reason)
+    if spec.runner is not None:
+        return spec.runner(client, spec, opts)
     if spec.fault is None:
         return run_burst(client, spec, opts)
     target = spec.fault.target

@@ -32,6 +32,7 @@ class TurnOutcome:
     provider: str | None = None
     retry_after: bool = False  # a 429/503 said when to come back
     error: str | None = None
+    reasons: tuple[str, ...] = ()  # degraded_reasons of an answer ("safe mode", a failover)
 
     @property
     def answered(self) -> bool:
@@ -76,6 +77,7 @@ def answered(start: float, status: int, retry_after: bool, raw: bytes, session_i
         out.message_id = data.get("message_id")
         out.degraded = bool(data.get("degraded"))
         out.provider = data.get("provider")
+        out.reasons = tuple(str(r) for r in data.get("degraded_reasons") or ())
     else:
         out.error = str(data.get("code"))
     return out
@@ -155,6 +157,21 @@ class InstanceClient:
         """``GET /api/v1/ops/admission`` (the limit, its latencies, what was shed); empty when unreadable."""
         try:
             resp = self._http.get("/api/v1/ops/admission", timeout=10.0)
+        except httpx.HTTPError:
+            return {}
+        return resp.json() if resp.status_code == 200 else {}
+
+    def canary(self) -> dict[str, Any]:
+        """``GET /api/v1/ops/canary`` (passing, last run, last failure); empty when unreadable."""
+        return self._get_or_empty("/api/v1/ops/canary")
+
+    def safe_mode(self) -> dict[str, Any]:
+        """``GET /api/v1/ops/safe-mode`` (active, by, reason); empty when unreadable."""
+        return self._get_or_empty("/api/v1/ops/safe-mode")
+
+    def _get_or_empty(self, path: str) -> dict[str, Any]:
+        try:
+            resp = self._http.get(path, timeout=10.0)
         except httpx.HTTPError:
             return {}
         return resp.json() if resp.status_code == 200 else {}

@@ -53,6 +53,8 @@ class DrillSpec:
     healed: Callable[[InstanceClient, str], str | None] | None = None
     # the run's size measured on the instance (enough calls to trip a breaker), from the options asked for
     traffic: Callable[[InstanceClient, str, DrillOptions], DrillOptions] | None = None
+    # a drill whose method is not inject → watch → roll back (safety-filter also watches the way back)
+    runner: Callable[[InstanceClient, DrillSpec, DrillOptions], DrillResult] | None = None
 
 
 @dataclass
@@ -338,7 +340,7 @@ def final_remediations(watcher: Watcher, timeout_s: float) -> list[dict[str, Any
     deadline = time.monotonic() + timeout_s
     while True:
         actions = watcher.remediations()
-        if any(_verified(a) or a.get("result") in ("failed", "rolled_back") for a in actions):
+        if any(_verified(a) or _ended(a) for a in actions):
             return actions
         if time.monotonic() > deadline:
             return actions
@@ -368,4 +370,10 @@ def judge(result: DrillResult, spec: DrillSpec) -> None:
 
 
 def _verified(action: dict[str, Any]) -> bool:
-    return action.get("result") == "verified" or action.get("verified") is True
+    """A timeline event of a verified run (the remediator writes each step's ``stage``)."""
+    return "verified" in (action.get("result"), action.get("stage")) or action.get("verified") is True
+
+
+def _ended(action: dict[str, Any]) -> bool:
+    """A timeline event of a run that will not be verified any more."""
+    return bool({action.get("result"), action.get("stage")} & {"failed", "rolled_back", "rollback_failed"})

@@ -3,7 +3,8 @@
 A drill or a test calls ``rt.faults.inject(target, kind, duration_s, params, by)``, ``list()``,
 ``clear(id)`` and ``clear_all()`` (or the admin API ``/api/v1/ops/faults``). Targets:
 ``provider:<name>``, ``vector_store``, ``embedding``, ``database``, ``latency``, ``cpu``, ``redis``
-(asked by ``ops.shared.link.RedisLink`` before every Redis call).
+(asked by ``ops.shared.link.RedisLink`` before every Redis call), ``safety`` (the runtime's safety check:
+``rt.safety = rt.faults.safety(check)``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ class Faults(FaultRegistry):
         from ragvigil.ops.faults.hooks import FaultyEmbedder
 
         return FaultyEmbedder(inner, self) if self.enabled else inner
+
+    def safety(self, inner: Any) -> Any:
+        """The safety check the pipeline and the canary share, under the ``safety`` fault (None stays None)."""
+        from ragvigil.ops.faults.hooks import FaultySafetyCheck
+
+        return FaultySafetyCheck(inner, self) if self.enabled and inner is not None else inner
 
 
 def build_faults(settings: Settings, engine: Any = None, audit: Any = None) -> Faults:

@@ -1,5 +1,5 @@
-"""Where injected faults act: thin wrappers around a generator, the vector store and the embedders
-(the query engines and the vector filler's), and SQLAlchemy engine events for the database.
+"""Where injected faults act: thin wrappers around a generator, the vector store, the embedders
+(the query engines and the vector filler's) and the safety check, and SQLAlchemy engine events for the database.
 
 This is the one fault mechanism: the fault API, the drills and the degraded-mode tests all inject
 through ``FaultRegistry`` and these seams; the components themselves carry no fault hook.
@@ -8,7 +8,7 @@ Why wrappers at these seams: each raises exactly what a real failure of the comp
 (``ProviderUnavailable``, ``VectorStoreError``, the DBAPI's ``OperationalError``), so the code
 under test handles an injected fault through the same path as an outage, and nothing in the
 components knows about drills. The only imports from ``providers`` and ``knowledge`` are their
-error types.
+error types, and from ``chat.understanding`` the verdict a switched-off filter gives (``SAFE``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, event
 
+from ragvigil.chat.understanding import SAFE, SafetyVerdict
 from ragvigil.knowledge.embeddings import EmbedderBusy, EmbedderUnavailable
 from ragvigil.knowledge.vectorstore import VectorStoreError
 from ragvigil.ops.faults.registry import Fault, FaultRegistry
@@ -165,6 +166,40 @@ class FaultyEmbedder:
         if fault is not None and fault.kind != "slow":
             raise EmbeddingUnavailable(f"embedding {WHAT[fault.kind]} [fault {fault.id}]")
         self.inner.check(timeout_s)
+
+
+class SafetyCheckFailed(RuntimeError):
+    """The safety check raised (a lexicon or model that failed to load, a bug): what ``error`` raises."""
+
+
+class FaultySafetyCheck:
+    """A ``SafetyCheck`` under the ``safety`` fault: ``off`` answers every check SAFE without calling the
+    real one (the filter silently passing everything, the failure the canary exists for), ``error`` raises.
+
+    Responses (``response``/``replacement``) are untouched: what is broken is the judgement, not the texts.
+    """
+
+    def __init__(self, inner: Any, faults: FaultRegistry) -> None:
+        self.inner = inner
+        self.faults = faults
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def _judged(self) -> bool:
+        """False when an ``off`` fault skips the judgement; raises under ``error``."""
+        fault = self.faults.hit("safety")
+        if fault is None:
+            return True
+        if fault.kind == "error":
+            raise SafetyCheckFailed(f"safety check {WHAT['error']} [fault {fault.id}]")
+        return False
+
+    def check(self, text: str, vector: np.ndarray | None = None) -> SafetyVerdict:
+        return self.inner.check(text, vector) if self._judged() else SAFE
+
+    def check_output(self, text: str) -> SafetyVerdict:
+        return self.inner.check_output(text) if self._judged() else SAFE
 
 
 def attach_database(engine: Engine, faults: FaultRegistry) -> None:

@@ -34,6 +34,8 @@ KINDS: dict[str, tuple[str, ...]] = {
     "latency": ("slow",),
     "cpu": ("slow",),
     "redis": ("error", "timeout"),  # the shared Redis refuses connections, or stops answering
+    # the safety check passes everything without a word (every verdict SAFE: the dangerous failure), or raises
+    "safety": ("off", "error"),
 }
 MAX_DURATION_S = 600.0
 DEFAULT_DELAY_S = {"slow": 2.0, "timeout": 5.0}

@@ -52,7 +52,7 @@ _ORDER = {c: i for i, c in enumerate(CATEGORIES)}
 
 @dataclass(frozen=True)
 class Thresholds:
-    crisis: float = 0.95
+    crisis: float = 0.9
     crisis_boost: float = 0.5
     offensive: float = 0.5
     offensive_strong: float = 0.85

@@ -44,6 +44,11 @@ class LexiconError(ValueError):
         super().__init__(f"{source}: {len(problems)} problem(s)\n  " + "\n  ".join(problems))
 
 
+def _typed(match: str) -> bool:
+    """A pinyin match counts when a syllable of it was typed in Latin letters (lower case in the form)."""
+    return any(c.islower() for c in match)
+
+
 @dataclass(frozen=True)
 class _Matcher:
     """Chinese substrings (compact form) and word-boundary regexes over the words / pinyin / compact forms."""
@@ -55,11 +60,11 @@ class _Matcher:
 
     def matches(self, n: Normalized) -> str | None:
         """Which form matched ("lexicon" for a term, "pattern" for a regex), or None."""
-        if any(t in n.compact for t in self.cjk):
+        if any(t in n.compact or t in n.raw_compact for t in self.cjk):
             return "lexicon"
         if self.words is not None and self.words.search(n.words):
             return "lexicon"
-        if self.pinyin is not None and self.pinyin.search(n.pinyin):
+        if self.pinyin is not None and n.pinyin and any(_typed(m.group(0)) for m in self.pinyin.finditer(n.pinyin)):
             return "lexicon"
         if self.compact is not None and self.compact.search(n.compact):
             return "pattern"
@@ -228,11 +233,11 @@ def _terms(zh: list[str], en: list[str], py: list[str], derive_pinyin: bool) -> 
 
 
 def _pinyin_regex(terms: list[str]) -> re.Pattern[str] | None:
-    """Syllables with optional spaces, bounded on the left only: typed pinyin runs on ("buxianghuole")."""
+    """Syllables with optional spaces between word boundaries; a trailing particle may run on ("buxianghuole")."""
     if not terms:
         return None
     alts = sorted({r"\s?".join(re.escape(w) for w in t.split()) for t in terms}, key=len, reverse=True)
-    return re.compile(r"\b(?:" + "|".join(alts) + ")")
+    return re.compile(r"\b(?:" + "|".join(alts) + r")(?:le|la|a|ba|ne|ma|lo)?\b", re.IGNORECASE)
 
 
 def _patterns(patterns: list[str], name: str, problems: list[str]) -> _Matcher:

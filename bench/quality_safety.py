@@ -17,12 +17,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import _datasets
 import numpy as np
 import yaml
+
+import _datasets
 from _common import REPO_ROOT, Report, Row, percentiles_ms
 from _vectors import VectorCache
-
 from ragvigil.chat.safety import SafetyChecker
 
 HELDOUT = REPO_ROOT / "bench" / "data" / "crisis_heldout.yaml"
@@ -89,9 +89,10 @@ def _side(word: str) -> str | None:
 
 def _benign_sets(data: Path, n: int) -> dict[str, list[str]]:
     _, banking_held = _datasets.split_holdout(_datasets.banking77(data))
+    _, senti_held = _datasets.split_holdout(_datasets.chnsenticorp(data))  # the rest trains the crisis probe
     cold_dev = _datasets.cold(data, "dev")
     return {
-        "ChnSentiCorp": _sample([e.text for e in _datasets.chnsenticorp(data)], n),
+        "ChnSentiCorp held-out": _sample([e.text for e in senti_held], n),
         "VADER tweets+amazon": _sample(
             [e.text for e in _datasets.vader(data, "tweets") + _datasets.vader(data, "amazon")], n
         ),
@@ -139,15 +140,31 @@ def run(data: Path, cache: VectorCache | None = None, max_rows: int = 2000, embe
     if total_n:
         rate = total_fp / total_n
         rows.append(
-            Row(SECTION, "crisis FP rate, all benign rows", rate * 100, "%", "≤ 1 %", rate <= 0.01, digits=2,
-                note=f"{total_fp}/{total_n}")
+            Row(
+                SECTION,
+                "crisis FP rate, all benign rows",
+                rate * 100,
+                "%",
+                "≤ 1 %",
+                rate <= 0.01,
+                digits=2,
+                note=f"{total_fp}/{total_n}",
+            )
         )
     rows.append(_cold_row(data, cache, checker, max_rows, embed))
     p = percentiles_ms(latencies)
     rows.append(
-        Row(SECTION, "check latency per turn (beyond the embedding)", p["p50"], "ms", "≤ 5 ms p50 (whole analysis)",
-            p["p50"] <= 5.0, display=f"{p['p50']:.3f} / {p['p95']:.3f} ms", note=f"p50 / p95 over {p['n']} checks",
-            digits=3)
+        Row(
+            SECTION,
+            "check latency per turn (beyond the embedding)",
+            p["p50"],
+            "ms",
+            "≤ 5 ms p50 (whole analysis)",
+            p["p50"] <= 5.0,
+            display=f"{p['p50']:.3f} / {p['p95']:.3f} ms",
+            note=f"p50 / p95 over {p['n']} checks",
+            digits=3,
+        )
     )
     return rows
 
@@ -194,7 +211,13 @@ def _cold_row(data: Path, cache: VectorCache, checker: SafetyChecker, max_rows: 
         f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
     confusion = " ".join(f"{g}→{p}:{matrix[(g, p)]}" for g, p in matrix)
     return Row(
-        SECTION, "offensive check on COLD dev (accuracy)", acc, "", "", None, digits=3,
+        SECTION,
+        "offensive check on COLD dev (accuracy)",
+        acc,
+        "",
+        "",
+        None,
+        digits=3,
         note=f"macro-F1 {np.mean(f1s):.3f}; n={n}; confusion (gold→predicted) {confusion}",
         extra={"macro_f1": float(np.mean(f1s))},
     )

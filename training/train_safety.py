@@ -4,7 +4,8 @@
 
 crisis.npz (crisis vs benign): positives are the team-written crisis exemplars
 (``training/safety_exemplars.yaml``, zh and en); negatives are its benign exemplars plus rows of the
-public *train* files (BANKING77 outside its held-out split, CLINC150 ``train``, COLD ``train``),
+public *train* files (BANKING77 and ChnSentiCorp outside their held-out splits, CLINC150 ``train``,
+COLD ``train``),
 none of which is about self-harm. offensive.npz (offensive vs safe): COLD ``train``. Only files the
 datasets README marks *train* are read; the benchmark's numbers come from the *eval* files and the
 held-out split. The crisis threshold is calibrated, not tuned on eval data: the out-of-fold crisis
@@ -29,7 +30,6 @@ sys.path.insert(0, str(REPO / "bench"))
 
 import _datasets  # noqa: E402
 from _vectors import VectorCache  # noqa: E402
-
 from ragvigil.chat.probe import LinearProbe, fit  # noqa: E402
 from ragvigil.chat.safety.classifier import CRISIS_WEIGHTS, OFFENSIVE_WEIGHTS  # noqa: E402
 
@@ -37,6 +37,7 @@ EXEMPLARS = Path(__file__).with_name("safety_exemplars.yaml")
 SOURCES = {
     "safety_exemplars.yaml": "written for ragvigil (Apache-2.0)",
     "BANKING77 train (outside the held-out split)": "PolyAI-LDN/task-specific-datasets, CC BY 4.0",
+    "ChnSentiCorp (outside the held-out split)": "SophonPlus/ChineseNlpCorpus, no licence file (research use)",
     "CLINC150 train / oos_train": "clinc/oos-eval, CC BY 3.0",
     "COLD train": "thu-coai/COLDataset, Apache-2.0",
 }
@@ -89,13 +90,15 @@ def main() -> int:
     benign = [t for lang in ("zh", "en") for t in ex["benign"][lang]]
     banking_train, _ = _datasets.split_holdout(_datasets.banking77(args.data))
     cold_train = _datasets.cold(args.data, "train")
+    senti_train, _ = _datasets.split_holdout(_datasets.chnsenticorp(args.data))
     public = (
-        sample([e.text for e in banking_train], args.max_public)
+        sample([e.text for e in senti_train], args.max_public)
+        + sample([e.text for e in banking_train], args.max_public)
         + sample([e.text for e in _datasets.clinc150(args.data, "train")], args.max_public)
         + sample([e.text for e in cold_train], args.max_public)
     )
     pos = cache.vectors(crisis, progress=True)
-    neg_texts, neg_public = cached(cache, public, args.cached_only)
+    _, neg_public = cached(cache, public, args.cached_only)
     neg = np.vstack([cache.vectors(benign), neg_public])
     kw = {"l2": 3e-3, "epochs": 400, "balanced": True}
     oof = out_of_fold(pos, neg, 5, **kw)

@@ -126,9 +126,7 @@ class SafetyChecker:
             return SAFE
         n = normalize(text, self.max_chars, self._lexicon.homophones)
         findings = [
-            SafetyFinding(e.category, e.severity, source, e.id)
-            for e in self._input
-            if (source := e.hit(n)) is not None
+            SafetyFinding(e.category, e.severity, source, e.id) for e in self._input if (source := e.hit(n)) is not None
         ]
         if vector is not None:
             findings = self._classify(findings, vector)

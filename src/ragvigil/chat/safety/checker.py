@@ -83,9 +83,7 @@ class SafetyChecker:
         enabled: bool = True,
     ) -> None:
         self.lexicon_path = lexicon_path
-        self._lexicon = lexicon or load_lexicon(lexicon_path)
-        self._input = self._lexicon.for_scope("input")
-        self._output = self._lexicon.for_scope("output")
+        self._use(lexicon or load_lexicon(lexicon_path))
         self.resources = resources or load_resources()
         self.probes = probes if probes is not None else load_probes()
         self.thresholds = thresholds
@@ -112,22 +110,25 @@ class SafetyChecker:
 
     @property
     def lexicon(self) -> Lexicon:
-        return self._lexicon
+        return self._state[0]
+
+    def _use(self, lexicon: Lexicon) -> None:
+        """One assignment, so a check running during a reload sees either lexicon whole, never a mix."""
+        self._state = (lexicon, lexicon.for_scope("input"), lexicon.for_scope("output"))
 
     def reload(self) -> list[str]:
         """Re-read the lexicon file; on problems the previous lexicon stays and the problems are returned."""
         with self._lock:
-            lexicon, problems = reload_lexicon(self.lexicon_path, self._lexicon)
-            self._lexicon, self._input, self._output = lexicon, lexicon.for_scope("input"), lexicon.for_scope("output")
+            lexicon, problems = reload_lexicon(self.lexicon_path, self.lexicon)
+            self._use(lexicon)
         return problems
 
     def check(self, text: str, vector: np.ndarray | None = None) -> SafetyVerdict:
         if not self.enabled:
             return SAFE
-        n = normalize(text, self.max_chars, self._lexicon.homophones)
-        findings = [
-            SafetyFinding(e.category, e.severity, source, e.id) for e in self._input if (source := e.hit(n)) is not None
-        ]
+        lexicon, entries, _ = self._state
+        n = normalize(text, self.max_chars, lexicon.homophones)
+        findings = [SafetyFinding(e.category, e.severity, s, e.id) for e in entries if (s := e.hit(n)) is not None]
         if vector is not None:
             findings = self._classify(findings, vector)
         return combine(findings)
@@ -135,10 +136,9 @@ class SafetyChecker:
     def check_output(self, text: str) -> SafetyVerdict:
         if not self.enabled:
             return SAFE
-        n = normalize(text, self.max_chars, self._lexicon.homophones)
-        return combine(
-            [SafetyFinding(e.category, e.severity, source, e.id) for e in self._output if (source := e.hit(n))]
-        )
+        lexicon, _, entries = self._state
+        n = normalize(text, self.max_chars, lexicon.homophones)
+        return combine([SafetyFinding(e.category, e.severity, source, e.id) for e in entries if (source := e.hit(n))])
 
     def response(self, verdict: SafetyVerdict, language: str) -> str:
         return self.resources.response(verdict, language)

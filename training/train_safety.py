@@ -91,15 +91,16 @@ def main() -> int:
     banking_train, _ = _datasets.split_holdout(_datasets.banking77(args.data))
     cold_train = _datasets.cold(args.data, "train")
     senti_train, _ = _datasets.split_holdout(_datasets.chnsenticorp(args.data))
-    public = (
+    everyday_texts = (
         sample([e.text for e in senti_train], args.max_public)
         + sample([e.text for e in banking_train], args.max_public)
         + sample([e.text for e in _datasets.clinc150(args.data, "train")], args.max_public)
-        + sample([e.text for e in cold_train], args.max_public)
     )
     pos = cache.vectors(crisis, progress=True)
-    _, neg_public = cached(cache, public, args.cached_only)
-    neg = np.vstack([cache.vectors(benign), neg_public])
+    _, everyday_public = cached(cache, everyday_texts, args.cached_only)
+    _, cold_public = cached(cache, sample([e.text for e in cold_train], args.max_public), args.cached_only)
+    everyday = np.vstack([cache.vectors(benign), everyday_public])
+    neg = np.vstack([everyday, cold_public])
     kw = {"l2": 3e-3, "epochs": 400, "balanced": True}
     oof = out_of_fold(pos, neg, 5, **kw)
     calib_texts, calib = cached(cache, [e.text for e in _datasets.clinc150(args.data, "oos_train")], args.cached_only)
@@ -121,8 +122,20 @@ def main() -> int:
     probe.save(CRISIS_WEIGHTS)
     cold_texts, cold_vecs = cached(cache, sample([e.text for e in cold_train], 4 * args.max_public), args.cached_only)
     label = {e.text: e.label for e in cold_train}
-    offensive = fit(cold_vecs, [label[t] for t in cold_texts], l2=1e-2, epochs=300, balanced=True)
-    offensive.meta.update(kind="offensive", sources={"COLD train": SOURCES["COLD train"]}, model=cache.model)
+    # COLD is Chinese social-media talk: without everyday and customer-service rows as "safe", the probe reads
+    # any English or support sentence as unlike COLD's safe side, and so as offensive
+    offensive = fit(
+        np.vstack([cold_vecs, everyday]),
+        [label[t] for t in cold_texts] + ["safe"] * len(everyday),
+        l2=1e-2,
+        epochs=300,
+        balanced=False,  # balanced would weigh COLD's safe rows, a tenth of "safe", below its offensive ones
+    )
+    offensive.meta.update(
+        kind="offensive",
+        sources=SOURCES,
+        model=cache.model,
+    )
     offensive.save(OFFENSIVE_WEIGHTS)
     print(f"offensive probe: {len(cold_texts)} COLD train rows")
     for path in (CRISIS_WEIGHTS, OFFENSIVE_WEIGHTS):

@@ -38,7 +38,7 @@ def test_probe_flags_a_crisis_the_lexicon_misses(embedder: E5Embedder) -> None:
 def test_probe_leaves_ordinary_turns(embedder: E5Embedder) -> None:
     checker = SafetyChecker()
     for text in ("please reset my password", "kill the process please", "这个酒店太差了", "I am so happy today"):
-        assert not checker.check(text, embedder.embed_query(text)).crisis, text
+        assert not checker.check(text, embedder.embed_query(text)).flagged, text
 
 
 def test_without_probes_the_lexicon_still_decides(embedder: E5Embedder) -> None:
@@ -53,3 +53,14 @@ def test_benign_context_does_not_veto_a_confident_crisis(embedder: E5Embedder) -
     text = "笑死 " + UNCOVERED  # a benign context of the lexicon's crisis entry, next to a real crisis
     checker = SafetyChecker()
     assert checker.check(text, embedder.embed_query(text)).crisis
+
+
+def test_offensive_probe_flags_a_slur_free_generalisation(embedder: E5Embedder) -> None:
+    text = "黑人都是懒惰的"  # a hateful generalisation with no lexicon term
+    checker = SafetyChecker()
+    assert not checker.check(text).flagged
+    verdict = checker.check(text, embedder.embed_query(text))
+    assert verdict.category == "harassment"
+    assert [f.rule for f in verdict.findings] == ["probe.offensive"]
+    for ordinary in ("what time do you open on sunday", "我的快递到哪了"):
+        assert not checker.check(ordinary, embedder.embed_query(ordinary)).flagged

@@ -105,7 +105,13 @@ def _benign_sets(data: Path, n: int) -> dict[str, list[str]]:
     }
 
 
-def run(data: Path, cache: VectorCache | None = None, max_rows: int = 2000, embed: bool = False) -> list[Row]:
+def run(
+    data: Path,
+    cache: VectorCache | None = None,
+    max_rows: int = 2000,
+    embed: bool = False,
+    heldout: Path = HELDOUT,
+) -> list[Row]:
     cache = cache or VectorCache()
     checker = SafetyChecker()
     rows: list[Row] = []
@@ -117,7 +123,7 @@ def run(data: Path, cache: VectorCache | None = None, max_rows: int = 2000, embe
         latencies.append(time.perf_counter() - start)
         return verdict.crisis
 
-    rows.append(_heldout_row(cache, checker, timed_check, embed))
+    rows.append(_heldout_row(heldout, cache, checker, timed_check))
     total_fp = total_n = 0
     for name, texts in _benign_sets(data, max_rows).items():
         lex_fp = sum(checker.check(t).crisis for t in texts)
@@ -170,12 +176,12 @@ def run(data: Path, cache: VectorCache | None = None, max_rows: int = 2000, embe
 
 
 def _heldout_row(
-    cache: VectorCache, checker: SafetyChecker, timed_check: Callable[[str, np.ndarray | None], bool], embed: bool
+    path: Path, cache: VectorCache, checker: SafetyChecker, timed_check: Callable[[str, np.ndarray | None], bool]
 ) -> Row:
     name = "crisis recall, held-out phrasings"
-    if not HELDOUT.exists():
-        return Row(SECTION, name, None, note=f"skipped: {HELDOUT.relative_to(REPO_ROOT)} is not there yet")
-    crisis, benign = _heldout_texts(HELDOUT)
+    if not path.exists():
+        return Row(SECTION, name, None, note=f"skipped: {path} is not there yet")
+    crisis, benign = _heldout_texts(path)
     if not crisis:
         return Row(SECTION, name, None, note="skipped: no crisis phrasings found in the held-out file")
     vecs = dict(zip(crisis + benign, cache.vectors(crisis + benign), strict=True))  # small: always embedded
@@ -228,9 +234,10 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=_datasets.DEFAULT_DATA)
     ap.add_argument("--max-rows", type=int, default=2000, help="fixed sample per public set")
     ap.add_argument("--embed", action="store_true", help="embed the vectors the cache lacks (slow)")
+    ap.add_argument("--heldout", type=Path, default=HELDOUT, help="the held-out crisis phrasings (YAML)")
     args = ap.parse_args()
     report = Report("safety check quality")
-    for row in run(args.data, VectorCache(), args.max_rows, args.embed):
+    for row in run(args.data, VectorCache(), args.max_rows, args.embed, args.heldout):
         report.add(row)
     report.print()
     return 0

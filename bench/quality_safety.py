@@ -69,7 +69,10 @@ def _heldout_texts(path: Path) -> tuple[list[str], list[str]]:
             label = str(node.get("label") or node.get("category") or node.get("kind") or "").casefold()
             text = node.get("text")
             if isinstance(text, str):
-                walk(text, _side(label) or _side(str(node.get("expect", ""))) or side)
+                if isinstance(node.get("crisis"), bool):  # rows: [{text, lang, crisis: true|false, kind}]
+                    walk(text, "crisis" if node["crisis"] else "benign")
+                else:
+                    walk(text, _side(label) or _side(str(node.get("expect", ""))) or side)
                 return
             for key, value in node.items():
                 walk(value, _side(str(key)) or side)

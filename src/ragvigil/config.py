@@ -439,6 +439,22 @@ class SafeModeSettings(Section):
     response_zh: str = Field(SAFE_RESPONSE_ZH, min_length=1, max_length=2000)
 
 
+class SafetySettings(Section):
+    """The safety check of every user turn and answer (``chat.safety``): lexicon and responses are YAML files
+    an operator can edit (empty: the shipped defaults); the classifier thresholds are probabilities of the
+    probes over the turn's embedding (see docs/safety.md for how they combine with the lexicon)."""
+
+    enabled: bool = True
+    lexicon_file: Path | None = Field(None, description="safety lexicon YAML; empty: the shipped one")
+    resources_file: Path | None = Field(None, description="crisis responses and hotlines YAML; empty: shipped")
+    max_chars: int = Field(2000, ge=16, le=100_000, description="a text is cut to this before it is checked")
+    classifier: bool = Field(True, description="use the probes over the turn's embedding")
+    crisis_threshold: float = Field(0.9, gt=0, le=1, description="crisis probe alone flags self_harm from here")
+    crisis_boost_threshold: float = Field(0.5, gt=0, le=1, description="raises a weak self-harm hit to high")
+    offensive_threshold: float = Field(0.5, gt=0, le=1, description="offensive probe flags harassment (low)")
+    offensive_strong_threshold: float = Field(0.85, gt=0, le=1, description="harassment (medium) from here")
+
+
 class FaultSettings(Section):
     """Fault injection for drills: admin-only and off by default; production refuses to start with it on
     unless ``allow_in_production`` says that is meant (a drill on a production instance)."""
@@ -573,6 +589,7 @@ class Settings(BaseSettings):
     journal: JournalSettings = JournalSettings()
     admission: AdmissionSettings = AdmissionSettings()
     safe_mode: SafeModeSettings = SafeModeSettings()
+    safety: SafetySettings = SafetySettings()
     faults: FaultSettings = FaultSettings()
     canary: CanarySettings = CanarySettings()
     remediation: RemediationSettings = RemediationSettings()

@@ -23,7 +23,9 @@ def _messages(rt: Runtime) -> int:
         return s.scalar(select(func.count()).select_from(Message)) or 0
 
 
-def test_analyze_returns_the_turns_analysis_and_stores_nothing(anon_client: TestClient, sample_runtime: Runtime) -> None:
+def test_analyze_returns_the_turns_analysis_and_stores_nothing(
+    anon_client: TestClient, sample_runtime: Runtime
+) -> None:
     _, emotion, _ = understand_with_standins(sample_runtime)
     counting = CountingEmbedder(sample_runtime.embedder.inner)
     sample_runtime.embedder.inner = counting
@@ -81,7 +83,9 @@ def test_analyze_needs_the_viewer_role(sample_data_dir: Path, tmp_path: Path, pr
     shutil.copytree(sample_data_dir, d)
     rt = Runtime(make_settings(d, profile=profile))
     try:
-        keys = {role: rt.keys.create(role.name, role)[1] for role in (Role.client, Role.viewer, Role.operator, Role.admin)}
+        keys = {
+            role: rt.keys.create(role.name, role)[1] for role in (Role.client, Role.viewer, Role.operator, Role.admin)
+        }
         with TestClient(create_app(runtime=rt), client=LOOPBACK_CLIENT) as c:
             assert c.post("/api/v1/analyze", json={"text": "hello"}).status_code == 401
             client = c.post("/api/v1/analyze", json={"text": "hello"}, headers=auth(keys[Role.client]))

@@ -78,7 +78,7 @@ STAGE_OUTCOMES = Counter(
 )
 CHAT_ANSWERS = Counter(
     "ragvigil_chat_answers_total",
-    "Chat answers by kind (answered, no_answer, or what settled the turn before retrieval, e.g. safe_mode) and "
+    "Chat answers by kind (answered, no_answer, or what settled the turn: safety, safe_mode, small_talk) and "
     "whether the turn was degraded (a fallback answered or a dependency failed).",
     ["kind", "degraded"],
     registry=REGISTRY,

@@ -98,7 +98,11 @@ class AnalyzeRequest(BaseModel):
         ...,
         min_length=1,
         description="The text to analyse, as a user message (not stored; at most max_message_chars characters)",
-        json_schema_extra={"pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$"},
+        # published at the setting's default, like the /v1 bodies; the route checks the configured value
+        json_schema_extra={
+            "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$",
+            "maxLength": Settings.model_fields["max_message_chars"].default,
+        },
     )
 
     @field_validator("text")

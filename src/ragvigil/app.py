@@ -18,13 +18,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from ragvigil.chat.build import build_pipeline
+from ragvigil.chat.build import build_pipeline, build_understanding
 from ragvigil.chat.history import SessionHistory
 from ragvigil.chat.journal import Journal, JournalReplayer
 from ragvigil.chat.pipeline import Persist
 from ragvigil.chat.safe_mode import SafeMode
 from ragvigil.chat.sessions import SessionStore
-from ragvigil.chat.understanding import SafetyCheck
+from ragvigil.chat.understand import Understanding
+from ragvigil.chat.understanding import EmotionAnalyzer, IntentClassifier, SafetyCheck
 from ragvigil.config import Settings
 from ragvigil.config_check import Problem
 from ragvigil.knowledge.build import build_knowledge
@@ -117,9 +118,11 @@ class Runtime:
         self.admission = build_admission(settings.admission, self.db, self.shared.rate_limits)
         self.features = self.admission.features  # non-core work shed under pressure
         self.safe_mode = SafeMode(settings.data_dir, settings.safe_mode)  # every answer the safe response while on
-        # the safety check the pipeline and the canary share (chat.safety's checker), under the `safety` fault:
-        # whoever sets it wraps it, rt.safety = rt.faults.safety(check); the canary reads it at every run
-        self.safety: SafetyCheck | None = self.faults.safety(None)
+        # safety, emotion and intent of every turn (rt.safety, rt.emotion, rt.intents; None: not configured)
+        self.understanding: Understanding = build_understanding(settings)
+        # the safety check the pipeline and the canary share, under the `safety` fault: whoever replaces it
+        # wraps it, rt.safety = rt.faults.safety(check); the pipeline and the canary read it at every turn/run
+        self.safety = self.faults.safety(self.understanding.safety)
         self.canary = build_canary(settings, lambda: self.safety, lambda text: self.embedder.embed_query(text, 1.0))
         self.pipeline = build_pipeline(
             settings,
@@ -132,6 +135,7 @@ class Runtime:
             longest_call_s=self.router.longest_timeout_s(),
             features=self.features,
             safe_mode=self.safe_mode,
+            understanding=self.understanding,
         )
         self.health = build_health(settings, self.db, self.vectors, self.embedder, self.generator)
         for name in self.router.names()[:-1]:  # one optional check per remote provider, under generation
@@ -178,6 +182,32 @@ class Runtime:
         self.started_at = time.time()
         self.draining = False
         self._process_globals = install_process_globals(settings, self.health)
+
+    # the checkers live on ``understanding``, which the stages read on every turn: setting one here
+    # (a test's stand-in, the canary switching the filter) takes effect on the next turn
+    @property
+    def safety(self) -> SafetyCheck | None:
+        return self.understanding.safety
+
+    @safety.setter
+    def safety(self, check: SafetyCheck | None) -> None:
+        self.understanding.safety = check
+
+    @property
+    def emotion(self) -> EmotionAnalyzer | None:
+        return self.understanding.emotion
+
+    @emotion.setter
+    def emotion(self, analyzer: EmotionAnalyzer | None) -> None:
+        self.understanding.emotion = analyzer
+
+    @property
+    def intents(self) -> IntentClassifier | None:
+        return self.understanding.intent
+
+    @intents.setter
+    def intents(self, classifier: IntentClassifier | None) -> None:
+        self.understanding.intent = classifier
 
     def ensure_admin_key(self) -> str | None:
         """The first start's admin key (see ``ops.admin_key``); returned only when made just now."""

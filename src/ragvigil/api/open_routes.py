@@ -2,15 +2,23 @@
 
 Everything under ``/api/v1/ops/`` and every ``DELETE`` needs a key with the right role in every
 profile. With ``auth_required`` off (the ``development`` default) the routes a person needs to try
-the service — chat, their own sessions, listing, searching and uploading to a knowledge base, the
-API docs — answer a caller *on the loopback interface* without a key, as the anonymous principal.
+the service — chat, their own sessions, listing, searching and uploading to a knowledge base, analysing
+a text, the API docs — answer a caller *on the loopback interface* without a key, as the anonymous principal.
 A caller from any other address, or on any other route, must present a key.
 """
 
 from __future__ import annotations
 
 # path templates (as FastAPI routes name them) open without a key in development, by prefix
-_OPEN_PREFIXES = ("/api/v1/chat", "/api/v1/sessions/", "/api/v1/kb", "/v1/", "/openapi.json", "/docs")
+_OPEN_PREFIXES = (
+    "/api/v1/chat",
+    "/api/v1/sessions/",
+    "/api/v1/kb",
+    "/api/v1/analyze",
+    "/v1/",
+    "/openapi.json",
+    "/docs",
+)
 _NEVER_OPEN_SUFFIXES = ("/timeline",)  # a session's stage timings are ops data (traces)
 
 

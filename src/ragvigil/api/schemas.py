@@ -47,6 +47,38 @@ class Source(BaseModel):
     snippet: str
 
 
+class SafetyOut(BaseModel):
+    category: str | None = Field(
+        None, description="self_harm, violence, harassment, sexual_minors, illegal; null: nothing found"
+    )
+    severity: str = Field("none", description="none, low, medium, high or critical")
+
+
+class EmotionOut(BaseModel):
+    label: str = Field(..., description="joy, sadness, anger, fear, disgust, surprise or neutral")
+    polarity: str = Field(..., description="very_negative, negative, neutral, positive or very_positive")
+    score: float = Field(..., description="the polarity in [-1, 1]")
+
+
+class IntentOut(BaseModel):
+    name: str = Field(..., description="an intent of the intents file; other when out of scope")
+    confidence: float
+
+
+class AnalysisOut(BaseModel):
+    """What was understood of the user's message (a part is null when its checker is not configured)."""
+
+    safety: SafetyOut
+    emotion: EmotionOut | None = None
+    intent: IntentOut | None = None
+
+
+class HandoffOut(BaseModel):
+    id: str | None = Field(None, description="the hand-off record's id")
+    reason: str = Field(..., description="crisis, complaint, human_request, negative_trend, repeated_no_answer")
+    priority: int = Field(..., description="1 (crisis, first) .. 4")
+
+
 class ChatResponse(BaseModel):
     session_id: str
     message_id: str
@@ -56,6 +88,36 @@ class ChatResponse(BaseModel):
     degraded_reasons: list[str] = []
     provider: str | None = None  # which provider answered (none: no passage, nothing was asked)
     latency_ms: float
+    analysis: AnalysisOut | None = Field(None, description="null when no checker is configured")
+    handoff: HandoffOut | None = Field(None, description="set when the turn was handed to a person")
+    replaced: bool = Field(False, description="the answer failed the output safety check and was replaced")
+
+
+class AnalyzeRequest(BaseModel):
+    text: StorableText = Field(
+        ...,
+        min_length=1,
+        description="The text to analyse, as a user message (not stored; at most max_message_chars characters)",
+        # published at the setting's default, like the /v1 bodies; the route checks the configured value
+        json_schema_extra={
+            "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$",
+            "maxLength": Settings.model_fields["max_message_chars"].default,
+        },
+    )
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("text must not be blank")
+        return v
+
+
+class AnalyzeResponse(BaseModel):
+    analysis: AnalysisOut
+    language: str = Field(..., description="zh or en, as a chat turn would be answered in")
+    embedded: bool = Field(..., description="whether the checkers had the text's embedding")
+    ms: dict[str, float] = Field(..., description="what each part of the analysis cost")
 
 
 class MessageOut(BaseModel):

@@ -6,6 +6,7 @@ stage is one entry in the list below and nothing else changes.
 
 from __future__ import annotations
 
+from ragvigil.chat.answer_check import AnswerCheck
 from ragvigil.chat.history import SessionHistory
 from ragvigil.chat.journal import Journal
 from ragvigil.chat.pipeline import (
@@ -20,6 +21,8 @@ from ragvigil.chat.pipeline import (
 )
 from ragvigil.chat.safe_mode import SafeMode, SafeModeStage
 from ragvigil.chat.sessions import SessionStore
+from ragvigil.chat.small_talk import SmallTalk
+from ragvigil.chat.understand import Understand, Understanding
 from ragvigil.config import Settings
 from ragvigil.knowledge.retrieval import HybridRetriever
 from ragvigil.ops.message_log import EncryptedMessageLog
@@ -30,6 +33,16 @@ def turn_budget_s(settings: Settings, longest_call_s: float | None = None) -> fl
     """A turn's time budget: the longest provider timeout is its longest legitimate wait, so leave room for it."""
     longest = settings.openai.timeout_s if longest_call_s is None else longest_call_s
     return settings.retrieval.turn_budget_s or max(60.0, longest + 30.0)
+
+
+def build_understanding(settings: Settings) -> Understanding:
+    """The checkers every turn is understood with: the one place they are plugged in.
+
+    Each is ``None`` until configured, and a turn then has no such part of its analysis and is
+    answered as it always was. The runtime exposes them as ``rt.safety``, ``rt.emotion`` and
+    ``rt.intents``; replacing one there takes effect on the next turn.
+    """
+    return Understanding(safety=None, emotion=None, intent=None)
 
 
 def build_pipeline(
@@ -43,14 +56,25 @@ def build_pipeline(
     longest_call_s: float | None = None,
     features: FeatureGate | None = None,
     safe_mode: SafeMode | None = None,
+    understanding: Understanding | None = None,
 ) -> ChatPipeline:
     rs = settings.retrieval
     budget_s = turn_budget_s(settings, longest_call_s)
+    understanding = understanding if understanding is not None else build_understanding(settings)
+    safe_texts = {"en": settings.safe_mode.response_en, "zh": settings.safe_mode.response_zh}
+
+    def safe_response(language: str) -> str:  # what a failed safety check answers with (fail closed)
+        return safe_mode.response(language) if safe_mode is not None else safe_texts.get(language, safe_texts["en"])
+
     stages: list[Stage] = [
         LoadHistory(history, rs.history_turns),
+        # embeds the message once (retrieval's embedding is then a cache hit); a crisis settles the turn here
+        Understand(understanding, retriever.embedder, rs.max_query_chars, safe_response, budget_s=budget_s),
         *([SafeModeStage(safe_mode)] if safe_mode is not None else []),  # settles the turn while on
         Retrieve(retriever, budget_s=budget_s, context_chars=rs.context_chars, features=features),
+        SmallTalk(understanding),  # greeting, thanks, chit-chat with nothing relevant found: a friendly reply
         Generate(generator, extractive, budget_s=budget_s),
+        AnswerCheck(understanding, safe_response),  # also guards a stream, sentence by sentence
         Persist(sessions, journal),
     ]
     if settings.log_message_contents and settings.message_log_key is not None:

@@ -6,8 +6,10 @@ and says what its span should carry (``span_attributes``); one that can stream i
 belongs to observers (``chat.observers``) that the pipeline notifies, in the manner of tenacity's
 before/after hooks: a new stage needs no edit anywhere else.
 
-A stage placed before retrieval may settle the turn (``Turn.settled_by``, e.g. safe mode): it has
-fixed the answer, so ``Retrieve`` and ``Generate`` leave the turn alone and ``Persist`` stores it.
+A stage placed before retrieval may settle the turn (``Turn.settled_by``, e.g. the safety check or
+safe mode): it has fixed the answer, so ``Retrieve`` and ``Generate`` leave the turn alone and
+``Persist`` stores it. A stage after the streaming one that must see the answer before the client
+does (the output check) is a ``StreamGuard``: a stream is relayed through it.
 
 A turn has a time budget (``retrieval.turn_budget_s``, counted from when the request arrived).
 Python cannot interrupt a call already running, so the budget is spent where waiting happens:
@@ -35,7 +37,7 @@ from ragvigil.chat.journal import Journal, JournalFull
 from ragvigil.chat.observers import PipelineObserver, default_observers, deliver_stage, listening, notify_turn
 from ragvigil.chat.sessions import ANONYMOUS_OWNER, SessionOwner, SessionStore, StoredMessage
 from ragvigil.chat.streaming import DetachedStream
-from ragvigil.chat.understanding import Handoff, TurnAnalysis
+from ragvigil.chat.understanding import Handoff, SafetyVerdict, TurnAnalysis
 from ragvigil.errors import DependencyUnavailable, UnstorableInput
 from ragvigil.knowledge.retrieval import HybridRetriever
 from ragvigil.knowledge.tokenize import is_cjk
@@ -58,6 +60,7 @@ __all__ = [
     "RecordContents",
     "Retrieve",
     "Stage",
+    "StreamGuard",
     "StreamingStage",
     "Turn",
     "UnstorableTurn",
@@ -104,6 +107,8 @@ class Turn:
     received_at: Any = field(default_factory=utcnow)
     analysis: TurnAnalysis | None = None  # safety, emotion and intent of the user message (``chat.understanding``)
     handoff: Handoff | None = None  # set when the turn was handed to a person
+    output_verdict: SafetyVerdict | None = None  # the answer's safety check (None: not checked)
+    replaced: bool = False  # the answer failed the output check and was replaced by a safe one
 
     @property
     def latency_ms(self) -> float:
@@ -155,6 +160,14 @@ class StreamingStage(Stage, Protocol):
     """A stage that can also yield its output piece by piece (``ChatPipeline.stream`` streams the first one)."""
 
     def stream(self, turn: Turn) -> Iterator[str]: ...
+
+
+@runtime_checkable
+class StreamGuard(Stage, Protocol):
+    """A stage after the streaming one that must see its output before the client does (the output check):
+    ``ChatPipeline.stream`` relays the streaming stage's deltas through its ``guard``."""
+
+    def guard(self, turn: Turn, deltas: Iterator[str]) -> Iterator[str]: ...
 
 
 class BaseStage(ABC):
@@ -639,8 +652,12 @@ class ChatPipeline:
                 on_ready(turn)
             streaming = self.stages[idx]
             assert isinstance(streaming, StreamingStage)
+            deltas = streaming.stream(turn)
+            for later in self.stages[idx + 1 :]:
+                if isinstance(later, StreamGuard):
+                    deltas = later.guard(turn, deltas)
             with run_stage(streaming, turn, observers):
-                yield from streaming.stream(turn)
+                yield from deltas
             for stage in self.stages[idx + 1 :]:
                 with run_stage(stage, turn, observers):
                     stage(turn)

@@ -114,7 +114,9 @@ class SafeMode:
 
 
 class SafeModeStage(BaseStage):
-    """Placed before ``retrieve``: while safe mode is on, the turn's answer is the safe response."""
+    """Placed after ``understand`` and before ``retrieve``: while safe mode is on, the turn's answer is the
+    safe response -- unless the safety check already settled it (a crisis response with its hotlines is
+    the better answer to a crisis message than the generic safe one)."""
 
     name = "safe_mode"
 
@@ -122,7 +124,7 @@ class SafeModeStage(BaseStage):
         self.safe_mode = safe_mode
 
     def __call__(self, turn: Turn) -> None:
-        if not self.safe_mode.active:
+        if not self.safe_mode.active or turn.settled_by is not None:
             return
         turn.answer = self.safe_mode.response(turn.language)
         turn.sources = []

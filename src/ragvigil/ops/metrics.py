@@ -37,7 +37,17 @@ def child(metric: Any, *labels: str) -> Any:
     return found
 
 
-STAGES = ("history", "safe_mode", "retrieve", "generate", "persist", "record")
+STAGES = (
+    "history",
+    "understand",
+    "safe_mode",
+    "retrieve",
+    "small_talk",
+    "generate",
+    "answer_check",
+    "persist",
+    "record",
+)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 HTTP_REQUESTS = Counter(
@@ -68,7 +78,7 @@ STAGE_OUTCOMES = Counter(
 )
 CHAT_ANSWERS = Counter(
     "ragvigil_chat_answers_total",
-    "Chat answers by kind (answered, no_answer, or what settled the turn before retrieval, e.g. safe_mode) and "
+    "Chat answers by kind (answered, no_answer, or what settled the turn: safety, safe_mode, small_talk) and "
     "whether the turn was degraded (a fallback answered or a dependency failed).",
     ["kind", "degraded"],
     registry=REGISTRY,
@@ -339,6 +349,34 @@ FEATURE_SWITCHES = Counter(
 SAFE_MODE_ACTIVE = Gauge(
     "ragvigil_safe_mode_active",
     "1 while safe mode answers every message with the configured safe response, 0 otherwise.",
+    registry=REGISTRY,
+)
+SAFETY_FLAGS = Counter(
+    "ragvigil_safety_flags_total",
+    "Texts the safety check flagged, by category (self_harm, violence, harassment, sexual_minors, illegal, error: "
+    "the check itself failed), severity and direction (input: a user message, output: an answer replaced).",
+    ["category", "severity", "direction"],
+    registry=REGISTRY,
+)
+EMOTION_TURNS = Counter(
+    "ragvigil_emotion_turns_total",
+    "User turns by the emotion found in them (joy, sadness, anger, fear, disgust, surprise, neutral) and its "
+    "polarity on the 5-step scale.",
+    ["label", "polarity"],
+    registry=REGISTRY,
+)
+INTENT_TURNS = Counter(
+    "ragvigil_intent_turns_total",
+    "User turns by intent (names from the intents file, at most 64 of them; any further one, and out of scope, "
+    "is other).",
+    ["intent"],
+    registry=REGISTRY,
+)
+ANALYSIS_DURATION = Histogram(
+    "ragvigil_analysis_duration_seconds",
+    "What understanding one user turn cost beyond its shared query embedding, by part (safety, emotion, intent).",
+    ["part"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
     registry=REGISTRY,
 )
 FAULTS_ACTIVE = Gauge(

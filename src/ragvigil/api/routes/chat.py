@@ -56,7 +56,17 @@ def turn_response(turn: Turn) -> ChatResponse:
         degraded_reasons=turn.degraded_reasons,
         provider=turn.generation.provider if turn.generation else None,
         latency_ms=round(turn.latency_ms, 2),
+        **understood(turn),  # type: ignore[arg-type]
     )
+
+
+def understood(turn: Turn) -> dict[str, object]:
+    """What the turn's responses (REST, SSE, OpenAI's extension fields) say was understood and done."""
+    return {
+        "analysis": turn.analysis.to_dict() if turn.analysis is not None else None,
+        "handoff": turn.handoff.to_dict() if turn.handoff is not None else None,
+        "replaced": turn.replaced,
+    }
 
 
 @router.post("/chat", response_model=ChatResponse)
@@ -83,7 +93,8 @@ async def chat_stream(
     request_id: str | None = Depends(get_request_id),
     who: Principal = Depends(get_principal),
 ) -> StreamingResponse:
-    """Events: ``meta`` (session and message ids), ``delta`` (text), ``done`` (the full response) or ``error``.
+    """Events: ``meta`` (session and message ids, the message's ``analysis``), ``delta`` (text), ``done`` (the
+    full response, with ``analysis``, ``handoff`` and ``replaced``) or ``error``.
 
     The turn runs detached from the response: a client that hangs up mid-answer still finds the whole
     turn in its session afterwards.
@@ -96,7 +107,8 @@ async def chat_stream(
     async def events() -> AsyncIterator[str]:
         async for kind, data in stream.events():
             if kind == "meta":
-                yield _sse("meta", {"session_id": data.session_id, "message_id": data.message_id})
+                meta = {"session_id": data.session_id, "message_id": data.message_id, **understood(data)}
+                yield _sse("meta", {k: v for k, v in meta.items() if k != "replaced"})
             elif kind == "delta":
                 yield _sse("delta", {"text": data})
             elif kind == "done":

@@ -152,7 +152,21 @@ async def _owned(rt: Runtime, turn: Turn, who: Principal) -> Turn:
 
 
 def _with_sources(turn: Turn) -> dict[str, object]:
-    return {"sources": turn.sources, "degraded": turn.degraded, "session_id": turn.session_id}
+    return {
+        "sources": turn.sources,
+        "degraded": turn.degraded,
+        "session_id": turn.session_id,
+        "replaced": turn.replaced,
+    }
+
+
+def _extensions(turn: Turn) -> dict[str, object]:
+    """ragvigil's fields beside OpenAI's (an SDK keeps them in ``model_extra``): what was understood, done."""
+    return {
+        "analysis": turn.analysis.to_dict() if turn.analysis is not None else None,
+        "handoff": turn.handoff.to_dict() if turn.handoff is not None else None,
+        "ragvigil": _with_sources(turn),
+    }
 
 
 def _sse(payload: dict[str, Any]) -> str:
@@ -181,7 +195,7 @@ def _stream(
             if kind == "delta" and data:
                 yield frame(chunk(data, None))
             elif kind == "done":
-                yield frame({**chunk(None, "stop"), "ragvigil": _with_sources(turn)})
+                yield frame({**chunk(None, "stop"), **_extensions(turn)})
                 if include_usage:
                     yield _sse({**chunk(None, None), "choices": [], "usage": usage(turn, prompt_text)})
             elif kind == "error":  # headers are sent: report in-band like OpenAI does
@@ -246,7 +260,7 @@ async def chat_completions(
                 }
             ],
             "usage": usage(turn, prompt_text),
-            "ragvigil": _with_sources(turn),
+            **_extensions(turn),
         }
 
     def chunk(delta: str | None, finish: str | None) -> dict[str, Any]:
@@ -284,7 +298,7 @@ async def completions(
             "model": MODEL,
             "choices": [{"index": 0, "text": turn.answer, "logprobs": None, "finish_reason": "stop"}],
             "usage": usage(turn, turn.message),
-            "ragvigil": _with_sources(turn),
+            **_extensions(turn),
         }
 
     def chunk(delta: str | None, finish: str | None) -> dict[str, Any]:

@@ -78,7 +78,8 @@ def test_without_fault_injection_the_check_is_not_wrapped(tmp_path: Path) -> Non
     runtime = Runtime(make_settings(tmp_path / "plain"))
     try:
         check = RuleSafetyCheck()
-        assert runtime.safety is None and runtime.faults.safety(check) is check
+        assert runtime.faults.safety(check) is check
+        assert type(runtime.safety).__name__ == "SafetyChecker"  # the real check, not the fault wrapper
     finally:
         runtime.close()
 

@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
 from ragvigil.cli import app as cli_app
+from ragvigil.ops.faults.hooks import FaultySafetyCheck
 from ragvigil.ops.remediation import ACTOR
 from tests.conftest import LiveServer, admin_key, make_settings
-from tests.safety_check import RuleSafetyCheck
 
 
 @pytest.fixture
@@ -39,8 +39,7 @@ def drilled(
             admission={"per_key": "off", "per_user": "off"},  # the drill is the load
         )
     )
-    # the check the canary tests; with the real checker merged this line installs chat.safety's instead
-    rt.safety = rt.faults.safety(RuleSafetyCheck())
+    assert isinstance(rt.safety, FaultySafetyCheck)  # chat.safety's real checker, under the `safety` fault
     try:
         rt.start_background()
         with LiveServer(create_app(runtime=rt)) as base:
@@ -89,6 +88,7 @@ def test_the_safety_filter_drill_enters_and_leaves_safe_mode_by_itself(drilled: 
 def test_the_drill_is_skipped_without_a_safety_check(sample_runtime: Runtime) -> None:
     from ragvigil.ops.drills import InstanceClient, run
 
+    sample_runtime.safety = None  # an instance with the safety check switched off (safety.enabled = false)
     with LiveServer(create_app(runtime=sample_runtime)) as base:
         client = InstanceClient(base, admin_key(sample_runtime))
         try:

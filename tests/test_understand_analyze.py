@@ -45,7 +45,8 @@ def test_analyze_returns_the_turns_analysis_and_stores_nothing(
     assert hello["analysis"]["intent"]["name"] == "greeting" and hello["analysis"]["safety"]["category"] is None
 
 
-def test_analyze_without_checkers_says_so_with_null_parts(anon_client: TestClient) -> None:
+def test_analyze_without_checkers_says_so_with_null_parts(anon_client: TestClient, sample_runtime: Runtime) -> None:
+    sample_runtime.safety = sample_runtime.emotion = sample_runtime.intents = None  # none configured
     body = anon_client.post("/api/v1/analyze", json={"text": "hello"}).json()
     assert body["analysis"] == {"safety": {"category": None, "severity": "none"}, "emotion": None, "intent": None}
     assert body["embedded"] is False

@@ -61,6 +61,7 @@ def test_a_turn_is_embedded_once_and_its_analysis_reads_that_vector(
 def test_without_checkers_a_turn_is_not_embedded_twice_and_carries_no_analysis(
     client: TestClient, sample_runtime: Runtime
 ) -> None:
+    sample_runtime.safety = sample_runtime.emotion = sample_runtime.intents = None  # none configured
     counting = CountingEmbedder(sample_runtime.embedder.inner)
     sample_runtime.embedder.inner = counting
     body = client.post("/api/v1/chat", json={"message": "How do I export my notes as a PDF file?"}).json()

@@ -42,7 +42,10 @@ def build_understanding(settings: Settings) -> Understanding:
     answered as it always was. The runtime exposes them as ``rt.safety``, ``rt.emotion`` and
     ``rt.intents``; replacing one there takes effect on the next turn.
     """
-    return Understanding(safety=None, emotion=None, intent=None)
+    from ragvigil.chat.safety import SafetyChecker  # its lexicon and probes load here, not at import
+
+    safety = SafetyChecker.from_settings(settings.safety) if settings.safety.enabled else None
+    return Understanding(safety=safety, emotion=None, intent=None)
 
 
 def build_pipeline(

@@ -24,7 +24,7 @@ from ragvigil.storage.text import check_storable
 router = APIRouter(prefix="/api/v1", tags=["handoffs"])
 Operator = Depends(require(Role.operator))
 MAX_OFFSET = 1_000_000
-HandoffId = Annotated[str, Path(max_length=32, pattern=r"^[0-9a-f]{1,32}$")]
+HandoffId = Annotated[str, Path(max_length=32)]
 
 
 def handoff_store(rt: Runtime) -> HandoffStore:

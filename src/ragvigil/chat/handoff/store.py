@@ -223,7 +223,15 @@ class HandoffStore:
         ids = [r.message_id for r in rows if r.message_id]
         if not ids:
             return {}
-        return dict(s.execute(select(Message.id, Message.content).where(Message.id.in_(ids))).tuples().all())
+        return {row.id: row.content for row in s.execute(select(Message.id, Message.content).where(Message.id.in_(ids)))}
+
+    def resolve(self, prefix: str) -> str:
+        """The one record id starting with ``prefix`` (the CLI shows 8 characters); none or several: not found."""
+        with self.db.session() as s:
+            ids = list(s.scalars(select(HandoffRecord.id).where(HandoffRecord.id.startswith(prefix)).limit(2)))
+        if len(ids) != 1:
+            raise HandoffNotFound(prefix)
+        return ids[0]
 
     def get(self, handoff_id: str, with_message: bool = False) -> dict[str, Any]:
         with self.db.session() as s:

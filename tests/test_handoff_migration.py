@@ -38,7 +38,9 @@ def test_0005_upgrades_with_rows_in_place_and_downgrades(db_url: str) -> None:
     now = datetime.now(UTC)
     with db.engine.begin() as conn:  # a conversation stored by the previous release
         conn.execute(
-            text("INSERT INTO chat_sessions (id, owner, kb, created_at, updated_at) VALUES ('s1', 'anonymous', 'd', :t, :t)"),
+            text(
+                "INSERT INTO chat_sessions (id, owner, kb, created_at, updated_at) VALUES ('s1', 'anonymous', 'd', :t, :t)"
+            ),
             {"t": now},
         )
         conn.execute(

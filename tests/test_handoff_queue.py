@@ -103,9 +103,7 @@ def _items(s: Staged, **params: object) -> list[dict]:
     return r.json()["items"]
 
 
-def test_each_trigger_queues_a_record_in_the_api_and_the_cli(
-    staged: Staged, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_each_trigger_queues_a_record_in_the_api_and_the_cli(staged: Staged, monkeypatch: pytest.MonkeyPatch) -> None:
     s = staged
     assert _items(s) == []
     crisis = s.chat("I want to end it all", analysis(CRISIS, SAD))
@@ -124,7 +122,9 @@ def test_each_trigger_queues_a_record_in_the_api_and_the_cli(
     assert set(by_reason) == {"crisis", "complaint", "human_request", "negative_trend", "repeated_no_answer"}
     assert by_reason["crisis"]["priority"] == 1 and by_reason["crisis"]["session_id"] == crisis["session_id"]
     assert by_reason["complaint"]["session_id"] == complaint["session_id"]
-    assert by_reason["human_request"]["priority"] == 3 and by_reason["human_request"]["session_id"] == human["session_id"]
+    assert (
+        by_reason["human_request"]["priority"] == 3 and by_reason["human_request"]["session_id"] == human["session_id"]
+    )
     assert by_reason["negative_trend"]["session_id"] == sad_sid
     assert by_reason["repeated_no_answer"]["session_id"] == lost_sid
     assert by_reason["complaint"]["priority"] == by_reason["negative_trend"]["priority"] == 2
@@ -172,7 +172,9 @@ def test_a_repeated_trigger_updates_its_record_and_a_crisis_makes_the_session_ur
 
     # a closed record does not swallow the next trigger: that queues a new one
     rid = next(r["id"] for r in queue if r["reason"] == "human_request")
-    assert s.c.post(f"/api/v1/handoffs/{rid}/close", json={"note": "called back"}, headers=s.h("olga")).status_code == 200
+    assert (
+        s.c.post(f"/api/v1/handoffs/{rid}/close", json={"note": "called back"}, headers=s.h("olga")).status_code == 200
+    )
     s.chat("A person again please", analysis(intent="human_request"), session_id=sid)
     open_ = _items(s, status="open")
     assert sorted(r["reason"] for r in open_) == ["crisis", "human_request"]

@@ -223,7 +223,9 @@ class HandoffStore:
         ids = [r.message_id for r in rows if r.message_id]
         if not ids:
             return {}
-        return {row.id: row.content for row in s.execute(select(Message.id, Message.content).where(Message.id.in_(ids)))}
+        return {
+            row.id: row.content for row in s.execute(select(Message.id, Message.content).where(Message.id.in_(ids)))
+        }
 
     def resolve(self, prefix: str) -> str:
         """The one record id starting with ``prefix`` (the CLI shows 8 characters); none or several: not found."""
@@ -275,9 +277,17 @@ class HandoffReplayer:
         self.store = store
         self._job = Periodic("handoff-replay", interval_s, self.tick)
 
-    def tick(self) -> None:
-        if self.store.spool is not None and self.store.spool.pending():
-            self.store.replay()
+    def tick(self) -> int:
+        """One pass: write what is spooled; the database still down, the rest waits for the next pass."""
+        if self.store.spool is None or not self.store.spool.pending():
+            return 0
+        try:
+            return self.store.replay()
+        except SQLAlchemyError as exc:
+            if not is_outage(exc):
+                raise
+            log.info("handoff_replay_waiting", extra={"pending": len(self.store.spool.pending())})
+            return 0
 
     def start(self) -> None:
         self._job.start()

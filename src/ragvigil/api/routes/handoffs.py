@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ragvigil.api.deps import client_address, get_runtime, require
 from ragvigil.api.errors import ApiError
+from ragvigil.api.openapi import ERROR_REF
 from ragvigil.app import Runtime
 from ragvigil.chat.handoff import HandoffStore, build_handoffs
 from ragvigil.ops.access import Principal, Role
@@ -24,6 +25,9 @@ from ragvigil.storage.text import check_storable
 router = APIRouter(prefix="/api/v1", tags=["handoffs"])
 Operator = Depends(require(Role.operator))
 MAX_OFFSET = 1_000_000
+CONFLICT = {
+    409: {"description": "Conflict with the current state", "content": {"application/json": {"schema": ERROR_REF}}}
+}
 HandoffId = Annotated[str, Path(max_length=32)]
 
 
@@ -82,7 +86,7 @@ async def get_handoff(
     return record
 
 
-@router.post("/handoffs/{handoff_id}/claim")
+@router.post("/handoffs/{handoff_id}/claim", responses=CONFLICT)
 async def claim_handoff(
     request: Request, handoff_id: HandoffId, rt: Runtime = Depends(get_runtime), who: Principal = Operator
 ) -> dict[str, Any]:
@@ -92,7 +96,7 @@ async def claim_handoff(
     return record
 
 
-@router.post("/handoffs/{handoff_id}/close")
+@router.post("/handoffs/{handoff_id}/close", responses=CONFLICT)
 async def close_handoff(
     request: Request,
     handoff_id: HandoffId,

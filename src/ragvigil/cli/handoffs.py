@@ -45,8 +45,10 @@ def _fail(exc: Exception) -> None:
 def list_handoffs(
     status: Annotated[str | None, typer.Option(help="open, claimed or closed")] = None,
     priority: Annotated[int | None, typer.Option(min=1, max=4, help="1 (crisis) .. 4")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
-    offset: Annotated[int, typer.Option(min=0)] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="records on this page")] = 50,
+    offset: Annotated[
+        int, typer.Option(min=0, max=1_000_000, help="records to skip (the last page says the next offset)")
+    ] = 0,
     as_json: Json = False,
 ) -> None:
     """The queue, most urgent and oldest first (no user text; `show --message` has it)."""

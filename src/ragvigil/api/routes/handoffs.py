@@ -14,7 +14,6 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from ragvigil.api.deps import client_address, get_runtime, require
-from ragvigil.api.errors import ApiError
 from ragvigil.api.openapi import ERROR_REF
 from ragvigil.app import Runtime
 from ragvigil.chat.handoff import HandoffStore, build_handoffs
@@ -42,7 +41,7 @@ def handoff_store(rt: Runtime) -> HandoffStore:
 
 class CloseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    note: Annotated[str | None, AfterValidator(check_storable), Field(max_length=HandoffRecord.NOTE_CHARS)] = None
+    note: Annotated[str, AfterValidator(check_storable), Field(max_length=HandoffRecord.NOTE_CHARS)] | None = None
 
 
 async def _audit(rt: Runtime, who: Principal, request: Request, action: str, handoff_id: str, **detail: Any) -> None:
@@ -58,13 +57,14 @@ async def list_handoffs(
     who: Principal = Operator,
     status: Literal["open", "claimed", "closed"] | None = None,
     priority: int | None = Query(None, ge=1, le=4),
-    limit: int = Query(50, ge=1, le=1000, description="at most handoff.max_page"),
+    limit: int = Query(
+        50, ge=1, le=1000, description="records on the page (cut to the configured largest page, 200 by default)"
+    ),
     offset: int = Query(0, ge=0, le=MAX_OFFSET),
     include: Literal["message"] | None = Query(None, description="`message`: add the triggering user message"),
 ) -> dict[str, Any]:
     """The queue, most urgent and oldest first: ``items``, ``total``, ``next_offset`` (None on the last page)."""
-    if limit > rt.settings.handoff.max_page:
-        raise ApiError(422, "validation_error", f"limit is at most {rt.settings.handoff.max_page}", "limit")
+    limit = min(limit, rt.settings.handoff.max_page)  # a larger page is cut: next_offset leads on
     store = handoff_store(rt)
     page = await run_in_threadpool(store.list, status, priority, limit, offset, include == "message")
     if include == "message":

@@ -455,6 +455,22 @@ class SafetySettings(Section):
     offensive_strong_threshold: float = Field(0.85, gt=0, le=1, description="harassment (medium) from here")
 
 
+class HandoffSettings(Section):
+    """When a conversation is handed to a person (``chat.handoff``), and the bounds of the queue."""
+
+    enabled: bool = Field(True, description="decide hand-offs and queue them; off: no turn is handed over")
+    negative_turns: int = Field(
+        3, ge=2, le=50, description="consecutive negative user turns (this one included) that hand the session over"
+    )
+    no_answer_turns: int = Field(
+        3, ge=2, le=50, description="consecutive 'not found' answers (this one included) that hand the session over"
+    )
+    spool_max_entries: int = Field(
+        1000, ge=1, le=100_000, description="hand-offs kept on disk while the database is down"
+    )
+    max_page: int = Field(200, ge=1, le=1000, description="the largest page GET /api/v1/handoffs gives")
+
+
 class FaultSettings(Section):
     """Fault injection for drills: admin-only and off by default; production refuses to start with it on
     unless ``allow_in_production`` says that is meant (a drill on a production instance)."""
@@ -590,6 +606,7 @@ class Settings(BaseSettings):
     admission: AdmissionSettings = AdmissionSettings()
     safe_mode: SafeModeSettings = SafeModeSettings()
     safety: SafetySettings = SafetySettings()
+    handoff: HandoffSettings = HandoffSettings()
     faults: FaultSettings = FaultSettings()
     canary: CanarySettings = CanarySettings()
     remediation: RemediationSettings = RemediationSettings()

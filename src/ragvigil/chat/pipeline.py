@@ -479,7 +479,15 @@ class Persist(BaseStage):
         """The turn as it is stored: the user message and the answer (``answer`` overrides the turn's)."""
         rid = turn.request_id[: self.REQUEST_ID_CHARS] if turn.request_id else None
         return [
-            StoredMessage(turn.user_message_id, "user", turn.message, turn.received_at, request_id=rid),
+            StoredMessage(
+                turn.user_message_id,
+                "user",
+                turn.message,
+                turn.received_at,
+                request_id=rid,
+                analysis=turn.analysis.to_dict() if turn.analysis else None,
+                flagged=turn.analysis.safety.category if turn.analysis else None,
+            ),
             StoredMessage(
                 turn.message_id,
                 "assistant",

@@ -57,6 +57,8 @@ class StoredMessage:
     latency_ms: float | None = None
     degraded: bool = False
     request_id: str | None = None
+    analysis: dict[str, Any] | None = None  # a user message's ``TurnAnalysis.to_dict()``
+    flagged: str | None = None  # the safety category a user message was flagged with
 
 
 class SessionStore:
@@ -87,12 +89,25 @@ class SessionStore:
             if limit <= 0:
                 return []
             rows = s.execute(
-                select(Message.id, Message.role, Message.content, Message.created_at)
+                select(
+                    Message.id,
+                    Message.role,
+                    Message.content,
+                    Message.created_at,
+                    Message.sources,
+                    Message.analysis,
+                    Message.flagged,
+                )
                 .where(Message.session_id == session_id)
                 .order_by(Message.seq.desc())
                 .limit(limit)
             ).all()
-        return [StoredMessage(r.id, r.role, r.content, r.created_at) for r in reversed(rows)]
+        return [
+            StoredMessage(
+                r.id, r.role, r.content, r.created_at, sources=r.sources or [], analysis=r.analysis, flagged=r.flagged
+            )
+            for r in reversed(rows)
+        ]
 
     def append(
         self, session_id: str, kb: str, user_id: str | None, messages: list[StoredMessage], *, owner: str
@@ -136,6 +151,8 @@ class SessionStore:
                         degraded=m.degraded,
                         request_id=m.request_id,
                         created_at=m.created_at,
+                        analysis=m.analysis,
+                        flagged=m.flagged,
                     )
                 )
         return session_id

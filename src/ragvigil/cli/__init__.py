@@ -14,6 +14,7 @@ from ragvigil.cli.config import config_app, migrate
 from ragvigil.cli.diagnose import diagnose
 from ragvigil.cli.drill import drill
 from ragvigil.cli.faults import faults_app, safe_mode_app
+from ragvigil.cli.handoffs import handoffs_app
 from ragvigil.cli.keys import audit, keys_app
 from ragvigil.cli.knowledge import ask, ingest, search
 from ragvigil.cli.logs import logs_app
@@ -30,5 +31,6 @@ app.add_typer(providers_app, name="providers")
 app.add_typer(safe_mode_app, name="safe-mode")
 app.add_typer(faults_app, name="faults")
 app.add_typer(remediation_app, name="remediation")
+app.add_typer(handoffs_app, name="handoffs")
 for command in (migrate, ingest, search, ask, serve, audit, diagnose, drill):
     app.command()(command)

@@ -146,6 +146,44 @@ class Message(Base):
     degraded: Mapped[bool] = mapped_column(Boolean, default=False)
     request_id: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # a user message's TurnAnalysis.to_dict() (safety, emotion, intent); None for answers and older rows
+    analysis: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    flagged: Mapped[str | None] = mapped_column(String(32), default=None, index=True)  # safety category
+
+
+class HandoffStatus:
+    """A hand-off's lifecycle: queued, taken by a person, done."""
+
+    OPEN = "open"
+    CLAIMED = "claimed"
+    CLOSED = "closed"
+    ALL = (OPEN, CLAIMED, CLOSED)
+
+
+class HandoffRecord(Base):
+    """A turn handed to a person: one open record per session and reason, the most urgent priority kept."""
+
+    __tablename__ = "handoffs"
+    __table_args__ = (
+        Index("ix_handoffs_session_reason", "session_id", "reason"),
+        Index("ix_handoffs_status_priority", "status", "priority"),
+    )
+
+    NOTE_CHARS: ClassVar[int] = 1000
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    session_id: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    message_id: Mapped[str | None] = mapped_column(String(32), default=None)  # the user message that triggered it
+    reason: Mapped[str] = mapped_column(String(32))
+    priority: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default=HandoffStatus.OPEN)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    claimed_by: Mapped[str | None] = mapped_column(String(160), default=None)
+    closed_by: Mapped[str | None] = mapped_column(String(160), default=None)
+    note: Mapped[str | None] = mapped_column(String(1000), default=None)
 
 
 class ApiKey(Base):

@@ -65,16 +65,16 @@ class IntentModel:
         self._centroids = _normalise(np.stack([x[self._y == i].mean(axis=0) for i in range(len(self.labels))]))
         self._probe: LinearProbe | None = fit(x, list(labels), l2=1e-2, epochs=300) if method == "probe" else None
 
-    def scores(self, vectors: np.ndarray, exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, vectors: np.ndarray, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities (n, intents), top cosine to any example (n,)) of ``vectors``.
 
-        ``exclude_self``: the vectors are the model's own examples, each left out of its own vote
-        (leave-one-out, how a threshold is chosen on training data without looking at the eval set).
+        ``exclude[i]``: the index of an example row ``i`` may not see (its own, for a leave-one-out
+        vote: how a threshold is chosen on the training data without looking at the eval set).
         """
         q = _normalise(np.atleast_2d(np.asarray(vectors, dtype=np.float32)))
         sims = q @ self._x.T
-        if exclude_self:
-            np.fill_diagonal(sims, -1.0)
+        if exclude is not None:
+            sims[np.arange(len(q)), exclude] = -1.0
         top = sims.max(axis=1)
         if self.method == "centroid":
             return _softmax((q @ self._centroids.T) / self.temperature), top

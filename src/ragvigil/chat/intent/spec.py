@@ -189,7 +189,9 @@ def _examples(where: str, raw: Any, problems: list[str], limits: Limits) -> list
         problems.append(f"{where}.examples: missing or empty (at least one example)")
         return []
     if len(raw) > limits.max_examples_per_intent:
-        problems.append(f"{where}.examples: {len(raw)} examples, more than the {limits.max_examples_per_intent} allowed")
+        problems.append(
+            f"{where}.examples: {len(raw)} examples, more than the {limits.max_examples_per_intent} allowed"
+        )
     out = []
     for n, example in enumerate(raw):
         if not isinstance(example, str):

@@ -184,7 +184,10 @@ def clinc150(data: Path, cache: VectorCache) -> list[Row]:
     train = [(e.text, e.label) for e in _datasets.clinc150(data, "train")]
     train += [(e.text, "other") for e in _datasets.clinc150(data, "oos_train")]
     clf = ExampleIntentClassifier(_intent_set(train), None, vectors=_CachedVectors(cache))
-    threshold, loo = _choose_threshold(clf.model, cache.vectors([t for t, _ in train]), [lab for _, lab in train])
+    rows_in_model_order = clf.intents.examples  # (intent, text), the order of the model's example rows
+    threshold, loo = _choose_threshold(
+        clf.model, cache.vectors([t for _, t in rows_in_model_order]), [lab for lab, _ in rows_in_model_order]
+    )
     clf.model.min_similarity = threshold
     rows = []
     for split, lab in [("val", None), ("oos_val", "other")]:

@@ -119,7 +119,7 @@ def test_a_yaml_error_names_its_line() -> None:
             Limits(max_example_chars=5),
             "intents[0] (a).examples[0]: 6 characters, more than 5",
         ),
-        ("intents:\n  - {name: a, examples: [x]}\n", Limits(max_bytes=10), "file: 39 bytes, more than the 10 allowed"),
+        ("intents:\n  - {name: a, examples: [x]}\n", Limits(max_bytes=10), "file: 38 bytes, more than the 10 allowed"),
         ("- just a list\n", Limits(), "file: expected a mapping with an `intents:` list"),
         ("intents: []\n", Limits(), "intents: missing or not a non-empty list"),
     ],

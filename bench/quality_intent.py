@@ -9,7 +9,8 @@ as from an intents file, and every eval row goes through ``classify(text, vector
   threshold is chosen by leave-one-out on those same rows (never on ``val``); numbers on ``val`` /
   ``oos_val``.
 * CrossWOZ ``val`` (Chinese): the domain of user turns that name exactly one (景点/餐馆/酒店/地铁/
-  出租/General greet-thank-bye), a fixed 30 % split held out inside it, the rest as examples.
+  出租; a General act's second field is its kind, thank/bye/greet, kept as the label), a fixed 30 %
+  split held out inside it, the rest as examples.
   Domains, not acts: a turn usually carries several acts (Inform + Request) but one domain.
 * The shipped default intents: held-out phrasings written for this benchmark (not in the file).
 
@@ -35,6 +36,7 @@ from ragvigil.chat.intent import DEFAULT_FILE, ExampleIntentClassifier, ExampleV
 from ragvigil.chat.intent.model import IntentModel
 
 SECTION = "intent"
+OOS_TARGET = 0.80
 
 # Phrasings written for this benchmark, none of them in the default file: (text, language, intent).
 HELD_OUT: list[tuple[str, str, str]] = [
@@ -227,7 +229,11 @@ def clinc150(data: Path, cache: VectorCache) -> list[Row]:
 
 
 def _choose_threshold(model: IntentModel, x: np.ndarray, labels: Sequence[str]) -> tuple[float, str]:
-    """The similarity threshold maximising (in-scope accuracy + out-of-scope recall) / 2, leave-one-out."""
+    """The lowest similarity threshold whose leave-one-out out-of-scope recall reaches the target (0.80).
+
+    The lowest such threshold keeps the most in-scope turns; maximising the mean of the two instead
+    chose 0.92 (in-scope 0.77 on val, out-of-scope 0.97), far past the target's trade-off.
+    """
     best_lab, top = [], []
     for start in range(0, len(x), 1000):
         chunk = x[start : start + 1000]
@@ -240,8 +246,8 @@ def _choose_threshold(model: IntentModel, x: np.ndarray, labels: Sequence[str]) 
     for th in np.arange(0.70, 0.95, 0.005):
         pred = np.where(sims < th, "other", best)
         ins, rec = float((pred[~oos] == gold[~oos]).mean()), float((pred[oos] == "other").mean())
-        scored.append(((ins + rec) / 2, float(th), ins, rec))
-    _, th, ins, rec = max(scored)
+        scored.append(((ins + rec) / 2, float(th), ins, rec))  # (balanced, threshold, in-scope, recall)
+    _, th, ins, rec = min((s for s in scored if s[3] >= OOS_TARGET), key=lambda s: s[1], default=max(scored))
     return th, f"in-scope {ins:.3f}, oos {rec:.3f}"
 
 
@@ -283,7 +289,7 @@ def default_file(cache: VectorCache) -> list[Row]:
         acc = float(np.mean([g == p for g, p in zip(gold, names, strict=True)]))
         CONFUSIONS[f"default file {lang}"] = confusions(gold, names)
         rows.append(Row(SECTION, f"default intents, held-out phrasings ({lang})", acc, digits=3, note=f"n={len(idx)}"))
-    rows.append(_latency("classify p50, default intents (264 examples)", times_all))
+    rows.append(_latency("classify p50, default intents (280 examples)", times_all))
     return rows
 
 

@@ -164,7 +164,7 @@ def banking77(data: Path, cache: VectorCache) -> list[Row]:
         acc = float(np.mean([g == p for g, p in zip(gold, names, strict=True)]))
         name = f"BANKING77 {method}" + (f" T={temp}" if method != "probe" else "")
         cal = ece([p.confidence for p in pred], [g == p for g, p in zip(gold, names, strict=True)])
-        primary = method == "knn" and temp == 0.02
+        primary = method == "knn" and temp == 0.01
         rows.append(
             Row(
                 SECTION,

@@ -40,7 +40,7 @@ class ExampleIntentClassifier:
         cache_path: Path | None = None,
         method: Method = "knn",
         k: int = 10,
-        temperature: float = 0.02,
+        temperature: float = 0.01,
         limits: Limits = Limits(),
         vectors: ExampleVectors | None = None,
     ) -> None:

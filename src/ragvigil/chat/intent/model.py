@@ -44,7 +44,7 @@ class IntentModel:
         labels: Sequence[str],
         method: Method = "knn",
         k: int = 10,
-        temperature: float = 0.02,
+        temperature: float = 0.01,
         min_similarity: float = 0.0,
         min_confidence: float = 0.0,
     ) -> None:
@@ -95,7 +95,7 @@ class IntentModel:
         out = []
         for p, s in zip(proba, top, strict=True):
             i = int(np.argmax(p))
-            best, conf = self.labels[i], float(p[i])
+            best, conf = self.labels[i], min(1.0, max(0.0, float(p[i])))  # float32 sums may pass 1
             rejected = float(s) < self.min_similarity or conf < self.min_confidence
             label = OUT_OF_SCOPE if rejected else best
             if rejected and best != OUT_OF_SCOPE:

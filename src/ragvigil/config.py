@@ -537,6 +537,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     data_dir: Path = Path("data")
+    intents_file: Path | None = Field(
+        None, description="the intents file (YAML: intents with examples and actions); empty: the shipped defaults"
+    )
     database_url: SecretUrl | None = Field(None, description="SQLAlchemy URL; default is a SQLite file in data_dir")
     default_kb: str = Field("default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     generator: Literal["extractive", "openai"] = "extractive"

@@ -1,0 +1,116 @@
+"""``ExampleIntentClassifier``: the ``IntentClassifier`` of ``chat.understanding``, from an intents file.
+
+The file's examples are embedded once (query side, as a turn is) and kept on disk; a turn is then
+classified from the vector retrieval already computed, so an intent costs one small matrix product.
+A reload with a bad file raises and keeps the intents in use: a typo never leaves a running
+service without intents.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ragvigil.chat.intent.model import IntentModel, Method
+from ragvigil.chat.intent.spec import IntentSet, Limits, load_file
+from ragvigil.chat.intent.vectors import ExampleVectors, QueryEmbedder
+from ragvigil.chat.understanding import Intent
+
+__all__ = ["ExampleIntentClassifier"]
+
+log = logging.getLogger(__name__)
+OTHER = "other"
+
+
+class ExampleIntentClassifier:
+    """kNN over the examples' e5 vectors (see ``model.py`` for why), ``other`` below the file's threshold.
+
+    ``vector`` None (the turn was not embedded, e.g. retrieval was lexical only): the text is embedded
+    here when there is an embedder, else the turn is ``other`` with confidence 0.
+    """
+
+    def __init__(
+        self,
+        intents: IntentSet,
+        embedder: QueryEmbedder | None,
+        cache_path: Path | None = None,
+        method: Method = "knn",
+        k: int = 10,
+        temperature: float = 0.01,
+        limits: Limits = Limits(),
+        vectors: ExampleVectors | None = None,
+    ) -> None:
+        self.embedder = embedder
+        self.method: Method = method
+        self.k = k
+        self.temperature = temperature
+        self.limits = limits
+        if vectors is None:
+            if embedder is None:
+                raise ValueError("the example vectors need an embedder (or precomputed ExampleVectors)")
+            vectors = ExampleVectors(embedder, cache_path, limits.max_examples)
+        self.example_vectors = vectors
+        self._lock = threading.Lock()
+        self._intents, self._model = self._build(intents)
+
+    @property
+    def intents(self) -> IntentSet:
+        return self._intents
+
+    @property
+    def model(self) -> IntentModel:
+        return self._model
+
+    def _build(self, intents: IntentSet) -> tuple[IntentSet, IntentModel]:
+        start = time.perf_counter()
+        rows = intents.examples
+        x = self.example_vectors.vectors([text for _, text in rows])
+        model = IntentModel(
+            x,
+            [name for name, _ in rows],
+            method=self.method,
+            k=self.k,
+            temperature=self.temperature,
+            min_similarity=intents.threshold,
+        )
+        log.info(
+            "intents_loaded",
+            extra={
+                "source": intents.source,
+                "intents": len(intents.intents),
+                "examples": len(rows),
+                "embedded": self.example_vectors.embedded,
+                "seconds": round(time.perf_counter() - start, 3),
+            },
+        )
+        return intents, model
+
+    def reload(self, path: Path) -> IntentSet:
+        """Load ``path`` in place of the current intents; a bad file raises ``IntentFileError``, the old stay."""
+        intents, model = self._build(load_file(path, self.limits))
+        with self._lock:
+            self._intents, self._model = intents, model
+        return intents
+
+    def classify(self, text: str, vector: np.ndarray | None, language: str) -> Intent:
+        intents, model = self._intents, self._model  # one consistent pair, even during a reload
+        if vector is None:
+            if self.embedder is None or not text.strip():
+                return Intent(OTHER, 0.0)
+            vector = self.embedder.embed_query(text)
+        p = model.predict(vector)
+        spec = intents.get(p.label)
+        return Intent(p.label, p.confidence, spec.action if spec else None)
+
+    def reply_for(self, intent: Intent | str, language: str) -> str | None:
+        """The short friendly reply of a ``small_talk`` intent in ``language`` (else English), or None."""
+        name = intent if isinstance(intent, str) else intent.name
+        spec = self._intents.get(name)
+        if spec is None or spec.action != "small_talk" or not spec.replies:
+            return None
+        lang = "zh" if language.lower().startswith("zh") else "en"
+        return spec.replies.get(lang) or next(iter(spec.replies.values()))

@@ -17,7 +17,7 @@ def test_n_negative_turns_in_a_row_fire() -> None:
     run = [turn(0.5, "joy"), turn(-0.3, "sadness"), turn(-0.4, "sadness"), turn(-0.7, "sadness")]
     verdict = deterioration(run, negative_turns=3)
     assert verdict.worse and verdict.reason == "negative_streak" and verdict.turns == 3
-    assert not deterioration(run, negative_turns=4).worse  # N is the setting's to choose
+    assert not deterioration(run, negative_turns=4, fall=2.0).worse  # N is the setting's to choose
 
 
 def test_a_mixed_run_does_not_fire() -> None:

@@ -11,6 +11,8 @@ Parts (all weights in this folder, trained by ``training/train_emotion.py``):
 - ``combiner.npz``: a 2-class probe over three features — the polarity probe's positive-minus-negative
   logit, the n-gram log-odds / 10 (clipped to ±2) and the lexicon valence (clipped to ±4) — fitted on
   a development slice of the ChnSentiCorp train part that neither the probe nor the n-gram layer saw.
+  A part with no opinion (no vector, or no CJK n-gram the layer knows: every English turn) is set to
+  the combiner's mean for that feature, so it pulls neither way.
 - ``category.npz``: a softmax probe over the e5 vector with the seven ``EMOTIONS``, on exemplars.
 
 How the 5 steps come out of a binary-trained model:
@@ -110,7 +112,13 @@ class OfflineEmotionAnalyzer:
             margin, neutral = self.margin(vector)
         else:
             margin, neutral = 0.0, 0.0 if reading.hits else 0.5
-        x = features(margin, self.ngrams.log_odds(text), reading)
+        log_odds = self.ngrams.log_odds(text)
+        x = features(margin, log_odds, reading)
+        # a part with no opinion (no vector; no CJK n-gram it knows) sits at the combiner's mean: it adds nothing
+        if vector is None:
+            x[0] = self.combiner.mean[0]
+        if log_odds == 0.0:
+            x[1] = self.combiner.mean[1]
         p_pos = self.combiner.probability(x, "positive")
         if reading.hits:
             neutral *= 0.3

@@ -10,7 +10,8 @@
 
 A prediction's side is the sign of the emotion's score (a "neutral" turn still leans one way); the
 share of turns the analyzer called neutral is in the note. The same rows are printed for the parts
-alone (probe, n-grams, lexicon) so what each layer adds is visible.
+alone (probe, n-grams, lexicon) so what each layer adds is visible; a part with no opinion (a text
+without a lexicon word) counts as negative there.
 
     python bench/quality_emotion.py --data ../shared/datasets
 """
@@ -74,9 +75,10 @@ def _polarity_rows(
     ]
     parts = {
         "probe alone": [_side(analyzer.margin(v)[0]) for v in vectors],
-        "n-grams alone": [_side(analyzer.ngrams.log_odds(e.text)) for e in rows],
         "lexicon alone": [_side(analyzer.lexicon.read(e.text).valence) for e in rows],
     }
+    if name.endswith("(zh)"):  # the n-gram layer reads CJK characters only
+        parts["n-grams alone"] = [_side(analyzer.ngrams.log_odds(e.text)) for e in rows]
     for part, pred in parts.items():
         acc_p, f1_p, _ = _metrics(truth, pred, SIDES)
         out.append(Row("parts", f"{name}: {part}", acc_p, digits=3, note=f"macro-F1 {f1_p:.3f}"))

@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=_datasets.DEFAULT_DATA)
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
-    ap.add_argument("--probe-rows", type=int, default=6000, help="ChnSentiCorp train rows for the polarity probe")
-    ap.add_argument("--dev-rows", type=int, default=400, help="ChnSentiCorp train rows that fit the combiner")
+    ap.add_argument("--probe-rows", type=int, default=312, help="ChnSentiCorp train rows for the polarity probe")
+    ap.add_argument("--dev-rows", type=int, default=200, help="ChnSentiCorp train rows that fit the combiner")
     ap.add_argument("--l2", type=float, default=1e-2)
     args = ap.parse_args(argv)
 

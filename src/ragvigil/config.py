@@ -522,6 +522,19 @@ class RedisSettings(Section):
         return self.url is not None
 
 
+class EmotionSettings(Section):
+    """How each user turn's emotion is read (``chat.emotion``), and when a session counts as getting worse."""
+
+    analyzer: Literal["offline", "llm"] = Field(
+        "offline", description="offline: the committed probes + lexicon; llm: ask the generator, offline on failure"
+    )
+    lexicon_file: Path | None = Field(None, description="a lexicon YAML like chat/emotion/lexicon.yaml; empty: it")
+    llm_timeout_s: float = Field(5.0, gt=0, le=60, description="seconds the llm analyzer waits for a verdict")
+    negative_turns: int = Field(3, ge=1, le=50, description="this many negative user turns in a row: getting worse")
+    fall: float = Field(0.8, gt=0, le=2, description="a score fall this large within the window, ending negative")
+    window: int = Field(6, ge=1, le=100, description="recent user turns the deterioration signal reads")
+
+
 class Settings(BaseSettings):
     """Settings of one ragvigil instance. Every file it writes lives under ``data_dir``."""
 
@@ -614,6 +627,7 @@ class Settings(BaseSettings):
     canary: CanarySettings = CanarySettings()
     remediation: RemediationSettings = RemediationSettings()
     redis: RedisSettings = RedisSettings()
+    emotion: EmotionSettings = EmotionSettings()
 
     @model_validator(mode="before")
     @classmethod

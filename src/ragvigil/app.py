@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ragvigil.chat.build import build_pipeline, build_understanding
+from ragvigil.chat.handoff import build_handoffs
 from ragvigil.chat.history import SessionHistory
 from ragvigil.chat.journal import Journal, JournalReplayer
 from ragvigil.chat.pipeline import Persist
@@ -119,11 +120,17 @@ class Runtime:
         self.features = self.admission.features  # non-core work shed under pressure
         self.safe_mode = SafeMode(settings.data_dir, settings.safe_mode)  # every answer the safe response while on
         # safety, emotion and intent of every turn (rt.safety, rt.emotion, rt.intents; None: not configured)
-        self.understanding: Understanding = build_understanding(settings)
+        self.understanding: Understanding = build_understanding(settings, self.embedder, self.generator)
         # the safety check the pipeline and the canary share, under the `safety` fault: whoever replaces it
         # wraps it, rt.safety = rt.faults.safety(check); the pipeline and the canary read it at every turn/run
         self.safety = self.faults.safety(self.understanding.safety)
         self.canary = build_canary(settings, lambda: self.safety, lambda text: self.embedder.embed_query(text, 1.0))
+        # hand-off to a person: the queue (rt.handoffs.store), its spool while the database is down, the stage
+        self.handoffs = (
+            build_handoffs(settings.handoff, self.db, settings.data_dir, self.sessions, self.journal)
+            if settings.handoff.enabled
+            else None
+        )
         self.pipeline = build_pipeline(
             settings,
             self.sessions,
@@ -136,6 +143,7 @@ class Runtime:
             features=self.features,
             safe_mode=self.safe_mode,
             understanding=self.understanding,
+            handoff=self.handoffs.stage if self.handoffs is not None else None,
         )
         self.health = build_health(settings, self.db, self.vectors, self.embedder, self.generator)
         for name in self.router.names()[:-1]:  # one optional check per remote provider, under generation
@@ -166,6 +174,7 @@ class Runtime:
         # started in this order by start_background, stopped in reverse by close; a subsystem appends its own
         self.background: list[Background] = [
             self.replayer,
+            *([self.handoffs.replayer] if self.handoffs is not None else []),
             self.log_retention,
             k.pending_gauge,
             self.retriever.mode,

@@ -6,6 +6,8 @@ stage is one entry in the list below and nothing else changes.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ragvigil.chat.answer_check import AnswerCheck
 from ragvigil.chat.history import SessionHistory
 from ragvigil.chat.journal import Journal
@@ -22,11 +24,16 @@ from ragvigil.chat.pipeline import (
 from ragvigil.chat.safe_mode import SafeMode, SafeModeStage
 from ragvigil.chat.sessions import SessionStore
 from ragvigil.chat.small_talk import SmallTalk
-from ragvigil.chat.understand import Understand, Understanding
+from ragvigil.chat.understand import SmallTalkReply, Understand, Understanding, default_small_talk_reply
+from ragvigil.chat.understanding import Intent
 from ragvigil.config import Settings
 from ragvigil.knowledge.retrieval import HybridRetriever
 from ragvigil.ops.message_log import EncryptedMessageLog
 from ragvigil.providers.base import Generator
+
+if TYPE_CHECKING:
+    from ragvigil.chat.intent import ExampleIntentClassifier
+    from ragvigil.chat.intent.vectors import QueryEmbedder
 
 
 def turn_budget_s(settings: Settings, longest_call_s: float | None = None) -> float:
@@ -35,17 +42,38 @@ def turn_budget_s(settings: Settings, longest_call_s: float | None = None) -> fl
     return settings.retrieval.turn_budget_s or max(60.0, longest + 30.0)
 
 
-def build_understanding(settings: Settings) -> Understanding:
+def build_understanding(
+    settings: Settings, embedder: QueryEmbedder | None = None, generator: Generator | None = None
+) -> Understanding:
     """The checkers every turn is understood with: the one place they are plugged in.
 
-    Each is ``None`` until configured, and a turn then has no such part of its analysis and is
-    answered as it always was. The runtime exposes them as ``rt.safety``, ``rt.emotion`` and
-    ``rt.intents``; replacing one there takes effect on the next turn.
+    Safety (``chat.safety``), emotion (``chat.emotion``: offline, or the LLM-backed analyzer with the
+    offline one behind it) and intent (``chat.intent``: the intents file's examples in the e5 space;
+    it needs the query embedder, so without one a runtime has no intent). The runtime exposes them
+    as ``rt.safety``, ``rt.emotion`` and ``rt.intents``; replacing one there takes effect on the next
+    turn. ``safety.enabled = false`` leaves the turn without a safety verdict (and the canary idle).
     """
-    from ragvigil.chat.safety import SafetyChecker  # its lexicon and probes load here, not at import
+    # their lexicons, probes and example vectors load here, not when the pipeline module is imported
+    from ragvigil.chat.emotion import build_emotion_analyzer
+    from ragvigil.chat.intent import build_intent_classifier
+    from ragvigil.chat.safety import SafetyChecker
 
     safety = SafetyChecker.from_settings(settings.safety) if settings.safety.enabled else None
-    return Understanding(safety=safety, emotion=None, intent=None)
+    emotion = build_emotion_analyzer(settings.emotion, generator)
+    intents = build_intent_classifier(settings, embedder) if embedder is not None else None
+    understanding = Understanding(safety=safety, emotion=emotion, intent=intents)
+    if intents is not None:
+        understanding.small_talk_reply = _small_talk_reply(intents)
+    return understanding
+
+
+def _small_talk_reply(intents: ExampleIntentClassifier) -> SmallTalkReply:
+    """The intents file's own reply for a small-talk intent, else the built-in short text."""
+
+    def reply(intent: Intent, language: str) -> str | None:
+        return intents.reply_for(intent, language) or default_small_talk_reply(intent, language)
+
+    return reply
 
 
 def build_pipeline(
@@ -60,10 +88,11 @@ def build_pipeline(
     features: FeatureGate | None = None,
     safe_mode: SafeMode | None = None,
     understanding: Understanding | None = None,
+    handoff: Stage | None = None,
 ) -> ChatPipeline:
     rs = settings.retrieval
     budget_s = turn_budget_s(settings, longest_call_s)
-    understanding = understanding if understanding is not None else build_understanding(settings)
+    understanding = understanding if understanding is not None else build_understanding(settings, retriever.embedder)
     safe_texts = {"en": settings.safe_mode.response_en, "zh": settings.safe_mode.response_zh}
 
     def safe_response(language: str) -> str:  # what a failed safety check answers with (fail closed)
@@ -78,6 +107,7 @@ def build_pipeline(
         SmallTalk(understanding),  # greeting, thanks, chit-chat with nothing relevant found: a friendly reply
         Generate(generator, extractive, budget_s=budget_s),
         AnswerCheck(understanding, safe_response),  # also guards a stream, sentence by sentence
+        *([handoff] if handoff is not None else []),  # crisis, complaint, human request, trends: to a person
         Persist(sessions, journal),
     ]
     if settings.log_message_contents and settings.message_log_key is not None:

@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
-from ragvigil.chat.handoff import Handoffs, build_handoffs
+from ragvigil.chat.handoff import Handoffs
 from ragvigil.chat.handoff.stage import NOTICE
-from ragvigil.chat.pipeline import BaseStage, Generate, Turn
+from ragvigil.chat.pipeline import BaseStage, Turn
 from ragvigil.chat.understanding import Emotion, Intent, SafetyFinding, SafetyVerdict, TurnAnalysis
 from ragvigil.storage.models import HandoffRecord, Message
 from tests.conftest import admin_key, auth, local_client, make_settings
@@ -72,13 +72,12 @@ def inst(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Instance]:
         settings["database_url"] = pg.start()
     rt = Runtime(make_settings(data, **settings))
     outage = pg if pg is not None else SqliteOutage(data / "ragvigil.db", rt.db.engine)
-    parts = build_handoffs(rt.settings.handoff, rt.db, rt.settings.data_dir, rt.sessions, rt.journal)
-    rt.handoffs = parts  # type: ignore[attr-defined]
+    parts = rt.handoffs
+    assert parts is not None and parts.stage in rt.pipeline.stages  # the runtime's own wiring
     given = Given()
     given.analysis = TurnAnalysis()
-    at = next(i for i, s in enumerate(rt.pipeline.stages) if isinstance(s, Generate))
-    rt.pipeline.stages.insert(at + 1, parts.stage)
-    rt.pipeline.stages.insert(1, given)
+    stages = rt.pipeline.stages
+    stages[next(i for i, s in enumerate(stages) if s.name == "understand")] = given  # the test's analysis
     try:
         rt.ingestor.ingest_bytes("default", "faq.md", FAQ)
         with local_client(create_app(runtime=rt)) as c:

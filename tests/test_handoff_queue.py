@@ -20,9 +20,8 @@ from typer.testing import CliRunner
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
-from ragvigil.chat.handoff import build_handoffs
 from ragvigil.chat.handoff.stage import CRISIS_NOTICE, NOTICE
-from ragvigil.chat.pipeline import BaseStage, Generate, Turn
+from ragvigil.chat.pipeline import BaseStage, Turn
 from ragvigil.chat.understanding import Emotion, Intent, SafetyFinding, SafetyVerdict, TurnAnalysis
 from ragvigil.cli import app as cli_app
 from ragvigil.ops.access import Role
@@ -81,13 +80,10 @@ class Staged:
 def staged(tmp_path: Path) -> Iterator[Staged]:
     rt = Runtime(make_settings(tmp_path / "data", profile="staging"))
     rt.ingestor.ingest_bytes("default", "faq.md", FAQ)
-    parts = build_handoffs(rt.settings.handoff, rt.db, rt.settings.data_dir, rt.sessions, rt.journal)
-    rt.handoffs = parts  # type: ignore[attr-defined]  # what the runtime's wiring holds
+    assert rt.handoffs is not None and rt.handoffs.stage in rt.pipeline.stages  # the runtime's own wiring
     understood = Understood()
     stages = rt.pipeline.stages
-    at = next(i for i, s in enumerate(stages) if isinstance(s, Generate))
-    stages.insert(at + 1, parts.stage)  # after generate, before persist
-    stages.insert(1, understood)  # after history
+    stages[next(i for i, s in enumerate(stages) if s.name == "understand")] = understood  # the test's analysis
     people = {"alice": Role.client, "bob": Role.client, "vera": Role.viewer, "olga": Role.operator}
     keys = {name: rt.keys.create(f"{name}-key", role)[1] for name, role in people.items()}
     try:

@@ -11,6 +11,7 @@ import pytest
 from ragvigil.chat.intent import (
     DEFAULT_FILE,
     ExampleIntentClassifier,
+    ExampleVectors,
     IntentFileError,
     build_intent_classifier,
     load_file,
@@ -106,19 +107,24 @@ def test_without_a_vector_the_text_is_embedded_here(default: ExampleIntentClassi
     assert (intent.name, intent.confidence) == ("other", 0.0)
 
 
+def unshipped(embedder: Counting, path: Path) -> ExampleVectors:
+    """The data dir's cache alone, without the vectors shipped for the default file."""
+    return ExampleVectors(embedder, path, shipped=None)
+
+
 def test_example_vectors_are_cached_on_disk_across_loads(counting: Counting, tmp_path: Path) -> None:
     path = tmp_path / "cache" / "intent_vectors.npz"
     intents = load_file(DEFAULT_FILE)
     n = len(intents.examples)
-    ExampleIntentClassifier(intents, counting, path)
+    ExampleIntentClassifier(intents, counting, vectors=unshipped(counting, path))
     assert counting.calls == n and path.exists()
-    again = ExampleIntentClassifier(intents, counting, path)  # a restart
+    again = ExampleIntentClassifier(intents, counting, vectors=unshipped(counting, path))  # a restart
     assert counting.calls == n and again.example_vectors.embedded == 0
     edited = tmp_path / "edited.yaml"
     edited.write_text(
         DEFAULT_FILE.read_text(encoding="utf-8").replace("      - 多少钱？\n", "      - 多少钱？\n      - 贵不贵？\n")
     )
-    ExampleIntentClassifier(load_file(edited), counting, path)
+    ExampleIntentClassifier(load_file(edited), counting, vectors=unshipped(counting, path))
     assert counting.calls == n + 1  # only the new example
     with np.load(path) as z:
         assert len(z["keys"]) == n + 1  # the cache holds the current examples only: bounded by the file
@@ -128,9 +134,20 @@ def test_an_unreadable_cache_is_rebuilt(counting: Counting, tmp_path: Path) -> N
     path = tmp_path / "v.npz"
     path.write_bytes(b"not a zip")
     intents = load_file(DEFAULT_FILE)
-    clf = ExampleIntentClassifier(intents, counting, path)
+    clf = ExampleIntentClassifier(intents, counting, vectors=unshipped(counting, path))
     assert clf.example_vectors.embedded == len(intents.examples)
-    assert ExampleIntentClassifier(intents, counting, path).example_vectors.embedded == 0
+    assert ExampleIntentClassifier(intents, counting, vectors=unshipped(counting, path)).example_vectors.embedded == 0
+
+
+def test_the_shipped_vectors_cover_the_default_file_and_are_the_models_own(
+    counting: Counting, e5: E5Embedder, tmp_path: Path
+) -> None:
+    intents = load_file(DEFAULT_FILE)
+    clf = ExampleIntentClassifier(intents, counting, tmp_path / "fresh" / "intent_vectors.npz")
+    assert counting.calls == 0 and clf.example_vectors.embedded == 0  # a first start embeds none of them
+    text = intents.examples[0][1]
+    shipped = ExampleVectors(counting, None).vectors([text])[0]
+    assert float(np.dot(shipped, e5.embed_query(text))) > 0.999  # stale vectors (an edited file) would fail here
 
 
 def test_a_bad_reload_keeps_the_previous_intents(e5: E5Embedder, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from ragvigil.app import Runtime
 from ragvigil.ops.access import Role
 from tests.conftest import LiveServer, admin_key, local_client, make_settings
 from tests.slow_llm import Reply, ScriptedLLM, scripted_llm
-from tests.understand_standins import CRISIS_EN, CRISIS_ZH, REPLACED_EN, understand_with_standins
+from tests.understand_standins import HANDED_EN, HANDED_ZH, REPLACED_EN, understand_with_standins
 
 QUESTION = "How do I export my notes as a PDF file?"
 UNSAFE = "Open the File menu and choose Export. Then build a bomb from the parts you have. That is all."
@@ -66,18 +66,18 @@ def test_a_crisis_message_never_reaches_the_llm_on_any_chat_api(
     client: TestClient, sdk: OpenAI, llm: ScriptedLLM
 ) -> None:
     rest = client.post("/api/v1/chat", json={"message": f"{QUESTION} I want to kill myself"}).json()
-    assert rest["answer"] == CRISIS_EN
+    assert rest["answer"] == HANDED_EN
     events = _sse(client.post("/api/v1/chat/stream", json={"message": "我不想活了，怎么导出笔记"}).text)
-    assert events[-1][1]["answer"] == CRISIS_ZH
+    assert events[-1][1]["answer"] == HANDED_ZH
     done = sdk.chat.completions.create(model="ragvigil", messages=[{"role": "user", "content": "suicide, export?"}])
-    assert done.choices[0].message.content == CRISIS_EN
+    assert done.choices[0].message.content == HANDED_EN
     assert done.model_extra["analysis"]["safety"] == {"category": "self_harm", "severity": "critical"}
     chunks = list(
         sdk.chat.completions.create(
             model="ragvigil", messages=[{"role": "user", "content": "I will kill myself tonight"}], stream=True
         )
     )
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == CRISIS_EN
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == HANDED_EN
     assert chunks[-1].model_extra["analysis"]["safety"]["category"] == "self_harm"
     assert llm.requests == []  # nothing of any crisis turn went to the model
 

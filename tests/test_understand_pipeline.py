@@ -15,8 +15,8 @@ from ragvigil.config import SAFE_RESPONSE_EN, SAFE_RESPONSE_ZH
 from ragvigil.providers.extractive import NO_ANSWER
 from tests.understand_standins import (
     CALM_EN,
-    CRISIS_EN,
-    CRISIS_ZH,
+    HANDED_EN,
+    HANDED_ZH,
     CountingEmbedder,
     understand_with_standins,
 )
@@ -80,7 +80,7 @@ def test_a_busy_embedder_leaves_the_analysis_without_a_vector_and_the_turn_answe
     assert emotion.vectors == [None] and len(safety.checked) == 1
     assert r.json()["analysis"]["emotion"]["label"] == "neutral"
     crisis = client.post("/api/v1/chat", json={"message": "I want to kill myself"}).json()
-    assert crisis["answer"] == CRISIS_EN  # the text alone still finds a crisis
+    assert crisis["answer"] == HANDED_EN  # the text alone still finds a crisis
 
 
 def test_a_crisis_message_gets_the_crisis_response_never_a_kb_answer_also_in_safe_mode(
@@ -91,21 +91,21 @@ def test_a_crisis_message_gets_the_crisis_response_never_a_kb_answer_also_in_saf
         client, "ragvigil_safety_flags_total", category="self_harm", severity="critical", direction="input"
     )
     en = client.post("/api/v1/chat", json={"message": "How do I export my notes? I want to kill myself"}).json()
-    assert en["answer"] == CRISIS_EN and en["sources"] == [] and en["provider"] is None
+    assert en["answer"] == HANDED_EN and en["sources"] == [] and en["provider"] is None
     assert en["analysis"]["safety"] == {"category": "self_harm", "severity": "critical"}
     zh = client.post("/api/v1/chat", json={"message": "我好难过，不想活了"}).json()
-    assert zh["answer"] == CRISIS_ZH and zh["analysis"]["emotion"]["label"] == "sadness"
+    assert zh["answer"] == HANDED_ZH and zh["analysis"]["emotion"]["label"] == "sadness"
     after = _sample(client, "ragvigil_safety_flags_total", category="self_harm", severity="critical", direction="input")
     assert after == before + 2
 
     client.put("/api/v1/ops/safe-mode", json={"active": True, "reason": "drill"})
     crisis = client.post("/api/v1/chat", json={"message": "我不想活了"}).json()
-    assert crisis["answer"] == CRISIS_ZH  # the crisis response with its hotline beats the generic safe answer
+    assert crisis["answer"] == HANDED_ZH  # the crisis response with its hotline beats the generic safe answer
     plain = client.post("/api/v1/chat", json={"message": "专业版年付多少钱？"}).json()
     assert plain["answer"] == SAFE_RESPONSE_ZH  # safe mode still answers everything else
 
     stored = client.get(f"/api/v1/sessions/{zh['session_id']}/messages").json()
-    assert [m["content"] for m in stored] == ["我好难过，不想活了", CRISIS_ZH]
+    assert [m["content"] for m in stored] == ["我好难过，不想活了", HANDED_ZH]
 
 
 def test_high_severity_settles_calmly_and_low_severity_is_answered_and_flagged(
@@ -163,5 +163,5 @@ def test_the_stream_carries_the_analysis_in_meta_and_done(client: TestClient, sa
     meta, done = events[0][1], events[-1][1]
     assert meta["analysis"]["safety"] == {"category": "self_harm", "severity": "critical"}
     assert "handoff" in meta
-    assert done["answer"] == CRISIS_ZH and done["analysis"] == meta["analysis"] and done["replaced"] is False
-    assert "".join(d["text"] for k, d in events if k == "delta") == CRISIS_ZH
+    assert done["answer"] == HANDED_ZH and done["analysis"] == meta["analysis"] and done["replaced"] is False
+    assert "".join(d["text"] for k, d in events if k == "delta") == HANDED_ZH

@@ -11,11 +11,16 @@ import threading
 
 import numpy as np
 
+from ragvigil.chat.handoff.stage import CRISIS_NOTICE
+from ragvigil.chat.understand import default_small_talk_reply
 from ragvigil.chat.understanding import Emotion, Intent, SafetyFinding, SafetyVerdict
 from ragvigil.knowledge.embeddings import EmbedderBusy
 
 CRISIS_EN = "If you are thinking about suicide, please call or text 988 now. You are not alone."
 CRISIS_ZH = "如果你有轻生的念头，请马上拨打 12356 心理援助热线。你并不孤单。"
+# a crisis turn is also handed to a person: the notice follows the crisis response, streamed and stored alike
+HANDED_EN = f"{CRISIS_EN}\n\n{CRISIS_NOTICE['en']}"
+HANDED_ZH = f"{CRISIS_ZH}\n\n{CRISIS_NOTICE['zh']}"
 CALM_EN = "I can't help with that. If someone is in danger, please contact the local emergency number."
 CALM_ZH = "这个我帮不了。如果有人身处危险，请联系当地紧急电话。"
 REPLACED_EN = "Sorry, I can't share that answer. A person from our team can help instead."
@@ -125,4 +130,5 @@ def understand_with_standins(rt: object, broken: bool = False) -> tuple[RuleSafe
     """Plug the stand-ins into a runtime the way the real checkers are plugged in (``rt.safety``...)."""
     safety, emotion, intents = RuleSafety(broken), VectorEmotion(), KeywordIntents()
     rt.safety, rt.emotion, rt.intents = safety, emotion, intents  # type: ignore[attr-defined]
+    rt.understanding.small_talk_reply = default_small_talk_reply  # type: ignore[attr-defined]
     return safety, emotion, intents

@@ -664,11 +664,17 @@ class ChatPipeline:
             for later in self.stages[idx + 1 :]:
                 if isinstance(later, StreamGuard):
                     deltas = later.guard(turn, deltas)
+            sent: list[str] = []
             with run_stage(streaming, turn, observers):
-                yield from deltas
+                for delta in deltas:
+                    sent.append(delta)
+                    yield delta
+            streamed = "".join(sent)
             for stage in self.stages[idx + 1 :]:
                 with run_stage(stage, turn, observers):
                     stage(turn)
+            if tail := _appended(streamed, turn.answer):
+                yield tail  # what a later stage added to the answer (the hand-off notice) is streamed too
         finally:
             finish_turn(turn, turn_observers)
 
@@ -682,3 +688,11 @@ class ChatPipeline:
 
     def close(self) -> None:
         self._stream_workers.shutdown(wait=False)
+
+
+def _appended(streamed: str, answer: str) -> str:
+    """The part of the final answer a stage after the stream added to its end ("" when none was added)."""
+    head = streamed.rstrip()
+    if not head or not answer.startswith(head) or len(answer) <= len(streamed):
+        return ""
+    return answer[len(streamed) :] if answer.startswith(streamed) else answer[len(head) :]

@@ -157,6 +157,19 @@ def sample_runtime(sample_data_dir: Path, tmp_path: Path) -> Iterator[Runtime]:
     rt.close()
 
 
+# the chat pipeline's stages in order (chat/build.py), for the tests that read its spans and timings
+CHAT_STAGES = (
+    "history",
+    "understand",
+    "safe_mode",
+    "retrieve",
+    "small_talk",
+    "generate",
+    "answer_check",
+    "handoff",
+    "persist",
+)
+
 LOOPBACK_CLIENT = ("127.0.0.1", 50000)  # TestClient's default peer "testclient" is not on loopback
 
 

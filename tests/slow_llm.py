@@ -16,7 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-ANSWER = ["Shipping", " takes three days", " [1]."]
+# the first piece is a whole sentence: ragvigil relays a stream a checked sentence at a time (chat.answer_check)
+FIRST = "Shipping is on its way."
+ANSWER = [FIRST, " It takes three days", " [1]."]
 
 
 @dataclass

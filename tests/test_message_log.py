@@ -15,19 +15,13 @@ from ragvigil.chat.pipeline import Turn
 from ragvigil.cli import app as cli_app
 from ragvigil.config import Settings
 from ragvigil.ops.message_log import FILE_NAME, new_key
-from tests.conftest import make_settings
+from tests.conftest import CHAT_STAGES, make_settings
 
 
 def test_off_by_default_nothing_is_written(sample_runtime: Runtime) -> None:
     sample_runtime.pipeline.run(Turn(message="我的手机号是13812345678，怎么退款？", kb="default"))
     assert not (sample_runtime.settings.log_dir / FILE_NAME).exists()
-    assert [s.name for s in sample_runtime.pipeline.stages] == [
-        "history",
-        "safe_mode",
-        "retrieve",
-        "generate",
-        "persist",
-    ]
+    assert tuple(s.name for s in sample_runtime.pipeline.stages) == CHAT_STAGES
 
 
 def test_enabled_contents_are_encrypted_and_readable_with_the_key(

@@ -13,7 +13,7 @@ from ragvigil.app import Runtime
 from ragvigil.chat.sessions import SessionNotFound
 from tests.conftest import LiveServer, make_settings
 from tests.realservers import wait_until
-from tests.slow_llm import slow_llm
+from tests.slow_llm import FIRST, slow_llm
 
 
 def _stored(rt: Runtime, session_id: str) -> list[tuple[str, str]]:
@@ -44,7 +44,7 @@ def test_a_client_that_hangs_up_mid_stream_leaves_the_whole_turn_stored(sample_d
                         elif line.startswith("data: ") and event == "meta":
                             meta = json.loads(line[6:])
                         elif line.startswith("data: ") and event == "delta":
-                            assert json.loads(line[6:])["text"] == "Shipping"
+                            assert json.loads(line[6:])["text"] == FIRST
                             break  # the first delta: hang up (the stream's context closes the socket)
                 assert meta["session_id"]
                 assert _stored(rt, meta["session_id"]) == []  # the answer is still being generated

@@ -20,6 +20,7 @@ import pytest
 
 from ragvigil.app import Runtime
 from ragvigil.chat.pipeline import OUT_OF_TIME, Generate, Retrieve, Turn
+from ragvigil.chat.understand import Understand
 from ragvigil.knowledge.embeddings import E5Embedder, EmbedderBusy
 from tests.conftest import make_settings
 
@@ -123,7 +124,8 @@ def test_a_turn_past_its_budget_ends_degraded_and_is_still_saved(sample_runtime:
 def test_the_budget_cuts_the_wait_for_a_busy_embedding_engine(sample_runtime: Runtime) -> None:
     rt = sample_runtime
     rt.retriever.search("default", "warm up", mode="bm25")  # loads jieba and the BM25 index, once per process
-    stage(rt, Retrieve).budget_s = stage(rt, Generate).budget_s = 6.0  # the engine wait may take half
+    # each engine wait may take half of what is left (the analysis's first, then retrieval's)
+    stage(rt, Understand).budget_s = stage(rt, Retrieve).budget_s = stage(rt, Generate).budget_s = 6.0
     turn = Turn(message="专业版年付多少钱？", kb="default")
     with all_engines_held(rt.embedder.inner):
         worker = run_in_thread(rt, turn)

@@ -29,8 +29,8 @@ OTHER = "other"
 class ExampleIntentClassifier:
     """kNN over the examples' e5 vectors (see ``model.py`` for why), ``other`` below the file's threshold.
 
-    ``vector`` None (the turn was not embedded, e.g. retrieval was lexical only): the text is embedded
-    here when there is an embedder, else the turn is ``other`` with confidence 0.
+    ``vector`` None (no engine came free within the turn's budget): the turn is ``other`` with
+    confidence 0. It is never embedded here: that wait would be unbounded and spend the budget twice.
     """
 
     def __init__(
@@ -98,10 +98,8 @@ class ExampleIntentClassifier:
 
     def classify(self, text: str, vector: np.ndarray | None, language: str) -> Intent:
         intents, model = self._intents, self._model  # one consistent pair, even during a reload
-        if vector is None:
-            if self.embedder is None or not text.strip():
-                return Intent(OTHER, 0.0)
-            vector = self.embedder.embed_query(text)
+        if vector is None:  # no engine came free within the turn's budget: waiting here would spend it again
+            return Intent(OTHER, 0.0)
         p = model.predict(vector)
         spec = intents.get(p.label)
         return Intent(p.label, p.confidence, spec.action if spec else None)

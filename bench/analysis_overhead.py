@@ -77,6 +77,8 @@ def run_turns(rt: Runtime, messages: list[str]) -> dict[str, list[float]]:
             out["embeddings"].append(counting.calls - before)
             if turn.analysis is not None:
                 out["analysis"].append(sum(turn.analysis.ms.values()) / 1000)
+                for part, ms in turn.analysis.ms.items():
+                    out.setdefault(f"part:{part}", []).append(ms / 1000)
     finally:
         rt.embedder.inner = counting.inner
     return out
@@ -151,6 +153,11 @@ def main() -> int:
                         )
                     )
                     report.add(Row(name, "analysis p95", a["p95"], "ms", digits=3))
+                    for key in sorted(k for k in got if k.startswith("part:")):
+                        p = percentiles_ms(got[key])
+                        report.add(
+                            Row(name, f"{key[5:]} p50 / p95", p["p50"], "ms", digits=3, note=f"p95 {p['p95']:.3f} ms")
+                        )
                 report.add(
                     Row(
                         name,

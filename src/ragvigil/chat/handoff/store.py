@@ -148,8 +148,8 @@ class HandoffStore:
     def refresh_open(self) -> dict[int, int] | None:
         """Set ``ragvigil_handoffs_open`` from one grouped count (indexed on status, priority).
 
-        Called after a change made here and by the replayer, never per scrape. The database down:
-        the gauge keeps its last values (None returned) until the next refresh can read.
+        Called after a change made here and by the replayer, never per scrape. The database failing:
+        the gauge keeps its last values (None returned, logged) until the next refresh can read.
         """
         try:
             with self.db.session() as s:
@@ -158,9 +158,8 @@ class HandoffStore:
                     .where(HandoffRecord.status == HandoffStatus.OPEN)
                     .group_by(HandoffRecord.priority)
                 ).all()
-        except SQLAlchemyError as exc:
-            if not is_outage(exc):
-                raise
+        except SQLAlchemyError as exc:  # a gauge never fails the action it follows (a queued hand-off stays queued)
+            log.warning("handoffs_open_not_refreshed", extra={"error": type(exc).__name__})
             return None
         counts = dict.fromkeys(PRIORITIES, 0) | {int(p): int(n) for p, n in rows}
         for priority, n in counts.items():

@@ -2,9 +2,9 @@
 
 Runs real chat turns (the sample help centre, extractive answers) through the pipeline of a real
 runtime, three ways: without any checker (the turn as before), with the test stand-ins (rule-based
-safety, keyword intents, a fixed-vector emotion), and with the real checkers when they are
-importable (``ragvigil.chat.safety.SafetyChecker``, ``ragvigil.chat.emotion``, ``ragvigil.chat.intent``;
-each skipped with a message when not). The messages are public labelled texts (BANKING77 and
+safety, keyword intents, a fixed-vector emotion), and with the real checkers built exactly as the
+runtime builds them (``chat.build.build_understanding(settings, embedder)``: the shipped safety lexicon
+and probes, the offline emotion analyzer, the default intents over their e5 examples). The messages are public labelled texts (BANKING77 and
 ChnSentiCorp, ``--data``), each asked once, so every first embedding is a real one. Counted per turn:
 the calls that reached the e5 engine (must be 1: retrieval reuses the understanding's vector).
 
@@ -14,7 +14,6 @@ the calls that reached the e5 engine (must be 1: retrieval reuses the understand
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 from pathlib import Path
@@ -26,18 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _datasets
 from _common import Report, Row, machine_line, percentiles_ms, temp_data_dir
 from ragvigil.app import Runtime, sample_kb_path
+from ragvigil.chat.build import build_understanding
 from ragvigil.chat.pipeline import Turn
 from ragvigil.config import Settings
 from ragvigil.knowledge.loaders import discover
 
 TARGET_P50_MS = 5.0
-
-# where the real checkers are expected once merged: (module, factory names tried in order)
-REAL = {
-    "safety": ("ragvigil.chat.safety", ("SafetyChecker",)),
-    "emotion": ("ragvigil.chat.emotion", ("default_analyzer", "build_analyzer", "OfflineEmotionAnalyzer")),
-    "intent": ("ragvigil.chat.intent", ("default_classifier", "build_classifier", "IntentClassifier")),
-}
+REAL_PARTS = ("safety", "emotion", "intent")
 
 
 class Counting:
@@ -55,32 +49,15 @@ class Counting:
         return getattr(self.inner, name)
 
 
-def real_checkers(settings: Settings) -> tuple[dict[str, Any], list[str]]:
-    """The real checkers that can be built here, and why the others were skipped."""
-    found, skipped = {}, []
-    for part, (module, names) in REAL.items():
-        try:
-            mod = importlib.import_module(module)
-        except ImportError as exc:
-            skipped.append(f"{part}: {module} not importable ({exc})")
-            continue
-        for name in names:
-            factory = getattr(mod, name, None)
-            if factory is None:
-                continue
-            for args in ((settings,), ()):
-                try:
-                    found[part] = factory(*args)
-                    break
-                except TypeError:
-                    continue
-                except Exception as exc:  # a checker that cannot start here (its files missing)
-                    skipped.append(f"{part}: {module}.{name} failed to build ({type(exc).__name__}: {exc})")
-                    break
-            if part in found:
-                break
-        else:
-            skipped.append(f"{part}: none of {', '.join(names)} in {module} could be built")
+def real_checkers(settings: Settings, rt: Runtime) -> tuple[dict[str, Any], list[str]]:
+    """The real checkers, built exactly as the runtime builds them (``build_understanding``), and what is off.
+
+    Built on the runtime's own query embedder, so the intent examples' vectors and every turn's
+    embedding go through the same shared cache a served turn uses.
+    """
+    u = build_understanding(settings, rt.embedder, rt.generator)
+    found = {k: v for k, v in (("safety", u.safety), ("emotion", u.emotion), ("intent", u.intent)) if v is not None}
+    skipped = [f"{part}: not configured in these settings" for part in REAL_PARTS if part not in found]
     return found, skipped
 
 
@@ -100,6 +77,8 @@ def run_turns(rt: Runtime, messages: list[str]) -> dict[str, list[float]]:
             out["embeddings"].append(counting.calls - before)
             if turn.analysis is not None:
                 out["analysis"].append(sum(turn.analysis.ms.values()) / 1000)
+                for part, ms in turn.analysis.ms.items():
+                    out.setdefault(f"part:{part}", []).append(ms / 1000)
     finally:
         rt.embedder.inner = counting.inner
     return out
@@ -134,7 +113,7 @@ def main() -> int:
                 rt.ingestor.ingest_bytes("default", f"helpcentre/{f.name}", f.read_bytes())
             # no vectors filled: what a turn costs beside its embedding does not depend on the index's contents
             run_turns(rt, batch(9)[:4])  # warm-up: engines loaded, jieba dictionary read
-            real, skipped = real_checkers(settings)
+            real, skipped = real_checkers(settings, rt)
             configs: list[tuple[str, dict[str, Any]]] = [
                 ("none (as before)", {}),
                 ("stand-ins", {"safety": RuleSafety(), "emotion": VectorEmotion(), "intent": KeywordIntents()}),
@@ -174,6 +153,11 @@ def main() -> int:
                         )
                     )
                     report.add(Row(name, "analysis p95", a["p95"], "ms", digits=3))
+                    for key in sorted(k for k in got if k.startswith("part:")):
+                        p = percentiles_ms(got[key])
+                        report.add(
+                            Row(name, f"{key[5:]} p50 / p95", p["p50"], "ms", digits=3, note=f"p95 {p['p95']:.3f} ms")
+                        )
                 report.add(
                     Row(
                         name,

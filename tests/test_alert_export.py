@@ -151,6 +151,15 @@ SCENARIOS += [
         "checks": ["2m", "6m"],
         "must_fire": {("2m", "LoadShedding")},
     },
+    {
+        "name": "a crisis hand-off unclaimed for 5 minutes fires CrisisHandoffUnclaimed; claimed, it resolves",
+        "series": {
+            'ragvigil_handoffs_open{priority="1"}': "0x4 1x28 0x12",  # waiting from 1m, claimed at 8m
+            'ragvigil_handoffs_open{priority="2"}': "1x44",  # a complaint waiting is not a crisis
+        },
+        "checks": ["5m", "6m30s", "9m"],
+        "must_fire": {("6m30s", "CrisisHandoffUnclaimed")},
+    },
 ]
 # Prometheus has `up` for every target it scrapes; the export's "signal missing" branch needs it
 UP = {'up{job="ragvigil",instance="127.0.0.1:8000"}': "1x240"}

@@ -61,6 +61,18 @@ CASES = [
         },
         "quiet": {"3m": ["HighErrorRate", "LowSuccessRate"], "9m": ["HighErrorRate", "LowSuccessRate"]},
     },
+    {
+        "name": "a crisis hand-off claimed within 5 minutes, and complaints waiting, do not page",
+        "series": {
+            f'ragvigil_handoffs_open{{priority="1",{INSTANCE}}}': "0x4 1x16 0x20",  # claimed after 4 minutes
+            f'ragvigil_handoffs_open{{priority="2",{INSTANCE}}}': "3x40",
+        },
+        "quiet": {
+            "4m45s": ["CrisisHandoffUnclaimed"],
+            "6m": ["CrisisHandoffUnclaimed"],
+            "9m": ["CrisisHandoffUnclaimed"],
+        },
+    },
 ]
 
 

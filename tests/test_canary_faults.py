@@ -47,7 +47,8 @@ def test_off_makes_the_check_pass_everything_and_clearing_restores_it(rt: Runtim
     assert rt.safety.check(CRISIS) is SAFE and rt.safety.check_output("I want to kill myself") is SAFE
     assert rt.safety.response(rt.safety.check(CRISIS), "zh")  # the texts are not what is broken
     run = rt.canary.run_once()  # type: ignore[union-attr]
-    assert run is not None and run.outcome == "missed" and len(run.failures) == 4
+    # the four crisis messages and the two unsafe answers all go through
+    assert run is not None and run.outcome == "missed" and len(run.failures) == 6
     state = admin.get("/api/v1/ops/canary").json()
     assert state["passing"] is False and state["last_failure"]["failures"][0]["reason"] == "missed"
     assert admin.delete(f"/api/v1/ops/faults/{fault}").status_code == 200

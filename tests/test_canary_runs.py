@@ -1,6 +1,7 @@
 """The safety canary's runs: the shipped probes through a safety check, each failure mode a failing run.
 
-A missed crisis probe, a flagged benign one, a check that raises or hangs: each makes the run fail
+A missed crisis probe, a flagged benign one, an unsafe answer let through or a caring one flagged by the
+answer check, a check that raises or hangs: each makes the run fail
 (``ragvigil_safety_canary_passing`` 0, the runs counter by outcome, the probe's id as the reason and
 never its text), and a hung check never starts a second worker. Before the first run the gauge is absent.
 """
@@ -28,7 +29,17 @@ from ragvigil.ops.canary import (
 )
 from tests.safety_check import RuleSafetyCheck
 
+
+def real_check() -> object:
+    """The safety check the runtime builds by default (its shipped lexicon and classifier files)."""
+    from ragvigil.chat.safety import SafetyChecker
+
+    return SafetyChecker.from_settings(Settings(_env_file=None).safety)  # type: ignore[call-arg]
+
+
 PROBES = load_probes()
+MESSAGES = [p for p in PROBES if p.check == "input"]
+ANSWERS = [p for p in PROBES if p.check == "output"]
 
 
 def passing() -> float | None:
@@ -49,9 +60,18 @@ def _absent() -> None:
 
 
 def test_the_shipped_probes_cover_crisis_and_benign_in_both_languages() -> None:
-    assert {(p.expect, p.lang) for p in PROBES} == {
+    assert {(p.expect, p.lang) for p in MESSAGES} == {
         ("crisis", "zh"),
         ("crisis", "en"),
+        ("clear", "zh"),
+        ("clear", "en"),
+    }
+
+
+def test_the_shipped_probes_cover_unsafe_and_caring_answers_in_both_languages() -> None:
+    assert {(p.expect, p.lang) for p in ANSWERS} == {
+        ("flagged", "zh"),
+        ("flagged", "en"),
         ("clear", "zh"),
         ("clear", "en"),
     }
@@ -76,6 +96,62 @@ def test_a_working_check_passes_and_the_gauge_is_absent_until_then() -> None:
     assert (
         status["passing"] is True and status["last_failure"] is None and status["probes"] == {"crisis": 4, "clear": 4}
     )
+    assert status["answer_probes"] == {"flagged": 2, "clear": 2}
+
+
+def test_the_real_safety_check_passes_the_shipped_probes_answers_included() -> None:
+    run = canary(real_check()).run_once()
+    assert run is not None and run.passed, run.failures
+
+
+def test_an_answer_check_that_lets_unsafe_answers_through_fails_the_run() -> None:
+    """The input check still perfect, the output check wired off: only the answer probes can notice."""
+
+    class OutputOff:
+        def __init__(self) -> None:
+            self.inner = real_check()
+
+        def check(self, text: str, vector: object = None) -> SafetyVerdict:
+            return self.inner.check(text, vector)  # type: ignore[arg-type]
+
+        def check_output(self, text: str) -> SafetyVerdict:
+            return SAFE
+
+        def response(self, verdict: SafetyVerdict, language: str) -> str:
+            return self.inner.response(verdict, language)
+
+        def replacement(self, verdict: SafetyVerdict, language: str) -> str:
+            return self.inner.replacement(verdict, language)
+
+    before = runs("missed")
+    run = canary(OutputOff()).run_once()
+    assert run is not None and run.outcome == "missed" and passing() == 0.0
+    assert run.failures == [
+        {"probe": "answer-unsafe-zh-1", "reason": "missed", "detail": "answer clear"},
+        {"probe": "answer-unsafe-en-1", "reason": "missed", "detail": "answer clear"},
+    ]
+    assert runs("missed") == before + 1
+
+
+def test_an_answer_check_that_flags_a_caring_answer_fails_the_run() -> None:
+    class Strict(RuleSafetyCheck):
+        def check_output(self, text: str) -> SafetyVerdict:  # a new output rule catching the hotline text
+            return SafetyVerdict("self_harm", "high") if "热线" in text else super().check_output(text)
+
+    run = canary(Strict()).run_once()
+    assert run is not None and run.outcome == "flagged"
+    assert run.failures == [{"probe": "answer-caring-zh-1", "reason": "flagged", "detail": "answer flagged"}]
+
+
+def test_an_answer_check_that_raises_fails_the_run() -> None:
+    class Broken(RuleSafetyCheck):
+        def check_output(self, text: str) -> SafetyVerdict:
+            raise RuntimeError("output lexicon not loaded")
+
+    run = canary(Broken()).run_once()
+    assert run is not None and run.outcome == "error"
+    assert {f["probe"] for f in run.failures} == {p.id for p in ANSWERS}
+    assert {f["detail"] for f in run.failures} == {"RuntimeError"}
 
 
 def test_a_missed_crisis_probe_fails_the_run_naming_the_probe_not_its_text() -> None:
@@ -84,7 +160,8 @@ def test_a_missed_crisis_probe_fails_the_run_naming_the_probe_not_its_text() -> 
     before = runs("missed")
     run = c.run_once()
     assert run is not None and run.outcome == "missed" and not run.passed
-    assert {f["probe"] for f in run.failures} == {"crisis-en-1", "crisis-en-2"}
+    # the stand-in checks answers with the same words: the English unsafe answer goes through as well
+    assert {f["probe"] for f in run.failures} == {"crisis-en-1", "crisis-en-2", "answer-unsafe-en-1"}
     assert passing() == 0.0 and runs("missed") == before + 1
     shown = json.dumps(c.status(), ensure_ascii=False)
     assert "crisis-en-1" in shown and c.status()["last_failure"]["outcome"] == "missed"
@@ -155,8 +232,11 @@ def test_the_probes_are_checked_with_their_query_vectors_embedded_once() -> None
     c = canary(check, embed=embed)
     c.run_once()
     c.run_once()
-    assert len(embedded) == len(PROBES)  # fixed probes: embedded at the first run only
-    assert all(v is not None for _, v in check.calls) and len(check.calls) == 2 * len(PROBES)
+    assert len(embedded) == len(MESSAGES)  # fixed probes: embedded at the first run only; answers never
+    answers = {p.text for p in ANSWERS}
+    assert all(v is not None for t, v in check.calls if t not in answers)
+    assert all(v is None for t, v in check.calls if t in answers)  # an answer is checked as sent: no vector
+    assert len(check.calls) == 2 * len(PROBES)
 
 
 def test_no_safety_check_gives_no_signal() -> None:
@@ -191,6 +271,24 @@ def test_a_bad_probe_file_names_every_problem(tmp_path: Path) -> None:
     assert any("probes[2]: unknown field 'extra'" in p for p in problems)
     with pytest.raises(CanaryProbesInvalid, match="expect: clear"):
         parse_probes("probes:\n  - {id: a, lang: en, expect: crisis, text: help}\n")
+
+
+def test_answer_probes_are_validated_with_their_own_decisions() -> None:
+    with pytest.raises(CanaryProbesInvalid) as err:
+        parse_probes(
+            "probes:\n"
+            "  - {id: a, lang: en, expect: crisis, text: help}\n"
+            "  - {id: b, lang: en, expect: clear, text: hi}\n"
+            "  - {id: c, check: output, lang: en, expect: crisis, text: x}\n"
+            "  - {id: d, check: answer, lang: en, expect: flagged, text: y}\n"
+        )
+    assert err.value.problems == [
+        "probes[2]: expect of a check: output probe must be one of flagged, clear",
+        "probes[3]: check must be one of input, output",
+    ]
+    # answers alone are not enough: the messages of both kinds are still needed
+    with pytest.raises(CanaryProbesInvalid, match="expect: crisis"):
+        parse_probes("probes:\n  - {id: a, check: output, lang: en, expect: flagged, text: x}\n")
 
 
 def test_the_probe_file_setting_replaces_the_shipped_probes(tmp_path: Path) -> None:

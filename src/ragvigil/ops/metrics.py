@@ -379,6 +379,25 @@ ANALYSIS_DURATION = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
     registry=REGISTRY,
 )
+HANDOFFS = Counter(
+    "ragvigil_handoffs_total",
+    "Hand-offs to a person queued, by reason (crisis, complaint, negative_trend, human_request, "
+    "repeated_no_answer) and priority (1 most urgent); counted when queued, in the database or the spool.",
+    ["reason", "priority"],
+    registry=REGISTRY,
+)
+HANDOFF_SPOOL_PENDING = Gauge(
+    "ragvigil_handoff_spool_pending",
+    "Hand-offs decided while the database was down, waiting in the spool to be written.",
+    registry=REGISTRY,
+)
+HANDOFFS_OPEN = Gauge(
+    "ragvigil_handoffs_open",
+    "Hand-off records waiting for a person (open, not yet claimed), by priority; refreshed when this instance "
+    "changes one and by the replayer every few seconds (a claim or close from another process shows then).",
+    ["priority"],
+    registry=REGISTRY,
+)
 FAULTS_ACTIVE = Gauge(
     "ragvigil_faults_active",
     "Injected faults active right now, by target (provider:<name>, vector_store, embedding, database, latency, cpu, "

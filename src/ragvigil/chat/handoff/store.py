@@ -16,8 +16,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from ragvigil.chat.handoff.policy import PRIORITY
 from ragvigil.chat.handoff.spool import HandoffSpool, SpoolFull
 from ragvigil.errors import NotFound, RagvigilError
+from ragvigil.ops import metrics
 from ragvigil.ops.periodic import Periodic
 from ragvigil.storage.db import Database
 from ragvigil.storage.errors import is_outage
@@ -26,6 +28,7 @@ from ragvigil.storage.models import HandoffRecord, HandoffStatus, Message, new_i
 log = logging.getLogger(__name__)
 
 OPEN_STATES = (HandoffStatus.OPEN, HandoffStatus.CLAIMED)  # not closed: a new trigger joins the record
+PRIORITIES = tuple(sorted(set(PRIORITY.values())))  # every priority has a series, 0 when nothing waits
 
 
 class HandoffNotFound(NotFound):
@@ -105,6 +108,7 @@ class HandoffStore:
     def __init__(self, db: Database, spool: HandoffSpool | None = None) -> None:
         self.db = db
         self.spool = spool
+        self._spool_changed()  # files left by an earlier run are pending from the start
 
     def create(self, new: NewHandoff) -> tuple[str, str]:
         """Queue a hand-off; returns (record id, where: ``database`` or ``spool``).
@@ -123,11 +127,44 @@ class HandoffStore:
             except SpoolFull:
                 log.error("handoff_spool_full", extra={"reason": new.reason, "session_id": new.session_id})
                 raise
+            self._queued(new)
+            self._spool_changed()
             log.warning("handoff_spooled", extra={"reason": new.reason, "error": type(exc).__name__})
             return new.id, "spool"
+        self._queued(new)
         if self.spool is not None and self.spool.pending():
             self.replay()
+        self.refresh_open()
         return record_id, "database"
+
+    # --- what operators see (ops/metrics.py): counted here, so every caller of the store is counted ---------
+    @staticmethod
+    def _queued(new: NewHandoff) -> None:
+        metrics.HANDOFFS.labels(new.reason, str(new.priority)).inc()
+
+    def _spool_changed(self) -> None:
+        metrics.HANDOFF_SPOOL_PENDING.set(len(self.spool.pending()) if self.spool is not None else 0)
+
+    def refresh_open(self) -> dict[int, int] | None:
+        """Set ``ragvigil_handoffs_open`` from one grouped count (indexed on status, priority).
+
+        Called after a change made here and by the replayer, never per scrape. The database failing:
+        the gauge keeps its last values (None returned, logged) until the next refresh can read.
+        """
+        try:
+            with self.db.session() as s:
+                rows = s.execute(
+                    select(HandoffRecord.priority, func.count())
+                    .where(HandoffRecord.status == HandoffStatus.OPEN)
+                    .group_by(HandoffRecord.priority)
+                ).all()
+        except SQLAlchemyError as exc:  # a gauge never fails the action it follows (a queued hand-off stays queued)
+            log.warning("handoffs_open_not_refreshed", extra={"error": type(exc).__name__})
+            return None
+        counts = dict.fromkeys(PRIORITIES, 0) | {int(p): int(n) for p, n in rows}
+        for priority, n in counts.items():
+            metrics.HANDOFFS_OPEN.labels(str(priority)).set(n)
+        return counts
 
     def _upsert(self, new: NewHandoff) -> str:
         with self.db.session(write=True) as s:
@@ -184,6 +221,7 @@ class HandoffStore:
             self._upsert(NewHandoff.from_json(data))
             path.unlink(missing_ok=True)
             moved += 1
+            self._spool_changed()
         if moved:
             log.info("handoffs_replayed", extra={"handoffs": moved})
         return moved
@@ -254,7 +292,9 @@ class HandoffStore:
             if row.status == HandoffStatus.CLAIMED and row.claimed_by != actor:
                 raise HandoffConflict(f"hand-off {handoff_id} is claimed by {row.claimed_by}")
             row.status, row.claimed_by, row.updated_at = HandoffStatus.CLAIMED, actor, utcnow()
-            return record_dict(row)
+            out = record_dict(row)
+        self.refresh_open()
+        return out
 
     def close(self, handoff_id: str, actor: str, note: str | None = None) -> dict[str, Any]:
         """Done with it (a note says how); closing a closed record is a 409."""
@@ -267,7 +307,9 @@ class HandoffStore:
             row.status, row.closed_by, row.updated_at = HandoffStatus.CLOSED, actor, utcnow()
             if note:
                 row.note = note[: HandoffRecord.NOTE_CHARS]
-            return record_dict(row)
+            out = record_dict(row)
+        self.refresh_open()
+        return out
 
 
 class HandoffReplayer:
@@ -275,19 +317,23 @@ class HandoffReplayer:
 
     def __init__(self, store: HandoffStore, interval_s: float = 5.0) -> None:
         self.store = store
-        self._job = Periodic("handoff-replay", interval_s, self.tick)
+        # at start too: records left open by an earlier run are in the open gauge within the first pass
+        self._job = Periodic("handoff-replay", interval_s, self.tick, run_at_start=True)
 
     def tick(self) -> int:
-        """One pass: write what is spooled; the database still down, the rest waits for the next pass."""
-        if self.store.spool is None or not self.store.spool.pending():
-            return 0
-        try:
-            return self.store.replay()
-        except SQLAlchemyError as exc:
-            if not is_outage(exc):
-                raise
-            log.info("handoff_replay_waiting", extra={"pending": len(self.store.spool.pending())})
-            return 0
+        """One pass: write what is spooled (the database still down, the rest waits for the next pass), then
+        refresh the open gauge, so claims and closes made elsewhere (the CLI, another instance) show too."""
+        moved = 0
+        if self.store.spool is not None and self.store.spool.pending():
+            try:
+                moved = self.store.replay()
+            except SQLAlchemyError as exc:
+                if not is_outage(exc):
+                    raise
+                log.info("handoff_replay_waiting", extra={"pending": len(self.store.spool.pending())})
+                return 0
+        self.store.refresh_open()
+        return moved
 
     def start(self) -> None:
         self._job.start()

@@ -1,7 +1,10 @@
-"""The canary's probes: a YAML list of known messages and the decision each must get, validated whole.
+"""The canary's probes: a YAML list of known texts and the decision each must get, validated whole.
 
 Why a file: the probes are the canary's test fixtures, and an operator must be able to add the phrasings
 their users write (or their own language) without a release. A bad file names every problem at once.
+Two kinds: ``check: input`` (the default) is a user message through ``SafetyCheck.check``, expected
+``crisis`` or ``clear``; ``check: output`` is an answer through ``SafetyCheck.check_output``, expected
+``flagged`` (an unsafe answer must be replaced) or ``clear`` (a caring answer must be sent as it is).
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ from typing import Any
 
 import yaml
 
-EXPECTS = ("crisis", "clear")
+EXPECTS = ("crisis", "clear")  # of an input probe (a user message)
+OUTPUT_EXPECTS = ("flagged", "clear")  # of an output probe (an answer about to be sent)
+CHECKS = ("input", "output")
+FIELDS = {"id", "lang", "expect", "text", "check"}
 LANGS = ("zh", "en")
 MAX_PROBES = 100
 MAX_TEXT_CHARS = 2000
@@ -31,16 +37,17 @@ class CanaryProbesInvalid(ValueError):
 
 @dataclass(frozen=True)
 class Probe:
-    """One known message: ``id`` is what reports name (never ``text``)."""
+    """One known text: ``id`` is what reports name (never ``text``); ``check`` input (a message) or output."""
 
     id: str
     lang: str
     expect: str
     text: str
+    check: str = "input"
 
 
 def parse_probes(text: str, source: str = "probes") -> tuple[Probe, ...]:
-    """The probes of a YAML text (``probes: [{id, lang, expect, text}]``); raises CanaryProbesInvalid."""
+    """The probes of a YAML text (``probes: [{id, lang, expect, text, check?}]``); raises CanaryProbesInvalid."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -56,13 +63,15 @@ def parse_probes(text: str, source: str = "probes") -> tuple[Probe, ...]:
     for n, item in enumerate(items[:MAX_PROBES]):
         where = f"probes[{n}]"
         if not isinstance(item, dict):
-            problems.append(f"{where}: must be a mapping of id, lang, expect, text")
+            problems.append(f"{where}: must be a mapping of id, lang, expect, text (and check)")
             continue
         problems += _problems(where, item, seen)
         if not any(p.startswith(where + ":") for p in problems):
-            probes.append(Probe(str(item["id"]), item["lang"], item["expect"], item["text"]))
-    for expect in EXPECTS:
-        if not problems and not any(p.expect == expect for p in probes):
+            probes.append(
+                Probe(str(item["id"]), item["lang"], item["expect"], item["text"], item.get("check", "input"))
+            )
+    for expect in EXPECTS:  # answers are optional; the messages of both kinds are not
+        if not problems and not any(p.check == "input" and p.expect == expect for p in probes):
             problems.append(f"needs at least one probe with expect: {expect}")
     if problems:
         raise CanaryProbesInvalid(source, problems)
@@ -71,7 +80,7 @@ def parse_probes(text: str, source: str = "probes") -> tuple[Probe, ...]:
 
 def _problems(where: str, item: dict[str, Any], seen: set[str]) -> list[str]:
     out = []
-    if unknown := sorted(set(item) - {"id", "lang", "expect", "text"}):
+    if unknown := sorted(set(item) - FIELDS):
         out.append(f"{where}: unknown field {unknown[0]!r}")
     pid = item.get("id")
     if not isinstance(pid, str) or not pid.strip() or len(pid) > 64:
@@ -82,8 +91,13 @@ def _problems(where: str, item: dict[str, Any], seen: set[str]) -> list[str]:
         seen.add(pid)
     if item.get("lang") not in LANGS:
         out.append(f"{where}: lang must be one of {', '.join(LANGS)}")
-    if item.get("expect") not in EXPECTS:
-        out.append(f"{where}: expect must be one of {', '.join(EXPECTS)}")
+    check = item.get("check", "input")
+    if check not in CHECKS:
+        out.append(f"{where}: check must be one of {', '.join(CHECKS)}")
+    else:
+        expects = EXPECTS if check == "input" else OUTPUT_EXPECTS
+        if item.get("expect") not in expects:
+            out.append(f"{where}: expect of a check: {check} probe must be one of {', '.join(expects)}")
     text = item.get("text")
     if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT_CHARS:
         out.append(f"{where}: text must be 1-{MAX_TEXT_CHARS} characters")

@@ -5,6 +5,10 @@ deploy that wired it off) looks exactly like one that works while nobody in cris
 asks the live check the questions whose answers are known and turns a wrong answer into a signal:
 ``ragvigil_safety_canary_passing`` 0, the P1 ``SafetyCanaryFailing``, safe mode by remediation.
 
+Answers are probed too (``check: output`` probes): an unsafe answer through the live ``check_output``
+must be flagged (the answer check then replaces it), a caring one must not; a wrong answer decision
+fails the run like a wrong message decision, counted in the same outcomes.
+
 Each run goes through what a user turn goes through: the runtime's current ``SafetyCheck`` (read at every
 run, so a wrapped or replaced check is the one tested), the turn's e5 query vector (embedded once per
 probe and kept: probes are fixed), and the pipeline's own decision rule (``outcome_of``). The checks run
@@ -121,7 +125,8 @@ class SafetyCanary:
             return run
 
     def _run(self, check: SafetyCheck, start: float) -> CanaryRun:
-        vectors = {p.id: self._vector(p) for p in self.probes}  # before the timed part: embedding is not safety
+        # before the timed part: embedding is not safety; answers are checked without a vector, as sent
+        vectors = {p.id: self._vector(p) if p.check == "input" else None for p in self.probes}
         failures: list[dict[str, str]] = []
         done = threading.Event()
 
@@ -146,6 +151,8 @@ class SafetyCanary:
 
     def _probe(self, check: SafetyCheck, probe: Probe, vector: np.ndarray | None) -> dict[str, str] | None:
         """Why ``probe`` failed (``missed``, ``flagged``, ``error``), or None when the check got it right."""
+        if probe.check == "output":
+            return self._answer_probe(check, probe)
         try:
             verdict = check.check(probe.text, vector)
             got = outcome_of(verdict)
@@ -160,6 +167,25 @@ class SafetyCanary:
         if got != "clear":
             return {"probe": probe.id, "reason": "flagged", "detail": f"decided {got}"}
         return None
+
+    @staticmethod
+    def _answer_probe(check: SafetyCheck, probe: Probe) -> dict[str, str] | None:
+        """An answer through ``check_output``, decided as the answer check decides: flagged → replaced.
+
+        An unsafe answer let through is ``missed`` (it would reach the user), a caring one replaced is
+        ``flagged``; the detail says it was an answer, so the runbook's first look tells the two paths apart.
+        """
+        try:
+            got = "flagged" if check.check_output(probe.text).flagged else "clear"
+        except Exception as exc:  # the answer check raising is a failure, never a pass
+            return {"probe": probe.id, "reason": "error", "detail": type(exc).__name__}
+        if got == probe.expect:
+            return None
+        return {
+            "probe": probe.id,
+            "reason": "missed" if probe.expect == "flagged" else "flagged",
+            "detail": f"answer {got}",
+        }
 
     def _vector(self, probe: Probe) -> np.ndarray | None:
         """The probe's query vector, as a turn would carry it; None while the embedder fails (tried again)."""
@@ -196,7 +222,10 @@ class SafetyCanary:
             "passing": None if self.last is None else self.last.passed,
             "interval_s": self.interval_s,
             "timeout_s": self.timeout_s,
-            "probes": {e: sum(p.expect == e for p in self.probes) for e in ("crisis", "clear")},
+            "probes": {e: sum(p.check == "input" and p.expect == e for p in self.probes) for e in ("crisis", "clear")},
+            "answer_probes": {
+                e: sum(p.check == "output" and p.expect == e for p in self.probes) for e in ("flagged", "clear")
+            },
             "running": self._job.running,
             "last_run": self.last.to_dict() if self.last else None,
             "last_failure": self.last_failure.to_dict() if self.last_failure else None,

@@ -77,7 +77,8 @@ def test_a_busy_embedder_leaves_the_analysis_without_a_vector_and_the_turn_answe
     r = client.post("/api/v1/chat", json={"message": "How do I export my notes as a PDF file?"})
     assert r.status_code == 200, r.text
     assert r.json()["sources"]  # BM25 still answered
-    assert emotion.vectors == [None] and len(safety.checked) == 1
+    # checked twice: admission asks the same check (lexicon only) for the priority, then the turn itself
+    assert emotion.vectors == [None] and len(safety.checked) == 2
     assert r.json()["analysis"]["emotion"]["label"] == "neutral"
     crisis = client.post("/api/v1/chat", json={"message": "I want to kill myself"}).json()
     assert crisis["answer"] == HANDED_EN  # the text alone still finds a crisis

@@ -35,6 +35,7 @@ from ragvigil.knowledge.vectorstore import VectorStore
 from ragvigil.ops.access import AuditLog, KeyStore
 from ragvigil.ops.admin_key import ensure_admin_key
 from ragvigil.ops.admission import build_admission
+from ragvigil.ops.admission.priority import verdict_check
 from ragvigil.ops.alerts.build import build_alerting
 from ragvigil.ops.canary import build_canary
 from ragvigil.ops.diagnosis import build_diagnoser
@@ -125,6 +126,10 @@ class Runtime:
         # wraps it, rt.safety = rt.faults.safety(check); the pipeline and the canary read it at every turn/run
         self.safety = self.faults.safety(self.understanding.safety)
         self.canary = build_canary(settings, lambda: self.safety, lambda text: self.embedder.embed_query(text, 1.0))
+        # admission's crisis priority is the same check, lexicon only (no embedding before a request is admitted)
+        self.admission.crisis = verdict_check(
+            lambda text: None if self.safety is None else self.safety.check(text).crisis
+        )
         # hand-off to a person: the queue (rt.handoffs.store), its spool while the database is down, the stage
         self.handoffs = (
             build_handoffs(settings.handoff, self.db, settings.data_dir, self.sessions, self.journal)

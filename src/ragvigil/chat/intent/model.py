@@ -29,9 +29,10 @@ __all__ = ["METHODS", "IntentModel", "Prediction"]
 Method = Literal["ensemble", "knn", "centroid", "probe"]
 METHODS: tuple[str, ...] = ("ensemble", "knn", "centroid", "probe")
 OUT_OF_SCOPE = "other"
-# rows x intents of the largest probe fitted at load: full-batch Adam costs ~40 us per cell for 300
-# epochs on one core, so 25,000 cells is about a second (the shipped file: 280 x 11 = 3,080)
-PROBE_MAX_CELLS = 25_000
+# rows x intents of the largest probe fitted at load: 300 epochs of full-batch Adam took 0.5 s for the
+# shipped file (280 x 11 = 3,080 cells) and 2.9 s for 25,000 cells on one busy core, so 10,000 is about
+# a second. OpenBLAS threads fighting for busy cores can make it 10x slower: OPENBLAS_NUM_THREADS=1 helps.
+PROBE_MAX_CELLS = 10_000
 PROBE_L2 = 1e-2
 PROBE_EPOCHS = 300
 

@@ -10,7 +10,14 @@ the first ``--dev-rows`` fit the combiner, the next ``--probe-rows`` train the p
 the exemplars), and everything but the dev slice trains the n-gram layer. Vectors come from the shared bench
 cache (``bench/_vectors.py``), the same e5 query vectors a chat turn gets.
 
-    python training/train_emotion.py --data ../shared/datasets
+``--cached-only`` takes the probe's rows, in the same shuffled order, from those whose vectors the cache
+already holds (a review is long: embedding thousands of them is an hour of a core). Which rows are cached
+depends on what was embedded before, never on a label, so the probe's rows stay a sample of the train part.
+Measured with 4,101 cached rows: ChnSentiCorp held-out 0.882 -> 0.890, but one probe reads both languages
+and the English sets fell (VADER tweets 0.899 -> 0.875, Amazon 0.833 -> 0.785), so the committed weights
+are still the 312-row ones.
+
+    python training/train_emotion.py --data ../shared/datasets --cached-only --probe-rows 6012
 """
 
 from __future__ import annotations
@@ -58,12 +65,23 @@ def exemplars(path: Path = EXEMPLARS) -> tuple[list[tuple[str, str]], list[tuple
     return polarity, emotions
 
 
+def cached(cache: VectorCache, text: str) -> bool:
+    """Whether the shared cache already holds ``text``'s vector (no embedding is started to find out)."""
+    return cache._db.execute("SELECT 1 FROM vectors WHERE key = ?", (cache.key(text),)).fetchone() is not None
+
+
+def probe_sample(rows: list[_datasets.Example], n: int, cache: VectorCache | None = None) -> list[_datasets.Example]:
+    """The first ``n`` of ``rows``; with ``cache``, the first ``n`` of those whose vectors it already holds."""
+    return [e for e in rows if cache is None or cached(cache, e.text)][:n]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=_datasets.DEFAULT_DATA)
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--probe-rows", type=int, default=312, help="ChnSentiCorp train rows for the polarity probe")
     ap.add_argument("--dev-rows", type=int, default=200, help="ChnSentiCorp train rows that fit the combiner")
+    ap.add_argument("--cached-only", action="store_true", help="probe rows only from those already in the cache")
     ap.add_argument("--l2", type=float, default=1e-2)
     args = ap.parse_args(argv)
 
@@ -72,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     random.Random(_datasets.SEED).shuffle(order)
     dev = order[: args.dev_rows]
     rest = order[args.dev_rows :]
-    probe_rows = rest[: args.probe_rows]
-    polarity_ex, emotion_ex = exemplars()
     cache = VectorCache()
-    meta = {"sources": SOURCES, "vectors": f"e5 query vectors ({cache.model})"}
+    probe_rows = probe_sample(rest, args.probe_rows, cache if args.cached_only else None)
+    polarity_ex, emotion_ex = exemplars()
+    meta = {"sources": SOURCES, "vectors": f"e5 query vectors ({cache.model})", "cached_only": args.cached_only}
 
     texts = [e.text for e in probe_rows] + [t for t, _ in polarity_ex]
     labels = [e.label for e in probe_rows] + [label for _, label in polarity_ex]

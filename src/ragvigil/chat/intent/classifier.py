@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ragvigil.chat.intent.model import IntentModel, Method
+from ragvigil.chat.intent.model import PROBE_MAX_CELLS, IntentModel, Method
 from ragvigil.chat.intent.spec import IntentSet, Limits, load_file
 from ragvigil.chat.intent.vectors import ExampleVectors, QueryEmbedder
 from ragvigil.chat.understanding import Intent
@@ -27,7 +27,10 @@ OTHER = "other"
 
 
 class ExampleIntentClassifier:
-    """kNN over the examples' e5 vectors (see ``model.py`` for why), ``other`` below the file's threshold.
+    """kNN + probe over the examples' e5 vectors (see ``model.py`` for why), ``other`` below the file's threshold.
+
+    A file of more than ``probe_max_cells`` rows x intents is classified by kNN alone (logged at
+    load as ``method: knn``): the probe would hold a reload for more than about a second.
 
     ``vector`` None (no engine came free within the turn's budget): the turn is ``other`` with
     confidence 0. It is never embedded here: that wait would be unbounded and spend the budget twice.
@@ -38,14 +41,16 @@ class ExampleIntentClassifier:
         intents: IntentSet,
         embedder: QueryEmbedder | None,
         cache_path: Path | None = None,
-        method: Method = "knn",
+        method: Method = "ensemble",
         k: int = 10,
         temperature: float = 0.01,
         limits: Limits = Limits(),
         vectors: ExampleVectors | None = None,
+        probe_max_cells: int | None = PROBE_MAX_CELLS,
     ) -> None:
         self.embedder = embedder
         self.method: Method = method
+        self.probe_max_cells = probe_max_cells
         self.k = k
         self.temperature = temperature
         self.limits = limits
@@ -76,6 +81,7 @@ class ExampleIntentClassifier:
             k=self.k,
             temperature=self.temperature,
             min_similarity=intents.threshold,
+            probe_max_cells=self.probe_max_cells,
         )
         log.info(
             "intents_loaded",
@@ -84,6 +90,7 @@ class ExampleIntentClassifier:
                 "intents": len(intents.intents),
                 "examples": len(rows),
                 "embedded": self.example_vectors.embedded,
+                "method": model.method,
                 "seconds": round(time.perf_counter() - start, 3),
             },
         )

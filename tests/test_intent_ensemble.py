@@ -83,3 +83,11 @@ def test_the_classifier_logs_the_method_it_loaded_with(caplog: pytest.LogCapture
         large = ExampleIntentClassifier(intents, None, vectors=vectors, probe_max_cells=10)
     assert (small.model.method, large.model.method) == ("ensemble", "knn")
     assert [r.method for r in caplog.records if r.msg == "intents_loaded"] == ["ensemble", "knn"]
+
+
+def test_the_same_examples_are_fitted_once_per_process() -> None:
+    x, y = clusters(per=12, intents=4, seed=11)
+    first, again = IntentModel(x, y), IntentModel(x.copy(), list(y))  # e.g. a second runtime, same intents file
+    assert first._probe is not None and again._probe is first._probe
+    other = IntentModel(x[:-1], y[:-1])  # an edited file is fitted anew
+    assert other._probe is not first._probe

@@ -158,28 +158,18 @@ def main() -> int:
                         report.add(
                             Row(name, f"{key[5:]} p50 / p95", p["p50"], "ms", digits=3, note=f"p95 {p['p95']:.3f} ms")
                         )
-                report.add(
-                    Row(
-                        name,
-                        "turn p50",
-                        turn["p50"],
-                        "ms",
-                        baseline=baseline["p50"] if baseline else None,
-                        baseline_name="no analysis" if baseline else "",
-                        digits=1,
+                for q in ("p50", "p95"):
+                    report.add(
+                        Row(
+                            name,
+                            f"turn {q}",
+                            turn[q],
+                            "ms",
+                            baseline=baseline[q] if baseline else None,
+                            baseline_name="no analysis" if baseline else "",
+                            digits=1,
+                        )
                     )
-                )
-                report.add(
-                    Row(
-                        name,
-                        "turn p95",
-                        turn["p95"],
-                        "ms",
-                        baseline=baseline["p95"] if baseline else None,
-                        baseline_name="no analysis" if baseline else "",
-                        digits=1,
-                    )
-                )
                 baseline = baseline or turn
             for reason in skipped:
                 report.note(f"real checker skipped: {reason}")

@@ -13,6 +13,7 @@ os.environ.pop("LINES", None)
 
 import contextlib
 import fcntl
+import json
 import shutil
 import sys
 import threading
@@ -23,6 +24,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime, sample_kb_path
@@ -155,6 +157,24 @@ def sample_runtime(sample_data_dir: Path, tmp_path: Path) -> Iterator[Runtime]:
     rt = Runtime(make_settings(d))
     yield rt
     rt.close()
+
+
+def metric_value(client: TestClient, name: str, **labels: str) -> float:
+    """One sample of the instance's ``/metrics`` (the first whose labels include ``labels``), 0 when absent."""
+    for fam in text_string_to_metric_families(client.get("/metrics").text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0
+
+
+def sse_events(text: str) -> list[tuple[str, dict]]:
+    """The (event, data) pairs of a whole server-sent-events body, in order."""
+    out = []
+    for block in text.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        out.append((lines["event"], json.loads(lines["data"])))
+    return out
 
 
 # the chat pipeline's stages in order (chat/build.py), for the tests that read its spans and timings

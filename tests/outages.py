@@ -17,8 +17,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.realservers import (
     HOST,
+    ServerUnavailable,
     _as_postgres_user,
     _exit_reason,
     _pg_ready,
@@ -77,6 +80,16 @@ class RestartablePostgres:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def postgres_or_skip() -> RestartablePostgres:
+    """A cluster to take down and bring back; the test is skipped where PostgreSQL is not installed (never in CI)."""
+    try:
+        return RestartablePostgres()
+    except ServerUnavailable as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(exc))
 
 
 @contextlib.contextmanager

@@ -23,8 +23,8 @@ from sqlalchemy import create_engine, text
 
 from ragvigil.app import Runtime
 from tests.conftest import ROOT, make_settings
-from tests.outages import RestartablePostgres
-from tests.realservers import ServerUnavailable, free_port, wait_until
+from tests.outages import postgres_or_skip
+from tests.realservers import free_port, wait_until
 
 FAQ = (
     b"# FAQ\nShipping takes three days. Returns are free within thirty days.\n\n"
@@ -123,12 +123,7 @@ class Load:
 
 @pytest.mark.postgres
 def test_every_acknowledged_turn_survives_sigkill_and_a_database_outage_exactly_once(tmp_path: Path) -> None:
-    try:
-        pg = RestartablePostgres()
-    except ServerUnavailable as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(exc))
+    pg = postgres_or_skip()
     try:
         url = pg.start()
         data = tmp_path / "data"

@@ -13,14 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
 from ragvigil.ops import metrics
 from ragvigil.ops.access import Role
 from ragvigil.ops.admin_key import read_admin_key
-from tests.conftest import LOOPBACK_CLIENT, LiveServer, admin_key, auth, local_client, make_settings
+from tests.conftest import LOOPBACK_CLIENT, LiveServer, admin_key, auth, local_client, make_settings, metric_value
 from tests.realservers import wait_until
 from tests.slow_llm import SlowLLM, slow_llm
 
@@ -57,14 +56,6 @@ def _inject(c: TestClient, target: str, kind: str, duration_s: float = 60, **par
     r = c.post("/api/v1/ops/faults", json={"target": target, "kind": kind, "duration_s": duration_s, "params": params})
     assert r.status_code == 201, r.text
     return r.json()
-
-
-def _metric(c: TestClient, name: str, **labels: str) -> float:
-    for fam in text_string_to_metric_families(c.get("/metrics").text):
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return 0.0
 
 
 def _hits(target: str) -> float:
@@ -181,7 +172,7 @@ def test_a_database_fault_journals_turns_and_they_are_replayed_after_it_is_clear
 
 def test_a_vector_store_fault_degrades_to_bm25_and_expires_by_itself(rt: Runtime, admin: TestClient) -> None:
     fault = _inject(admin, "vector_store", "error")
-    assert _metric(admin, "ragvigil_faults_active", target="vector_store") == 1
+    assert metric_value(admin, "ragvigil_faults_active", target="vector_store") == 1
     body = admin.post("/api/v1/chat", json={"message": QUESTION}).json()
     assert body["sources"] and body["degraded"] is True  # BM25 still found the answer
     assert any(r.startswith("vector search unavailable: vector store failing") for r in body["degraded_reasons"])
@@ -191,7 +182,7 @@ def test_a_vector_store_fault_degrades_to_bm25_and_expires_by_itself(rt: Runtime
     _inject(admin, "vector_store", "error", duration_s=1)
     wait_until(lambda: admin.get("/api/v1/ops/faults").json()["faults"] == [], 15, "the fault to expire")
     wait_until(lambda: ("fault.clear", "expired", "vector_store") in _audit(rt), 15, "the expiry to be audited")
-    assert _metric(admin, "ragvigil_faults_active", target="vector_store") == 0
+    assert metric_value(admin, "ragvigil_faults_active", target="vector_store") == 0
     again = admin.post("/api/v1/chat", json={"message": QUESTION}).json()
     assert again["degraded"] is False and any(s["vector_score"] is not None for s in again["sources"])
 

@@ -16,32 +16,12 @@ from sqlalchemy import event, update
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
 from ragvigil.chat.handoff import Handoffs
-from ragvigil.chat.pipeline import BaseStage, Turn
-from ragvigil.chat.understanding import Emotion, Intent, SafetyFinding, SafetyVerdict, TurnAnalysis
+from ragvigil.chat.understanding import TurnAnalysis
 from ragvigil.ops import metrics
 from ragvigil.storage.models import HandoffRecord
 from tests.conftest import admin_key, auth, local_client, make_settings
+from tests.handoff_cases import CRISIS, FAQ, HUMAN, Given, understand_as
 from tests.outages import SqliteOutage
-
-FAQ = b"# FAQ\nShipping takes three days. Returns are free within thirty days."
-CRISIS = TurnAnalysis(
-    safety=SafetyVerdict("self_harm", "critical", (SafetyFinding("self_harm", "critical", "pattern", "p1"),)),
-    emotion=Emotion("sadness", "very_negative", -0.9),
-    intent=Intent("other", 0.3),
-)
-HUMAN = TurnAnalysis(emotion=Emotion("anger", "negative", -0.5), intent=Intent("human_request", 0.95, "handoff"))
-
-
-class Given(BaseStage):
-    """The analysis of every turn, as the understand stage would set it."""
-
-    name = "understand"
-
-    def __init__(self) -> None:
-        self.analysis = TurnAnalysis()
-
-    def __call__(self, turn: Turn) -> None:
-        turn.analysis = self.analysis
 
 
 @dataclass
@@ -88,11 +68,8 @@ def spool_pending(scraped: dict) -> float | None:
 @pytest.fixture
 def inst(tmp_path: Path) -> Iterator[Instance]:
     rt = Runtime(make_settings(tmp_path / "data"))
-    parts = rt.handoffs
-    assert parts is not None and parts.stage in rt.pipeline.stages  # the runtime's own wiring
     given = Given()
-    stages = rt.pipeline.stages
-    stages[next(i for i, s in enumerate(stages) if s.name == "understand")] = given
+    parts = understand_as(rt, given)
     try:
         rt.ingestor.ingest_bytes("default", "faq.md", FAQ)
         with local_client(create_app(runtime=rt)) as c:

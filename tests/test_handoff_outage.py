@@ -4,7 +4,6 @@ database is really down (SQLite file taken away, PostgreSQL stopped) is spooled 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,32 +15,11 @@ from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
 from ragvigil.chat.handoff import Handoffs
 from ragvigil.chat.handoff.stage import NOTICE
-from ragvigil.chat.pipeline import BaseStage, Turn
-from ragvigil.chat.understanding import Emotion, Intent, SafetyFinding, SafetyVerdict, TurnAnalysis
+from ragvigil.chat.understanding import Emotion, TurnAnalysis
 from ragvigil.storage.models import HandoffRecord, Message
 from tests.conftest import admin_key, auth, local_client, make_settings
-from tests.outages import RestartablePostgres, SqliteOutage
-from tests.realservers import ServerUnavailable
-
-FAQ = b"# FAQ\nShipping takes three days. Returns are free within thirty days."
-CRISIS = TurnAnalysis(
-    safety=SafetyVerdict("self_harm", "critical", (SafetyFinding("self_harm", "critical", "pattern", "p1"),)),
-    emotion=Emotion("sadness", "very_negative", -0.9),
-    intent=Intent("other", 0.3),
-)
-HUMAN = TurnAnalysis(emotion=Emotion("anger", "negative", -0.5), intent=Intent("human_request", 0.95, "handoff"))
-
-
-class Given(BaseStage):
-    """The analysis of every turn, as the safety/emotion/intent stages would set it."""
-
-    name = "understand"
-
-    def __init__(self) -> None:
-        self.analysis = HUMAN
-
-    def __call__(self, turn: Turn) -> None:
-        turn.analysis = self.analysis
+from tests.handoff_cases import CRISIS, FAQ, HUMAN, Given, understand_as
+from tests.outages import RestartablePostgres, SqliteOutage, postgres_or_skip
 
 
 @dataclass
@@ -63,21 +41,12 @@ class Instance:
 def inst(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Instance]:
     data, settings, pg = tmp_path / "data", {}, None
     if request.param == "postgres":
-        try:
-            pg = RestartablePostgres()
-        except ServerUnavailable as exc:
-            if os.environ.get("CI"):
-                raise
-            pytest.skip(str(exc))
+        pg = postgres_or_skip()
         settings["database_url"] = pg.start()
     rt = Runtime(make_settings(data, **settings))
     outage = pg if pg is not None else SqliteOutage(data / "ragvigil.db", rt.db.engine)
-    parts = rt.handoffs
-    assert parts is not None and parts.stage in rt.pipeline.stages  # the runtime's own wiring
     given = Given()
-    given.analysis = TurnAnalysis()
-    stages = rt.pipeline.stages
-    stages[next(i for i, s in enumerate(stages) if s.name == "understand")] = given  # the test's analysis
+    parts = understand_as(rt, given)  # the test's analysis
     try:
         rt.ingestor.ingest_bytes("default", "faq.md", FAQ)
         with local_client(create_app(runtime=rt)) as c:

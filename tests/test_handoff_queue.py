@@ -27,8 +27,8 @@ from ragvigil.cli import app as cli_app
 from ragvigil.ops.access import Role
 from ragvigil.providers.extractive import NO_ANSWER
 from tests.conftest import local_client, make_settings
+from tests.handoff_cases import FAQ, understand_as
 
-FAQ = b"# FAQ\nShipping takes three days. Returns are free within thirty days."
 HOTLINES = "If you are thinking about ending your life, call 988 now."
 CRISIS = SafetyVerdict("self_harm", "critical", (SafetyFinding("self_harm", "critical", "lexicon", "t1"),))
 SAD = Emotion("sadness", "negative", -0.6)
@@ -80,10 +80,8 @@ class Staged:
 def staged(tmp_path: Path) -> Iterator[Staged]:
     rt = Runtime(make_settings(tmp_path / "data", profile="staging"))
     rt.ingestor.ingest_bytes("default", "faq.md", FAQ)
-    assert rt.handoffs is not None and rt.handoffs.stage in rt.pipeline.stages  # the runtime's own wiring
     understood = Understood()
-    stages = rt.pipeline.stages
-    stages[next(i for i, s in enumerate(stages) if s.name == "understand")] = understood  # the test's analysis
+    understand_as(rt, understood)  # the test's analysis
     people = {"alice": Role.client, "bob": Role.client, "vera": Role.viewer, "olga": Role.operator}
     keys = {name: rt.keys.create(f"{name}-key", role)[1] for name, role in people.items()}
     try:

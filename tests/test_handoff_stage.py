@@ -90,3 +90,24 @@ def test_the_held_out_crisis_set_is_balanced_and_says_what_it_is_for() -> None:
     assert len(benign) >= 110 and all(r["kind"] == "benign_lookalike" for r in benign)
     for part in (crisis, benign):
         assert {r["lang"] for r in part} == {"zh", "en"}
+
+
+def test_with_hand_off_off_no_turn_is_handed_over_and_the_queue_stays_readable(
+    sample_data_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from ragvigil.app import Runtime
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_data_dir, data)
+    rt = Runtime(make_settings(data, handoff={"enabled": False}))
+    try:
+        assert rt.handoffs.stage not in rt.pipeline.stages
+        turn = rt.pipeline.run(Turn(message="转人工", kb="default"))
+        assert turn.analysis is not None and turn.analysis.intent is not None
+        assert turn.analysis.intent.name == "human_request"  # understood, and still not handed over
+        assert turn.handoff is None and NOTICE["zh"] not in turn.answer
+        assert rt.handoffs.store.list()["total"] == 0
+    finally:
+        rt.close()

@@ -4,7 +4,6 @@ the journal is bounded with a clear 503, and the replay is idempotent. On SQLite
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,8 +20,7 @@ from ragvigil.chat.sessions import StoredMessage
 from ragvigil.ops.metrics import REGISTRY
 from ragvigil.storage.models import utcnow
 from tests.conftest import local_client, make_settings
-from tests.outages import RestartablePostgres, SqliteOutage
-from tests.realservers import ServerUnavailable
+from tests.outages import RestartablePostgres, SqliteOutage, postgres_or_skip
 
 FAQ = b"# FAQ\nShipping takes three days. Returns are free within thirty days."
 ASK = "/api/v1/chat"
@@ -55,12 +53,7 @@ def _instance(backend: str, tmp_path: Path, **settings: object) -> Iterator[Inst
     data = tmp_path / "data"
     pg = None
     if backend == "postgres":
-        try:
-            pg = RestartablePostgres()
-        except ServerUnavailable as exc:
-            if os.environ.get("CI"):
-                raise
-            pytest.skip(str(exc))
+        pg = postgres_or_skip()
         settings["database_url"] = pg.start()
     rt = Runtime(make_settings(data, **settings))
     outage = pg if pg is not None else SqliteOutage(data / "ragvigil.db", rt.db.engine)

@@ -3,7 +3,6 @@ message's language, streamed or not, while the turns are still stored; it surviv
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
 from ragvigil.config import SAFE_RESPONSE_EN, SAFE_RESPONSE_ZH
 from ragvigil.ops.access import Role
-from tests.conftest import admin_key, auth, local_client, make_settings
+from tests.conftest import admin_key, auth, local_client, make_settings, sse_events
 
 
 def _gauge(client: TestClient, name: str) -> float:
@@ -25,14 +24,6 @@ def _gauge(client: TestClient, name: str) -> float:
             if s.name == name:
                 return s.value
     raise AssertionError(f"{name} not exported")
-
-
-def _sse(text: str) -> list[tuple[str, dict]]:
-    out = []
-    for block in text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines())
-        out.append((lines["event"], json.loads(lines["data"])))
-    return out
 
 
 def test_safe_mode_on_answers_the_safe_text_in_zh_and_en_and_keeps_every_turn(
@@ -77,7 +68,7 @@ def test_safe_mode_on_answers_the_safe_text_in_zh_and_en_and_keeps_every_turn(
 def test_a_streamed_turn_in_safe_mode_streams_the_safe_text_and_is_stored(client: TestClient) -> None:
     client.put("/api/v1/ops/safe-mode", json={"active": True, "reason": "drill"})
     r = client.post("/api/v1/chat/stream", json={"message": "怎么导出笔记？"})
-    events = _sse(r.text)
+    events = sse_events(r.text)
     assert "".join(d["text"] for k, d in events if k == "delta") == SAFE_RESPONSE_ZH
     done = next(d for k, d in events if k == "done")
     assert done["answer"] == SAFE_RESPONSE_ZH and done["degraded"] is True

@@ -16,7 +16,7 @@ from openai import OpenAI
 from ragvigil.api.server import create_app
 from ragvigil.app import Runtime
 from ragvigil.ops.access import Role
-from tests.conftest import LiveServer, admin_key, local_client, make_settings
+from tests.conftest import LiveServer, admin_key, local_client, make_settings, sse_events
 from tests.slow_llm import Reply, ScriptedLLM, scripted_llm
 from tests.understand_standins import HANDED_EN, HANDED_ZH, REPLACED_EN, understand_with_standins
 
@@ -54,20 +54,12 @@ def sdk(rt: Runtime) -> Iterator[OpenAI]:
         oa.close()
 
 
-def _sse(text: str) -> list[tuple[str, dict]]:
-    out = []
-    for block in text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines())
-        out.append((lines["event"], json.loads(lines["data"])))
-    return out
-
-
 def test_a_crisis_message_never_reaches_the_llm_on_any_chat_api(
     client: TestClient, sdk: OpenAI, llm: ScriptedLLM
 ) -> None:
     rest = client.post("/api/v1/chat", json={"message": f"{QUESTION} I want to kill myself"}).json()
     assert rest["answer"] == HANDED_EN
-    events = _sse(client.post("/api/v1/chat/stream", json={"message": "我不想活了，怎么导出笔记"}).text)
+    events = sse_events(client.post("/api/v1/chat/stream", json={"message": "我不想活了，怎么导出笔记"}).text)
     assert events[-1][1]["answer"] == HANDED_ZH
     done = sdk.chat.completions.create(model="ragvigil", messages=[{"role": "user", "content": "suicide, export?"}])
     assert done.choices[0].message.content == HANDED_EN
@@ -98,7 +90,7 @@ def test_an_unsafe_answer_is_replaced_and_stored_replaced(client: TestClient, ll
 
 def test_a_streamed_unsafe_answer_never_reaches_the_client(client: TestClient, llm: ScriptedLLM) -> None:
     llm.set(Reply(text=UNSAFE))
-    events = _sse(client.post("/api/v1/chat/stream", json={"message": QUESTION}).text)
+    events = sse_events(client.post("/api/v1/chat/stream", json={"message": QUESTION}).text)
     relayed = "".join(d["text"] for k, d in events if k == "delta")
     assert "bomb" not in relayed
     assert relayed.startswith("Open the File menu and choose Export.")  # the safe sentence before it was relayed
@@ -110,7 +102,7 @@ def test_a_streamed_unsafe_answer_never_reaches_the_client(client: TestClient, l
 
 
 def test_a_safe_streamed_answer_is_relayed_whole(client: TestClient, llm: ScriptedLLM) -> None:
-    events = _sse(client.post("/api/v1/chat/stream", json={"message": QUESTION}).text)
+    events = sse_events(client.post("/api/v1/chat/stream", json={"message": QUESTION}).text)
     relayed = "".join(d["text"] for k, d in events if k == "delta")
     assert relayed.strip() == "Open the File menu and choose Export [1]."
     assert events[-1][1]["replaced"] is False

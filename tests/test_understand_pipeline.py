@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from ragvigil.app import Runtime
 from ragvigil.chat.understand import SMALL_TALK
 from ragvigil.config import SAFE_RESPONSE_EN, SAFE_RESPONSE_ZH
 from ragvigil.providers.extractive import NO_ANSWER
+from tests.conftest import metric_value, sse_events
 from tests.understand_standins import (
     CALM_EN,
     HANDED_EN,
@@ -20,22 +20,6 @@ from tests.understand_standins import (
     CountingEmbedder,
     understand_with_standins,
 )
-
-
-def _sse(text: str) -> list[tuple[str, dict]]:
-    out = []
-    for block in text.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines())
-        out.append((lines["event"], json.loads(lines["data"])))
-    return out
-
-
-def _sample(client: TestClient, name: str, **labels: str) -> float:
-    for fam in text_string_to_metric_families(client.get("/metrics").text):
-        for s in fam.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return 0.0
 
 
 def test_a_turn_is_embedded_once_and_its_analysis_reads_that_vector(
@@ -54,8 +38,8 @@ def test_a_turn_is_embedded_once_and_its_analysis_reads_that_vector(
     assert body["analysis"]["intent"] == {"name": "product_inquiry", "confidence": 0.62}
     assert set(body["analysis"]["emotion"]) == {"label", "polarity", "score"}
     assert body["handoff"] is None and body["replaced"] is False
-    assert _sample(client, "ragvigil_intent_turns_total", intent="product_inquiry") >= 1
-    assert _sample(client, "ragvigil_analysis_duration_seconds_count", part="safety") >= 1
+    assert metric_value(client, "ragvigil_intent_turns_total", intent="product_inquiry") >= 1
+    assert metric_value(client, "ragvigil_analysis_duration_seconds_count", part="safety") >= 1
 
 
 def test_without_checkers_a_turn_is_not_embedded_twice_and_carries_no_analysis(
@@ -88,7 +72,7 @@ def test_a_crisis_message_gets_the_crisis_response_never_a_kb_answer_also_in_saf
     client: TestClient, sample_runtime: Runtime
 ) -> None:
     understand_with_standins(sample_runtime)
-    before = _sample(
+    before = metric_value(
         client, "ragvigil_safety_flags_total", category="self_harm", severity="critical", direction="input"
     )
     en = client.post("/api/v1/chat", json={"message": "How do I export my notes? I want to kill myself"}).json()
@@ -96,7 +80,9 @@ def test_a_crisis_message_gets_the_crisis_response_never_a_kb_answer_also_in_saf
     assert en["analysis"]["safety"] == {"category": "self_harm", "severity": "critical"}
     zh = client.post("/api/v1/chat", json={"message": "我好难过，不想活了"}).json()
     assert zh["answer"] == HANDED_ZH and zh["analysis"]["emotion"]["label"] == "sadness"
-    after = _sample(client, "ragvigil_safety_flags_total", category="self_harm", severity="critical", direction="input")
+    after = metric_value(
+        client, "ragvigil_safety_flags_total", category="self_harm", severity="critical", direction="input"
+    )
     assert after == before + 2
 
     client.put("/api/v1/ops/safe-mode", json={"active": True, "reason": "drill"})
@@ -132,7 +118,7 @@ def test_a_safety_check_that_raises_fails_closed(client: TestClient, sample_runt
     assert body["answer"] == SAFE_RESPONSE_EN and body["sources"] == [] and body["provider"] is None
     assert body["degraded"] is True
     assert any("safety check failed (RuntimeError)" in reason for reason in body["degraded_reasons"])
-    assert _sample(client, "ragvigil_safety_flags_total", category="error", direction="input") >= 1
+    assert metric_value(client, "ragvigil_safety_flags_total", category="error", direction="input") >= 1
 
 
 def test_a_greeting_gets_a_friendly_reply_and_a_greeting_question_its_answer(
@@ -158,7 +144,7 @@ def test_a_custom_small_talk_reply_is_used(client: TestClient, sample_runtime: R
 
 def test_the_stream_carries_the_analysis_in_meta_and_done(client: TestClient, sample_runtime: Runtime) -> None:
     understand_with_standins(sample_runtime)
-    events = _sse(client.post("/api/v1/chat/stream", json={"message": "我不想活了"}).text)
+    events = sse_events(client.post("/api/v1/chat/stream", json={"message": "我不想活了"}).text)
     kinds = [k for k, _ in events]
     assert kinds[0] == "meta" and kinds[-1] == "done"
     meta, done = events[0][1], events[-1][1]

@@ -130,12 +130,9 @@ class Runtime:
         self.admission.crisis = verdict_check(
             lambda text: None if self.safety is None else self.safety.check(text).crisis
         )
-        # hand-off to a person: the queue (rt.handoffs.store), its spool while the database is down, the stage
-        self.handoffs = (
-            build_handoffs(settings.handoff, self.db, settings.data_dir, self.sessions, self.journal)
-            if settings.handoff.enabled
-            else None
-        )
+        # hand-off to a person: the queue (rt.handoffs.store, readable even with hand-off off), its spool
+        # while the database is down, and the stage (in the pipeline only while handoff.enabled)
+        self.handoffs = build_handoffs(settings.handoff, self.db, settings.data_dir, self.sessions, self.journal)
         self.pipeline = build_pipeline(
             settings,
             self.sessions,
@@ -148,7 +145,7 @@ class Runtime:
             features=self.features,
             safe_mode=self.safe_mode,
             understanding=self.understanding,
-            handoff=self.handoffs.stage if self.handoffs is not None else None,
+            handoff=self.handoffs.stage if settings.handoff.enabled else None,
         )
         self.health = build_health(settings, self.db, self.vectors, self.embedder, self.generator)
         for name in self.router.names()[:-1]:  # one optional check per remote provider, under generation
@@ -179,7 +176,7 @@ class Runtime:
         # started in this order by start_background, stopped in reverse by close; a subsystem appends its own
         self.background: list[Background] = [
             self.replayer,
-            *([self.handoffs.replayer] if self.handoffs is not None else []),
+            self.handoffs.replayer,
             self.log_retention,
             k.pending_gauge,
             self.retriever.mode,

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ragvigil.chat.pipeline import BaseStage, Turn
 from ragvigil.chat.understanding import (
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from ragvigil.knowledge.embeddings import Embedder
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SETTLED_BY = "safety"  # Turn.settled_by of a turn the input check answered
 SETTLING_SEVERITIES = frozenset({"high", "critical"})  # non-crisis findings at these severities settle the turn
@@ -101,19 +102,9 @@ class Understanding:
             finally:
                 _timed(analysis, "safety", start)
         if emotion is not None:
-            start = time.perf_counter()
-            try:
-                analysis.emotion = emotion.analyze(text, vector, language)
-            except Exception as exc:
-                log.warning("emotion_analysis_failed", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
-            _timed(analysis, "emotion", start)
+            analysis.emotion = _optional(analysis, "emotion", lambda: emotion.analyze(text, vector, language))
         if intent is not None:
-            start = time.perf_counter()
-            try:
-                analysis.intent = intent.classify(text, vector, language)
-            except Exception as exc:
-                log.warning("intent_classification_failed", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
-            _timed(analysis, "intent", start)
+            analysis.intent = _optional(analysis, "intent", lambda: intent.classify(text, vector, language))
         return analysis
 
     def count(self, analysis: TurnAnalysis) -> None:
@@ -141,6 +132,18 @@ def _timed(analysis: TurnAnalysis, part: str, start: float) -> None:
     seconds = time.perf_counter() - start
     analysis.ms[part] = round(seconds * 1000, 3)
     metrics.ANALYSIS_DURATION.labels(part).observe(seconds)
+
+
+def _optional(analysis: TurnAnalysis, part: str, run: Callable[[], T]) -> T | None:
+    """One optional part of the analysis, timed; its failure leaves the part out (it changes no answer)."""
+    start = time.perf_counter()
+    try:
+        return run()
+    except Exception as exc:
+        log.warning(f"{part}_analysis_failed", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
+        return None
+    finally:
+        _timed(analysis, part, start)
 
 
 def _bounded(value: str | None, allowed: tuple[str, ...]) -> str:

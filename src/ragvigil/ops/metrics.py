@@ -37,17 +37,6 @@ def child(metric: Any, *labels: str) -> Any:
     return found
 
 
-STAGES = (
-    "history",
-    "understand",
-    "safe_mode",
-    "retrieve",
-    "small_talk",
-    "generate",
-    "answer_check",
-    "persist",
-    "record",
-)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 HTTP_REQUESTS = Counter(

@@ -16,7 +16,6 @@ from starlette.concurrency import run_in_threadpool
 from ragvigil.api.deps import client_address, get_runtime, require
 from ragvigil.api.openapi import ERROR_REF
 from ragvigil.app import Runtime
-from ragvigil.chat.handoff import HandoffStore, build_handoffs
 from ragvigil.ops.access import Principal, Role
 from ragvigil.storage.models import HandoffRecord
 from ragvigil.storage.text import check_storable
@@ -28,15 +27,6 @@ CONFLICT = {
     409: {"description": "Conflict with the current state", "content": {"application/json": {"schema": ERROR_REF}}}
 }
 HandoffId = Annotated[str, Path(max_length=32)]
-
-
-def handoff_store(rt: Runtime) -> HandoffStore:
-    """The runtime's queue (``rt.handoffs``); built on first use where the runtime does not hold one yet."""
-    parts = getattr(rt, "handoffs", None)
-    if parts is None:
-        parts = build_handoffs(rt.settings.handoff, rt.db, rt.settings.data_dir, rt.sessions, rt.journal)
-        rt.handoffs = parts  # type: ignore[attr-defined]
-    return parts.store
 
 
 class CloseIn(BaseModel):
@@ -65,7 +55,7 @@ async def list_handoffs(
 ) -> dict[str, Any]:
     """The queue, most urgent and oldest first: ``items``, ``total``, ``next_offset`` (None on the last page)."""
     limit = min(limit, rt.settings.handoff.max_page)  # a larger page is cut: next_offset leads on
-    store = handoff_store(rt)
+    store = rt.handoffs.store
     page = await run_in_threadpool(store.list, status, priority, limit, offset, include == "message")
     if include == "message":
         await _audit(rt, who, request, "handoff.read", "*", view="list", items=len(page["items"]))
@@ -80,7 +70,7 @@ async def get_handoff(
     who: Principal = Operator,
     include: Literal["message"] | None = Query(None, description="`message`: add the triggering user message"),
 ) -> dict[str, Any]:
-    record = await run_in_threadpool(handoff_store(rt).get, handoff_id, include == "message")
+    record = await run_in_threadpool(rt.handoffs.store.get, handoff_id, include == "message")
     if include == "message":
         await _audit(rt, who, request, "handoff.read", handoff_id, view="message")
     return record
@@ -91,7 +81,7 @@ async def claim_handoff(
     request: Request, handoff_id: HandoffId, rt: Runtime = Depends(get_runtime), who: Principal = Operator
 ) -> dict[str, Any]:
     """Take the record (409 when it is closed or another operator holds it)."""
-    record = await run_in_threadpool(handoff_store(rt).claim, handoff_id, who.name)
+    record = await run_in_threadpool(rt.handoffs.store.claim, handoff_id, who.name)
     await _audit(rt, who, request, "handoff.claim", handoff_id, reason=record["reason"])
     return record
 
@@ -106,6 +96,6 @@ async def close_handoff(
 ) -> dict[str, Any]:
     """Done with it; an optional ``note`` says how (409 when it is closed already)."""
     note = body.note if body else None
-    record = await run_in_threadpool(handoff_store(rt).close, handoff_id, who.name, note)
+    record = await run_in_threadpool(rt.handoffs.store.close, handoff_id, who.name, note)
     await _audit(rt, who, request, "handoff.close", handoff_id, reason=record["reason"], noted=bool(note))
     return record

@@ -32,7 +32,7 @@ from ragvigil.config import Settings
 from ragvigil.knowledge.loaders import discover
 from ragvigil.ops.access import Role
 from ragvigil.ops.admin_key import read_admin_key
-from tests.realservers import RagvigilServer, ragvigil_server
+from tests.realservers import RagvigilServer, RunningServer, ServerUnavailable, llama_server, ragvigil_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,6 +157,18 @@ def sample_runtime(sample_data_dir: Path, tmp_path: Path) -> Iterator[Runtime]:
     rt = Runtime(make_settings(d))
     yield rt
     rt.close()
+
+
+@pytest.fixture(scope="module")
+def llama() -> Iterator[RunningServer]:
+    """A llama.cpp server with the bundled SmolLM2, one per test module (`make test` installs the llm extra)."""
+    try:
+        with llama_server(extra_args=["--model_alias", "smollm2"]) as url:
+            yield url
+    except ServerUnavailable as exc:
+        if os.environ.get("CI"):
+            raise  # missing it in CI is a failure
+        pytest.skip(f"llama.cpp server not available: {exc}")
 
 
 def metric_value(client: TestClient, name: str, **labels: str) -> float:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from ragvigil.chat.emotion import LLMEmotionAnalyzer, OfflineEmotionAnalyzer, build_emotion_analyzer, parse_verdict
@@ -11,21 +9,12 @@ from ragvigil.chat.emotion.llm import VerdictRejected
 from ragvigil.chat.understanding import EMOTIONS, POLARITIES
 from ragvigil.config import EmotionSettings, OpenAISettings
 from ragvigil.providers.openai_compat import OpenAIGenerator
-from tests.realservers import RunningServer, ServerUnavailable, free_port, llama_server
+from tests.realservers import RunningServer, free_port
 
 
 @pytest.fixture(scope="module")
 def offline() -> OfflineEmotionAnalyzer:
     return OfflineEmotionAnalyzer.load()
-
-
-@pytest.fixture(scope="module")
-def llama() -> Iterator[RunningServer]:
-    try:
-        with llama_server(extra_args=["--model_alias", "smollm2"]) as url:
-            yield url
-    except ServerUnavailable as exc:
-        pytest.skip(f"llama.cpp server not available: {exc}")
 
 
 def _generator(url: str, max_tokens: int = 48) -> OpenAIGenerator:

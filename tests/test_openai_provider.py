@@ -25,17 +25,6 @@ PASSAGE = Hit(1, "d1", "Refunds", "refunds.md", "Refunds > Yearly", "Yearly plan
 REQUEST = GenerationRequest("Can I get a refund on a yearly plan?", [PASSAGE], [("user", "hi"), ("assistant", "hello")])
 
 
-@pytest.fixture(scope="module")
-def llama() -> Iterator[RunningServer]:
-    try:
-        with llama_server(extra_args=["--model_alias", "smollm2"]) as url:
-            yield url
-    except ServerUnavailable as exc:
-        if os.environ.get("CI"):
-            raise  # `make test` installs the llm extra: missing it in CI is a failure
-        pytest.skip(f"llama.cpp server not available: {exc}")
-
-
 def _fail_if_dead(server: RunningServer) -> None:
     """A crashed server shows up in the client as a bare disconnect: report the crash and the server's log."""
     with contextlib.suppress(subprocess.TimeoutExpired):  # the client sees the drop a moment before the exit

@@ -7,9 +7,19 @@ faiss, SQLAlchemy and jieba (about a second). This module imports only the stand
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
-__all__ = ["Generation", "GenerationRequest", "Hit", "Retrieval"]
+__all__ = ["Generation", "GenerationRequest", "Hit", "Retrieval", "sentence_key"]
+
+
+def sentence_key(text: str) -> str:
+    """The key a sentence's background vector is stored and looked up under: its whitespace-normalised text, hashed.
+
+    By text and not by position, so a vector computed with an older sentence splitter is simply not found
+    (the sentence is then ranked without it) rather than attached to the wrong sentence."""
+    return hashlib.blake2b(" ".join(text.split()).encode(), digest_size=12).hexdigest()
 
 
 @dataclass
@@ -44,6 +54,7 @@ class Retrieval:
     vector_error: str | None = None  # set when vector search failed and BM25 answered alone
     truncated: bool = False  # the query was longer than max_query_chars
     warnings: list[str] = field(default_factory=list)
+    query_vector: Any = None  # the e5 query vector the vector side searched with (a numpy array), when it ran
 
     @property
     def relevant_hits(self) -> list[Hit]:
@@ -58,6 +69,9 @@ class GenerationRequest:
     passages: list[Hit]  # relevant passages only, in citation order ([1] is passages[0])
     history: list[tuple[str, str]] = field(default_factory=list)  # (role, content), oldest first
     language: str = "en"
+    query_vector: Any = None  # the question's e5 vector from retrieval (numpy), when the vector side ran
+    # background vectors of the passages' sentences, by ``sentence_key``; a sentence missing here has none
+    sentence_vectors: dict[str, Any] = field(default_factory=dict)
     timeout_s: float | None = None  # what is left of the turn's budget: a remote generator waits no longer
 
 

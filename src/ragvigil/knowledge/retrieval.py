@@ -76,7 +76,7 @@ class HybridRetriever:
             result.vector_error = f"retrieval is lexical_only: {self.mode.reason()}"
         elif mode in ("hybrid", "vector") and self.embedder is not None and self.store is not None:
             try:
-                qvec = self.embedder.embed_query(query, embed_wait_s)
+                qvec = result.query_vector = self.embedder.embed_query(query, embed_wait_s)
                 for chunk_id, score in self.store.search(kb, qvec, n):
                     pos = index.positions.get(chunk_id)
                     if pos is not None:

@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ragvigil.app import Runtime
 from ragvigil.chat.handoff import HandoffPolicy, build_handoffs, deteriorating, negative_streak
 from ragvigil.chat.handoff.stage import CRISIS_NOTICE, NOTICE
+from ragvigil.chat.history import SessionHistory
+from ragvigil.chat.journal import Journal
 from ragvigil.chat.pipeline import Turn
 from ragvigil.chat.sessions import SessionStore
 from ragvigil.chat.understanding import Emotion, Intent, SafetyVerdict, TurnAnalysis
@@ -33,7 +36,9 @@ def _turn(analysis: TurnAnalysis | None, answer: str = "Shipping takes three day
 
 
 def test_the_stage_queues_sets_the_turns_handoff_and_tells_the_user(db: Database, tmp_path: Path) -> None:
-    parts = build_handoffs(HandoffSettings(), db, tmp_path, SessionStore(db), None)
+    parts = build_handoffs(
+        HandoffSettings(), db, tmp_path, SessionHistory(SessionStore(db), Journal(tmp_path / "journal"))
+    )
     crisis = _turn(TurnAnalysis(safety=SafetyVerdict("self_harm", "critical")), "请拨打 12356。", "zh")
     parts.stage(crisis)
     assert crisis.handoff is not None and (crisis.handoff.reason, crisis.handoff.priority) == ("crisis", 1)
@@ -111,3 +116,28 @@ def test_with_hand_off_off_no_turn_is_handed_over_and_the_queue_stays_readable(
         assert rt.handoffs.store.list()["total"] == 0
     finally:
         rt.close()
+
+
+def test_a_turn_reads_its_session_once_and_the_trend_still_sees_earlier_turns(
+    sample_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The history stage reads the session's messages whole; the hand-off policy looks back at that read."""
+    rt = sample_runtime
+    reads: list[int] = []
+    recent = rt.sessions.recent
+
+    def counted(session_id: str, limit: int, owner: object) -> object:
+        reads.append(limit)
+        return recent(session_id, limit, owner)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rt.sessions, "recent", counted)
+    first = rt.pipeline.run(Turn(message="I am really angry, this is useless", kb="default", user_id="u1"))
+    assert reads == []  # a new session has nothing to read
+    angry = ["This is terrible, I hate it", "Still broken, I am furious", "Awful, nothing works, I am so angry"]
+    turns = []
+    for text in angry:
+        turn = rt.pipeline.run(Turn(message=text, kb="default", user_id="u1", session_id=first.session_id))
+        turns.append(turn)
+    assert len(reads) == len(angry)  # one read per turn, shared by the prompt history and the hand-off policy
+    assert reads[0] >= rt.handoffs.policy.look_back
+    assert "negative_trend" in rt.handoffs.policy.triggers(turns[-1])

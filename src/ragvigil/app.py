@@ -132,7 +132,7 @@ class Runtime:
         )
         # hand-off to a person: the queue (rt.handoffs.store, readable even with hand-off off), its spool
         # while the database is down, and the stage (in the pipeline only while handoff.enabled)
-        self.handoffs = build_handoffs(settings.handoff, self.db, settings.data_dir, self.sessions, self.journal)
+        self.handoffs = build_handoffs(settings.handoff, self.db, settings.data_dir, self.history)
         self.pipeline = build_pipeline(
             settings,
             self.sessions,
@@ -146,6 +146,7 @@ class Runtime:
             safe_mode=self.safe_mode,
             understanding=self.understanding,
             handoff=self.handoffs.stage if settings.handoff.enabled else None,
+            look_back=self.handoffs.policy.look_back if settings.handoff.enabled else 0,
         )
         self.health = build_health(settings, self.db, self.vectors, self.embedder, self.generator)
         for name in self.router.names()[:-1]:  # one optional check per remote provider, under generation

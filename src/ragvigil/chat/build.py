@@ -89,7 +89,9 @@ def build_pipeline(
     safe_mode: SafeMode | None = None,
     understanding: Understanding | None = None,
     handoff: Stage | None = None,
+    look_back: int = 0,
 ) -> ChatPipeline:
+    """The stages in order; ``look_back``: messages the history stage reads whole for later stages (hand-off)."""
     rs = settings.retrieval
     budget_s = turn_budget_s(settings, longest_call_s)
     understanding = understanding if understanding is not None else build_understanding(settings, retriever.embedder)
@@ -99,7 +101,7 @@ def build_pipeline(
         return safe_mode.response(language) if safe_mode is not None else safe_texts.get(language, safe_texts["en"])
 
     stages: list[Stage] = [
-        LoadHistory(history, rs.history_turns),
+        LoadHistory(history, rs.history_turns, look_back),
         # embeds the message once (retrieval's embedding is then a cache hit); a crisis settles the turn here
         Understand(understanding, retriever.embedder, rs.max_query_chars, safe_response, budget_s=budget_s),
         *([SafeModeStage(safe_mode)] if safe_mode is not None else []),  # settles the turn while on

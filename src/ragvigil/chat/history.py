@@ -69,18 +69,28 @@ class SessionHistory:
 
         Raises ``SessionNotFound`` when the session is neither ``owner``'s in the database nor in the journal.
         """
+        merged, problem = self.recent_messages(session_id, 2 * turns, owner)
+        return [(m.role, m.content) for m in merged], problem
+
+    def recent_messages(
+        self, session_id: str, count: int, owner: SessionOwner
+    ) -> tuple[list[Message | StoredMessage], str | None]:
+        """The last ``count`` messages, whole (sources, analyses), and why they may be incomplete.
+
+        One read serves a turn's prompt history and the hand-off policy's look back (``Turn.earlier``).
+        Raises ``SessionNotFound`` as ``recent`` does.
+        """
         journaled = _messages_of(self.journal.entries_for(session_id), owner)
         problem = None
         try:
-            rows: list[Message | StoredMessage] = list(self.sessions.recent(session_id, turns * 2, owner))
+            rows: list[Message | StoredMessage] = list(self.sessions.recent(session_id, count, owner))
         except SessionNotFound:
             if not journaled:
                 raise
             rows = []
         except SQLAlchemyError as exc:
             rows, problem = [], type(exc).__name__ + ("; journaled turns only" if journaled else "")
-        merged = merge(rows, journaled)[-turns * 2 :] if turns > 0 else []
-        return [(m.role, m.content) for m in merged], problem
+        return (merge(rows, journaled)[-count:] if count > 0 else []), problem
 
     def check_owner(self, session_id: str, owner: SessionOwner) -> None:
         """Raise ``SessionNotFound`` unless ``owner`` may continue the session.

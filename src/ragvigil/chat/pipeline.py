@@ -90,6 +90,8 @@ class Turn:
     new_session: bool = False
     language: str = "en"
     history: list[tuple[str, str]] = field(default_factory=list)
+    # the session's last stored messages, whole, as LoadHistory read them (None: not read, e.g. a /v1 turn)
+    earlier: list[Any] | None = None
     retrieval: Retrieval | None = None
     generation: Generation | None = None
     answer: str = ""
@@ -241,17 +243,22 @@ class LoadHistory(BaseStage):
 
     name = "history"
 
-    def __init__(self, history: SessionHistory, turns: int) -> None:
+    def __init__(self, history: SessionHistory, turns: int, look_back: int = 0) -> None:
         self.history = history
         self.turns = turns
+        self.look_back = look_back  # messages later stages read whole (the hand-off policy's trends)
 
     def __call__(self, turn: Turn) -> None:
         turn.language = "zh" if is_cjk(turn.message) else "en"
         turn.open_session()
         if turn.new_session:
+            turn.earlier = []
             return
         owner = SessionOwner(turn.owner, turn.user_id)
-        turn.history, problem = self.history.recent(turn.session_id, self.turns, owner)
+        count = max(2 * self.turns, self.look_back)
+        messages, problem = self.history.recent_messages(turn.session_id, count, owner)
+        turn.history = [(m.role, m.content) for m in messages[-2 * self.turns :]] if self.turns else []
+        turn.earlier = messages[-self.look_back :] if self.look_back else []
         if problem:
             turn.degrade(f"history unavailable: {problem}")
 

@@ -9,8 +9,7 @@ from ragvigil.chat.handoff.policy import HandoffPolicy, RecentFromStore
 from ragvigil.chat.handoff.spool import HandoffSpool
 from ragvigil.chat.handoff.stage import HandOff
 from ragvigil.chat.handoff.store import HandoffReplayer, HandoffStore
-from ragvigil.chat.journal import Journal
-from ragvigil.chat.sessions import SessionStore
+from ragvigil.chat.history import SessionHistory
 from ragvigil.config import HandoffSettings
 from ragvigil.storage.db import Database
 
@@ -23,9 +22,7 @@ class Handoffs:
     replayer: HandoffReplayer  # background: append to the runtime's background jobs
 
 
-def build_handoffs(
-    settings: HandoffSettings, db: Database, data_dir: Path, sessions: SessionStore, journal: Journal | None
-) -> Handoffs:
+def build_handoffs(settings: HandoffSettings, db: Database, data_dir: Path, history: SessionHistory) -> Handoffs:
     store = HandoffStore(db, HandoffSpool(data_dir / "handoff_spool", settings.spool_max_entries))
-    policy = HandoffPolicy(settings, RecentFromStore(sessions, journal))
+    policy = HandoffPolicy(settings, RecentFromStore(history))
     return Handoffs(store, policy, HandOff(policy, store), HandoffReplayer(store))

@@ -12,11 +12,9 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from ragvigil.chat.handoff.signals import negative_streak, no_answer_streak, polarity_of
-from ragvigil.chat.journal import Journal
-from ragvigil.chat.sessions import SessionNotFound, SessionOwner, SessionStore, StoredMessage
+from ragvigil.chat.history import SessionHistory
+from ragvigil.chat.sessions import SessionNotFound, SessionOwner, StoredMessage
 from ragvigil.chat.understanding import Handoff
 from ragvigil.config import HandoffSettings
 
@@ -33,33 +31,23 @@ RecentMessages = Callable[[str, SessionOwner, int], list[StoredMessage]]
 
 
 class RecentFromStore:
-    """The session's last messages from the database plus its journaled turns (database down: the journal alone).
+    """The session's last messages, whole, from ``SessionHistory`` (database merged with the journal).
 
-    Why not ``SessionHistory.recent``: that gives role and text only; the policy needs each message's
-    stored analysis and sources.
+    Only for a turn whose history stage did not read them (``Turn.earlier`` is None); the history
+    read degrades the turn when the database is down, this one just counts what is known.
     """
 
-    def __init__(self, sessions: SessionStore, journal: Journal | None = None) -> None:
-        self.sessions = sessions
-        self.journal = journal
+    def __init__(self, history: SessionHistory) -> None:
+        self.history = history
 
     def __call__(self, session_id: str, owner: SessionOwner, limit: int) -> list[StoredMessage]:
-        journaled: list[StoredMessage] = []
-        if self.journal is not None:
-            for entry in self.journal.entries_for(session_id):
-                if SessionOwner(entry.owner, entry.user_id) == owner:
-                    journaled.extend(entry.messages)
         try:
-            rows = self.sessions.recent(session_id, limit, owner)
+            messages, problem = self.history.recent_messages(session_id, limit, owner)
         except SessionNotFound:
-            rows = []
-        except SQLAlchemyError as exc:  # the turn is answered all the same; the trend then counts what is known
-            log.warning("handoff_history_unavailable", extra={"error": type(exc).__name__})
-            rows = []
-        stored = {m.id for m in rows}
-        merged = rows + [m for m in journaled if m.id not in stored]
-        merged.sort(key=lambda m: m.created_at)
-        return merged[-limit:]
+            return []
+        if problem:
+            log.warning("handoff_history_unavailable", extra={"error": problem})
+        return messages  # type: ignore[return-value]  # stored rows carry the same fields
 
 
 class HandoffPolicy:
@@ -103,8 +91,16 @@ class HandoffPolicy:
             out.append("repeated_no_answer")
         return out
 
+    @property
+    def look_back(self) -> int:
+        """How many of the session's latest messages the trends read (the history stage reads them for it)."""
+        return 2 * max(self.settings.negative_turns, self.settings.no_answer_turns)
+
     def _earlier(self, turn: Turn) -> list[StoredMessage]:
-        if self.recent is None or turn.session_id is None or turn.new_session:
+        if turn.session_id is None or turn.new_session:
             return []
-        window = 2 * max(self.settings.negative_turns, self.settings.no_answer_turns)
-        return self.recent(turn.session_id, SessionOwner(turn.owner, turn.user_id), window)
+        if turn.earlier is not None:
+            return turn.earlier[-self.look_back :]  # what the history stage read: no second read of the session
+        if self.recent is None:
+            return []
+        return self.recent(turn.session_id, SessionOwner(turn.owner, turn.user_id), self.look_back)

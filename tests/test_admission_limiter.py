@@ -77,3 +77,55 @@ def test_a_latency_above_the_baseline_already_reads_as_queueing() -> None:
         seen[rtt] = limiter.limit
     # Gradient2's gradient is long/short: a sustained rise shrinks the limit (a 1.5 tolerance kept it growing)
     assert seen[0.13] < seen[0.1]
+
+
+def contended_rate(n: int) -> float:
+    """A CPU-bound service whose answers per second fall once more than 8 turns contend (GIL, write lock)."""
+    return RATE if n <= 8 else RATE * 8 / n
+
+
+def burst_goodput(limiter: GradientLimiter, clock: list[float]) -> float:
+    """Answers/s over a 20 s burst (the limit always full) as a share of 60 s of 8 closed-loop users before it."""
+
+    def run(seconds: float, in_flight: int | None) -> float:
+        end, done = clock[0] + seconds, 0
+        while clock[0] < end:
+            n = limiter.limit if in_flight is None else in_flight
+            rate = contended_rate(n)
+            clock[0] += 1 / rate
+            limiter.sample(n / rate, n, clock[0])
+            done += 1
+        return done / seconds
+
+    capacity = run(60, in_flight=8)
+    return run(20, in_flight=None) / capacity
+
+
+def test_a_cpu_bound_instance_shrinks_to_the_concurrency_that_answers_most() -> None:
+    clock = [0.0]
+    busy = GradientLimiter(initial=16, max_limit=64, window_s=0.5, cpu_clock=lambda: 0.95 * clock[0])
+    assert burst_goodput(busy, clock) >= 0.9
+    assert busy.cpu_bound and busy.state()["cpu_share"] == 0.95
+    assert busy.limit <= 8
+    clock = [0.0]  # plain Gradient2 keeps its headroom of queueing: 10-11 slots, each turn slower, fewer answers
+    plain = GradientLimiter(initial=16, max_limit=64, window_s=0.5)
+    assert burst_goodput(plain, clock) < 0.8
+    assert not plain.cpu_bound and plain.state()["cpu_share"] is None
+
+
+def test_waiting_on_a_remote_llm_is_not_cpu_bound_and_noisy_latency_does_not_collapse_the_limit() -> None:
+    import random
+
+    rng = random.Random(1)
+    t = [0.0]
+    limiter = GradientLimiter(initial=16, max_limit=64, window_s=0.5, cpu_clock=lambda: 0.2 * t[0])
+    limits = []
+    while t[0] < 120:  # every answer ~2 s (lognormal), whatever the concurrency: more in flight, more answers
+        n = limiter.limit
+        rtt = 2.0 * rng.lognormvariate(0, 0.3)
+        t[0] += rtt / n
+        limiter.sample(rtt, n, t[0])
+        limits.append(limiter.limit)
+    assert not limiter.cpu_bound
+    assert sum(limits) / len(limits) >= 16  # an unsmoothed decrease on every slow window would sink it to 2
+    assert min(limits[len(limits) // 2 :]) >= 8

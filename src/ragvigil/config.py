@@ -399,6 +399,13 @@ class AdmissionSettings(Section):
     limit_window_s: float = Field(
         0.5, ge=0, le=60, description="seconds of answers averaged per move of the limit (0: every answer)"
     )
+    cpu_saturation: float = Field(
+        0.85,
+        ge=0,
+        le=1024,
+        description="cores of CPU used from which the instance is CPU-bound: the limit then shrinks at once "
+        "while latency is above its baseline, instead of adding headroom; 0: off (plain Gradient2)",
+    )
     queue_size: int = Field(32, ge=0, le=10_000, description="requests waiting for a slot; beyond it: 503")
     queue_timeout_s: float = Field(0.5, gt=0, le=60, description="seconds a request may wait for a slot")
     shed_features_after_s: float = Field(2.0, ge=0, le=3600, description="pressure this long sheds features")

@@ -48,7 +48,12 @@ class Admission:
         self.vip_prefixes = tuple(settings.vip_keys)
         self.clock = clock
         self.limiter = GradientLimiter(
-            settings.initial_limit, settings.min_limit, settings.max_limit, window_s=settings.limit_window_s
+            settings.initial_limit,
+            settings.min_limit,
+            settings.max_limit,
+            window_s=settings.limit_window_s,
+            cpu_clock=time.process_time if settings.cpu_saturation > 0 else None,
+            cpu_saturation=settings.cpu_saturation,
         )
         self.gate = PriorityGate(
             self.limiter, settings.queue_size, settings.queue_timeout_s, clock, self._count_shed, self.tick

@@ -21,13 +21,27 @@ queueing latency within seconds, the gradient read "no queueing" again and the l
 ceiling, so admitted turns queued inside the service (p95 2.8 s in the 10x drill). Per window, a
 burst of seconds cannot move the baseline, and the limit moves at most ``smoothing`` per window.
 
+A CPU-bound instance is the one case Gradient2 gets wrong. Where the work waits on something else (a
+remote LLM), more requests in flight means more answers per second, and the headroom is how the
+limit finds that out. Where it is the process's own CPU (the extractive path, or a burst of cheap
+turns; in Python one core's worth under the GIL), more in flight only makes every turn slower. It
+also costs answers: threads contend for the GIL and the SQLite write lock. Gradient2 settles at
+``headroom / (1 - gradient)`` (at least 8 with a headroom of 4). In the 10x burst drill that was
+12-16 slots, where 8 did better: goodput fell to 0.7x of the capacity measured at 8 users.
+So when the process used at least ``cpu_saturation`` cores over a window (``cpu_clock``, the
+process's CPU seconds) and latency is above its baseline, the limit adds no headroom and shrinks at
+once (multiplicative decrease, as in AIMD) instead of by ``smoothing``. Only then: on noisy remote
+latencies an unsmoothed decrease would talk the limit down to its floor.
+
 The state is plain numbers updated per sample, so it can be unit-tested with made-up latencies and
-times; it does not read a clock itself (``now`` is given; without it every sample is its own window).
+times; it does not read a clock itself (``now`` is given; without it every sample is its own window;
+``cpu_clock`` is read once per window).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -61,6 +75,8 @@ class GradientLimiter:
     headroom: float = 4.0  # growth per window while latency stays at the baseline (Gradient2's queueSize)
     window_s: float = 0.0  # 0: every sample is a window of its own
     min_window_samples: int = 10
+    cpu_clock: Callable[[], float] | None = None  # the process's CPU seconds (time.process_time); None: not CPU-aware
+    cpu_saturation: float = 0.85  # cores used over a window from which the instance counts as CPU-bound
 
     def __post_init__(self) -> None:
         self.estimate = float(max(self.min_limit, min(self.max_limit, self.initial)))
@@ -71,6 +87,8 @@ class GradientLimiter:
         self._n = 0
         self._max_in_flight = 0
         self._window_start: float | None = None
+        self._window_cpu: float | None = None
+        self.cpu_share: float | None = None  # cores the process used over the last closed window
         self.samples = 0
         self.windows = 0
 
@@ -98,11 +116,22 @@ class GradientLimiter:
         if now is None or self.window_s <= 0:
             return self._close_window()
         if self._window_start is None:
-            self._window_start = now
+            self._window_start, self._window_cpu = now, self._cpu()
         if now - self._window_start >= self.window_s and self._n >= self.min_window_samples:
-            self._window_start = now
+            cpu = self._cpu()
+            if cpu is not None and self._window_cpu is not None and now > self._window_start:
+                self.cpu_share = (cpu - self._window_cpu) / (now - self._window_start)
+            self._window_start, self._window_cpu = now, cpu
             return self._close_window()
         return self.limit
+
+    def _cpu(self) -> float | None:
+        return self.cpu_clock() if self.cpu_clock is not None else None
+
+    @property
+    def cpu_bound(self) -> bool:
+        """Whether the last window used the CPU the instance has (so more in flight cannot add answers)."""
+        return self.cpu_share is not None and self.cpu_share >= self.cpu_saturation > 0
 
     def _close_window(self) -> int:
         rtt, in_flight = self._sum / self._n, self._max_in_flight
@@ -122,8 +151,12 @@ class GradientLimiter:
         if in_flight < self.estimate / 2:
             return self.limit  # the limit is not what holds requests back: no evidence to move it
         gradient = max(0.5, min(1.0, self.tolerance * long / short))
-        target = self.estimate * gradient + self.headroom
-        estimate = self.estimate * (1 - self.smoothing) + target * self.smoothing
+        cpu_bound = self.cpu_bound and gradient < 1.0  # queueing for the CPU: see the module docstring
+        target = self.estimate * gradient + (0.0 if cpu_bound else self.headroom)
+        if cpu_bound and target < self.estimate:
+            estimate = target
+        else:
+            estimate = self.estimate * (1 - self.smoothing) + target * self.smoothing
         self.estimate = max(float(self.min_limit), min(float(self.max_limit), estimate))
         return self.limit
 
@@ -137,4 +170,6 @@ class GradientLimiter:
             "long_rtt_s": round(self.long_rtt, 4),
             "samples": self.samples,
             "windows": self.windows,
+            "cpu_share": None if self.cpu_share is None else round(self.cpu_share, 2),
+            "cpu_bound": self.cpu_bound,
         }

@@ -196,6 +196,7 @@ CHAT_STAGES = (
     "safe_mode",
     "retrieve",
     "small_talk",
+    "handoff_request",
     "generate",
     "answer_check",
     "handoff",

@@ -111,7 +111,8 @@ def test_a_new_stage_gets_its_span_and_metrics_without_edits_elsewhere(
     trace = client.get(f"/api/v1/traces/{r.headers['x-request-id']}").json()
     spans = {s["name"]: s["attributes"] for s in trace["spans"][1:]}
     stages = ["stage.history", "stage.settle", "stage.understand", "stage.safe_mode", "stage.retrieve"]
-    stages += ["stage.small_talk", "stage.generate", "stage.answer_check", "stage.handoff", "stage.persist"]
+    stages += ["stage.small_talk", "stage.handoff_request", "stage.generate", "stage.answer_check"]
+    stages += ["stage.handoff", "stage.persist"]
     assert list(spans) == stages
     assert spans["stage.settle"]["ragvigil.settle.marker"] == "fixed"
     assert "ragvigil.settle.none" not in spans["stage.settle"]  # None values are left out for OpenTelemetry

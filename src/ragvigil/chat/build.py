@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ragvigil.chat.answer_check import AnswerCheck
+from ragvigil.chat.handoff.request import HandoffRequest
 from ragvigil.chat.history import SessionHistory
 from ragvigil.chat.journal import Journal
 from ragvigil.chat.pipeline import (
@@ -107,6 +108,8 @@ def build_pipeline(
         *([SafeModeStage(safe_mode)] if safe_mode is not None else []),  # settles the turn while on
         Retrieve(retriever, budget_s=budget_s, context_chars=rs.context_chars, features=features),
         SmallTalk(understanding),  # greeting, thanks, chit-chat with nothing relevant found: a friendly reply
+        # "转人工" with nothing relevant found: the hand-off notice alone answers (only while hand-off is on)
+        *([HandoffRequest()] if handoff is not None else []),
         Generate(generator, extractive, budget_s=budget_s),
         AnswerCheck(understanding, safe_response),  # also guards a stream, sentence by sentence
         *([handoff] if handoff is not None else []),  # crisis, complaint, human request, trends: to a person

@@ -700,6 +700,8 @@ class ChatPipeline:
 def _appended(streamed: str, answer: str) -> str:
     """The part of the final answer a stage after the stream added to its end ("" when none was added)."""
     head = streamed.rstrip()
-    if not head or not answer.startswith(head) or len(answer) <= len(streamed):
+    if not head:
+        return answer  # nothing was streamed (a settled empty answer): all of it came later
+    if not answer.startswith(head) or len(answer) <= len(streamed):
         return ""
     return answer[len(streamed) :] if answer.startswith(streamed) else answer[len(head) :]

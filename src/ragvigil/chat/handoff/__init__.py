@@ -3,6 +3,7 @@ spooled to disk while the database is down), and the ``handoff`` stage that tell
 
 from ragvigil.chat.handoff.build import Handoffs, build_handoffs
 from ragvigil.chat.handoff.policy import PRIORITY, REASONS, HandoffPolicy, RecentFromStore
+from ragvigil.chat.handoff.request import HandoffRequest
 from ragvigil.chat.handoff.signals import deteriorating, negative_streak
 from ragvigil.chat.handoff.spool import HandoffSpool
 from ragvigil.chat.handoff.stage import HandOff
@@ -22,6 +23,7 @@ __all__ = [
     "HandoffNotFound",
     "HandoffPolicy",
     "HandoffReplayer",
+    "HandoffRequest",
     "HandoffSpool",
     "HandoffStore",
     "Handoffs",

@@ -3,7 +3,7 @@
 Runs after ``generate`` and before ``persist``, so the stored answer carries the notice and the
 record names the user message about to be stored. A failure to queue never fails the turn: the
 database down spools the hand-off (see ``store``); only a full spool leaves the turn without one,
-and then the user is not told a person will follow up.
+and then the user is told no one could be reached (and the turn is degraded), never promised a person.
 """
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 NOTICE = {
     "zh": "我们已请工作人员跟进这段对话，会尽快与您联系。",
     "en": "A member of our team has been asked to follow up on this conversation and will be in touch soon.",
+}
+UNREACHABLE = {
+    "zh": "抱歉，现在暂时无法为您转接工作人员。请稍后再试，或通过帮助中心的联系页面联系我们。",
+    "en": "Sorry, we could not reach a person for you just now. Please try again shortly, "
+    "or contact us through the help centre's contact page.",
 }
 CRISIS_NOTICE = {
     "zh": "我们也已请一位工作人员尽快跟进。",
@@ -46,6 +51,8 @@ class HandOff(BaseStage):
     def __call__(self, turn: Turn) -> None:
         decided = self.policy.decide(turn)
         if decided is None or turn.session_id is None:
+            if not turn.answer:  # settled for a hand-off that the policy then did not make
+                turn.answer = UNREACHABLE.get(turn.language, UNREACHABLE["en"])
             return
         new = NewHandoff(
             turn.session_id, turn.owner, turn.user_id, turn.user_message_id, decided.reason, decided.priority
@@ -55,14 +62,10 @@ class HandOff(BaseStage):
         except (SQLAlchemyError, SpoolFull, OSError) as exc:
             log.error("handoff_not_queued", extra={"reason": decided.reason, "error": type(exc).__name__})
             turn.degrade(f"hand-off ({decided.reason}) could not be queued ({type(exc).__name__})")
+            _tell(turn, UNREACHABLE.get(turn.language, UNREACHABLE["en"]))
             return
         turn.handoff = Handoff(decided.reason, decided.priority, record_id)
-        # the crisis response (hotlines first) or the answer stays as it is; the notice follows it
-        turn.answer = (
-            f"{turn.answer.rstrip()}\n\n{notice(decided, turn.language)}"
-            if turn.answer
-            else notice(decided, turn.language)
-        )
+        _tell(turn, notice(decided, turn.language))  # after the crisis response (hotlines first) or the answer
         log.info(
             "handoff_queued",
             extra={"reason": decided.reason, "priority": decided.priority, "handoff_id": record_id, "stored_in": where},
@@ -76,3 +79,8 @@ class HandOff(BaseStage):
                 "ragvigil.handoff.priority": turn.handoff.priority,
             }
         return attrs
+
+
+def _tell(turn: Turn, text: str) -> None:
+    """Append ``text`` to the answer as a paragraph of its own (the whole answer when there is none)."""
+    turn.answer = f"{turn.answer.rstrip()}\n\n{text}" if turn.answer else text

@@ -208,4 +208,5 @@ def _bounded(text: str, limit: int) -> str:
 
 def _join(message: str, topic: str, max_chars: int) -> str:
     """The question first (it is what is asked), then the carried topic, within the bound."""
-    return f"{message} {topic[: max(0, max_chars - len(message))]}".strip()
+    room = max_chars - len(message) - 1
+    return f"{message} {topic[:room]}" if room > 0 and topic else message

@@ -60,6 +60,7 @@ class Outcome:
     new_topic: list[bool] = field(default_factory=list)
     first: list[bool] = field(default_factory=list)
     text: list[bool] = field(default_factory=list)
+    answered: list[bool] = field(default_factory=list)  # follow-ups with an expected phrase: source and phrase right
     misses: list[str] = field(default_factory=list)
 
 
@@ -105,6 +106,8 @@ def ask_all(client: TestClient, conversations: list[tuple[str, list[TurnCase]]])
             kind.append(right)
             if case.expect_text:
                 got.text.append(case.expect_text in answer["answer"])
+                if not case.first and not case.new_topic:
+                    got.answered.append(right and got.text[-1])
             if not right:
                 got.misses.append(f"{conv_id}#{n} {case.ask!r}: {first} (expected {case.expect_source})")
     return got
@@ -166,6 +169,15 @@ def rows(new: Outcome, alone: Outcome, conversations: int) -> list[Row]:
             baseline=_share(alone.new_topic),
             digits=3,
             note="first source expected, or the no-answer off the KB",
+        ),
+        Row(
+            SECTION,
+            f"follow-up turns answered: source and expected phrase (n={len(new.answered)})",
+            _share(new.answered),
+            baseline_name=base,
+            baseline=_share(alone.answered),
+            digits=3,
+            note="the phrase depends on the extractive generator too",
         ),
         Row(
             SECTION,

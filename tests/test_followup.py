@@ -82,7 +82,7 @@ def test_a_question_off_the_knowledge_base_carries_no_topic(resolver: FollowupRe
 
 
 def test_a_chain_of_follow_ups_keeps_its_topic(resolver: FollowupResolver) -> None:
-    """Earlier follow-ups are resolved too: "那月付呢？" after "那学生呢？" still carries the plan."""
+    """Earlier follow-ups are resolved too: after "and on mobile?" the Pro plan is still the topic."""
     r = resolver.resolve("how about the price?", chat("How much storage does the Pro plan include?", "and on mobile?"))
     assert r.followup and "Pro plan" in r.query
 
@@ -101,3 +101,15 @@ def test_first_turn_is_alone(resolver: FollowupResolver) -> None:
 def test_nothing_relevant_alone_is_tried_with_the_topic(resolver: FollowupResolver) -> None:
     r = resolver.resolve("退款要扣手续费吗", chat("专业版年付可以退款吗？"), relevant_alone=False)
     assert r.followup and r.reason == "nothing relevant" and "年付可以退款" in r.query
+
+
+def test_a_pronoun_with_its_antecedent_in_the_question_stands_alone(resolver: FollowupResolver) -> None:
+    """ "If I delete a note, can I restore it?" says what "it" is: the sync topic before stays out."""
+    r = resolver.resolve("If I delete a note, can I restore it?", chat("What does sync error E2010 mean?"), True)
+    assert not r.followup and r.query == "If I delete a note, can I restore it?"
+
+
+@pytest.mark.parametrize("question", ["How do I fix it?", "What happens when it is full?", "How long can one be?"])
+def test_a_bare_pronoun_leans_on_the_topic(resolver: FollowupResolver, question: str) -> None:
+    r = resolver.resolve(question, chat("What does sync error E2031 mean?"), relevant_alone=True)
+    assert r.followup and r.reason == "pronoun" and "E2031" in r.query

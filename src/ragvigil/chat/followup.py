@@ -35,6 +35,11 @@ _ZH_ELLIPSIS_END = re.compile(r"呢\s*[？?。!！]*\s*$")
 # pronouns that need an antecedent; Chinese ones at the start or as the subject/object of a short question
 _ZH_PRONOUNS = ("它们", "它", "这个", "那个", "这些", "那些", "这种", "那种", "该功能", "该套餐", "此功能")
 _EN_PRONOUNS = re.compile(r"\b(it|its|that|this|they|them|those|these|there|one)\b", re.IGNORECASE)
+# "that plan", "this feature": a demonstrative before a noun always points back
+_EN_DEMONSTRATIVE = re.compile(r"\b(that|this|those|these)\s+(?!is\b|are\b|was\b|were\b)[a-z]", re.IGNORECASE)
+# "delete a note ... restore it": an article or possessive before the pronoun gives it an antecedent
+_EN_ANTECEDENT = re.compile(r"\b(a|an|the|my|your|our|their)\s+[A-Za-z]", re.IGNORECASE)
+_EN_BARE = re.compile(r"\b(it|its|they|them|one)\b", re.IGNORECASE)
 _EN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9'+-]*")
 _PUNCT = "？?。.!！，,、；;：: "
 _NO_ANSWERS = frozenset(NO_ANSWER.values())
@@ -122,13 +127,20 @@ class FollowupResolver:
         if is_cjk(text):
             if any(p in text for p in _ZH_PRONOUNS) and len(text) <= 16:
                 return "pronoun"
-        elif _EN_PRONOUNS.search(text) and len(words) <= 4:
+        elif len(words) <= 4 and (_EN_DEMONSTRATIVE.search(text) or _unbound_pronoun(text)):
             return "pronoun"
         if len(words) <= 1:
             return "short"
         if relevant_alone is False:
             return "nothing relevant"
         return None
+
+
+def _unbound_pronoun(text: str) -> bool:
+    """An "it"/"they" with no article-led noun before it in the question ("How do I fix it?", not
+    "If I delete a note, can I restore it?")."""
+    m = _EN_BARE.search(text)
+    return m is not None and _EN_ANTECEDENT.search(text[: m.start()]) is None
 
 
 def _pairs(history: Sequence[tuple[str, str]]) -> list[tuple[str, str | None]]:

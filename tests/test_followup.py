@@ -113,3 +113,10 @@ def test_a_pronoun_with_its_antecedent_in_the_question_stands_alone(resolver: Fo
 def test_a_bare_pronoun_leans_on_the_topic(resolver: FollowupResolver, question: str) -> None:
     r = resolver.resolve(question, chat("What does sync error E2031 mean?"), relevant_alone=True)
     assert r.followup and r.reason == "pronoun" and "E2031" in r.query
+
+
+def test_an_error_code_takes_the_place_of_the_one_asked_before(resolver: FollowupResolver) -> None:
+    r = resolver.resolve("What about E2031?", chat("What does sync error E2010 mean?"), relevant_alone=True)
+    assert r.followup and r.query.startswith("What about E2031? What does sync error E2031 mean?")
+    later = resolver.resolve("How do I fix it?", chat("What does sync error E2010 mean?", "What about E2031?"))
+    assert later.followup and "E2031" in later.query and "e2010" not in later.query.lower()

@@ -41,6 +41,7 @@ _EN_DEMONSTRATIVE = re.compile(r"\b(that|this|those|these)\s+(?!is\b|are\b|was\b
 _EN_ANTECEDENT = re.compile(r"\b(a|an|the|my|your|our|their)\s+[A-Za-z]", re.IGNORECASE)
 _EN_BARE = re.compile(r"\b(it|its|they|them|one)\b", re.IGNORECASE)
 _EN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9'+-]*")
+_CODE = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{0,4}\d{2,}[A-Za-z0-9]*(?![A-Za-z0-9])")  # E2031, RF20240518001
 _PUNCT = "？?。.!！，,、；;：: "
 _NO_ANSWERS = frozenset(NO_ANSWER.values())
 # words a Chinese slot is not (a substitution of "团队版" for "专业版" is fine, of "呢" for anything is not)
@@ -82,18 +83,28 @@ class FollowupResolver:
         if not pairs:
             return Resolution(message, False, "first turn")
         topics: list[str] = []  # resolved queries of the on-topic turns, oldest first
+        carried: set[str] = set()  # those of them that already carry the topics before them (follow-ups)
         asked: list[str] = []  # the user's own questions, oldest first
         for question, answer in pairs:
             question = question[: self.max_chars]
-            past = self._decide(question, asked, topics, None)
+            past = self._decide(question, asked, topics, None, carried)
             if answer is not None and answer.strip() in _NO_ANSWERS:
                 asked.append(question)
                 continue  # off the knowledge base: it carries no topic ("明天会下雨吗")
             topics.append(past.query if past.followup else question)
+            if past.followup:
+                carried.add(past.query)
             asked.append(question)
-        return self._decide(message, asked, topics, relevant_alone)
+        return self._decide(message, asked, topics, relevant_alone, carried)
 
-    def _decide(self, message: str, asked: list[str], topics: list[str], relevant_alone: bool | None) -> Resolution:
+    def _decide(
+        self,
+        message: str,
+        asked: list[str],
+        topics: list[str],
+        relevant_alone: bool | None,
+        carried: set[str] | None = None,
+    ) -> Resolution:
         if not asked:
             return Resolution(message, False, "first turn")
         reason = self._followup_reason(message, relevant_alone)
@@ -103,14 +114,16 @@ class FollowupResolver:
         substituted = _substitute(core, asked[::-1], self.max_chars) if core else None
         if substituted is not None:
             frame, filled = substituted
-            # the filled question first; the one it parallels keeps the kind of answer in view
-            topic = f"{filled} {_bounded(frame, self.max_chars // 2)}"
+            # the filled question first; the one it parallels keeps the kind of answer in view, except
+            # for a code, where the old one would pull its own answer back ("E2031" for "E2010")
+            topic = filled if _CODE.fullmatch(core) else f"{filled} {_bounded(frame, self.max_chars // 2)}"
             return Resolution(_join(message, topic, self.max_chars), True, reason, topic)
         topic = _bounded(topics[-1], self.max_chars)
         if reason == "ellipsis" and core:
             # the new slot is what is asked ("and on mobile?"): said twice, it outweighs the carried frame
             topic = f"{core} {topic}"
-        older = [t for t in topics[:-1] if t != topics[-1]]
+        # a resolved follow-up carries what came before it already; a standalone question gets the older topic
+        older = [] if topics[-1] in (carried or ()) else [t for t in topics[:-1] if t != topics[-1]]
         if older and len(topic) < self.max_chars:
             # an older topic after the most recent one: its words only, what room is left
             words = " ".join(dict.fromkeys(self.tokens(older[-1])))
@@ -178,9 +191,26 @@ def _substitute(core: str, asked_recent_first: list[str], max_chars: int) -> tup
     """
     for question in asked_recent_first:
         q = question[:max_chars]
-        filled = _substitute_zh(core, q) if is_cjk(core) else _substitute_en(core, q)
+        filled = _substitute_code(core, q)
+        if filled is None:
+            filled = _substitute_zh(core, q) if is_cjk(core) else _substitute_en(core, q)
         if filled is not None:
             return q, filled
+    return None
+
+
+def _shape(word: str) -> str:
+    """A code's form: "E2031" and "E2010" are both "A9999"."""
+    return "".join("9" if c.isdigit() else "A" if c.isupper() else "a" if c.isalpha() else c for c in word)
+
+
+def _substitute_code(core: str, question: str) -> str | None:
+    """An error code in place of another of the same form: "What about E2031?" after "What does E2010 mean?"."""
+    if not _CODE.fullmatch(core):
+        return None
+    for m in _CODE.finditer(question):
+        if m.group() != core and _shape(m.group()) == _shape(core):
+            return question[: m.start()] + core + question[m.end() :]
     return None
 
 

@@ -120,9 +120,9 @@ def _share(values: list[bool]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def run(data_dir: Path | None = None) -> list[Row]:
+def run(data_dir: Path | None = None, keep: bool = False) -> list[Row]:
     """The rows of this benchmark (``data_dir`` unused: the conversations and the KB are the project's own)."""
-    with temp_data_dir("multiturn") as d:
+    with temp_data_dir("multiturn", keep=keep) as d:
         rt = Runtime(Settings(_env_file=None, data_dir=d, admission=UNLIMITED))  # type: ignore[call-arg]
         try:
             for f in discover([sample_kb_path()]):
@@ -210,10 +210,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "datasets")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
     args = parser.parse_args()
     started = time.perf_counter()
     report = Report("multi-turn follow-ups on the sample help centre (through /api/v1/chat)")
-    for row in run(args.data):
+    for row in run(args.data, keep=args.keep):
         report.add(row)
     report.finish(started, args.json)
 

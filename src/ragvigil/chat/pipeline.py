@@ -304,7 +304,7 @@ class Retrieve(BaseStage):
         if turn.history and not contextual:
             turn.query_reason = "new topic (contextual search shed)"
         elif turn.history and self.context_chars > 0:
-            # a new topic is searched alone: the search above is the turn's
+            # a follow-up is searched again with the carried topic; a new topic keeps the search above
             resolution = self.resolver.resolve(turn.message, turn.history, bool(result.relevant_hits))
             turn.query_reason = resolution.reason if not resolution.followup else f"follow-up: {resolution.reason}"
             left = turn.time_left(self.budget_s)

@@ -83,13 +83,14 @@ def test_a_long_history_is_cut_before_the_follow_up_search_embeds_it(sample_runt
     turn = rt.pipeline.run(Turn(message="and the page limit?", kb="default", history=history))
 
     queries = embedded(engines)
-    assert len(queries) == 2  # the message alone, then with the previous turn as context
+    assert len(queries) == 2  # the message alone, then with the conversation's topic as context
     limit = rt.settings.retrieval.max_query_tokens
     for q in queries:
         assert engines[0].token_count(q, True) <= limit
         assert len(q) <= rt.settings.retrieval.max_query_chars
-    tail = LONG_PREVIOUS[-rt.settings.retrieval.context_chars :]
-    assert queries[1] == f"{tail} and the page limit?"  # the previous turn's end, then the message
+    # the message, then the topic carried from the previous turn, within context_chars
+    assert queries[1].startswith("and the page limit? ") and LONG_PREVIOUS[:200] in queries[1]
+    assert len(queries[1]) <= rt.settings.retrieval.context_chars
     assert turn.persisted_to == "database" and turn.answer
 
 

@@ -173,7 +173,10 @@ class RetrievalSettings(Section):
         512, ge=16, le=512, description="a query is cut to this many e5 tokens before embedding (e5's window is 512)"
     )
     context_chars: int = Field(
-        500, ge=0, le=10_000, description="characters of the previous user turn a follow-up question is searched with"
+        500,
+        ge=0,
+        le=10_000,
+        description="characters of the conversation's topic (earlier user turns) a follow-up question is searched with",
     )
     turn_budget_s: float | None = Field(
         None,

@@ -32,6 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from ragvigil.chat.followup import FollowupResolver
 from ragvigil.chat.history import SessionHistory
 from ragvigil.chat.journal import Journal, JournalFull
 from ragvigil.chat.observers import PipelineObserver, default_observers, deliver_stage, listening, notify_turn
@@ -111,6 +112,7 @@ class Turn:
     handoff: Handoff | None = None  # set when the turn was handed to a person
     output_verdict: SafetyVerdict | None = None  # the answer's safety check (None: not checked)
     replaced: bool = False  # the answer failed the output check and was replaced by a safe one
+    query_reason: str | None = None  # why retrieval searched what it did: first turn, new topic, or a follow-up's cue
 
     @property
     def latency_ms(self) -> float:
@@ -273,12 +275,12 @@ class FeatureGate(Protocol):
 
 
 class Retrieve(BaseStage):
-    """Hybrid retrieval; a short follow-up is retried with the previous user turn as context.
+    """Hybrid retrieval; a follow-up is searched with the topic the conversation carries (``chat.followup``).
 
-    The context is only the tail of the previous turn (``context_chars``): a client-sent history
-    of any length must not turn into a query that costs minutes to embed. A search waits for a
-    free embedding engine at most half of the turn's time left, so BM25 and generation still have
-    the other half to answer with.
+    The carried context is bounded (``context_chars``, a few turns): a client-sent history of any
+    length must not turn into a query that costs minutes to embed. A search waits for a free
+    embedding engine at most half of the turn's time left, so BM25 and generation still have the
+    other half to answer with.
     """
 
     name = "retrieve"
@@ -294,6 +296,7 @@ class Retrieve(BaseStage):
         self.budget_s = budget_s
         self.context_chars = context_chars
         self.features = features  # under load the follow-up search is shed (``contextual_search``)
+        self.resolver = FollowupResolver(lambda text: retriever.tokenizer.tokens(text), max_chars=context_chars)
 
     def __call__(self, turn: Turn) -> None:
         if turn.settled_by is not None:
@@ -303,24 +306,29 @@ class Retrieve(BaseStage):
             turn.run_out_of_time(self.budget_s, "before retrieval")
             return  # no search was made: the turn has no retrieval
         result = self.retriever.search(turn.kb, turn.message, embed_wait_s=_half(left))
-        previous = [content for role, content in turn.history if role == "user"]
         contextual = self.features is None or self.features.enabled("contextual_search")
-        if contextual and previous and (len(result.tokens) <= 3 or not result.relevant_hits):
+        turn.query_reason = "new topic" if turn.history else "first turn"
+        if turn.history and not contextual:
+            turn.query_reason = "new topic (contextual search shed)"
+        elif turn.history and self.context_chars > 0:
+            # a follow-up is searched again with the carried topic; a new topic keeps the search above
+            resolution = self.resolver.resolve(turn.message, turn.history, bool(result.relevant_hits))
+            turn.query_reason = resolution.reason if not resolution.followup else f"follow-up: {resolution.reason}"
             left = turn.time_left(self.budget_s)
-            if left is not None and left <= 0:
+            if resolution.followup and left is not None and left <= 0:
                 turn.run_out_of_time(self.budget_s, "before the follow-up search")
-            else:
-                # "and is there a page limit?" only makes sense with the previous question
-                context = previous[-1][-self.context_chars :] if self.context_chars else ""
-                contextual = self.retriever.search(turn.kb, f"{context} {turn.message}", embed_wait_s=_half(left))
-                if self._about(contextual.relevant_hits, result.tokens):
-                    result = contextual
+            elif resolution.followup:
+                resolved = self.retriever.search(turn.kb, resolution.query, embed_wait_s=_half(left))
+                if self._about(resolved.relevant_hits, result.tokens):
+                    result = resolved
+                else:  # what the topic found does not speak to the question: "明天会下雨吗" is new
+                    turn.query_reason = f"new topic (a {resolution.reason} off the carried topic)"
         if result.vector_error:
             turn.degrade(f"vector search unavailable: {result.vector_error}")
         turn.retrieval = result
 
     def span_attributes(self, turn: Turn) -> dict[str, Any]:
-        """A RETRIEVER: its documents by chunk id and score (their text only when contents are kept)."""
+        """A RETRIEVER: the query searched and why, its documents by chunk id and score (text only when kept)."""
         if turn.retrieval is None:
             return {semconv.SPAN_KIND: semconv.CHAIN, "ragvigil.settled_by": turn.settled_by}
         hits = turn.retrieval.relevant_hits
@@ -328,8 +336,12 @@ class Retrieve(BaseStage):
             semconv.SPAN_KIND: semconv.RETRIEVER,
             "ragvigil.retrieval.hits": len(turn.retrieval.hits),
             "ragvigil.retrieval.relevant_hits": len(hits),
+            "ragvigil.retrieval.query_reason": turn.query_reason or "",
+            "ragvigil.retrieval.followup": (turn.query_reason or "").startswith("follow-up"),
         }
         attrs.update(semconv.text_io(turn.message, None))
+        if semconv.contents_captured():  # the query searched is the user's text, kept only as contents are
+            attrs["ragvigil.retrieval.query"] = semconv.text(turn.retrieval.query)
         attrs.update(semconv.documents((h.chunk_id, h.score, h.text, {"document_id": h.document_id}) for h in hits))
         return attrs
 

@@ -53,10 +53,27 @@ _KIND_PATTERNS: dict[str, re.Pattern[str]] = {
 }
 # (question cue, kind asked for): first match wins, so the longer, more specific cues come first
 _QUESTION_CUES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"为什么|为何|什么原因|原因|怎么会|何故|根据什么|依据什么|因为什么|由于什么|目的|\bwhy\b|\breason", re.I), "reason"),
-    (re.compile(r"什么时候|何时|哪一年|哪年|几月|几号|哪天|哪一天|多久以前|什么时间|\bwhen\b|\bwhat time\b|\bwhat year\b", re.I), "date"),
-    (re.compile(r"多少|几[个位名次年天岁种部集人家座层届支款项台条张本首场件倍]?|多大|多长|多久|多高|多远|多重|多深|多宽|"
-                r"\bhow (?:many|much|long|old|big|large|far|often)\b", re.I), "number"),
+    (
+        re.compile(
+            r"为什么|为何|什么原因|原因|怎么会|何故|根据什么|依据什么|因为什么|由于什么|目的|\bwhy\b|\breason", re.I
+        ),
+        "reason",
+    ),
+    (
+        re.compile(
+            r"什么时候|何时|哪一年|哪年|几月|几号|哪天|哪一天|多久以前|什么时间|\bwhen\b|\bwhat time\b|\bwhat year\b",
+            re.I,
+        ),
+        "date",
+    ),
+    (
+        re.compile(
+            r"多少|几[个位名次年天岁种部集人家座层届支款项台条张本首场件倍]?|多大|多长|多久|多高|多远|多重|多深|多宽|"
+            r"\bhow (?:many|much|long|old|big|large|far|often)\b",
+            re.I,
+        ),
+        "number",
+    ),
     (re.compile(r"哪里|哪儿|在哪|何处|何地|哪个(?:国家|城市|地方|省|州)|\bwhere\b", re.I), "place"),
     (re.compile(r"谁|哪位|何人|\bwho\b|\bwhom\b", re.I), "person"),
     (re.compile(r"怎么|如何|怎样|步骤|\bhow (?:do|can|to|should|does)\b|\bhow\b", re.I), "steps"),

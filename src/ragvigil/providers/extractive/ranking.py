@@ -36,7 +36,7 @@ class Weights:
     position: float = 0.004  # per sentence into the passage
     short: float = 0.3  # fewer than ``short_chars`` word characters: rarely an answer alone
     short_chars: int = 6
-    topic: float = 0.3  # share of a question term's weight when it names the passage's topic
+    topic: float = 0.1  # share of a question term's weight when it names the passage's topic
 
 
 @dataclass
@@ -51,6 +51,7 @@ class Candidate:
     lexical: float = 0.0
     semantic: float | None = None
     faq_answer: bool = False  # follows an FAQ question line
+    rank_passage: int = 0  # the passage rank it is scored at: an FAQ answer takes its question's best
 
 
 def _sentences(request: GenerationRequest) -> list[list[tuple[str, bool]]]:
@@ -107,32 +108,48 @@ def rank(request: GenerationRequest, tokenizer: Tokenizer, weights: Weights | No
 
     candidates: list[Candidate] = []
     seen: set[str] = set()
+    asked_at: dict[str, int] = {}  # an FAQ question line -> the best passage holding it (chunks overlap)
     for p_idx, rows in enumerate(per_passage):
         pending: float | None = None  # the match of the FAQ question line just read, for its answer
         pending_sem: float | None = None
+        question_rank = p_idx
         for pos, (raw, asks) in enumerate(rows):
             lex = lexical(raw)
             sem = _cosine(qv, vectors.get(sentence_key(raw)))
             if asks:
                 pending, pending_sem = lex, sem
+                question_rank = asked_at.setdefault(" ".join(raw.split()), p_idx)
                 continue
             text = strip_answer_prefix(_BULLET.sub("", raw).strip())
             norm = " ".join(text.split())
             faq = pending is not None or answer_prefix(raw)
-            if pending is not None:  # the answer inherits its question's match
+            rank_passage = p_idx
+            if pending is not None:  # the answer inherits its question's match and rank
                 lex = max(lex, pending)
                 sem = sem if pending_sem is None else max(sem or pending_sem, pending_sem)
+                rank_passage = question_rank
                 pending = pending_sem = None
             if not _WORDISH.search(text) or norm in seen:
                 continue
             seen.add(norm)
-            candidates.append(Candidate(p_idx, pos, text, sentence_key(raw), lexical=lex, semantic=sem, faq_answer=faq))
+            candidates.append(
+                Candidate(
+                    p_idx,
+                    pos,
+                    text,
+                    sentence_key(raw),
+                    lexical=lex,
+                    semantic=sem,
+                    faq_answer=faq,
+                    rank_passage=rank_passage,
+                )
+            )
     if not candidates:
         return []
     sems = [c.semantic for c in candidates if c.semantic is not None]
     mean_sem = sum(sems) / len(sems) if sems else 0.0
     for c in candidates:
-        score = c.lexical - w.passage * c.passage - w.position * c.position
+        score = c.lexical - w.passage * c.rank_passage - w.position * c.position
         if c.semantic is not None:
             score += w.semantic * (c.semantic - mean_sem)
         if asked and asked in kinds_in(c.text):

@@ -32,7 +32,7 @@ _KIND_PATTERNS: dict[str, re.Pattern[str]] = {
     ),
     "place": re.compile(
         r"位于|坐落|地处|在.{1,12}?(?:省|市|县|区|镇|乡|村|州|国|岛|洲|山|河|湖|海|街|路|大学|中心|页面|菜单|设置|版块)|"
-        r"(?:省|市|县|州|国|岛|洲|半岛|盆地|平原|山脉|地区|首都|首府|境内|附近|页面|菜单|版块|目录)|"
+        r"(?:半岛|盆地|平原|山脉|地区|首都|首府|境内|附近|页面|菜单|版块|目录|[省州]境)|"
         r"\b(?:in|at|located|near|from|under|on the)\s+(?:the\s+)?[A-Z]|\b(?:page|menu|folder|settings|tab)\b",
     ),
     "person": re.compile(

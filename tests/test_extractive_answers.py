@@ -50,7 +50,7 @@ def test_a_rename_question_answers_with_the_reason_not_the_lead(generator: Extra
 def test_a_title_with_an_exclamation_mark_stays_whole(generator: ExtractiveGenerator) -> None:
     text = "《大小姐×执事！》是南鸟所著的漫画。2009年改编为电视动画。"
     answer = ask(generator, "《大小姐×执事！》的作者是谁？", text)
-    assert "《大小姐×执事！》是南鸟所著的漫画。 [1]" == answer
+    assert answer == "《大小姐×执事！》是南鸟所著的漫画。 [1]"
 
 
 def test_an_abbreviation_does_not_cut_the_answer(generator: ExtractiveGenerator) -> None:
@@ -125,7 +125,9 @@ def test_a_sentence_vector_outranks_word_overlap(generator: ExtractiveGenerator)
     }
     text = f"{lexical} {semantic}"
     without = ask(generator, "What happens to my refund?", text, language="en")
-    with_vectors = ask(generator, "What happens to my refund?", text, language="en", query_vector=q, sentence_vectors=vectors)
+    with_vectors = ask(
+        generator, "What happens to my refund?", text, language="en", query_vector=q, sentence_vectors=vectors
+    )
     assert without.startswith("Refunds for the refund policy")
     assert with_vectors.startswith(semantic)
 

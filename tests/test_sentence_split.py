@@ -15,7 +15,10 @@ from ragvigil.knowledge.chunking import split_sentences
         ("他说：“我不去了。”然后走了。", ["他说：“我不去了。”", "然后走了。"]),
         ("价格（约3元！不含税）很低。", ["价格（约3元！不含税）很低。"]),
         ("见【注意！】一节。", ["见【注意！】一节。"]),
-        ("The case Roe v. Wade was decided in 1973. It is famous.", ["The case Roe v. Wade was decided in 1973.", "It is famous."]),
+        (
+            "The case Roe v. Wade was decided in 1973. It is famous.",
+            ["The case Roe v. Wade was decided in 1973.", "It is famous."],
+        ),
         ("Mr. Smith paid $3.5 million. He left.", ["Mr. Smith paid $3.5 million.", "He left."]),
         ("Use e.g. this one. Then stop.", ["Use e.g. this one.", "Then stop."]),
         ("It was made in the U.S. Army labs. Done.", ["It was made in the U.S. Army labs.", "Done."]),

@@ -16,12 +16,23 @@ _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 # A sentence ends at CJK 。！？； (with the closing quotes after it), at Latin .!? followed by a space or the end,
 # or at a line break; never inside a title, quote or bracket that closes on the same line, nor inside a URL or an
 # e-mail address, a decimal, an abbreviation or an ellipsis.
-_PAIRS = {"《": "》", "「": "」", "『": "』", "“": "”", "‘": "’", "(": ")", "（": "）", "[": "]", "【": "】", "〈": "〉"}
+_PAIRS = {
+    "《": "》",
+    "「": "」",
+    "『": "』",
+    "“": "”",
+    "‘": "’",
+    "(": ")",
+    "（": "）",
+    "[": "]",
+    "【": "】",
+    "〈": "〉",
+}
 _CLOSERS = frozenset(_PAIRS.values())
-_QUOTE_CLOSERS = frozenset("”’」』\"")  # a quote ending in 。！？ ends its sentence with the quote
+_QUOTE_CLOSERS = frozenset('”’」』"')  # a quote ending in 。！？ ends its sentence with the quote
 _CJK_END = frozenset("。！？；")
 _END_RUN = frozenset("。！？；!?")
-_TRAILING = frozenset("”’」』）)\"")
+_TRAILING = frozenset('”’」』）)"')
 _MAX_GROUP = 240  # an opener closed further away than this (or never) does not hold a split back
 _LINK = re.compile(r"(?:https?://|www\.)[^\s<>\"，。！？；、（）《》“”]+|[\w.+-]+@[\w-]+(?:\.[\w-]+)+", re.ASCII)
 _MARK = re.compile(r"[《「『“‘(（\[【〈》」』”’)）\]】〉\"\n。！？；.!?]")
@@ -75,7 +86,7 @@ def split_sentences(text: str) -> list[str]:
         if c == "\n":
             cut(i)
             open_.clear()
-        elif c == '"' and open_ and open_[-1] == '"' or c in _CLOSERS:
+        elif (c == '"' and open_ and open_[-1] == '"') or c in _CLOSERS:
             if c not in open_:
                 continue
             while open_.pop() != c:

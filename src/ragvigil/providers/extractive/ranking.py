@@ -8,6 +8,7 @@ is strongly preferred). FAQ question lines are never candidates; their match goe
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -80,7 +81,7 @@ def _weights(q_terms: set[str], docs: list[set[str]], topic: set[str], topic_sha
 
 def _bigrams(text: str) -> set[str]:
     chars = [c for c in text.lower() if _WORDISH.match(c)]
-    return {a + b for a, b in zip(chars, chars[1:], strict=False)}
+    return {a + b for a, b in itertools.pairwise(chars)}
 
 
 def rank(request: GenerationRequest, tokenizer: Tokenizer, weights: Weights | None = None) -> list[Candidate]:

@@ -50,7 +50,8 @@ def test_a_rename_question_answers_with_the_reason_not_the_lead(generator: Extra
 def test_a_title_with_an_exclamation_mark_stays_whole(generator: ExtractiveGenerator) -> None:
     text = "《大小姐×执事！》是南鸟所著的漫画。2009年改编为电视动画。"
     answer = ask(generator, "《大小姐×执事！》的作者是谁？", text)
-    assert answer == "《大小姐×执事！》是南鸟所著的漫画。 [1]"
+    assert answer.startswith("《大小姐×执事！》是南鸟所著的漫画。")
+    assert "执事！ [1]" not in answer
 
 
 def test_an_abbreviation_does_not_cut_the_answer(generator: ExtractiveGenerator) -> None:

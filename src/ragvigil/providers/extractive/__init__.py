@@ -53,7 +53,9 @@ class ExtractiveGenerator:
             if len(c.text) > self.max_chars:
                 c.text = c.text[: self.max_chars].rstrip() + "…"
         by_position = {(c.passage, c.position): c for c in ranked}
-        text, cited = compose(ranked, by_position, reader, short_chars=12 if self.max_sentences > 1 else 0)
+        short = 12 if self.max_sentences > 1 else 0
+        margin = self.weights.pair_margin if self.max_sentences > 1 else 0.0
+        text, cited = compose(ranked, by_position, reader, short, margin, self.weights.pair_chars)
         return Generation(text, self.name, cited=cited)
 
     def stream(self, request: GenerationRequest) -> Iterator[str]:

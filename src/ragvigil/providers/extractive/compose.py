@@ -41,14 +41,34 @@ def _needs_next(best: Candidate, nxt: Candidate | None, short_chars: int) -> boo
     return size < short_chars or bool(_OPEN_END.search(best.text)) or (size < 24 and bool(_CONTINUES.match(nxt.text)))
 
 
+def _runner_up(ranked: list[Candidate], margin: float, max_chars: int) -> Candidate | None:
+    """The second best when it directly follows the best, is nearly as good, and the two stay short together:
+    the answer then likely runs on into it. Never the sentence before: that is usually the lead that
+    names the topic, which the best already answers about."""
+    if len(ranked) < 2 or margin <= 0:
+        return None
+    best, second = ranked[0], ranked[1]
+    near = second.passage == best.passage and second.position == best.position + 1
+    fits = len(best.text) + len(second.text) <= max_chars
+    return second if near and fits and second.score >= best.score - margin else None
+
+
 def compose(
-    ranked: list[Candidate], by_position: dict[tuple[int, int], Candidate], reader: str, short_chars: int = 12
+    ranked: list[Candidate],
+    by_position: dict[tuple[int, int], Candidate],
+    reader: str,
+    short_chars: int = 12,
+    pair_margin: float = 0.0,
+    pair_chars: int = 90,
 ) -> tuple[str, list[int]]:
     """``(text, cited)`` for the best of ``ranked``; ``by_position`` finds the sentence that follows it."""
     best = ranked[0]
     chosen = [best]
     nxt = by_position.get((best.passage, best.position + 1))
-    if _needs_next(best, nxt, short_chars):
+    second = _runner_up(ranked, pair_margin, pair_chars)
+    if second is not None:
+        chosen = [best, second]
+    elif _needs_next(best, nxt, short_chars):
         chosen.append(nxt)  # type: ignore[arg-type]
     sep = "" if reader == "zh" else " "
     body = sep.join(c.text for c in chosen)

@@ -37,6 +37,8 @@ class Weights:
     position: float = 0.004  # per sentence into the passage
     short: float = 0.3  # fewer than ``short_chars`` word characters: rarely an answer alone
     short_chars: int = 6
+    pair_margin: float = 0.5  # the best's neighbour this close in score joins the answer (0: never)
+    pair_chars: int = 120  # ...when the two together are no longer than this
     topic: float = 0.1  # share of a question term's weight when it names the passage's topic
 
 

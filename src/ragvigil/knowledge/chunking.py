@@ -9,11 +9,40 @@ which is what a citation points at. Inside a section, whole sentences are packed
 from __future__ import annotations
 
 import re
+from collections import deque
 from dataclasses import dataclass
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
-# A sentence ends at CJK 。！？； (optionally followed by closing quotes) or at Latin .!? followed by space.
-_SENTENCE_END = re.compile(r"(?<=[。！？；!?])[”’」』）)]*|(?<=[.])(?=\s)|\n")
+# A sentence ends at CJK 。！？； (with the closing quotes after it), at Latin .!? followed by a space or the end,
+# or at a line break; never inside a title, quote or bracket that closes on the same line, nor inside a URL or an
+# e-mail address, a decimal, an abbreviation or an ellipsis.
+_PAIRS = {
+    "《": "》",
+    "「": "」",
+    "『": "』",
+    "“": "”",
+    "‘": "’",
+    "(": ")",
+    "（": "）",
+    "[": "]",
+    "【": "】",
+    "〈": "〉",
+}
+_CLOSERS = frozenset(_PAIRS.values())
+_QUOTE_CLOSERS = frozenset('”’」』"')  # a quote ending in 。！？ ends its sentence with the quote
+_CJK_END = frozenset("。！？；")
+_END_RUN = frozenset("。！？；!?")
+_TRAILING = frozenset('”’」』）)"')
+_MAX_GROUP = 240  # an opener closed further away than this (or never) does not hold a split back
+_LINK = re.compile(r"(?:https?://|www\.)[^\s<>\"，。！？；、（）《》“”]+|[\w.+-]+@[\w-]+(?:\.[\w-]+)+", re.ASCII)
+_MARK = re.compile(r"[《「『“‘(（\[【〈》」』”’)）\]】〉\"\n。！？；.!?]")
+_WORD_BEFORE = re.compile(r"(?:^|[^A-Za-z.])([A-Za-z][A-Za-z.]*)$")
+_LIST_MARKER = re.compile(r"^(?:\d{1,3}|[A-Za-z])$")
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof sr jr st vs v etc e.g i.e cf no nos fig figs inc ltd co corp dept est approx ca al "
+    "jan feb mar apr jun jul aug sep sept oct nov dec mt ft vol vols ed eds pp op gen gov sen rep rev "
+    "u.s u.k u.n e.u a.m p.m ph.d".split()
+)
 
 
 @dataclass(frozen=True)
@@ -24,19 +53,96 @@ class TextChunk:
 
 
 def split_sentences(text: str) -> list[str]:
-    """Split into sentences; keeps the end punctuation with its sentence."""
+    """Split into stripped sentences, each keeping its end punctuation and closing quotes.
+
+    A scan rather than one regex: whether a 。 or a "." ends a sentence depends on what is open around it
+    (《大小姐×执事！》 is a title, not two sentences) and on the word before it ("v.", "U.S.", "3.5")."""
     parts: list[str] = []
     start = 0
-    for m in _SENTENCE_END.finditer(text):
-        end = m.end()
+    links = deque((m.start(), m.start() + _link_end(m.group())) for m in _LINK.finditer(text))
+    open_: list[str] = []  # the closers awaited, innermost last
+    i = 0
+    n = len(text)
+
+    def cut(end: int) -> None:
+        nonlocal start
         piece = text[start:end].strip()
         if piece:
             parts.append(piece)
         start = end
-    tail = text[start:].strip()
-    if tail:
-        parts.append(tail)
+
+    while True:
+        m = _MARK.search(text, i)
+        if m is None:
+            break
+        i = m.start()
+        while links and links[0][1] <= i:  # links are in text order: drop the ones already passed
+            links.popleft()
+        if links and links[0][0] <= i:
+            i = links[0][1]
+            continue
+        c = text[i]
+        i += 1
+        if c == "\n":
+            cut(i)
+            open_.clear()
+        elif (c == '"' and open_ and open_[-1] == '"') or c in _CLOSERS:
+            if c not in open_:
+                continue
+            while open_.pop() != c:
+                pass
+            if not open_ and c in _QUOTE_CLOSERS and text[i - 2] in _END_RUN | {"."}:
+                i = _skip(text, i, _TRAILING)
+                cut(i)
+        elif c in _PAIRS or c == '"':
+            closer = _PAIRS.get(c, '"')
+            j = text.find(closer, i, i + _MAX_GROUP)
+            if j != -1 and "\n" not in text[i:j]:
+                open_.append(closer)
+        elif open_:
+            continue
+        elif c in _CJK_END or c in "!?":
+            j = _skip(text, _skip(text, i, _END_RUN), _TRAILING)
+            if c in _CJK_END or j == n or not text[j].isascii() or text[j].isspace():
+                cut(j)
+                i = j
+        elif c == "." and _ends_at_dot(text, start, i):
+            i = _skip(text, i, _TRAILING)
+            cut(i)
+    cut(n)
     return parts
+
+
+def _link_end(link: str) -> int:
+    """A URL's length without the sentence punctuation written right after it."""
+    return len(link.rstrip(".,;:!?)"))
+
+
+def _skip(text: str, i: int, chars: frozenset[str]) -> int:
+    while i < len(text) and text[i] in chars:
+        i += 1
+    return i
+
+
+def _ends_at_dot(text: str, start: int, after: int) -> bool:
+    """Whether the "." just before ``after`` ends a sentence: a space (or the end) follows, and it closes
+    neither an ellipsis before a lower-case word, an abbreviation, an initial, nor a list number."""
+    j = _skip(text, after, _TRAILING)
+    if j < len(text) and not text[j].isspace():
+        return False  # 3.5, v1.2, file.txt
+    rest = text[j:].lstrip()
+    if rest and rest[0].islower() and rest[0].isascii():
+        return False  # e.g. this, ... and then
+    if text[after - 2 : after] == "..":
+        return True
+    before = text[start : after - 1]
+    if _LIST_MARKER.match(before.strip()):
+        return False  # "1. Install" at the start of a line
+    w = _WORD_BEFORE.search(before)
+    if w is None:
+        return True
+    word = w.group(1).lower()
+    return not (word in _ABBREVIATIONS or len(word) == 1 or (len(word) <= 4 and "." in word))
 
 
 def _sections(text: str, title: str) -> list[tuple[str, str]]:

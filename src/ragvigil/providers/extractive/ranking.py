@@ -1,0 +1,173 @@
+"""Candidate sentences and how well each answers the question.
+
+A sentence scores by the question's distinctive words it holds (weighted by how rare each word is among
+the passages' sentences, so the article's entity, repeated everywhere, says little), by its background
+e5 vector's similarity to the question's vector (when both exist), by holding the kind of content the
+question asks for (a date for 何时, a reason for 为什么), and by the rank of its passage (the best passage
+is strongly preferred). FAQ question lines are never candidates; their match goes to their answer."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ragvigil.knowledge.chunking import split_sentences
+from ragvigil.knowledge.tokenize import Tokenizer
+from ragvigil.providers.extractive.cues import QUESTION_WORDS, kinds_in, question_kind
+from ragvigil.providers.extractive.faq import answer_prefix, is_question, strip_answer_prefix
+from ragvigil.types import GenerationRequest, sentence_key
+
+__all__ = ["Candidate", "Weights", "rank"]
+
+_BULLET = re.compile(r"^\s*(?:[-*+•]|\d+[.)、])\s+")
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_WORDISH = re.compile(r"[\u3400-\u9fff\uf900-\ufaffA-Za-z0-9]")
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The ranking's knobs, tuned on public reading-comprehension data (CMRC2018 trial)."""
+
+    semantic: float = 4.0  # per unit of cosine above the candidates' mean
+    kind: float = 0.25  # holds the kind of content the question asks for
+    passage: float = 0.35  # per rank of the passage below the first
+    position: float = 0.004  # per sentence into the passage
+    short: float = 0.3  # fewer than ``short_chars`` word characters: rarely an answer alone
+    short_chars: int = 6
+    pair_margin: float = 0.5  # the best's neighbour this close in score joins the answer (0: never)
+    pair_chars: int = 120  # ...when the two together are no longer than this
+    topic: float = 0.1  # share of a question term's weight when it names the passage's topic
+
+
+@dataclass
+class Candidate:
+    """One sentence that may answer: where it is, what a reader sees, and its score."""
+
+    passage: int  # index into request.passages
+    position: int  # index among its passage's sentences
+    text: str  # as shown: list bullet and 答：/A: mark removed
+    key: str  # ``sentence_key`` of the sentence as the splitter returned it
+    score: float = 0.0
+    lexical: float = 0.0
+    semantic: float | None = None
+    faq_answer: bool = False  # follows an FAQ question line
+    rank_passage: int = 0  # the passage rank it is scored at: an FAQ answer takes its question's best
+
+
+def _sentences(request: GenerationRequest) -> list[list[tuple[str, bool]]]:
+    """Per passage, its sentences and whether each asks (a question line); a question heading leads."""
+    out: list[list[tuple[str, bool]]] = []
+    for hit in request.passages:
+        rows = [(s, is_question(s)) for s in split_sentences(hit.text)]
+        heading = (hit.anchor or "").split(" > ")[-1].strip()
+        if heading and is_question(heading) and not (rows and rows[0][0] == heading):
+            rows.insert(0, (heading, True))
+        out.append(rows)
+    return out
+
+
+def _weights(q_terms: set[str], docs: list[set[str]], topic: set[str], topic_share: float) -> dict[str, float]:
+    """Each question term's weight: longer and rarer among the candidate sentences is stronger, and a term
+    naming what the passage is about (in its heading or lead sentence) counts ``topic_share`` of that: it
+    says which article, not which sentence of it answers."""
+    n = max(1, len(docs))
+    out: dict[str, float] = {}
+    for t in q_terms:
+        df = sum(1 for d in docs if t in d)
+        out[t] = min(len(t), 4) * math.log((n + 1) / (df + 0.5)) * (topic_share if t in topic else 1.0)
+    return out
+
+
+def _bigrams(text: str) -> set[str]:
+    chars = [c for c in text.lower() if _WORDISH.match(c)]
+    return {a + b for a, b in itertools.pairwise(chars)}
+
+
+def rank(request: GenerationRequest, tokenizer: Tokenizer, weights: Weights | None = None) -> list[Candidate]:
+    """Every answering candidate of ``request``'s passages, best first; identical sentences appear once."""
+    w = weights or Weights()
+    per_passage = _sentences(request)
+    q_terms = {t for t in tokenizer.tokens(request.question) if t not in QUESTION_WORDS}
+    q_bigrams = {b for b in _bigrams(request.question) if not any(b in qw for qw in QUESTION_WORDS if len(qw) > 1)}
+    flat = [s for rows in per_passage for s, _ in rows]
+    tokens = {s: set(tokenizer.tokens(s)) for s in flat}
+    lead = " ".join([request.passages[0].anchor or "", next((s for s, asks in per_passage[0] if not asks), "")])
+    term_w = _weights(q_terms, list(tokens.values()), set(tokenizer.tokens(lead)), w.topic)
+    bigram_w = _weights(q_bigrams, [_bigrams(s) for s in flat], _bigrams(lead), w.topic)
+    total = sum(term_w.values()) or 1.0
+    total_b = sum(bigram_w.values()) or 1.0
+    asked = question_kind(request.question)
+    qv = request.query_vector
+    vectors: dict[str, Any] = request.sentence_vectors or {}
+
+    def lexical(s: str) -> float:
+        words = sum(v for t, v in term_w.items() if t in tokens[s]) / total
+        grams = _bigrams(s)
+        chars = sum(v for b, v in bigram_w.items() if b in grams) / total_b
+        return 0.5 * words + 0.5 * chars
+
+    candidates: list[Candidate] = []
+    seen: set[str] = set()
+    asked_at: dict[str, int] = {}  # an FAQ question line -> the best passage holding it (chunks overlap)
+    for p_idx, rows in enumerate(per_passage):
+        pending: float | None = None  # the match of the FAQ question line just read, for its answer
+        pending_sem: float | None = None
+        question_rank = p_idx
+        for pos, (raw, asks) in enumerate(rows):
+            lex = lexical(raw)
+            sem = _cosine(qv, vectors.get(sentence_key(raw)))
+            if asks:
+                pending, pending_sem = lex, sem
+                question_rank = asked_at.setdefault(" ".join(raw.split()), p_idx)
+                continue
+            text = strip_answer_prefix(_BULLET.sub("", raw).strip())
+            norm = " ".join(text.split())
+            faq = pending is not None or answer_prefix(raw)
+            rank_passage = p_idx
+            if pending is not None:  # the answer inherits its question's match and rank
+                lex = max(lex, pending)
+                sem = sem if pending_sem is None else max(sem or pending_sem, pending_sem)
+                rank_passage = question_rank
+                pending = pending_sem = None
+            if not _WORDISH.search(text) or norm in seen:
+                continue
+            seen.add(norm)
+            candidates.append(
+                Candidate(
+                    p_idx,
+                    pos,
+                    text,
+                    sentence_key(raw),
+                    lexical=lex,
+                    semantic=sem,
+                    faq_answer=faq,
+                    rank_passage=rank_passage,
+                )
+            )
+    if not candidates:
+        return []
+    sems = [c.semantic for c in candidates if c.semantic is not None]
+    mean_sem = sum(sems) / len(sems) if sems else 0.0
+    for c in candidates:
+        score = c.lexical - w.passage * c.rank_passage - w.position * c.position
+        if c.semantic is not None:
+            score += w.semantic * (c.semantic - mean_sem)
+        if asked and asked in kinds_in(c.text):
+            score += w.kind
+        if len(_WORDISH.findall(c.text)) < w.short_chars:
+            score -= w.short
+        c.score = score
+    return sorted(candidates, key=lambda c: (-c.score, c.passage, c.position))
+
+
+def _cosine(a: Any, b: Any) -> float | None:
+    """Dot product of two normalised vectors, or None when either is missing or they do not match."""
+    if a is None or b is None:
+        return None
+    try:
+        return float(a @ b)
+    except (TypeError, ValueError):
+        return None

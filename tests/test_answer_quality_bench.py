@@ -139,3 +139,85 @@ def test_the_chat_bench_server_has_no_rate_limit_but_keeps_the_concurrency_gate(
     assert settings.admission.max_limit == defaults.max_limit
     assert settings.admission.queue_size == defaults.queue_size
     assert settings.data_dir == tmp_path / "data"
+
+
+def test_rows_of_the_other_quality_benches_are_appended_when_they_exist(
+    aq: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "quality_multiturn.py").write_text(
+        "from _common import Row\n\n\ndef run(data_dir):\n"
+        "    return [Row('multi-turn', 'follow-ups on topic', 0.5, note=str(data_dir))]\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(aq, "BENCH", tmp_path)
+    report = aq.Report("t")
+    aq.optional_rows(report, tmp_path / "data")
+    assert [(r.section, r.name, r.value, r.note) for r in report.rows] == [
+        ("multi-turn", "follow-ups on topic", 0.5, str(tmp_path / "data"))
+    ]
+    assert "quality_crosslingual.py not found: its rows are skipped" in report.notes
+
+
+def test_a_small_run_asks_every_question_through_chat_and_reports_each_measure(
+    aq: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    data = tmp_path / "datasets"
+    (data / "retrieval").mkdir(parents=True)
+    cmrc = [
+        (
+            "阿马里洛是美国德克萨斯州西北部的一个城市。这座城市因附近湖泊的黄色而得名。",
+            "阿马里洛是根据什么来改名的？",
+            "黄色",
+        ),
+        ("尤金袋鼠是袋鼠科中细小的成员。成年的尤金袋鼠约只有8公斤重。", "尤金袋鼠的体重大约是多少？", "8公斤"),
+        (
+            "《大小姐×执事！》是一部日本轻小说。作者是竹井10日，插画由葵季结衣担任。",
+            "大小姐×执事的作者是谁？",
+            "竹井10日",
+        ),
+    ]
+    squad = {
+        "data": [
+            {
+                "paragraphs": [
+                    {"context": c, "qas": [{"question": q, "answers": [{"text": a, "answer_start": c.find(a)}]}]}
+                    for c, q, a in cmrc
+                ]
+            }
+        ]
+    }
+    (data / "retrieval" / "cmrc2018_trial.json").write_text(json.dumps(squad, ensure_ascii=False), encoding="utf-8")
+    faq = {
+        "root": {
+            "qapair": [
+                {
+                    "question": "How do I export my notes to PDF?",
+                    "answer": ["Open the note, choose File, then Export as PDF."],
+                    "rephr": ["export a note as pdf", "*"],
+                },
+                {
+                    "question": "Why does my laptop battery drain so fast?",
+                    "answer": ["Lower the screen brightness and close background apps to save battery."],
+                    "rephr": ["battery drains quickly on my laptop"],
+                },
+            ]
+        }
+    }
+    (data / "retrieval" / "stackfaq_en.json").write_text(json.dumps(faq), encoding="utf-8")
+    monkeypatch.setenv("RAGVIGIL_BENCH_CACHE", str(tmp_path / "cache.sqlite"))
+    out = tmp_path / "report.json"
+    assert aq.main(["--data", str(data), "--no-optional", "--show-misses", "3", "--json", str(out)]) == 0
+    rows = {(r["section"], r["name"]): r for r in json.loads(out.read_text(encoding="utf-8"))["rows"]}
+    contained = rows[("cmrc2018 (zh)", "answer contains a gold span")]
+    assert contained["note"].startswith(f"{round(3 * contained['value'])} of 3;")
+    assert rows[("cmrc2018 (zh)", "passage recall@1 (first source)")]["value"] == 1.0
+    assert rows[("cmrc2018 (zh)", "passage recall@1 (first source)")]["note"].startswith("3 of 3;")
+    assert rows[("cmrc2018 (zh)", "… gold passage first")]["note"] == "3 questions"
+    length = rows[("cmrc2018 (zh)", "median answer length without citations")]
+    assert 0 < length["value"] <= max(len(c) for c, _, _ in cmrc)  # no lead, no markers: at most one passage
+    assert rows[("stackfaq (en)", "answer drawn from the gold thread (first source)")]["value"] == 1.0
+    assert (tmp_path / "cache.sqlite").exists()
+    misses = json.loads(out.with_suffix(".misses.json").read_text(encoding="utf-8"))
+    assert len(misses) == round(3 * (1 - contained["value"]))

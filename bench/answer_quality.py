@@ -44,6 +44,7 @@ import argparse
 import hashlib
 import importlib.util
 import json
+import logging
 import re
 import sqlite3
 import statistics
@@ -59,7 +60,7 @@ import numpy as np
 from rich.markup import escape
 from rich.table import Table
 
-from _common import REPO_ROOT, Report, Row, console, exit_on_sigterm, machine_line, temp_data_dir
+from _common import REPO_ROOT, Report, Row, console, exit_on_sigterm, fmt_num, machine_line, temp_data_dir
 from _vectors import cache_path
 from retrieval_quality import Dataset, load_cmrc, load_stackfaq
 
@@ -168,6 +169,7 @@ class Asked:
     spans: list[str] = field(default_factory=list)
     contained: bool = False
     first_chunk_has_span: bool = False
+    flagged: bool = False  # the safety check flagged the question, or the turn was handed off / replaced
 
     @property
     def gold_first(self) -> bool:
@@ -233,6 +235,8 @@ def ask_all(
         sources = body["sources"]
         first = sources[0] if sources else None
         asked = Asked(question, gold, body["answer"], first["source"] if first else None, spans[i] if spans else [])
+        safety = (body.get("analysis") or {}).get("safety") or {}
+        asked.flagged = bool(safety.get("category") or body.get("handoff") or body.get("replaced"))
         if spans is not None:
             asked.contained = contains_span(asked.answer, asked.spans)
             if first is not None and not asked.contained:
@@ -268,7 +272,8 @@ def cmrc_rows(report: Report, asked: list[Asked]) -> None:
             baseline_name="today" if "cmrc_contained" in TODAY else "",
             baseline=TODAY.get("cmrc_contained"),
             note=f"{len(asked) - len(misses)} of {len(asked)}; of the {len(misses)} misses, the span was in the "
-            f"first source's chunk in {in_chunk}",
+            f"first source's chunk in {in_chunk}; {sum(a.flagged for a in asked)} questions safety-flagged "
+            f"or handed off ({sum(a.flagged for a in misses)} of them misses)",
             digits=3,
         )
     )
@@ -383,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the results as JSON here (and every miss beside it)")
     args = ap.parse_args(argv)
     exit_on_sigterm()
+    logging.disable(logging.WARNING)  # a line per safety-flagged question would bury the progress lines
     if args.limit is not None and args.limit < 1:
         ap.error("--limit must be at least 1")
     data = args.data.resolve()
@@ -413,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             _env_file=None,  # type: ignore[call-arg]
             data_dir=tmp,
             background_embedding=False,
-            log_level="ERROR",  # a warning per flagged question would bury the progress lines
+            log_level="ERROR",
             first_start_admin_key=False,  # no key is needed: development profile on loopback
             admission=AdmissionSettings(per_key=None, per_user=None),
         )
@@ -443,10 +449,13 @@ def main(argv: list[str] | None = None) -> int:
                     f"embedding {info['embed_s']:.0f} s), {len(asked)} questions in {seconds:.0f} s "
                     f"({1000 * seconds / max(1, len(asked)):.0f} ms each)"
                 )
+                before = len(report.rows)
                 if name == "cmrc2018":
                     cmrc_rows(report, asked)
                 else:
                     stackfaq_rows(report, asked)
+                for row in report.rows[before:]:  # at once: a later set may take minutes more
+                    console.print(f"  {row.name}: {fmt_num(row.value, row.unit, row.digits)}")
         finally:
             rt.close()
             if cached is not None:
@@ -464,7 +473,13 @@ def main(argv: list[str] | None = None) -> int:
         show_misses(results["cmrc2018"], args.show_misses)
     if args.json:
         misses = [
-            {"question": a.question, "spans": a.spans, "gold_first": a.gold_first, "answer": a.answer}
+            {
+                "question": a.question,
+                "spans": a.spans,
+                "gold_first": a.gold_first,
+                "flagged": a.flagged,
+                "answer": a.answer,
+            }
             for a in results.get("cmrc2018", [])
             if not a.contained
         ]

@@ -20,6 +20,12 @@ one of the 40 popular questions verbatim (Zipf-weighted; the query-embedding cac
 the rest are fresh: a popular question with a greeting/sign-off variant that was never sent before
 (a cache miss: the e5 embedding runs). Every request opens a new chat session (no session_id).
 
+Rate limits: the server is started with ``RAGVIGIL_ADMISSION__PER_KEY=off`` and
+``RAGVIGIL_ADMISSION__PER_USER=off``. The load generator is one address without a key, so with the
+production per-key limit (120/minute) every level would mostly measure ``HTTP 429`` answers, not the
+answer path. Admission itself stays on as in production: the adaptive concurrency limit, its queue
+and feature shedding still gate every request, and any 429/503 they answer is counted as an error.
+
 Targets: p95 < 250 ms at 10 clients; ≥ 50 req/s at 50 clients with no errors, i.e. ≥ 70% of the
 embedding-only ceiling (b).
 
@@ -483,6 +489,27 @@ def ingest_samples(env: dict[str, str], cwd: Path) -> None:
     console.print(f"  {ing.stdout.strip().splitlines()[-1]} in {time.perf_counter() - t:.1f} s")
 
 
+def server_env(tmp: Path, data_dir: Path, embed_threads: int) -> dict[str, str]:
+    """The environment of the server under load: staging, auth off, and no rate limits on the bench's own load.
+
+    The load generator is one address without a key, so the per-key/per-user rate limits would answer most
+    requests with 429; admission's concurrency gate (its adaptive limit and queue) stays as in production.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGVIGIL_")}
+    env.update(
+        RAGVIGIL_DATA_DIR=str(data_dir),
+        # production's log level and JSON lines; production itself refuses to start without an admin key
+        RAGVIGIL_PROFILE="staging",
+        RAGVIGIL_AUTH_REQUIRED="false",
+        RAGVIGIL_CONFIG_FILE=str(empty_config(tmp)),  # ignore any ./ragvigil.toml
+        RAGVIGIL_RETRIEVAL__EMBED_THREADS=str(embed_threads),
+        RAGVIGIL_ADMISSION__PER_KEY="off",
+        RAGVIGIL_ADMISSION__PER_USER="off",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--levels", default="1,10,50", help="concurrent clients, comma separated")
@@ -519,16 +546,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with temp_data_dir("chat", keep=args.keep) as tmp:
         data_dir = tmp / "data"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RAGVIGIL_")}
-        env.update(
-            RAGVIGIL_DATA_DIR=str(data_dir),
-            # production's log level and JSON lines; production itself refuses to start without an admin key
-            RAGVIGIL_PROFILE="staging",
-            RAGVIGIL_AUTH_REQUIRED="false",
-            RAGVIGIL_CONFIG_FILE=str(empty_config(tmp)),  # ignore any ./ragvigil.toml
-            RAGVIGIL_RETRIEVAL__EMBED_THREADS=str(args.ingest_threads),
-            PYTHONUNBUFFERED="1",
-        )
+        env = server_env(tmp, data_dir, args.ingest_threads)
 
         # 1. ingest the sample help centre with vectors
         console.print(f"ingesting {SAMPLES} with vectors ({args.ingest_threads} e5 threads)...")
@@ -658,7 +676,8 @@ def main(argv: list[str] | None = None) -> int:
         "next request when the previous answer arrives); it shares the 2 cores with the server under test."
     )
     report.note(
-        f"Chat: `ragvigil serve` (staging profile, auth off, INFO access log, {args.embed_threads} e5 thread(s), extractive "
+        f"Chat: `ragvigil serve` (staging profile, auth off, rate limits off, admission's concurrency gate on, INFO "
+        f"access log, {args.embed_threads} e5 thread(s), extractive "
         "generator, SQLite), every request a new session; the 40 popular questions were asked once before measuring."
     )
     report.note(

@@ -28,6 +28,7 @@ from ragvigil.chat.understand import SmallTalkReply, Understand, Understanding, 
 from ragvigil.chat.understanding import Intent
 from ragvigil.config import Settings
 from ragvigil.knowledge.retrieval import HybridRetriever
+from ragvigil.knowledge.sentence_vectors import SentenceVectorReader
 from ragvigil.ops.message_log import EncryptedMessageLog
 from ragvigil.providers.base import Generator
 
@@ -89,6 +90,7 @@ def build_pipeline(
     safe_mode: SafeMode | None = None,
     understanding: Understanding | None = None,
     handoff: Stage | None = None,
+    sentence_vectors: SentenceVectorReader | None = None,
 ) -> ChatPipeline:
     rs = settings.retrieval
     budget_s = turn_budget_s(settings, longest_call_s)
@@ -105,7 +107,7 @@ def build_pipeline(
         *([SafeModeStage(safe_mode)] if safe_mode is not None else []),  # settles the turn while on
         Retrieve(retriever, budget_s=budget_s, context_chars=rs.context_chars, features=features),
         SmallTalk(understanding),  # greeting, thanks, chit-chat with nothing relevant found: a friendly reply
-        Generate(generator, extractive, budget_s=budget_s),
+        Generate(generator, extractive, budget_s=budget_s, sentence_vectors=sentence_vectors),
         AnswerCheck(understanding, safe_response),  # also guards a stream, sentence by sentence
         *([handoff] if handoff is not None else []),  # crisis, complaint, human request, trends: to a person
         Persist(sessions, journal),

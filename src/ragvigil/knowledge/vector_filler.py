@@ -170,7 +170,7 @@ class VectorFiller:
             return 0
         with self.db.session() as s:
             ids = self.sentences.lacking(s, after=after, limit=self.batch)
-            texts = dict(s.execute(select(Chunk.id, Chunk.text).where(Chunk.id.in_(ids))).tuples().all())
+            texts = {r[0]: r[1] for r in s.execute(select(Chunk.id, Chunk.text).where(Chunk.id.in_(ids)))}
         if not ids:
             self._sentence_backlog_after = None
             return 0

@@ -98,7 +98,7 @@ def test_a_new_documents_sentence_vectors_are_written_kept_and_reach_the_generat
         doc = rt.ingestor.ingest_bytes("kb1", "refund.md", REFUND.encode())
         rt.filler.drain()
         chunks = _chunks(rt, doc.document_id)
-        expected = {sentence_key(s) for t in chunks.values() for s in chunk_sentences(t, 16)}
+        expected = {sentence_key(s) for t in chunks.values() for s in chunk_sentences(t, 12)}
         stored = rt.sentence_vectors.read(list(chunks))
         assert set(stored) == expected and len(expected) >= 5
         sentence = "年付订单 14 天内可以全额退款。"
@@ -119,7 +119,7 @@ def test_a_new_documents_sentence_vectors_are_written_kept_and_reach_the_generat
         assert req.passages, "the refund section is relevant"
         assert req.query_vector is not None and req.query_vector is turn.retrieval.query_vector
         assert req.query_vector.shape == (rt.embedder.dim,)
-        passage_keys = {sentence_key(s) for p in req.passages for s in chunk_sentences(p.text, 16)}
+        passage_keys = {sentence_key(s) for p in req.passages for s in chunk_sentences(p.text, 12)}
         assert set(req.sentence_vectors) == passage_keys
         assert sentence_key(sentence) in req.sentence_vectors
     finally:

@@ -166,7 +166,7 @@ class RetrievalSettings(Section):
     query_engines: int = Field(2, ge=1, le=16, description="parallel query-embedding engines")
     embed_batch: int = Field(16, ge=1, le=256)
     sentence_vectors_per_chunk: int = Field(
-        16,
+        12,
         ge=0,
         le=64,
         description="sentences of a chunk embedded in the background for the extractive answer (0: none)",

@@ -40,7 +40,7 @@ class VectorFiller:
         store: VectorStore,
         batch: int = 16,
         flush_every_s: float = 5.0,
-        max_sentences: int = 16,
+        max_sentences: int = 12,
         sentences: SentenceVectorStore | None = None,
     ) -> None:
         self.db = db

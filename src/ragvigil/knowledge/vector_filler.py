@@ -52,6 +52,7 @@ class VectorFiller:
         self.sentences = sentences if sentences is not None else SentenceVectorStore(db)
         # the sentences-only pass walks chunk ids upwards from here; None: nothing left to look for
         self._sentence_backlog_after: int | None = 0 if max_sentences > 0 else None
+        self._sentence_pass = 0  # bumped by every resync: a pass that raced one leaves the new pass alone
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -86,6 +87,7 @@ class VectorFiller:
             )
         self.store.flush()
         if self.max_sentences > 0:
+            self._sentence_pass += 1
             self._sentence_backlog_after = 0
         return requeued
 
@@ -165,21 +167,23 @@ class VectorFiller:
 
     def _fill_sentences(self) -> int:
         """One batch of chunks that have their passage vector but no sentence vectors (after ``resync``)."""
-        after = self._sentence_backlog_after
+        after, current = self._sentence_backlog_after, self._sentence_pass
         if after is None:
             return 0
         with self.db.session() as s:
             ids = self.sentences.lacking(s, after=after, limit=self.batch)
             texts = {r[0]: r[1] for r in s.execute(select(Chunk.id, Chunk.text).where(Chunk.id.in_(ids)))}
         if not ids:
-            self._sentence_backlog_after = None
+            if self._sentence_pass == current:  # a resync meanwhile started a new pass: keep it
+                self._sentence_backlog_after = None
             return 0
         rows = self._embed_sentences(texts)
         with self.db.session(write=True) as s:
             alive = set(s.scalars(select(Chunk.id).where(Chunk.id.in_(ids), Chunk.embedded.is_(True))))
             self.sentences.replace(s, {i: v for i, v in rows.items() if i in alive})
         # ids only grow: a chunk that yields no sentence is not asked for again in this pass
-        self._sentence_backlog_after = max(ids)
+        if self._sentence_pass == current:
+            self._sentence_backlog_after = max(ids)
         return len(ids)
 
     def drain(self) -> int:

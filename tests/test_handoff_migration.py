@@ -78,5 +78,5 @@ def test_0005_upgrades_with_rows_in_place_and_downgrades(db_url: str) -> None:
     with db.engine.begin() as conn:  # and up again
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0007"
     db.dispose()

@@ -45,7 +45,7 @@ def test_migrations_create_the_schema_and_are_idempotent(db_url: str) -> None:
     tables = set(inspect(db.engine).get_table_names())
     assert {"knowledge_bases", "documents", "chunks", "chat_sessions", "messages", "api_keys", "audit_log"} <= tables
     with db.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0007"
     db.dispose()
 
 

@@ -108,6 +108,7 @@ class Runtime:
         k = build_knowledge(settings, self.db, self.faults, self.shared.cache)
         self.tokenizer, self.embedder, self.vectors, self.catalog = k.tokenizer, k.embedder, k.vectors, k.catalog
         self.ingestor, self.retriever, self.filler = k.ingestor, k.retriever, k.filler
+        self.sentence_vectors = self.filler.sentences  # the passages' sentence vectors a turn reads (one query)
         self.sessions, self.keys, self.audit = SessionStore(self.db), KeyStore(self.db), AuditLog(self.db)
         self.journal = Journal.build(settings.data_dir / "journal", settings.journal)
         self.history = SessionHistory(self.sessions, self.journal)  # the database merged with journaled turns
@@ -147,6 +148,7 @@ class Runtime:
             understanding=self.understanding,
             handoff=self.handoffs.stage if settings.handoff.enabled else None,
             look_back=self.handoffs.policy.look_back if settings.handoff.enabled else 0,
+            sentence_vectors=self.sentence_vectors,
         )
         self.health = build_health(settings, self.db, self.vectors, self.embedder, self.generator)
         for name in self.router.names()[:-1]:  # one optional check per remote provider, under generation

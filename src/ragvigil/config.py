@@ -165,6 +165,12 @@ class RetrievalSettings(Section):
     embed_threads: int = Field(1, ge=1, le=64)
     query_engines: int = Field(2, ge=1, le=16, description="parallel query-embedding engines")
     embed_batch: int = Field(16, ge=1, le=256)
+    sentence_vectors_per_chunk: int = Field(
+        12,
+        ge=0,
+        le=64,
+        description="sentences of a chunk embedded in the background for the extractive answer (0: none)",
+    )
     query_cache_size: int = Field(4096, ge=0)
     max_query_chars: int = Field(
         2000, ge=16, le=100_000, description="a search query is cut to this many characters before BM25 and embedding"

@@ -29,6 +29,7 @@ from ragvigil.chat.understand import SmallTalkReply, Understand, Understanding, 
 from ragvigil.chat.understanding import Intent
 from ragvigil.config import Settings
 from ragvigil.knowledge.retrieval import HybridRetriever
+from ragvigil.knowledge.sentence_vectors import SentenceVectorReader
 from ragvigil.ops.message_log import EncryptedMessageLog
 from ragvigil.providers.base import Generator
 
@@ -91,6 +92,7 @@ def build_pipeline(
     understanding: Understanding | None = None,
     handoff: Stage | None = None,
     look_back: int = 0,
+    sentence_vectors: SentenceVectorReader | None = None,
 ) -> ChatPipeline:
     """The stages in order; ``look_back``: messages the history stage reads whole for later stages (hand-off)."""
     rs = settings.retrieval
@@ -110,7 +112,7 @@ def build_pipeline(
         SmallTalk(understanding),  # greeting, thanks, chit-chat with nothing relevant found: a friendly reply
         # "转人工" with nothing relevant found: the hand-off notice alone answers (only while hand-off is on)
         *([HandoffRequest()] if handoff is not None else []),
-        Generate(generator, extractive, budget_s=budget_s),
+        Generate(generator, extractive, budget_s=budget_s, sentence_vectors=sentence_vectors),
         AnswerCheck(understanding, safe_response),  # also guards a stream, sentence by sentence
         *([handoff] if handoff is not None else []),  # crisis, complaint, human request, trends: to a person
         Persist(sessions, journal),

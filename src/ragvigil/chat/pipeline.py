@@ -41,6 +41,7 @@ from ragvigil.chat.streaming import DetachedStream
 from ragvigil.chat.understanding import Handoff, SafetyVerdict, TurnAnalysis
 from ragvigil.errors import DependencyUnavailable, UnstorableInput
 from ragvigil.knowledge.retrieval import HybridRetriever
+from ragvigil.knowledge.sentence_vectors import SentenceVectorReader
 from ragvigil.knowledge.tokenize import is_cjk
 from ragvigil.ops import instrumentation, metrics, semconv, tracing
 from ragvigil.ops.message_log import EncryptedMessageLog, turn_record
@@ -363,12 +364,18 @@ class Generate(BaseStage):
     name = "generate"
 
     def __init__(
-        self, generator: Generator, fallback: Generator, max_passages: int = 4, budget_s: float | None = None
+        self,
+        generator: Generator,
+        fallback: Generator,
+        max_passages: int = 4,
+        budget_s: float | None = None,
+        sentence_vectors: SentenceVectorReader | None = None,
     ) -> None:
         self.generator = generator
         self.fallback = fallback
         self.max_passages = max_passages
         self.budget_s = budget_s
+        self.sentence_vectors = sentence_vectors  # the passages' background sentence vectors, when kept
 
     def request(self, turn: Turn) -> GenerationRequest:
         """The generator's input; none of the passages once the turn is past its budget."""
@@ -378,7 +385,29 @@ class Generate(BaseStage):
             turn.run_out_of_time(self.budget_s, "before generation")
         if turn.out_of_time:
             passages = []
-        return GenerationRequest(turn.message, passages, turn.history, turn.language, timeout_s=left)
+        query_vector = turn.retrieval.query_vector if turn.retrieval else None
+        return GenerationRequest(
+            turn.message,
+            passages,
+            turn.history,
+            turn.language,
+            query_vector=query_vector,
+            sentence_vectors=self._sentence_vectors(passages) if query_vector is not None else {},
+            timeout_s=left,
+        )
+
+    def _sentence_vectors(self, passages: list[Hit]) -> dict[str, Any]:
+        """The passages' sentence vectors in one read; a store that fails costs the turn only them (counted)."""
+        if self.sentence_vectors is None or not passages:
+            return {}
+        try:
+            found = self.sentence_vectors.read([p.chunk_id for p in passages])
+        except Exception as exc:  # any store failure: the answer is built without them, never fails the turn
+            metrics.SENTENCE_VECTOR_READS.labels("error").inc()
+            log.debug("sentence_vectors_unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
+            return {}
+        metrics.SENTENCE_VECTOR_READS.labels("ok").inc()
+        return dict(found)
 
     def no_answer(self, turn: Turn) -> Generation:
         return Generation((OUT_OF_TIME if turn.out_of_time else NO_ANSWER)[turn.language], "none")

@@ -69,7 +69,13 @@ def build_knowledge(
     ingestor = Ingestor(catalog, tokenizer, rs, vectors, settings.ingest)
     # its own engine: a batch of passages must never make questions wait behind it (an embedding fault
     # hits it too: the engines are one embedder to a drill)
-    filler = VectorFiller(db, wrap_embedder(E5Embedder(threads=rs.embed_threads)), vectors, batch=rs.embed_batch)
+    filler = VectorFiller(
+        db,
+        wrap_embedder(E5Embedder(threads=rs.embed_threads)),
+        vectors,
+        batch=rs.embed_batch,
+        max_sentences=rs.sentence_vectors_per_chunk,
+    )
     # hybrid, or BM25 alone while the vector side fails; back by itself (a background prober)
     mode = build_retrieval_mode(settings.retrieval_mode, vectors, embedder, filler)
     retriever = HybridRetriever(catalog, tokenizer, embedder, vectors, rs, mode)

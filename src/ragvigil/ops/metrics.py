@@ -191,6 +191,12 @@ VECTOR_STORE_OPS = Counter(
     ["op", "outcome"],
     registry=REGISTRY,
 )
+SENTENCE_VECTOR_READS = Counter(
+    "ragvigil_sentence_vector_reads_total",
+    "Reads of a turn's background sentence vectors by outcome (ok; error: the answer was built without them).",
+    ["outcome"],
+    registry=REGISTRY,
+)
 DATABASE_ERRORS = Counter(
     "ragvigil_database_errors_total",
     "Database operations that failed, by where they failed (chat_persist, api, background).",

@@ -3,6 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
+from ragvigil.storage import sentence_vectors as _sentence_vectors  # noqa: F401  (its table is in Base.metadata)
 from ragvigil.storage.models import Base
 
 config = context.config

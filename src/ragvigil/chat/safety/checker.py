@@ -3,7 +3,7 @@
 The combination rule (also in ``docs/safety.md``):
 
 1. Every lexicon term or pattern that matches one of the normalised forms, and is not vetoed by one
-   of its entry's benign contexts, is a finding with the entry's category and severity.
+   of its entry's benign contexts overlapping that match, is a finding with the entry's category and severity.
 2. The crisis probe alone flags ``self_harm`` (severity ``high``) only at ``crisis_threshold`` or
    above; benign contexts do not veto it (a benign word next to a real crisis must not hide it).
    At ``crisis_boost`` or above it raises a self-harm lexicon finding of lower severity to ``high``.

@@ -8,8 +8,10 @@ public *train* files (BANKING77 and ChnSentiCorp outside their held-out splits, 
 COLD ``train``),
 none of which is about self-harm. offensive.npz (offensive vs safe): COLD ``train``. Only files the
 datasets README marks *train* are read; the benchmark's numbers come from the *eval* files and the
-held-out split. The crisis threshold is calibrated, not tuned on eval data: the out-of-fold crisis
-probabilities of the exemplars (5 folds) against CLINC150 ``oos_train`` (never trained on).
+held-out split. The crisis threshold is chosen by cross-validation on the training rows alone (5 folds
+over the crisis exemplars *and* the negatives): the highest out-of-fold crisis recall whose out-of-fold
+false-positive rate on the public benign rows stays at ``--fp-target`` (0.2 %, well under the 1 % the
+benchmark allows), checked against CLINC150 ``oos_train`` (never trained on). Never on eval files.
 
 Vectors come from ``bench/_vectors.py`` (the turn's own ``embed_query`` vectors, cached on disk);
 ``--cached-only`` uses only public rows already in that cache, so a run never waits on embedding them.
@@ -63,18 +65,28 @@ def sample(texts: list[str], n: int, seed: int = _datasets.SEED) -> list[str]:
     return texts[:n]
 
 
-def out_of_fold(pos: np.ndarray, neg: np.ndarray, folds: int, **kw: object) -> np.ndarray:
-    """Crisis probability of each positive from a probe that did not see it."""
-    order = np.random.default_rng(0).permutation(len(pos))
-    scores = np.zeros(len(pos))
+def out_of_fold(pos: np.ndarray, neg: np.ndarray, folds: int, **kw: object) -> tuple[np.ndarray, np.ndarray]:
+    """Crisis probability of each positive and each negative from a probe that did not see that row."""
+    rng = np.random.default_rng(0)
+    pos_fold = rng.permutation(len(pos)) % folds
+    neg_fold = rng.permutation(len(neg)) % folds
+    pos_p, neg_p = np.zeros(len(pos)), np.zeros(len(neg))
     for f in range(folds):
-        held = order[f::folds]
-        train = np.setdiff1d(order, held)
-        x = np.vstack([pos[train], neg])
-        y = ["crisis"] * len(train) + ["benign"] * len(neg)
+        x = np.vstack([pos[pos_fold != f], neg[neg_fold != f]])
+        y = ["crisis"] * int((pos_fold != f).sum()) + ["benign"] * int((neg_fold != f).sum())
         probe = fit(x, y, **kw)  # type: ignore[arg-type]
-        scores[held] = probe.proba(pos[held])[:, probe.labels.index("crisis")]
-    return scores
+        c = probe.labels.index("crisis")
+        pos_p[pos_fold == f] = probe.proba(pos[pos_fold == f])[:, c]
+        neg_p[neg_fold == f] = probe.proba(neg[neg_fold == f])[:, c]
+    return pos_p, neg_p
+
+
+def choose_threshold(pos_p: np.ndarray, public_p: np.ndarray, fp_target: float, floor: float = 0.5) -> float:
+    """The lowest threshold (so the highest recall) whose false-positive rate on ``public_p`` is at most
+    ``fp_target``; never below ``floor``, where a probe's "crisis" would be its minority call."""
+    candidates = np.unique(np.concatenate([pos_p, public_p, [floor, 1.0]]))
+    ok = [t for t in candidates if t >= floor and float((public_p >= t).mean()) <= fp_target]
+    return float(min(ok)) if ok else 1.0
 
 
 def main() -> int:
@@ -102,14 +114,26 @@ def main() -> int:
     everyday = np.vstack([cache.vectors(benign), everyday_public])
     neg = np.vstack([everyday, cold_public])
     kw = {"l2": 3e-3, "epochs": 400, "balanced": True}
-    oof = out_of_fold(pos, neg, 5, **kw)
+    pos_p, neg_p = out_of_fold(pos, neg, 5, **kw)
+    n_team = len(benign)  # the first rows of ``neg``: team-written look-alikes, not public rows
+    public_p = neg_p[n_team:]
+    threshold = choose_threshold(pos_p, public_p, args.fp_target)
+    recall = float((pos_p >= threshold).mean())
     calib_texts, calib = cached(cache, [e.text for e in _datasets.clinc150(args.data, "oos_train")], args.cached_only)
     probe = fit(np.vstack([pos, neg]), ["crisis"] * len(pos) + ["benign"] * len(neg), **kw)
     calib_p = probe.proba(calib)[:, probe.labels.index("crisis")] if len(calib) else np.zeros(1)
-    threshold = float(max(0.5, np.quantile(calib_p, 1 - args.fp_target)))
-    recall = float((oof >= threshold).mean())
     print(f"crisis probe: {len(pos)} crisis / {len(neg)} benign rows; calibration rows {len(calib_texts)}")
-    print(f"  threshold at {args.fp_target:.1%} calibration FP: {threshold:.3f}; out-of-fold recall {recall:.3f}")
+    print(
+        f"  5-fold CV threshold at {args.fp_target:.1%} public FP: {threshold:.3f}; out-of-fold recall {recall:.3f}; "
+        f"out-of-fold FP public {float((public_p >= threshold).mean()):.4f}, "
+        f"team look-alikes {float((neg_p[:n_team] >= threshold).mean()):.3f}; "
+        f"CLINC150 oos_train FP {float((calib_p >= threshold).mean()):.4f}"
+    )
+    for t in (0.5, 0.7, 0.8, 0.9, 0.95):
+        print(
+            f"  at {t:.2f}: out-of-fold recall {float((pos_p >= t).mean()):.3f}, "
+            f"public FP {float((public_p >= t).mean()):.4f}, look-alikes FP {float((neg_p[:n_team] >= t).mean()):.3f}"
+        )
     probe.meta.update(
         kind="crisis",
         sources=SOURCES,

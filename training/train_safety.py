@@ -10,7 +10,7 @@ none of which is about self-harm. offensive.npz (offensive vs safe): COLD ``trai
 datasets README marks *train* are read; the benchmark's numbers come from the *eval* files and the
 held-out split. The crisis threshold is chosen by cross-validation on the training rows alone (5 folds
 over the crisis exemplars *and* the negatives): the highest out-of-fold crisis recall whose out-of-fold
-false-positive rate on the public benign rows stays at ``--fp-target`` (0.2 %, well under the 1 % the
+false-positive rate on each public source's benign rows stays at ``--fp-target`` (0.2 %, well under the 1 % the
 benchmark allows), checked against CLINC150 ``oos_train`` (never trained on). Never on eval files.
 
 Vectors come from ``bench/_vectors.py`` (the turn's own ``embed_query`` vectors, cached on disk);
@@ -81,11 +81,17 @@ def out_of_fold(pos: np.ndarray, neg: np.ndarray, folds: int, **kw: object) -> t
     return pos_p, neg_p
 
 
-def choose_threshold(pos_p: np.ndarray, public_p: np.ndarray, fp_target: float, floor: float = 0.5) -> float:
-    """The lowest threshold (so the highest recall) whose false-positive rate on ``public_p`` is at most
-    ``fp_target``; never below ``floor``, where a probe's "crisis" would be its minority call."""
-    candidates = np.unique(np.concatenate([pos_p, public_p, [floor, 1.0]]))
-    ok = [t for t in candidates if t >= floor and float((public_p >= t).mean()) <= fp_target]
+def choose_threshold(pos_p: np.ndarray, public_p: dict[str, np.ndarray], fp_target: float, floor: float = 0.5) -> float:
+    """The lowest threshold (so the highest recall) whose false-positive rate on *each* public source is at
+    most ``fp_target``: the target holds per data set, and a small source (COLD's social-media talk) would
+    hide inside a pooled rate. Never below ``floor``, where a probe's "crisis" would be its minority call."""
+    pooled = np.concatenate(list(public_p.values()))
+    candidates = np.unique(np.concatenate([pos_p, pooled, [floor, 1.0]]))
+    ok = [
+        t
+        for t in candidates
+        if t >= floor and all(float((p >= t).mean()) <= fp_target for p in public_p.values() if len(p))
+    ]
     return float(min(ok)) if ok else 1.0
 
 
@@ -103,21 +109,23 @@ def main() -> int:
     banking_train, _ = _datasets.split_holdout(_datasets.banking77(args.data))
     cold_train = _datasets.cold(args.data, "train")
     senti_train, _ = _datasets.split_holdout(_datasets.chnsenticorp(args.data))
-    everyday_texts = (
-        sample([e.text for e in senti_train], args.max_public)
-        + sample([e.text for e in banking_train], args.max_public)
-        + sample([e.text for e in _datasets.clinc150(args.data, "train")], args.max_public)
-    )
+    public_sets = {
+        "ChnSentiCorp": sample([e.text for e in senti_train], args.max_public),
+        "BANKING77": sample([e.text for e in banking_train], args.max_public),
+        "CLINC150": sample([e.text for e in _datasets.clinc150(args.data, "train")], args.max_public),
+    }
     pos = cache.vectors(crisis, progress=True)
-    _, everyday_public = cached(cache, everyday_texts, args.cached_only)
-    _, cold_public = cached(cache, sample([e.text for e in cold_train], args.max_public), args.cached_only)
-    everyday = np.vstack([cache.vectors(benign), everyday_public])
-    neg = np.vstack([everyday, cold_public])
+    public = {name: cached(cache, texts, args.cached_only)[1] for name, texts in public_sets.items()}
+    public["COLD"] = cached(cache, sample([e.text for e in cold_train], args.max_public), args.cached_only)[1]
+    everyday = np.vstack([cache.vectors(benign), *(public[k] for k in public_sets)])
+    neg = np.vstack([everyday, public["COLD"]])
+    source = np.concatenate([np.full(len(v), k) for k, v in public.items()])  # of each public negative row
     kw = {"l2": 3e-3, "epochs": 400, "balanced": True}
     pos_p, neg_p = out_of_fold(pos, neg, 5, **kw)
     n_team = len(benign)  # the first rows of ``neg``: team-written look-alikes, not public rows
     public_p = neg_p[n_team:]
-    threshold = choose_threshold(pos_p, public_p, args.fp_target)
+    by_source = {k: public_p[source == k] for k in public}
+    threshold = choose_threshold(pos_p, by_source, args.fp_target)
     recall = float((pos_p >= threshold).mean())
     calib_texts, calib = cached(cache, [e.text for e in _datasets.clinc150(args.data, "oos_train")], args.cached_only)
     probe = fit(np.vstack([pos, neg]), ["crisis"] * len(pos) + ["benign"] * len(neg), **kw)
@@ -125,7 +133,8 @@ def main() -> int:
     print(f"crisis probe: {len(pos)} crisis / {len(neg)} benign rows; calibration rows {len(calib_texts)}")
     print(
         f"  5-fold CV threshold at {args.fp_target:.1%} public FP: {threshold:.3f}; out-of-fold recall {recall:.3f}; "
-        f"out-of-fold FP public {float((public_p >= threshold).mean()):.4f}, "
+        f"out-of-fold FP public {float((public_p >= threshold).mean()):.4f} "
+        f"({', '.join(f'{k} {float((v >= threshold).mean()):.4f} of {len(v)}' for k, v in by_source.items())}), "
         f"team look-alikes {float((neg_p[:n_team] >= threshold).mean()):.3f}; "
         f"CLINC150 oos_train FP {float((calib_p >= threshold).mean()):.4f}"
     )

@@ -31,20 +31,22 @@ def test_the_shipped_weights_carry_the_threshold_training_chose() -> None:
     probes = load_probes()
     assert probes.crisis is not None
     assert probes.crisis_threshold == probes.crisis.meta["suggested_threshold"]
-    assert 0.5 <= probes.crisis_threshold < FALLBACK_CRISIS_THRESHOLD
+    assert 0.5 <= probes.crisis_threshold < 1.0
+    assert probes.crisis_threshold != FALLBACK_CRISIS_THRESHOLD  # chosen, not the fallback
 
 
 def test_unset_the_probes_own_threshold_decides_set_the_setting_does() -> None:
     probes = load_probes()
-    between = (probes.crisis_threshold + FALLBACK_CRISIS_THRESHOLD) / 2  # above the probe's, below the old 0.9
-    v = _vector_at(probes, between)
+    own = probes.crisis_threshold
+    above, below = _vector_at(probes, own + (1 - own) / 2), _vector_at(probes, own - 0.05)
     text = "a sentence with no lexicon term"
     default = SafetyChecker(probes=probes)
-    assert default.check(text, v).crisis
-    assert [f.source for f in default.check(text, v).findings] == ["classifier"]
-    assert not SafetyChecker(probes=probes, thresholds=Thresholds(crisis=0.9)).check(text, v).crisis
+    assert default.check(text, above).crisis and not default.check(text, below).crisis
+    assert [f.source for f in default.check(text, above).findings] == ["classifier"]
+    assert not SafetyChecker(probes=probes, thresholds=Thresholds(crisis=0.999)).check(text, above).crisis
+    assert SafetyChecker(probes=probes, thresholds=Thresholds(crisis=own - 0.1)).check(text, below).crisis
     assert SafetyChecker.from_settings(SafetySettings()).thresholds.crisis is None
-    assert not SafetyChecker.from_settings(SafetySettings(crisis_threshold=0.9)).check(text, v).crisis
+    assert not SafetyChecker.from_settings(SafetySettings(crisis_threshold=0.999)).check(text, above).crisis
 
 
 def test_weights_without_a_threshold_fall_back() -> None:

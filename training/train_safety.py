@@ -10,8 +10,9 @@ none of which is about self-harm. offensive.npz (offensive vs safe): COLD ``trai
 datasets README marks *train* are read; the benchmark's numbers come from the *eval* files and the
 held-out split. The crisis threshold is chosen by cross-validation on the training rows alone (5 folds
 over the crisis exemplars *and* the negatives): the highest out-of-fold crisis recall whose out-of-fold
-false-positive rate on each public source's benign rows stays at ``--fp-target`` (0.2 %, well under the 1 % the
-benchmark allows), checked against CLINC150 ``oos_train`` (never trained on). Never on eval files.
+false-positive rate on each public source's benign rows stays at ``--fp-target`` (0.5 %, half the 1 % the
+benchmark allows per set; the smallest source, COLD's ~430 cached rows, then allows 2), checked against
+CLINC150 ``oos_train`` (never trained on). Never on eval files.
 
 Vectors come from ``bench/_vectors.py`` (the turn's own ``embed_query`` vectors, cached on disk);
 ``--cached-only`` uses only public rows already in that cache, so a run never waits on embedding them.
@@ -100,7 +101,7 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=_datasets.DEFAULT_DATA)
     ap.add_argument("--max-public", type=int, default=4000, help="rows per public set (fixed sample)")
     ap.add_argument("--cached-only", action="store_true", help="public rows only if already embedded")
-    ap.add_argument("--fp-target", type=float, default=0.002, help="calibration false-positive rate")
+    ap.add_argument("--fp-target", type=float, default=0.005, help="out-of-fold false-positive rate per source")
     args = ap.parse_args()
     cache = VectorCache()
     ex = yaml.safe_load(EXEMPLARS.read_text(encoding="utf-8"))
@@ -132,7 +133,8 @@ def main() -> int:
     calib_p = probe.proba(calib)[:, probe.labels.index("crisis")] if len(calib) else np.zeros(1)
     print(f"crisis probe: {len(pos)} crisis / {len(neg)} benign rows; calibration rows {len(calib_texts)}")
     print(
-        f"  5-fold CV threshold at {args.fp_target:.1%} public FP: {threshold:.3f}; out-of-fold recall {recall:.3f}; "
+        f"  5-fold CV threshold at {args.fp_target:.1%} FP per public source: {threshold:.3f}; "
+        f"out-of-fold recall {recall:.3f}; "
         f"out-of-fold FP public {float((public_p >= threshold).mean()):.4f} "
         f"({', '.join(f'{k} {float((v >= threshold).mean()):.4f} of {len(v)}' for k, v in by_source.items())}), "
         f"team look-alikes {float((neg_p[:n_team] >= threshold).mean()):.3f}; "

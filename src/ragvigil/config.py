@@ -450,7 +450,7 @@ class SafetySettings(Section):
     max_chars: int = Field(2000, ge=16, le=100_000, description="a text is cut to this before it is checked")
     classifier: bool = Field(True, description="use the probes over the turn's embedding")
     crisis_threshold: float | None = Field(
-        None, gt=0, le=1, description="crisis probe alone flags self_harm from here; empty: the one its training chose"
+        None, gt=0, le=1, description="crisis probe alone flags self_harm from here; unset: the one its training chose"
     )
     crisis_boost_threshold: float = Field(0.5, gt=0, le=1, description="raises a weak self-harm hit to high")
     offensive_threshold: float = Field(0.5, gt=0, le=1, description="offensive probe flags harassment (low)")

@@ -74,7 +74,7 @@ def _polarity_rows(
         Row("polarity", f"{name} macro-F1", f1, digits=3),
     ]
     parts = {
-        "probe alone": [_side(analyzer.margin(v)[0]) for v in vectors],
+        "probe alone": [_side(analyzer.margin(v, name.endswith("(zh)"))[0]) for v in vectors],
         "lexicon alone": [_side(analyzer.lexicon.read(e.text).valence) for e in rows],
     }
     if name.endswith("(zh)"):  # the n-gram layer reads CJK characters only

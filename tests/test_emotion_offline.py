@@ -41,6 +41,8 @@ def test_committed_weights_load_and_name_their_data(analyzer: OfflineEmotionAnal
         "category.npz",
         "zh_ngrams.npz",
         "combiner.npz",
+        "polarity_zh.npz",
+        "combiner_zh.npz",
     }
 
 

@@ -14,10 +14,13 @@ cache (``bench/_vectors.py``), the same e5 query vectors a chat turn gets.
 already holds (a review is long: embedding thousands of them is an hour of a core). Which rows are cached
 depends on what was embedded before, never on a label, so the probe's rows stay a sample of the train part.
 Measured with 4,101 cached rows: ChnSentiCorp held-out 0.882 -> 0.890, but one probe reads both languages
-and the English sets fell (VADER tweets 0.899 -> 0.875, Amazon 0.833 -> 0.785), so the committed weights
-are still the 312-row ones.
+and the English sets fell (VADER tweets 0.899 -> 0.875, Amazon 0.833 -> 0.785). So there are two probes:
+``polarity.npz`` (the first ``--probe-rows`` rows, 312, with every exemplar) for English and other turns,
+and ``polarity_zh.npz`` (up to ``--zh-probe-rows`` rows of the non-dev train part with the Chinese
+exemplars) for Chinese turns. The combiner is fitted twice on the same dev rows: ``combiner.npz`` on the
+general probe's margins (English and other turns) and ``combiner_zh.npz`` on the Chinese probe's.
 
-    python training/train_emotion.py --data ../shared/datasets --cached-only --probe-rows 6012
+    python training/train_emotion.py --data ../shared/datasets --cached-only
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import _datasets  # noqa: E402
 from _vectors import VectorCache  # noqa: E402
 from ragvigil.chat.emotion.lexicon import Lexicon  # noqa: E402
 from ragvigil.chat.emotion.naive_bayes import CharNaiveBayes  # noqa: E402
-from ragvigil.chat.emotion.offline import WEIGHTS_DIR, features  # noqa: E402
+from ragvigil.chat.emotion.offline import WEIGHTS_DIR, features, is_chinese  # noqa: E402
 from ragvigil.chat.probe import fit  # noqa: E402
 from ragvigil.chat.understanding import EMOTIONS  # noqa: E402
 
@@ -80,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=_datasets.DEFAULT_DATA)
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     ap.add_argument("--probe-rows", type=int, default=312, help="ChnSentiCorp train rows for the polarity probe")
+    ap.add_argument("--zh-probe-rows", type=int, default=6012, help="ChnSentiCorp rows for the Chinese probe")
     ap.add_argument("--dev-rows", type=int, default=200, help="ChnSentiCorp train rows that fit the combiner")
     ap.add_argument("--cached-only", action="store_true", help="probe rows only from those already in the cache")
     ap.add_argument("--l2", type=float, default=1e-2)
@@ -100,6 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"polarity probe: {len(probe_rows)} ChnSentiCorp rows + {len(polarity_ex)} exemplars", flush=True)
     polarity = fit(cache.vectors(texts, progress=True), labels, l2=args.l2, balanced=True, meta=meta)
     polarity.save(args.out / "polarity.npz")
+
+    zh_rows = probe_sample(rest, args.zh_probe_rows, cache if args.cached_only else None)
+    zh_ex = [(t, label) for t, label in polarity_ex if is_chinese(t)]
+    zh_texts = [e.text for e in zh_rows] + [t for t, _ in zh_ex]
+    zh_labels = [e.label for e in zh_rows] + [label for _, label in zh_ex]
+    print(f"Chinese polarity probe: {len(zh_rows)} ChnSentiCorp rows + {len(zh_ex)} exemplars", flush=True)
+    polarity_zh = fit(cache.vectors(zh_texts, progress=True), zh_labels, l2=args.l2, balanced=True, meta=meta)
+    polarity_zh.save(args.out / "polarity_zh.npz")
 
     print(f"category probe: {len(emotion_ex)} exemplars", flush=True)
     category = fit(
@@ -132,18 +144,19 @@ def main(argv: list[str] | None = None) -> int:
     dev_texts = [e.text for e in dev]
     dev_labels = [e.label for e in dev]
     vectors = cache.vectors(dev_texts, progress=True)
-    rows = []
-    for text, vector in zip(dev_texts, vectors, strict=True):
-        logits = polarity.logits(vector)[0]
-        margin = float(logits[polarity.labels.index("positive")] - logits[polarity.labels.index("negative")])
-        rows.append(features(margin, ngrams.log_odds(text), lexicon.read(text)))
-    print(f"combiner: {len(dev)} ChnSentiCorp dev rows", flush=True)
-    # class-balanced: hotel reviews are 2:1 positive, a prior a chat turn (or an English one, which has no
-    # n-gram opinion) has no reason to share; unweighted scored 0.885 vs 0.875 in 5-fold CV on the dev slice,
-    # within noise (2 of 200 rows)
-    combiner = fit(np.stack(rows), dev_labels, l2=1e-3, balanced=True, epochs=800, meta=dict(meta, features=3))
-    combiner.save(args.out / "combiner.npz")
-    print("combiner weights (margin, n-grams, lexicon):", np.round(combiner.weights[:, 1] - combiner.weights[:, 0], 3))
+    for probe, name in ((polarity, "combiner.npz"), (polarity_zh, "combiner_zh.npz")):
+        rows = []
+        for text, vector in zip(dev_texts, vectors, strict=True):
+            logits = probe.logits(vector)[0]
+            margin = float(logits[probe.labels.index("positive")] - logits[probe.labels.index("negative")])
+            rows.append(features(margin, ngrams.log_odds(text), lexicon.read(text)))
+        print(f"{name}: {len(dev)} ChnSentiCorp dev rows", flush=True)
+        # class-balanced: hotel reviews are 2:1 positive, a prior a chat turn (or an English one, which has no
+        # n-gram opinion) has no reason to share; unweighted scored 0.885 vs 0.875 in 5-fold CV on the dev slice,
+        # within noise (2 of 200 rows)
+        combiner = fit(np.stack(rows), dev_labels, l2=1e-3, balanced=True, epochs=800, meta=dict(meta, features=3))
+        combiner.save(args.out / name)
+        print("  weights (margin, n-grams, lexicon):", np.round(combiner.weights[:, 1] - combiner.weights[:, 0], 3))
     return 0
 
 

@@ -465,7 +465,9 @@ class SafetySettings(Section):
     resources_file: Path | None = Field(None, description="crisis responses and hotlines YAML; empty: shipped")
     max_chars: int = Field(2000, ge=16, le=100_000, description="a text is cut to this before it is checked")
     classifier: bool = Field(True, description="use the probes over the turn's embedding")
-    crisis_threshold: float = Field(0.9, gt=0, le=1, description="crisis probe alone flags self_harm from here")
+    crisis_threshold: float | None = Field(
+        None, gt=0, le=1, description="crisis probe alone flags self_harm from here; unset: the one its training chose"
+    )
     crisis_boost_threshold: float = Field(0.5, gt=0, le=1, description="raises a weak self-harm hit to high")
     offensive_threshold: float = Field(0.5, gt=0, le=1, description="offensive probe flags harassment (low)")
     offensive_strong_threshold: float = Field(0.85, gt=0, le=1, description="harassment (medium) from here")

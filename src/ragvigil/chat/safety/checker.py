@@ -3,9 +3,9 @@
 The combination rule (also in ``docs/safety.md``):
 
 1. Every lexicon term or pattern that matches one of the normalised forms, and is not vetoed by one
-   of its entry's benign contexts, is a finding with the entry's category and severity.
+   of its entry's benign contexts overlapping that match, is a finding with the entry's category and severity.
 2. The crisis probe alone flags ``self_harm`` (severity ``high``) only at ``crisis_threshold`` or
-   above; benign contexts do not veto it (a benign word next to a real crisis must not hide it).
+   above (unset: the threshold its training chose by cross-validation, stored with the weights); benign contexts do not veto it (a benign word next to a real crisis must not hide it).
    At ``crisis_boost`` or above it raises a self-harm lexicon finding of lower severity to ``high``.
 3. The offensive probe flags ``harassment`` at ``offensive_threshold`` (severity ``low``) and at
    ``offensive_strong`` (``medium``); an insult's severity is the lexicon's call above that.
@@ -52,7 +52,7 @@ _ORDER = {c: i for i, c in enumerate(CATEGORIES)}
 
 @dataclass(frozen=True)
 class Thresholds:
-    crisis: float = 0.9
+    crisis: float | None = None  # None: the crisis probe's own (``Probes.crisis_threshold``)
     crisis_boost: float = 0.5
     offensive: float = 0.5
     offensive_strong: float = 0.85
@@ -150,7 +150,7 @@ class SafetyChecker:
         t = self.thresholds
         p = self.probes.crisis_probability(vector)
         if p is not None:
-            if p >= t.crisis:
+            if p >= (t.crisis if t.crisis is not None else self.probes.crisis_threshold):
                 findings.append(SafetyFinding("self_harm", "high", "classifier", "probe.crisis", round(p, 4)))
             elif p >= t.crisis_boost:
                 weak = [f for f in findings if f.category in CRISIS_CATEGORIES and _RANK[f.severity] < _RANK["high"]]

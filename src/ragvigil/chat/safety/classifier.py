@@ -21,12 +21,20 @@ __all__ = ["CRISIS_WEIGHTS", "OFFENSIVE_WEIGHTS", "Probes", "load_probes"]
 log = logging.getLogger(__name__)
 CRISIS_WEIGHTS = Path(__file__).with_name("crisis.npz")
 OFFENSIVE_WEIGHTS = Path(__file__).with_name("offensive.npz")
+FALLBACK_CRISIS_THRESHOLD = 0.9  # for weights that carry no threshold of their own
 
 
 @dataclass(frozen=True)
 class Probes:
     crisis: LinearProbe | None
     offensive: LinearProbe | None
+
+    @property
+    def crisis_threshold(self) -> float:
+        """The threshold the training chose for these weights by cross-validation on its own rows (never on
+        the benchmark's held-out phrasings): a retrained probe brings the threshold that fits it."""
+        chosen = self.crisis.meta.get("suggested_threshold") if self.crisis is not None else None
+        return float(chosen) if isinstance(chosen, int | float) and 0 < chosen <= 1 else FALLBACK_CRISIS_THRESHOLD
 
     def crisis_probability(self, vector: np.ndarray) -> float | None:
         return self.crisis.probability(vector, "crisis") if self.crisis is not None else None

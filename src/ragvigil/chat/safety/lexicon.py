@@ -3,7 +3,8 @@
 Each entry: ``id``, ``category`` (one of ``CATEGORIES``), ``severity`` (one of ``SEVERITIES``, not
 "none"), ``scope`` (``input``: user messages, ``output``: answers about to be sent, or ``both``),
 ``terms`` (``zh``/``en``/``pinyin`` lists), ``patterns`` (regular expressions) and ``benign``
-(terms or patterns of a context that vetoes the entry: "kill the process", "杀毒软件"). Chinese
+(terms or patterns of a context that vetoes the entry where it overlaps a match: "kill the process",
+"杀毒软件"; a benign phrase elsewhere in the message does not hide a second, real match). Chinese
 terms are matched in the compact form and, unless ``pinyin: false``, as their syllables in the
 pinyin form (so "zisha", "zi sha" and the homophone 紫砂 all read as 自杀); English terms and
 patterns without CJK in the ``words`` form at word boundaries; patterns with CJK in the compact
@@ -49,6 +50,18 @@ def _typed(match: str) -> bool:
     return any(c.islower() for c in match)
 
 
+Span = tuple[str, int, int]  # (form, start, end): where in which normalised form a term or context matched
+
+
+def _find_all(text: str, term: str) -> list[tuple[int, int]]:
+    """Every occurrence of ``term`` in ``text`` (overlapping ones too), as (start, end)."""
+    spans, i = [], text.find(term)
+    while i >= 0:
+        spans.append((i, i + len(term)))
+        i = text.find(term, i + 1)
+    return spans
+
+
 @dataclass(frozen=True)
 class _Matcher:
     """Chinese substrings (compact form) and word-boundary regexes over the words / pinyin / compact forms."""
@@ -70,6 +83,32 @@ class _Matcher:
             return "pattern"
         return None
 
+    def spans(self, n: Normalized, contexts: bool = False) -> list[tuple[str, Span]]:
+        """Every match as (source, span). ``contexts``: a benign matcher, whose word patterns also run over the
+        pinyin form (Latin words stay as typed there) so a context can cover a pinyin match too."""
+        out: list[tuple[str, Span]] = []
+        for t in self.cjk:
+            out += [("lexicon", ("compact", a, b)) for a, b in _find_all(n.compact, t)]
+            out += [("lexicon", ("raw_compact", a, b)) for a, b in _find_all(n.raw_compact, t)]
+        if self.words is not None:
+            out += [("lexicon", ("words", m.start(), m.end())) for m in self.words.finditer(n.words)]
+            if contexts and n.pinyin:
+                out += [("lexicon", ("pinyin", m.start(), m.end())) for m in self.words.finditer(n.pinyin)]
+        if self.pinyin is not None and n.pinyin:
+            typed = (m for m in self.pinyin.finditer(n.pinyin) if _typed(m.group(0)))
+            out += [("lexicon", ("pinyin", m.start(), m.end())) for m in typed]
+        if self.compact is not None:
+            out += [("pattern", ("compact", m.start(), m.end())) for m in self.compact.finditer(n.compact)]
+            if contexts:
+                out += [("pattern", ("raw_compact", m.start(), m.end())) for m in self.compact.finditer(n.raw_compact)]
+        return out
+
+
+def _covered(span: Span, contexts: list[Span]) -> bool:
+    """A benign context overlapping the match in the same form vetoes that match (and only that one)."""
+    form, start, end = span
+    return any(f == form and s < end and start < e for f, s, e in contexts)
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -82,11 +121,19 @@ class Entry:
     benign: _Matcher
 
     def hit(self, n: Normalized) -> str | None:
-        """The finding's source when the entry matches ``n`` and no benign context vetoes it."""
-        source = self.match.matches(n) or (self.patterns.matches(n) and "pattern")
-        if source is None or self.benign.matches(n):
+        """The finding's source when a term or pattern of the entry matches ``n`` outside every benign context.
+
+        Why per span: "我不想活在别人的期待里，真的想死" holds a benign phrase and a real crisis phrase; a
+        context that vetoed the whole entry would leave that message to the probe alone.
+        """
+        if self.match.matches(n) is None and self.patterns.matches(n) is None:
+            return None  # the common case: no term at all, no span work
+        hits = self.match.spans(n) + [("pattern", span) for _, span in self.patterns.spans(n)]
+        contexts = [span for _, span in self.benign.spans(n, contexts=True)]
+        kept = [source for source, span in hits if not _covered(span, contexts)]
+        if not kept:
             return None
-        return source
+        return "lexicon" if "lexicon" in kept else "pattern"
 
 
 @dataclass(frozen=True)
@@ -155,11 +202,12 @@ def _build(source: str, doc: Any, node: Any) -> Lexicon:
     if not isinstance(raw_entries, list) or not raw_entries:
         raise LexiconError(source, [*problems, "entries: must be a non-empty list"])
     lines = _lines(node)
+    folded = {k.casefold(): v for k, v in homophones.items()}
     entries, seen = [], set()
     for i, raw in enumerate(raw_entries):
         where = f"line {lines[i]}: entries[{i}]" if i < len(lines) else f"entries[{i}]"
         entry_problems: list[str] = []
-        entry = _entry(raw, entry_problems)
+        entry = _entry(raw, entry_problems, folded)
         if isinstance(raw, dict) and isinstance(raw.get("id"), str):
             where += f" ({raw['id']})"
             if raw["id"] in seen:
@@ -170,10 +218,10 @@ def _build(source: str, doc: Any, node: Any) -> Lexicon:
             entries.append(entry)
     if problems:
         raise LexiconError(source, problems)
-    return Lexicon(source, tuple(entries), {k.casefold(): v for k, v in homophones.items()})
+    return Lexicon(source, tuple(entries), folded)
 
 
-def _entry(raw: Any, problems: list[str]) -> Entry | None:
+def _entry(raw: Any, problems: list[str], homophones: dict[str, str]) -> Entry | None:
     if not isinstance(raw, dict):
         problems.append("must be a mapping")
         return None
@@ -201,7 +249,7 @@ def _entry(raw: Any, problems: list[str]) -> Entry | None:
     benign = _strings(raw.get("benign"), "benign", problems)
     match = _terms(zh, en, py, bool(derive_pinyin))
     pattern_matcher = _patterns(patterns, "patterns", problems)
-    benign_matcher = _mixed(benign, problems)
+    benign_matcher = _mixed(benign, problems, homophones)
     if problems:
         return None
     return Entry(raw["id"], raw["category"], raw["severity"], scope, match, pattern_matcher, benign_matcher)
@@ -255,10 +303,15 @@ def _patterns(patterns: list[str], name: str, problems: list[str]) -> _Matcher:
     )
 
 
-def _mixed(items: list[str], problems: list[str]) -> _Matcher:
-    """Benign contexts: plain CJK strings as substrings, plain words at word boundaries, the rest as patterns."""
+def _mixed(items: list[str], problems: list[str], homophones: dict[str, str] | None = None) -> _Matcher:
+    """Benign contexts: plain CJK strings as substrings, plain words at word boundaries, the rest as patterns.
+
+    A plain CJK context is also kept in its homophone-mapped compact form (紫砂壶 as 自杀壶), so it covers
+    the term the map made of it in the ``compact`` form, where the entry's match is found."""
     special = re.compile(r"[\\.*+?()\[\]{}|^$]")
-    plain_cjk = [t for t in items if _CJK.search(t) and not special.search(t)]
+    plain = [t for t in items if _CJK.search(t) and not special.search(t)]
+    mapped = [normalize(t, MAX_TERM_CHARS, homophones).compact for t in plain] if homophones else []
+    plain_cjk = list(dict.fromkeys(plain + [t for t in mapped if t]))
     latin_terms = [t for t in items if not _CJK.search(t) and not special.search(t)]
     regexes = [t for t in items if special.search(t)]
     patterns = _patterns(regexes, "benign", problems)

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ragvigil.api.deps import client_address, get_runtime, require
 from ragvigil.api.errors import ApiError
+from ragvigil.api.openapi import ERROR_REF
 from ragvigil.api.schemas import KB_PATTERN, DocumentOut, IngestOut
 from ragvigil.app import Runtime
 from ragvigil.errors import RagvigilError
@@ -116,7 +117,12 @@ async def get_document(kb: KbName, doc_id: str, rt: Runtime = Depends(get_runtim
     return DocumentOut.model_validate(doc, from_attributes=True)
 
 
-@router.post("/kb/{kb}/documents/{doc_id}/release", response_model=DocumentOut)
+_NOT_QUARANTINED = {
+    409: {"description": "The document is not quarantined", "content": {"application/json": {"schema": ERROR_REF}}}
+}
+
+
+@router.post("/kb/{kb}/documents/{doc_id}/release", response_model=DocumentOut, responses=_NOT_QUARANTINED)
 async def release_document(
     request: Request,
     kb: KbName,

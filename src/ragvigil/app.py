@@ -182,6 +182,7 @@ class Runtime:
             self.handoffs.replayer,
             self.log_retention,
             k.pending_gauge,
+            k.quarantine_gauge,
             self.retriever.mode,
             self.notifier,
         ]

@@ -390,6 +390,13 @@ class IngestSettings(BaseModel):
         description="wall-clock seconds for all files of one API upload: PDF extraction is cut to what is left, "
         "a file reached after it fails (upload it again on its own)",
     )
+    quarantine_below_recovered: float = Field(
+        0.98,
+        ge=0.0,
+        le=1.0,
+        description="a document whose encoding repair kept a smaller share of its characters is quarantined: "
+        "stored but never used for answers until released or replaced by a clean copy (0: never)",
+    )
 
 
 class AdmissionSettings(Section):

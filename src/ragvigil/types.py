@@ -39,6 +39,8 @@ class Hit:
     vector_rank: int | None = None
     term_coverage: float = 0.0
     relevant: bool = False
+    quality: str | None = None  # a quality warning on the document (repaired, damaged, released); None: clean
+    warnings: tuple[str, ...] = ()  # the document's loader warnings
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, Field, WithJsonSchema, field_validator, model_validator
 
 from ragvigil.config import Settings
 from ragvigil.storage.text import StorableText
@@ -45,6 +45,16 @@ class Source(BaseModel):
     vector_score: float | None
     cited: bool
     snippet: str
+    quality: Literal["repaired", "damaged", "released"] | None = Field(
+        None,
+        description="a quality warning on the source's document: `repaired` (its encoding was repaired, nothing "
+        "measurably lost), `damaged` (some characters were lost, too few to quarantine it), `released` (it was "
+        "quarantined for lost characters and an operator released it); null for a clean document",
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="the document's quality warnings from ingestion, as the documents API lists them",
+    )
 
 
 class SafetyOut(BaseModel):
@@ -134,15 +144,32 @@ class DocumentOut(BaseModel):
     id: str
     source: str
     title: str
-    status: str
+    status: str = Field(
+        ...,
+        description="searchable (BM25 now, vectors pending), ready, failed, or quarantined: stored but never used "
+        "for answers (its encoding repair lost characters; `quarantine_reason` says how many) until released or "
+        "replaced by a clean upload",
+    )
     vector_status: str
     error: str | None
     warnings: list[str]
+    quality: str = Field("clean", description="clean, repaired (nothing measurably lost) or damaged")
+    quarantined: bool = False
+    quarantine_reason: str | None = Field(None, description="why it is (or was, when released) quarantined")
+    released_by: str | None = Field(None, description="the operator who released it from quarantine")
+    released_at: datetime | None = None
     chunk_count: int
     size_bytes: int
     content_hash: str
     created_at: datetime
     updated_at: datetime
+
+    @model_validator(mode="after")
+    def _quarantine_is_the_status(self) -> DocumentOut:
+        # the stored status follows vector filling; what a reader needs first is that it is not served
+        if self.quarantined:
+            self.status = "quarantined"
+        return self
 
 
 class IngestOut(BaseModel):
@@ -152,6 +179,8 @@ class IngestOut(BaseModel):
     chunks: int
     error: str | None
     warnings: list[str]
+    quarantined: bool = False
+    quarantine_reason: str | None = None
 
 
 MAX_CONTENT_PARTS = 64  # a message's content parts; the text they hold is bounded by the settings

@@ -498,6 +498,8 @@ def finish(turn: Turn, req: GenerationRequest) -> None:
             "vector_score": h.vector_score,
             "cited": i in gen.cited or f"[{i}]" in gen.text,
             "snippet": h.text[:300],
+            "quality": h.quality,
+            "warnings": list(h.warnings),
         }
         for i, h in enumerate(req.passages, 1)
     ]

@@ -16,7 +16,7 @@ from ragvigil.cli.drill import drill
 from ragvigil.cli.faults import faults_app, safe_mode_app
 from ragvigil.cli.handoffs import handoffs_app
 from ragvigil.cli.keys import audit, keys_app
-from ragvigil.cli.knowledge import ask, ingest, search
+from ragvigil.cli.knowledge import ask, ingest, kb_app, search
 from ragvigil.cli.logs import logs_app
 from ragvigil.cli.providers import providers_app
 from ragvigil.cli.remediation import remediation_app
@@ -32,5 +32,6 @@ app.add_typer(safe_mode_app, name="safe-mode")
 app.add_typer(faults_app, name="faults")
 app.add_typer(remediation_app, name="remediation")
 app.add_typer(handoffs_app, name="handoffs")
+app.add_typer(kb_app, name="kb")
 for command in (migrate, ingest, search, ask, serve, audit, diagnose, drill):
     app.command()(command)

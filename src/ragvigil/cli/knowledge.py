@@ -116,6 +116,11 @@ def ingest(
                     failures.append((str(path), res.error))
                 for w in res.warnings:
                     err.print(f"[yellow]warning[/yellow] {path}: {w}")
+                if res.quarantined:
+                    err.print(
+                        f"[yellow]quarantined[/yellow] {path}: {res.quarantine_reason}; not used for answers until "
+                        f"a clean copy is ingested or `ragvigil kb release {res.document_id} --kb {kb}`"
+                    )
                 progress.advance(task)
             if vectors:
                 pending = rt.ingestor.pending_vectors()
@@ -211,3 +216,79 @@ def ask(
     if turn.degraded:
         err.print("[yellow]degraded:[/yellow] " + "; ".join(turn.degraded_reasons))
     err.print(f"[dim]session {turn.session_id}[/dim]")
+
+
+kb_app = typer.Typer(
+    help="A knowledge base's documents: list them with their status, release a quarantined one.", no_args_is_help=True
+)
+
+
+def _catalog():  # type: ignore[no-untyped-def]
+    """The catalog on the database directly (no engines loaded), so these commands work with the service down."""
+    from ragvigil.knowledge.catalog import Catalog
+    from ragvigil.storage.db import Database, migrate
+
+    db = Database(_settings().db_url)
+    migrate(db.engine)
+    return Catalog(db)
+
+
+@kb_app.command("documents")
+def kb_documents(
+    kb: KbOpt = None,
+    quarantined: Annotated[bool, typer.Option("--quarantined", help="only the quarantined documents")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Documents with their status (quarantined ones say why). Exit 1 for an unknown knowledge base."""
+    from sqlalchemy import select
+
+    from ragvigil.api.schemas import DocumentOut
+    from ragvigil.knowledge.catalog import KnowledgeBaseNotFound
+    from ragvigil.storage.models import Document
+
+    kb = kb or _settings().default_kb
+    catalog = _catalog()
+    try:
+        kb_id = catalog.kb_id(kb)
+    except KnowledgeBaseNotFound as exc:
+        err.print(f"[red]{exc.public_message()}[/red]")
+        raise typer.Exit(1) from None
+    stmt = select(Document).where(Document.kb_id == kb_id).order_by(Document.source)
+    if quarantined:
+        stmt = stmt.where(Document.quarantined.is_(True))
+    with catalog.db.session() as s:
+        docs = [DocumentOut.model_validate(d, from_attributes=True) for d in s.scalars(stmt)]
+    catalog.db.dispose()
+    if as_json:
+        print(json.dumps([d.model_dump(mode="json") for d in docs], ensure_ascii=False, indent=2))
+        return
+    table = Table("id", "status", "quality", "source", "reason")
+    for d in docs:
+        table.add_row(d.id, d.status, d.quality, d.source, d.quarantine_reason if d.quarantined else "")
+    console.print(table)
+
+
+@kb_app.command("release")
+def kb_release(
+    document_id: Annotated[str, typer.Argument(help="the document's id (from `ragvigil kb documents`)")],
+    kb: KbOpt = None,
+    who: Annotated[str, typer.Option(help="your name, for the record and the audit log")] = "cli",
+) -> None:
+    """Serve a quarantined document as it is (audited). Exit 1 if it is unknown or not quarantined."""
+    from ragvigil.errors import RagvigilError
+    from ragvigil.knowledge.ingest import release_document
+    from ragvigil.ops.access import AuditLog
+
+    kb = kb or _settings().default_kb
+    catalog = _catalog()
+    audit, target = AuditLog(catalog.db), f"{kb}/{document_id}"
+    try:
+        doc = release_document(catalog, kb, document_id, who)
+    except RagvigilError as exc:
+        audit.record(who[:160], "document.release", exc.code, target, "cli")
+        catalog.db.dispose()
+        err.print(f"[red]{exc.public_message()}[/red]")
+        raise typer.Exit(1) from None
+    audit.record(who[:160], "document.release", "ok", target, "cli", {"reason": doc.quarantine_reason})
+    catalog.db.dispose()
+    console.print(f"document {doc.id} ({doc.source}) released by {who}: it is used for answers again")

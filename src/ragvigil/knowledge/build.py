@@ -14,6 +14,7 @@ from ragvigil.config import Settings
 from ragvigil.knowledge.catalog import Catalog
 from ragvigil.knowledge.embeddings import CachedQueryEmbedder, E5Embedder, SharedVectorCache
 from ragvigil.knowledge.ingest import Ingestor
+from ragvigil.knowledge.quarantine import QuarantineGauge
 from ragvigil.knowledge.retrieval import HybridRetriever
 from ragvigil.knowledge.retrieval_mode import build_retrieval_mode
 from ragvigil.knowledge.tokenize import Tokenizer
@@ -46,6 +47,7 @@ class Knowledge:
     retriever: HybridRetriever
     filler: VectorFiller
     pending_gauge: Periodic  # keeps ragvigil_vectors_pending fresh while serving
+    quarantine_gauge: QuarantineGauge  # ragvigil_documents_quarantined at start (the catalog sets it on change)
 
 
 def build_knowledge(
@@ -80,4 +82,6 @@ def build_knowledge(
     mode = build_retrieval_mode(settings.retrieval_mode, vectors, embedder, filler)
     retriever = HybridRetriever(catalog, tokenizer, embedder, vectors, rs, mode)
     gauge = Periodic("vectors-pending", 5.0, lambda: metrics.VECTORS_PENDING.set(ingestor.pending_vectors()))
-    return Knowledge(tokenizer, embedder, vectors, catalog, ingestor, retriever, filler, gauge)
+    return Knowledge(
+        tokenizer, embedder, vectors, catalog, ingestor, retriever, filler, gauge, QuarantineGauge(catalog)
+    )

@@ -6,6 +6,10 @@ becomes searchable without a restart. A small index is rebuilt on the spot (a ne
 is searchable at once); a large one (rebuilding 100k chunks takes seconds) is rebuilt in a
 background thread while queries keep using the previous index.
 
+A quarantined document (``Document.quarantined``: its repair lost characters) is left out of the
+view, so neither BM25 nor the vector side (whose hits are mapped to records of this view) can
+retrieve it; releasing it changes the view's signature, and the next refresh serves it.
+
 An unknown knowledge base is an error (``KnowledgeBaseNotFound``), never an empty index: asking
 a knowledge base that does not exist must say so, not answer "nothing found".
 """
@@ -21,8 +25,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ragvigil.errors import NotFound
 from ragvigil.knowledge.lexical import Bm25Index, ChunkRecord
+from ragvigil.ops import metrics
 from ragvigil.storage.db import Database
-from ragvigil.storage.models import Chunk, Document, KnowledgeBase
+from ragvigil.storage.models import Chunk, Document, DocumentQuality, KnowledgeBase
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +44,7 @@ class Catalog:
         self.db = db
         self.refresh_s = refresh_s
         self.background_rebuild_at = background_rebuild_at
-        self._bm25: dict[str, tuple[tuple[int, int], Bm25Index]] = {}
+        self._bm25: dict[str, tuple[tuple[int, int, int], Bm25Index]] = {}
         self._checked: dict[str, float] = {}
         self._building: set[str] = set()
         self._lock = threading.Lock()
@@ -73,10 +78,34 @@ class Catalog:
         with self.db.session() as s:
             return list(s.scalars(select(KnowledgeBase.name).order_by(KnowledgeBase.name)))
 
-    def _signature(self, kb_id: int) -> tuple[int, int]:
+    def _signature(self, kb_id: int) -> tuple[int, int, int]:
+        """Served chunks (count, newest id) and quarantined documents: any change to what may be retrieved."""
+        served = (
+            select(func.count(Chunk.id), func.max(Chunk.id))
+            .join(Document, Document.id == Chunk.document_id)
+            .where(Chunk.kb_id == kb_id, Document.quarantined.is_(False))
+        )
         with self.db.session() as s:
-            row = s.execute(select(func.count(Chunk.id), func.max(Chunk.id)).where(Chunk.kb_id == kb_id)).one()
-        return int(row[0]), int(row[1] or 0)
+            row = s.execute(served).one()
+            held = s.scalar(
+                select(func.count(Document.id)).where(Document.kb_id == kb_id, Document.quarantined.is_(True))
+            )
+        return int(row[0]), int(row[1] or 0), int(held or 0)
+
+    def quarantined_counts(self) -> dict[str, int]:
+        """Quarantined documents per knowledge base (every knowledge base, 0 included)."""
+        stmt = (
+            select(KnowledgeBase.name, func.count(Document.id))
+            .outerjoin(Document, (Document.kb_id == KnowledgeBase.id) & Document.quarantined.is_(True))
+            .group_by(KnowledgeBase.name)
+        )
+        with self.db.session() as s:
+            return {name: int(n) for name, n in s.execute(stmt)}
+
+    def publish_quarantined(self) -> None:
+        """Set ``ragvigil_documents_quarantined`` for every knowledge base: at start and after a change."""
+        for name, n in self.quarantined_counts().items():
+            metrics.DOCUMENTS_QUARANTINED.labels(name).set(n)
 
     def bm25(self, kb: str) -> Bm25Index:
         """The current BM25 index of ``kb``; ``KnowledgeBaseNotFound`` if there is no such knowledge base."""
@@ -99,6 +128,7 @@ class Catalog:
             self._checked[kb] = time.monotonic()
             if cached is not None and cached[0] == sig:
                 return cached[1]
+            metrics.DOCUMENTS_QUARANTINED.labels(kb).set(sig[2])  # also a change made by the CLI or a replica
             if cached is not None and len(cached[1]) >= self.background_rebuild_at:
                 if kb not in self._building:
                     self._building.add(kb)
@@ -108,7 +138,7 @@ class Catalog:
             self._bm25[kb] = (sig, index)
             return index
 
-    def _rebuild(self, kb: str, kb_id: int, sig: tuple[int, int]) -> None:
+    def _rebuild(self, kb: str, kb_id: int, sig: tuple[int, int, int]) -> None:
         try:
             index = Bm25Index(self._load_records(kb_id))
             with self._lock:
@@ -133,13 +163,34 @@ class Catalog:
                 Chunk.anchor,
                 Chunk.text,
                 Chunk.tokens,
+                Document.quality,
+                Document.released_at,
+                Document.warnings,
             )
             .join(Document, Document.id == Chunk.document_id)
-            .where(Chunk.kb_id == kb_id)
+            .where(Chunk.kb_id == kb_id, Document.quarantined.is_(False))
             .order_by(Chunk.id)
         )
         with self.db.session() as s:
             return [
-                ChunkRecord(r.id, r.document_id, r.title, r.source, r.anchor, r.text, tuple(r.tokens.split()))
+                ChunkRecord(
+                    r.id,
+                    r.document_id,
+                    r.title,
+                    r.source,
+                    r.anchor,
+                    r.text,
+                    tuple(r.tokens.split()),
+                    source_quality(r.quality, r.released_at is not None),
+                    tuple(r.warnings or ()),
+                )
                 for r in s.execute(stmt)
             ]
+
+
+def source_quality(quality: str | None, released: bool) -> str | None:
+    """What a source says about its document: ``released`` (an operator let a damaged one answer),
+    ``damaged``, ``repaired``, or ``None`` for a clean document."""
+    if released:
+        return "released"
+    return None if quality in (None, DocumentQuality.CLEAN) else quality

@@ -7,6 +7,7 @@ A document is searchable by BM25 as soon as this returns; its vectors are filled
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -15,14 +16,16 @@ from typing import Literal
 from sqlalchemy import delete, func, select
 
 from ragvigil.config import IngestSettings, RetrievalSettings
-from ragvigil.errors import NotFound
+from ragvigil.errors import NotFound, RagvigilError
 from ragvigil.knowledge.catalog import Catalog
 from ragvigil.knowledge.chunking import chunk_text
 from ragvigil.knowledge.loaders import LoadError, load_bytes, strip_controls
+from ragvigil.knowledge.quarantine import judge, log_quarantined
 from ragvigil.knowledge.tokenize import Tokenizer
 from ragvigil.knowledge.vectorstore import VectorStore
-from ragvigil.storage.models import Chunk, Document, DocumentStatus
+from ragvigil.storage.models import Chunk, Document, DocumentStatus, utcnow
 
+log = logging.getLogger(__name__)
 Outcome = Literal["created", "updated", "unchanged", "failed"]
 
 
@@ -34,6 +37,8 @@ class IngestResult:
     chunks: int = 0
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    quarantined: bool = False  # stored but kept out of answers (``quarantine_reason`` says why)
+    quarantine_reason: str | None = None
 
 
 class DocumentNotFound(NotFound):
@@ -41,6 +46,13 @@ class DocumentNotFound(NotFound):
 
     code = "document_not_found"
     message_template = "no document with id {arg}"
+
+
+class DocumentNotQuarantined(RagvigilError):
+    """A release asked for a document that is not quarantined (nothing to release)."""
+
+    status = 409
+    code = "document_not_quarantined"
 
 
 class InvalidSource(ValueError):
@@ -107,7 +119,15 @@ class Ingestor:
         with self.db.session() as s:
             doc = s.scalar(select(Document).where(Document.kb_id == kb_id, Document.source == source))
             if doc is not None and doc.content_hash == digest and doc.status != DocumentStatus.FAILED:
-                return IngestResult(source, "unchanged", doc.id, doc.chunk_count, warnings=list(doc.warnings))
+                return IngestResult(
+                    source,
+                    "unchanged",
+                    doc.id,
+                    doc.chunk_count,
+                    warnings=list(doc.warnings),
+                    quarantined=doc.quarantined,
+                    quarantine_reason=doc.quarantine_reason if doc.quarantined else None,
+                )
         time_left = None if deadline is None else deadline - time.monotonic()
         if time_left is not None and time_left <= 0:
             spent = self.limits.upload_time_budget_s
@@ -122,6 +142,7 @@ class Ingestor:
         except LoadError as exc:
             return self._record_failure(kb_id, source, digest, len(raw), _reason(str(exc)))
 
+        verdict = judge(loaded, self.limits.quarantine_below_recovered)
         pieces = chunk_text(loaded.text, loaded.title, self.settings.chunk_chars, self.settings.chunk_overlap)
         rows = [(p, " ".join(self.tokenizer.tokens(indexable_text(loaded.title, p.anchor, p.text)))) for p in pieces]
         old_chunk_ids: list[int] = []
@@ -142,6 +163,11 @@ class Ingestor:
             doc.warnings = loaded.warnings
             doc.chunk_count = len(rows)
             doc.size_bytes = loaded.size_bytes
+            was_quarantined = doc.quarantined is True
+            doc.quality = verdict.quality
+            doc.quarantined = verdict.quarantined  # a new version is judged afresh: a clean copy is served
+            doc.quarantine_reason = verdict.reason
+            doc.released_by = doc.released_at = None
             s.flush()
             s.add_all(
                 Chunk(
@@ -158,7 +184,23 @@ class Ingestor:
         if old_chunk_ids and self.store is not None:
             self.store.delete(kb, old_chunk_ids)
         self.catalog.invalidate(kb)
-        return IngestResult(source, outcome, doc_id, len(rows), warnings=loaded.warnings)
+        if verdict.reason is not None:
+            log_quarantined(kb, doc_id, source, verdict.reason)
+        if verdict.quarantined or was_quarantined:
+            self.catalog.publish_quarantined()
+        return IngestResult(
+            source,
+            outcome,
+            doc_id,
+            len(rows),
+            warnings=loaded.warnings,
+            quarantined=verdict.quarantined,
+            quarantine_reason=verdict.reason,
+        )
+
+    def release(self, kb: str, document_id: str, by: str) -> Document:
+        """``release_document`` on this ingestor's catalog."""
+        return release_document(self.catalog, kb, document_id, by)
 
     def _record_failure(self, kb_id: int, source: str, digest: str, size: int, reason: str) -> IngestResult:
         with self.db.session(write=True) as s:
@@ -187,10 +229,13 @@ class Ingestor:
                 raise DocumentNotFound(document_id)
             chunk_ids = list(s.scalars(select(Chunk.id).where(Chunk.document_id == doc.id)))
             s.execute(delete(Chunk).where(Chunk.document_id == doc.id))
+            was_quarantined = doc.quarantined
             s.delete(doc)
         if self.store is not None:
             self.store.delete(kb, chunk_ids)
         self.catalog.invalidate(kb)
+        if was_quarantined:
+            self.catalog.publish_quarantined()
 
     def documents(self, kb: str) -> list[Document]:
         kb_id = self.catalog.kb_id(kb)
@@ -208,3 +253,26 @@ class Ingestor:
     def pending_vectors(self) -> int:
         with self.db.session() as s:
             return int(s.scalar(select(func.count(Chunk.id)).where(Chunk.embedded.is_(False))) or 0)
+
+
+def release_document(catalog: Catalog, kb: str, document_id: str, by: str) -> Document:
+    """Serve a quarantined document as it is (an operator judged its damage acceptable).
+
+    Raises ``DocumentNotFound``, or ``DocumentNotQuarantined`` when there is nothing to release.
+    Its sources say ``quality: released`` from then on; a new upload of it is judged afresh.
+    """
+    kb_id = catalog.kb_id(kb)
+    with catalog.db.session(write=True) as s:
+        doc = s.scalar(select(Document).where(Document.kb_id == kb_id, Document.id == document_id))
+        if doc is None:
+            raise DocumentNotFound(document_id)
+        if not doc.quarantined:
+            raise DocumentNotQuarantined(f"document {document_id} is not quarantined")
+        doc.quarantined = False
+        doc.released_by = by[:160]
+        doc.released_at = utcnow()
+        s.flush()
+    catalog.invalidate(kb)
+    catalog.publish_quarantined()
+    log.warning("document_released", extra={"kb": kb, "document_id": document_id, "released_by": by[:160]})
+    return doc

@@ -25,6 +25,8 @@ class ChunkRecord:
     anchor: str
     text: str
     tokens: tuple[str, ...]
+    quality: str | None = None  # None for a clean document, else what its sources say (catalog.source_quality)
+    warnings: tuple[str, ...] = ()  # the document's loader warnings, quoted by its sources
 
 
 class Bm25Index:

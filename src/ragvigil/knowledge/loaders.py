@@ -34,6 +34,63 @@ class LoadedDocument:
     content_hash: str
     size_bytes: int
     warnings: list[str] = field(default_factory=list)
+    damage: TextDamage | None = None  # what the mojibake repair left behind, measured on the final text
+    repaired: bool = False  # the text had been decoded with the wrong encoding and was repaired
+
+
+@dataclass(frozen=True)
+class TextDamage:
+    """What is left of encoding damage in a text, measured after repair.
+
+    Why counted, not guessed: a document whose repair was partial ("会å‘˜", "�以在�年") would put
+    those characters into answers; ingest quarantines it when too few characters came through.
+    ``lost`` estimates the characters that did not survive: each residual mojibake fragment (a UTF-8
+    lead byte shown as Latin-1/cp1252 followed by continuation bytes, or a run of orphan continuation
+    bytes) and each replacement character stands for one lost character.
+    """
+
+    letters: int  # letters and digits that came through (a CJK character counts one)
+    lost: int  # characters estimated lost
+    replacement_chars: int  # U+FFFD in the text
+    fragments: int  # residual mojibake fragments
+
+    @property
+    def recovered_share(self) -> float:
+        """Share of the text's characters that came through intact (1.0 for a clean text)."""
+        total = self.letters + self.lost
+        return 1.0 if not self.lost else self.letters / total
+
+    def describe(self) -> str:
+        """One line for an operator: the share recovered and the evidence (never the text)."""
+        return (
+            f"only {self.recovered_share:.0%} of its characters recovered after encoding repair "
+            f"({self.fragments} mojibake fragments, {self.replacement_chars} replacement characters)"
+        )
+
+
+# A UTF-8 lead byte decoded as Latin-1/cp1252, then the continuation bytes as they show in cp1252 (U+0080-U+00BF
+# and the cp1252 letters of 0x80-0x9F); orphan continuation bytes in a run (their lead byte was lost), leaving out
+# the typographic quotes, dashes and ellipsis that also sit next to each other in clean text.
+_CP1252_HIGH = "€‚ƒ„…†‡ˆ‰Š‹ŒŽ‘’“”•–—˜™š›œžŸ"  # what cp1252 shows for the bytes 0x80-0x9F
+_TYPOGRAPHIC = "…‘’“”•–—†‡€‚„"
+_CONT = "\u0080-\u00bf" + _CP1252_HIGH
+_ORPHAN = "\u0080-\u00bf" + "".join(ch for ch in _CP1252_HIGH if ch not in _TYPOGRAPHIC)
+_DAMAGE = re.compile(f"[\u00c2-\u00ef][{_CONT}]{{1,2}}|[{_ORPHAN}]{{2,3}}|\ufffd")
+
+
+def measure_damage(text: str) -> TextDamage:
+    """Count what a repair left behind in ``text`` (linear in its length)."""
+    fragments = replacement = damaged_letters = 0
+    for m in _DAMAGE.finditer(text):
+        if m.group() == "\ufffd":
+            replacement += 1
+        else:
+            fragments += 1
+        damaged_letters += sum(ch.isalnum() for ch in m.group())
+    letters = sum(ch.isalnum() for ch in text) - damaged_letters
+    return TextDamage(
+        letters=max(letters, 0), lost=fragments + replacement, replacement_chars=replacement, fragments=fragments
+    )
 
 
 # Fragments that survive only when a mojibake repair was partial.
@@ -164,6 +221,7 @@ def load_bytes(
     if len(text) > limits.max_text_chars:
         raise LoadError(f"text has {len(text)} characters; at most {limits.max_text_chars} (ingest.max_text_chars)")
     text, warnings = repair_text(text)
+    repaired = any(w.startswith("mojibake repaired") for w in warnings)
     warnings = pdf_warnings + warnings
     text = re.sub(r"[ \t]+\n", "\n", text).strip()
     if not text:
@@ -176,6 +234,8 @@ def load_bytes(
         content_hash=hashlib.sha256(raw).hexdigest(),
         size_bytes=len(raw),
         warnings=warnings,
+        damage=measure_damage(text),
+        repaired=repaired,
     )
 
 

@@ -126,4 +126,6 @@ def _hit(rec: ChunkRecord) -> Hit:
         anchor=rec.anchor,
         text=rec.text,
         score=0.0,
+        quality=rec.quality,
+        warnings=rec.warnings,
     )

@@ -78,6 +78,13 @@ DOCUMENTS_INGESTED = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+DOCUMENTS_QUARANTINED = Gauge(
+    "ragvigil_documents_quarantined",
+    "Documents kept out of answers because their encoding repair lost characters, per knowledge base "
+    "(until a clean copy is uploaded or an operator releases them); set on change and at start.",
+    ["kb"],
+    registry=REGISTRY,
+)
 VECTORS_PENDING = Gauge(
     "ragvigil_vectors_pending_chunks",
     "Chunks stored and searchable by BM25 whose vectors are not yet filled in.",

@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import false
 from sqlalchemy.types import TypeDecorator
 
 
@@ -73,6 +74,15 @@ class DocumentStatus:
     SEARCHABLE = "searchable"  # chunks stored and in the BM25 index; vectors pending
     READY = "ready"  # vectors filled in too
     FAILED = "failed"
+    QUARANTINED = "quarantined"  # shown by the API only: a document kept out of answers (``Document.quarantined``)
+
+
+class DocumentQuality:
+    """What the loader found in a document's text; a source quotes it so a reader knows (``sources[].quality``)."""
+
+    CLEAN = "clean"
+    REPAIRED = "repaired"  # mojibake repaired, nothing measurably lost
+    DAMAGED = "damaged"  # characters were lost in the repair
 
 
 class Document(Base):
@@ -90,6 +100,12 @@ class Document(Base):
     warnings: Mapped[list[Any]] = mapped_column(JSON, default=list)
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
     size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    # kept apart from ``status`` (the vector filler's lifecycle): a quarantined document is never retrieved
+    quality: Mapped[str] = mapped_column(String(16), default=DocumentQuality.CLEAN, server_default="clean")
+    quarantined: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false(), index=True)
+    quarantine_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    released_by: Mapped[str | None] = mapped_column(String(160), default=None)
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

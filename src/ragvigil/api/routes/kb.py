@@ -11,8 +11,10 @@ from starlette.concurrency import run_in_threadpool
 
 from ragvigil.api.deps import client_address, get_runtime, require
 from ragvigil.api.errors import ApiError
+from ragvigil.api.openapi import ERROR_REF
 from ragvigil.api.schemas import KB_PATTERN, DocumentOut, IngestOut
 from ragvigil.app import Runtime
+from ragvigil.errors import RagvigilError
 from ragvigil.knowledge.ingest import InvalidSource, check_source
 from ragvigil.ops import metrics
 from ragvigil.ops.access import Principal, Role
@@ -112,6 +114,35 @@ async def list_documents(kb: KbName, rt: Runtime = Depends(get_runtime)) -> list
 @router.get("/kb/{kb}/documents/{doc_id}", response_model=DocumentOut, dependencies=[Viewer])
 async def get_document(kb: KbName, doc_id: str, rt: Runtime = Depends(get_runtime)) -> DocumentOut:
     doc = await run_in_threadpool(rt.ingestor.document, kb, doc_id)
+    return DocumentOut.model_validate(doc, from_attributes=True)
+
+
+_NOT_QUARANTINED = {
+    409: {"description": "The document is not quarantined", "content": {"application/json": {"schema": ERROR_REF}}}
+}
+
+
+@router.post("/kb/{kb}/documents/{doc_id}/release", response_model=DocumentOut, responses=_NOT_QUARANTINED)
+async def release_document(
+    request: Request,
+    kb: KbName,
+    doc_id: str,
+    rt: Runtime = Depends(get_runtime),
+    who: Principal = Depends(require(Role.operator)),
+) -> DocumentOut:
+    """Serve a quarantined document as it is: its sources then say ``quality: released``.
+
+    404 ``document_not_found``, 409 ``document_not_quarantined``; every attempt is audited.
+    """
+    source, target = client_address(request), f"{kb}/{doc_id}"
+    try:
+        doc = await run_in_threadpool(rt.ingestor.release, kb, doc_id, who.name)
+    except RagvigilError as exc:
+        await run_in_threadpool(rt.audit.record, who, "document.release", exc.code, target, source)
+        raise
+    await run_in_threadpool(
+        rt.audit.record, who, "document.release", "ok", target, source, {"reason": doc.quarantine_reason}
+    )
     return DocumentOut.model_validate(doc, from_attributes=True)
 
 

@@ -1,7 +1,7 @@
 """sentence vectors of chunks
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 
 The extractive generator ranks a passage's sentences by cosine with the question's vector; the
 sentences' own vectors are computed in the background with the passage vectors and kept here, one
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

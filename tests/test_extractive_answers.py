@@ -168,3 +168,31 @@ def test_no_passage_gives_the_honest_no_answer(generator: ExtractiveGenerator) -
     assert out.text == NO_ANSWER["zh"] and out.cited == []
     out = generator.generate(GenerationRequest("How long do refunds take?", [], language="en"))
     assert out.text == NO_ANSWER["en"]
+
+
+PRICING = """云笺提供免费版、专业版、团队版和企业版四种套餐。
+
+| 项目 | 免费版 | 专业版 | 团队版 |
+| --- | --- | --- | --- |
+| 人民币价格 | ¥0 | ¥28/月 | ¥48/人/月 |
+| 可同步设备数 | 3 台 | 不限 | 不限 |
+"""
+
+
+def test_a_table_row_names_its_columns_and_answers_alone(generator: ExtractiveGenerator) -> None:
+    texts = [c.text for c in chunk_text(PRICING, "套餐", max_chars=500)]
+    assert "人民币价格：免费版 ¥0，专业版 ¥28/月，团队版 ¥48/人/月。" in split_sentences(" ".join(texts))
+    answer = body(ask(generator, "团队版多少钱？", *texts))
+    assert "¥48/人/月" in answer and "|" not in answer and "可同步设备数" not in answer
+
+
+def test_a_follow_up_is_ranked_with_the_query_retrieval_resolved_and_its_own_words_first(
+    generator: ExtractiveGenerator,
+) -> None:
+    texts = [c.text for c in chunk_text(PRICING, "套餐", max_chars=500)]
+    resolved = body(ask(generator, "团队版呢？", *texts, search_query="团队版呢？ 团队版多少钱？ 专业版多少钱？"))
+    assert "¥48/人/月" in resolved
+    install = "To install the app, download the app installer for Windows and run it."
+    mobile = "On mobile, get NimbusNote from the App Store or Google Play."
+    query = "and on mobile? mobile How do I install the app?"
+    assert body(ask(generator, "and on mobile?", install, mobile, language="en", search_query=query)) == mobile

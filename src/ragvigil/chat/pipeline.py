@@ -386,11 +386,13 @@ class Generate(BaseStage):
         if turn.out_of_time:
             passages = []
         query_vector = turn.retrieval.query_vector if turn.retrieval else None
+        searched = turn.retrieval.query if turn.retrieval else None
         return GenerationRequest(
             turn.message,
             passages,
             turn.history,
             turn.language,
+            search_query=searched if searched and searched != turn.message else None,
             query_vector=query_vector,
             sentence_vectors=self._sentence_vectors(passages) if query_vector is not None else {},
             timeout_s=left,

@@ -157,7 +157,53 @@ def _sections(text: str, title: str) -> list[tuple[str, str]]:
             sections.append((" > ".join(h for _, h in path), []))
         else:
             sections[-1][1].append(line)
-    return [(anchor, "\n".join(lines).strip()) for anchor, lines in sections if "\n".join(lines).strip()]
+    bodies = [(anchor, tables_as_sentences("\n".join(lines)).strip()) for anchor, lines in sections]
+    return [(anchor, body) for anchor, body in bodies if body]
+
+
+_HAN = re.compile(r"[\u3400-\u9fff]")
+_TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$")
+_TABLE_RULE = re.compile(r"^:?-{3,}:?$")
+
+
+def tables_as_sentences(text: str) -> str:
+    """Each body row of a Markdown table as one sentence naming its columns: "人民币价格：免费版 ¥0，团队版 ¥48/人/月。".
+
+    Why: joined as it is, a table is one run-on "sentence" of pipes, too long to quote and with the
+    column names (团队版) only in its first row; a row that says which column each value is in can be
+    found by those names and quoted alone as the answer ("团队版多少钱？").
+    """
+    lines = text.split("\n")
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        if i + 1 < len(lines) and _TABLE_ROW.match(lines[i]) and _is_rule(lines[i + 1]):
+            header = _cells(lines[i])
+            i += 2
+            while i < len(lines) and _TABLE_ROW.match(lines[i]):
+                out.append(_row_sentence(header, _cells(lines[i])))
+                i += 1
+            continue
+        out.append(lines[i])
+        i += 1
+    return "\n".join(out)
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def _is_rule(line: str) -> bool:
+    cells = _cells(line) if _TABLE_ROW.match(line) else []
+    return bool(cells) and all(_TABLE_RULE.match(c.replace(" ", "")) for c in cells)
+
+
+def _row_sentence(header: list[str], row: list[str]) -> str:
+    zh = any(_HAN.search(c) for c in header + row)
+    pairs = [f"{h} {c}".strip() for h, c in zip(header[1:], row[1:], strict=False) if c]
+    label, sep, end = (row[0] if row else ""), ("，" if zh else ", "), ("。" if zh else ".")
+    lead = f"{label}：" if zh else f"{label}: "
+    return (lead if label else "") + sep.join(pairs) + end
 
 
 def _hard_split(sentence: str, max_chars: int) -> list[str]:

@@ -40,6 +40,7 @@ class Weights:
     pair_margin: float = 0.5  # the best's neighbour this close in score joins the answer (0: never)
     pair_chars: int = 120  # ...when the two together are no longer than this
     topic: float = 0.1  # share of a question term's weight when it names the passage's topic
+    said: float = 2.0  # a follow-up's own terms, against the terms its resolved query carried over
 
 
 @dataclass
@@ -90,16 +91,21 @@ def rank(request: GenerationRequest, tokenizer: Tokenizer, weights: Weights | No
     """Every answering candidate of ``request``'s passages, best first; identical sentences appear once."""
     w = weights or Weights()
     per_passage = _sentences(request)
-    q_terms = {t for t in tokenizer.tokens(request.question) if t not in QUESTION_WORDS}
-    q_bigrams = {b for b in _bigrams(request.question) if not any(b in qw for qw in QUESTION_WORDS if len(qw) > 1)}
+    question = request.search_query or request.question  # "团队版呢？" as the follow-up resolved it: "团队版多少钱？"
+    q_terms = {t for t in tokenizer.tokens(question) if t not in QUESTION_WORDS}
+    q_bigrams = {b for b in _bigrams(question) if not any(b in qw for qw in QUESTION_WORDS if len(qw) > 1)}
     flat = [s for rows in per_passage for s, _ in rows]
     tokens = {s: set(tokenizer.tokens(s)) for s in flat}
     lead = " ".join([request.passages[0].anchor or "", next((s for s, asks in per_passage[0] if not asks), "")])
     term_w = _weights(q_terms, list(tokens.values()), set(tokenizer.tokens(lead)), w.topic)
     bigram_w = _weights(q_bigrams, [_bigrams(s) for s in flat], _bigrams(lead), w.topic)
+    if request.search_query:  # a follow-up: what the user just asked ("mobile") outweighs the carried topic
+        said, said_grams = set(tokenizer.tokens(request.question)), _bigrams(request.question)
+        term_w = {t: v * (w.said if t in said else 1.0) for t, v in term_w.items()}
+        bigram_w = {b: v * (w.said if b in said_grams else 1.0) for b, v in bigram_w.items()}
     total = sum(term_w.values()) or 1.0
     total_b = sum(bigram_w.values()) or 1.0
-    asked = question_kind(request.question)
+    asked = question_kind(question)
     qv = request.query_vector
     vectors: dict[str, Any] = request.sentence_vectors or {}
 

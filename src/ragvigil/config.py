@@ -161,6 +161,28 @@ class RetrievalSettings(Section):
     history_turns: int = Field(3, ge=0, le=20)
     min_term_coverage: float = Field(0.5, ge=0, le=1)
     min_vector_score: float = Field(0.865, ge=0, le=1)
+    crosslingual_candidates: int = Field(
+        200,
+        ge=1,
+        le=5000,
+        description="in a base holding Chinese and English, vector hits searched before the other language's are "
+        "kept apart (e5 ranks them below the query language's noise)",
+    )
+    crosslingual_offset: float = Field(
+        0.085, ge=0, le=1, description="e5's cosine penalty for a passage in the other language, added back"
+    )
+    crosslingual_coverage_weight: float = Field(
+        0.06,
+        ge=0,
+        le=1,
+        description="how much the query terms an own-language hit covers count against a cross-lingual hit",
+    )
+    min_crosslingual_score: float = Field(
+        0.78, ge=0, le=1, description="cosine a cross-lingual hit needs to be ranked first and judged relevant"
+    )
+    crosslingual_margin: float = Field(
+        0.01, ge=0, le=1, description="other cross-lingual hits are relevant within this cosine of the best one"
+    )
     vector_index: Literal["flat", "hnsw"] = "flat"
     embed_threads: int = Field(1, ge=1, le=64)
     query_engines: int = Field(2, ge=1, le=16, description="parallel query-embedding engines")

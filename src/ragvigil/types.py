@@ -39,6 +39,7 @@ class Hit:
     vector_rank: int | None = None
     term_coverage: float = 0.0
     relevant: bool = False
+    language: str | None = None  # the chunk's script, zh or en (None: neither)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

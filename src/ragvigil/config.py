@@ -156,6 +156,13 @@ class RetrievalSettings(Section):
     rrf_k: int = Field(60, ge=1)
     bm25_weight: float = Field(1.0, ge=0)
     vector_weight: float = Field(1.0, ge=0)
+    paraphrase_vector_boost: float = Field(
+        1.0,
+        ge=0,
+        le=10,
+        description="the vector side's RRF weight is raised by this times the share of the query BM25's best hit "
+        "does not cover (paraphrases share few words with their answer)",
+    )
     chunk_chars: int = Field(500, ge=100, le=8000)
     chunk_overlap: int = Field(80, ge=0, le=2000)
     history_turns: int = Field(3, ge=0, le=20)

@@ -16,6 +16,7 @@ must not grow with what a client sends (the embedder further cuts it to one e5 w
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 
 from ragvigil.config import RetrievalSettings
 from ragvigil.knowledge.catalog import Catalog
@@ -109,10 +110,14 @@ class HybridRetriever:
 
         own_vec = [(rec, s) for rec, s in vector if not is_other(rec)][:n]
         other_vec = [(rec, s) for rec, s in vector if is_other(rec)][:n]
-        own_hits = self._fuse([(rec, s) for rec, s in lexical if not is_other(rec)], own_vec)
-        other_hits = self._fuse([(rec, s) for rec, s in lexical if is_other(rec)], other_vec)
         # floor at 1: in a tiny knowledge base every matched term would otherwise weigh next to nothing
         idf = {t: max(index.idf(t), 1.0) for t in set(tokens)}
+
+        def coverage(rec: ChunkRecord) -> float:
+            return term_coverage(tokens, set(rec.tokens), idf)
+
+        own_hits = self._fuse([(rec, s) for rec, s in lexical if not is_other(rec)], own_vec, coverage)
+        other_hits = self._fuse([(rec, s) for rec, s in lexical if is_other(rec)], other_vec, coverage)
         for hit in own_hits + other_hits:
             rec = index.records[index.positions[hit.chunk_id]]
             hit.term_coverage = round(term_coverage(tokens, set(rec.tokens), idf), 4)
@@ -133,8 +138,23 @@ class HybridRetriever:
         result.hits = ranked[:k]
         return result
 
-    def _fuse(self, lexical: list[tuple[ChunkRecord, float]], vector: list[tuple[ChunkRecord, float]]) -> list[Hit]:
-        """Reciprocal rank fusion of one language's BM25 and vector lists, best first."""
+    def _fuse(
+        self,
+        lexical: list[tuple[ChunkRecord, float]],
+        vector: list[tuple[ChunkRecord, float]],
+        coverage: Callable[[ChunkRecord], float],
+    ) -> list[Hit]:
+        """Reciprocal rank fusion of one language's BM25 and vector lists, best first.
+
+        The vector side weighs more the less of the query BM25's best hit covers: a paraphrase shares few
+        words with the passage that answers it, so BM25's ranking is then mostly noise, while a question
+        that repeats a passage's terms keeps BM25's ranking at full weight.
+        """
+        vector_weight = vector_weights(
+            self.settings.vector_weight,
+            self.settings.paraphrase_vector_boost,
+            coverage(lexical[0][0]) if lexical else None,
+        )
         fused: dict[int, Hit] = {}
         for rank, (rec, score) in enumerate(lexical, 1):
             hit = fused.setdefault(rec.id, _hit(rec))
@@ -143,7 +163,7 @@ class HybridRetriever:
         for rank, (rec, score) in enumerate(vector, 1):
             hit = fused.setdefault(rec.id, _hit(rec))
             hit.vector_score, hit.vector_rank = score, rank
-            hit.score += self.settings.vector_weight / (self.settings.rrf_k + rank)
+            hit.score += vector_weight / (self.settings.rrf_k + rank)
         return sorted(fused.values(), key=lambda h: h.score, reverse=True)
 
     def _prefer_crosslingual(self, own_hits: list[Hit], other_hits: list[Hit]) -> bool:
@@ -195,3 +215,10 @@ def _hit(rec: ChunkRecord) -> Hit:
 
 def _other(script: Script) -> Script:
     return "en" if script == "zh" else "zh"
+
+
+def vector_weights(base: float, boost: float, lexical_top_coverage: float | None) -> float:
+    """The vector side's RRF weight: ``base``, raised by ``boost`` times the share of the query BM25's best hit misses."""
+    if lexical_top_coverage is None:
+        return base
+    return base * (1.0 + boost * (1.0 - lexical_top_coverage))

@@ -176,7 +176,14 @@ class RetrievalSettings(Section):
         "kept apart (e5 ranks them below the query language's noise)",
     )
     crosslingual_offset: float = Field(
-        0.085, ge=0, le=1, description="e5's cosine penalty for a passage in the other language, added back"
+        0.08, ge=0, le=1, description="e5's cosine penalty for a passage in the other language, added back"
+    )
+    crosslingual_agreement_offset: float = Field(
+        0.04,
+        ge=0,
+        le=1,
+        description="the offset used instead when BM25's and the vector side's best own-language hits are the same "
+        "document (evidence that the query's own language answers)",
     )
     crosslingual_coverage_weight: float = Field(
         0.06,

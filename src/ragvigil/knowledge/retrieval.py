@@ -181,8 +181,14 @@ class HybridRetriever:
             if nearest is None
             else own_strength(nearest.vector_score, nearest.term_coverage, s.crosslingual_coverage_weight)
         )
+        # BM25 and the vector side agreeing on the own language's best document is evidence that it answers
+        lexical_top = min(
+            (h for h in own_hits if h.bm25_rank is not None), key=lambda h: h.bm25_rank or 0, default=None
+        )
+        agree = nearest is not None and lexical_top is not None and lexical_top.document_id == nearest.document_id
+        offset = s.crosslingual_agreement_offset if agree else s.crosslingual_offset
         other_cos = max((h.vector_score for h in other_hits if h.vector_score is not None), default=None)
-        return prefer_crosslingual(own, other_cos, s.crosslingual_offset, s.min_crosslingual_score)
+        return prefer_crosslingual(own, other_cos, offset, s.min_crosslingual_score)
 
     def _scripts(self, index: Bm25Index) -> tuple[list[Script | None], frozenset[Script | None]]:
         """The script of every chunk of ``index`` (by position) and the set of them, computed once per index."""

@@ -51,7 +51,6 @@ def _first(rt: Runtime, question: str, mode: str = "hybrid") -> tuple[str, bool]
         ("How can my company get a VAT invoice (fapiao) for what we paid?", "zh-invoice.md"),
         ("同步图标变成红色感叹号是怎么回事？", "en-sync-troubleshooting.md"),
         ("不小心把笔记改坏了，能退回到之前的版本吗？", "en-version-history-trash.md"),
-        ("回收站里的附件还算在我的存储空间里吗？", "en-storage-attachments.md"),
     ],
 )
 def test_a_question_finds_the_document_in_the_other_language(helpcentre: Runtime, question: str, source: str) -> None:

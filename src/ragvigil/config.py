@@ -192,7 +192,16 @@ class RetrievalSettings(Section):
         description="how much the query terms an own-language hit covers count against a cross-lingual hit",
     )
     min_crosslingual_score: float = Field(
-        0.78, ge=0, le=1, description="cosine a cross-lingual hit needs to be ranked first and judged relevant"
+        0.78,
+        ge=0,
+        le=1,
+        description="cosine a cross-lingual hit of an English query needs to be ranked first and judged relevant",
+    )
+    min_crosslingual_score_zh: float = Field(
+        0.805,
+        ge=0,
+        le=1,
+        description="the same for a Chinese query (e5's cosines run ~0.03 higher for Chinese queries)",
     )
     crosslingual_margin: float = Field(
         0.01, ge=0, le=1, description="other cross-lingual hits are relevant within this cosine of the best one"

@@ -122,7 +122,9 @@ class HybridRetriever:
             rec = index.records[index.positions[hit.chunk_id]]
             hit.term_coverage = round(term_coverage(tokens, set(rec.tokens), idf), 4)
             hit.language = scripts[index.positions[hit.chunk_id]]
-        crosslingual = self._prefer_crosslingual(own_hits, other_hits)
+        rs = self.settings
+        floor = rs.min_crosslingual_score_zh if q_script == "zh" else rs.min_crosslingual_score
+        crosslingual = self._prefer_crosslingual(own_hits, other_hits, floor)
         best_other = max((h.vector_score for h in other_hits if h.vector_score is not None), default=None)
         for hit in own_hits:
             hit.relevant = self._relevant(hit)
@@ -131,8 +133,7 @@ class HybridRetriever:
                 crosslingual
                 and hit.vector_score is not None
                 and best_other is not None
-                and hit.vector_score
-                >= max(self.settings.min_crosslingual_score, best_other - self.settings.crosslingual_margin)
+                and hit.vector_score >= max(floor, best_other - rs.crosslingual_margin)
             )
         ranked = other_hits + own_hits if crosslingual else own_hits + other_hits
         result.hits = ranked[:k]
@@ -166,7 +167,7 @@ class HybridRetriever:
             hit.score += vector_weight / (self.settings.rrf_k + rank)
         return sorted(fused.values(), key=lambda h: h.score, reverse=True)
 
-    def _prefer_crosslingual(self, own_hits: list[Hit], other_hits: list[Hit]) -> bool:
+    def _prefer_crosslingual(self, own_hits: list[Hit], other_hits: list[Hit], floor: float) -> bool:
         """Does the other language's best vector hit answer better than anything in the query's own language?"""
         if not other_hits:
             return False
@@ -188,7 +189,7 @@ class HybridRetriever:
         agree = nearest is not None and lexical_top is not None and lexical_top.document_id == nearest.document_id
         offset = s.crosslingual_agreement_offset if agree else s.crosslingual_offset
         other_cos = max((h.vector_score for h in other_hits if h.vector_score is not None), default=None)
-        return prefer_crosslingual(own, other_cos, offset, s.min_crosslingual_score)
+        return prefer_crosslingual(own, other_cos, offset, floor)
 
     def _scripts(self, index: Bm25Index) -> tuple[list[Script | None], frozenset[Script | None]]:
         """The script of every chunk of ``index`` (by position) and the set of them, computed once per index."""

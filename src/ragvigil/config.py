@@ -156,11 +156,56 @@ class RetrievalSettings(Section):
     rrf_k: int = Field(60, ge=1)
     bm25_weight: float = Field(1.0, ge=0)
     vector_weight: float = Field(1.0, ge=0)
+    paraphrase_vector_boost: float = Field(
+        1.0,
+        ge=0,
+        le=10,
+        description="the vector side's RRF weight is raised by this times the share of the query BM25's best hit "
+        "does not cover (paraphrases share few words with their answer)",
+    )
     chunk_chars: int = Field(500, ge=100, le=8000)
     chunk_overlap: int = Field(80, ge=0, le=2000)
     history_turns: int = Field(3, ge=0, le=20)
     min_term_coverage: float = Field(0.5, ge=0, le=1)
     min_vector_score: float = Field(0.865, ge=0, le=1)
+    crosslingual_candidates: int = Field(
+        200,
+        ge=1,
+        le=5000,
+        description="in a base holding Chinese and English, vector hits searched before the other language's are "
+        "kept apart (e5 ranks them below the query language's noise)",
+    )
+    crosslingual_offset: float = Field(
+        0.08, ge=0, le=1, description="e5's cosine penalty for a passage in the other language, added back"
+    )
+    crosslingual_agreement_offset: float = Field(
+        0.04,
+        ge=0,
+        le=1,
+        description="the offset used instead when BM25's and the vector side's best own-language hits are the same "
+        "document (evidence that the query's own language answers)",
+    )
+    crosslingual_coverage_weight: float = Field(
+        0.06,
+        ge=0,
+        le=1,
+        description="how much the query terms an own-language hit covers count against a cross-lingual hit",
+    )
+    min_crosslingual_score: float = Field(
+        0.78,
+        ge=0,
+        le=1,
+        description="cosine a cross-lingual hit of an English query needs to be ranked first and judged relevant",
+    )
+    min_crosslingual_score_zh: float = Field(
+        0.805,
+        ge=0,
+        le=1,
+        description="the same for a Chinese query (e5's cosines run ~0.03 higher for Chinese queries)",
+    )
+    crosslingual_margin: float = Field(
+        0.01, ge=0, le=1, description="other cross-lingual hits are relevant within this cosine of the best one"
+    )
     vector_index: Literal["flat", "hnsw"] = "flat"
     embed_threads: int = Field(1, ge=1, le=64)
     query_engines: int = Field(2, ge=1, le=16, description="parallel query-embedding engines")

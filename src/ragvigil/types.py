@@ -41,6 +41,7 @@ class Hit:
     relevant: bool = False
     quality: str | None = None  # a quality warning on the document (repaired, damaged, released); None: clean
     warnings: tuple[str, ...] = ()  # the document's loader warnings
+    language: str | None = None  # the chunk's script, zh or en (None: neither)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -4,16 +4,25 @@ Relevance is judged separately from ranking, because RRF scores are relative: a 
 *relevant* when it covers enough of the query's weighted terms, or when its vector
 cosine clears a threshold calibrated for e5 (whose cosines sit in 0.7-1.0).
 
+In a base holding both Chinese and English, each language is fused on its own and the other
+language's best vector hit is weighed against the query language's (``crosslingual``): e5 finds the
+passage that answers across languages, but ranks it below same-language noise, and term coverage
+is 0 across languages, so neither raw ranks nor the coverage gate may decide there.
+
 A query is cut to ``max_query_chars`` before it is tokenized or embedded: what one search costs
 must not grow with what a client sends (the embedder further cuts it to one e5 window).
 """
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
+
 from ragvigil.config import RetrievalSettings
 from ragvigil.knowledge.catalog import Catalog
+from ragvigil.knowledge.crosslingual import Script, own_strength, prefer_crosslingual, script_of
 from ragvigil.knowledge.embeddings import Embedder, EmbedderBusy, EmbedderUnavailable
-from ragvigil.knowledge.lexical import ChunkRecord
+from ragvigil.knowledge.lexical import Bm25Index, ChunkRecord
 from ragvigil.knowledge.retrieval_mode import RetrievalMode, vector_side_probe
 from ragvigil.knowledge.tokenize import Tokenizer
 from ragvigil.knowledge.vectorstore import VectorStore, VectorStoreError
@@ -48,6 +57,9 @@ class HybridRetriever:
         self.settings = settings
         # hybrid, or lexical_only while the vector side is down (it probes its way back)
         self.mode = mode or RetrievalMode(vector_side_probe(store, embedder, 2.0))
+        self._script_cache: weakref.WeakKeyDictionary[
+            Bm25Index, tuple[list[Script | None], frozenset[Script | None]]
+        ] = weakref.WeakKeyDictionary()
 
     def search(
         self, kb: str, query: str, k: int | None = None, mode: str = "hybrid", embed_wait_s: float | None = None
@@ -71,13 +83,18 @@ class HybridRetriever:
             return result
 
         lexical = index.search(tokens, n) if mode in ("hybrid", "bm25") else []
+        q_script = script_of(query)
+        scripts, present = self._scripts(index)
+        other = _other(q_script) if q_script is not None and _other(q_script) in present else None
         vector: list[tuple[ChunkRecord, float]] = []
         if mode == "hybrid" and self.mode.lexical_only:
             result.vector_error = f"retrieval is lexical_only: {self.mode.reason()}"
         elif mode in ("hybrid", "vector") and self.embedder is not None and self.store is not None:
+            # a mixed-language base: the other language's hits sit below the own language's noise, so look deeper
+            depth = max(n, min(len(index), self.settings.crosslingual_candidates)) if other else n
             try:
                 qvec = result.query_vector = self.embedder.embed_query(query, embed_wait_s)
-                for chunk_id, score in self.store.search(kb, qvec, n):
+                for chunk_id, score in self.store.search(kb, qvec, depth):
                     pos = index.positions.get(chunk_id)
                     if pos is not None:
                         vector.append((index.records[pos], score))
@@ -88,6 +105,57 @@ class HybridRetriever:
                 result.vector_error = str(exc)
                 self.mode.record_failure(str(exc))
 
+        def is_other(rec: ChunkRecord) -> bool:
+            return other is not None and scripts[index.positions[rec.id]] == other
+
+        own_vec = [(rec, s) for rec, s in vector if not is_other(rec)][:n]
+        other_vec = [(rec, s) for rec, s in vector if is_other(rec)][:n]
+        # floor at 1: in a tiny knowledge base every matched term would otherwise weigh next to nothing
+        idf = {t: max(index.idf(t), 1.0) for t in set(tokens)}
+
+        def coverage(rec: ChunkRecord) -> float:
+            return term_coverage(tokens, set(rec.tokens), idf)
+
+        own_hits = self._fuse([(rec, s) for rec, s in lexical if not is_other(rec)], own_vec, coverage)
+        other_hits = self._fuse([(rec, s) for rec, s in lexical if is_other(rec)], other_vec, coverage)
+        for hit in own_hits + other_hits:
+            rec = index.records[index.positions[hit.chunk_id]]
+            hit.term_coverage = round(term_coverage(tokens, set(rec.tokens), idf), 4)
+            hit.language = scripts[index.positions[hit.chunk_id]]
+        rs = self.settings
+        floor = rs.min_crosslingual_score_zh if q_script == "zh" else rs.min_crosslingual_score
+        crosslingual = self._prefer_crosslingual(own_hits, other_hits, floor)
+        best_other = max((h.vector_score for h in other_hits if h.vector_score is not None), default=None)
+        for hit in own_hits:
+            hit.relevant = self._relevant(hit)
+        for hit in other_hits:
+            hit.relevant = (
+                crosslingual
+                and hit.vector_score is not None
+                and best_other is not None
+                and hit.vector_score >= max(floor, best_other - rs.crosslingual_margin)
+            )
+        ranked = other_hits + own_hits if crosslingual else own_hits + other_hits
+        result.hits = ranked[:k]
+        return result
+
+    def _fuse(
+        self,
+        lexical: list[tuple[ChunkRecord, float]],
+        vector: list[tuple[ChunkRecord, float]],
+        coverage: Callable[[ChunkRecord], float],
+    ) -> list[Hit]:
+        """Reciprocal rank fusion of one language's BM25 and vector lists, best first.
+
+        The vector side weighs more the less of the query BM25's best hit covers: a paraphrase shares few
+        words with the passage that answers it, so BM25's ranking is then mostly noise, while a question
+        that repeats a passage's terms keeps BM25's ranking at full weight.
+        """
+        vector_weight = vector_weights(
+            self.settings.vector_weight,
+            self.settings.paraphrase_vector_boost,
+            coverage(lexical[0][0]) if lexical else None,
+        )
         fused: dict[int, Hit] = {}
         for rank, (rec, score) in enumerate(lexical, 1):
             hit = fused.setdefault(rec.id, _hit(rec))
@@ -96,17 +164,40 @@ class HybridRetriever:
         for rank, (rec, score) in enumerate(vector, 1):
             hit = fused.setdefault(rec.id, _hit(rec))
             hit.vector_score, hit.vector_rank = score, rank
-            hit.score += self.settings.vector_weight / (self.settings.rrf_k + rank)
+            hit.score += vector_weight / (self.settings.rrf_k + rank)
+        return sorted(fused.values(), key=lambda h: h.score, reverse=True)
 
-        ranked = sorted(fused.values(), key=lambda h: h.score, reverse=True)[:k]
-        # floor at 1: in a tiny knowledge base every matched term would otherwise weigh next to nothing
-        idf = {t: max(index.idf(t), 1.0) for t in set(tokens)}
-        for hit in ranked:
-            rec = index.records[index.positions[hit.chunk_id]]
-            hit.term_coverage = round(term_coverage(tokens, set(rec.tokens), idf), 4)
-            hit.relevant = self._relevant(hit)
-        result.hits = ranked
-        return result
+    def _prefer_crosslingual(self, own_hits: list[Hit], other_hits: list[Hit], floor: float) -> bool:
+        """Does the other language's best vector hit answer better than anything in the query's own language?"""
+        if not other_hits:
+            return False
+        s = self.settings
+        # the own language's nearest hit by cosine, nudged by the query terms it covers: the coverage of
+        # any own-language hit would do, but generic words give every English FAQ a share of it
+        nearest = max(
+            (h for h in own_hits if h.vector_score is not None), key=lambda h: h.vector_score or 0.0, default=None
+        )
+        own = (
+            None
+            if nearest is None
+            else own_strength(nearest.vector_score, nearest.term_coverage, s.crosslingual_coverage_weight)
+        )
+        # BM25 and the vector side agreeing on the own language's best document is evidence that it answers
+        lexical_top = min(
+            (h for h in own_hits if h.bm25_rank is not None), key=lambda h: h.bm25_rank or 0, default=None
+        )
+        agree = nearest is not None and lexical_top is not None and lexical_top.document_id == nearest.document_id
+        offset = s.crosslingual_agreement_offset if agree else s.crosslingual_offset
+        other_cos = max((h.vector_score for h in other_hits if h.vector_score is not None), default=None)
+        return prefer_crosslingual(own, other_cos, offset, floor)
+
+    def _scripts(self, index: Bm25Index) -> tuple[list[Script | None], frozenset[Script | None]]:
+        """The script of every chunk of ``index`` (by position) and the set of them, computed once per index."""
+        cached = self._script_cache.get(index)
+        if cached is None:
+            scripts = [script_of(r.text) for r in index.records]
+            cached = self._script_cache[index] = (scripts, frozenset(scripts))
+        return cached
 
     def _relevant(self, hit: Hit) -> bool:
         """Enough of the query's terms, or a cosine (nudged by partial term overlap) above the threshold."""
@@ -129,3 +220,14 @@ def _hit(rec: ChunkRecord) -> Hit:
         quality=rec.quality,
         warnings=rec.warnings,
     )
+
+
+def _other(script: Script) -> Script:
+    return "en" if script == "zh" else "zh"
+
+
+def vector_weights(base: float, boost: float, lexical_top_coverage: float | None) -> float:
+    """The vector side's RRF weight: ``base``, raised by ``boost`` times the share of the query BM25's best hit misses."""
+    if lexical_top_coverage is None:
+        return base
+    return base * (1.0 + boost * (1.0 - lexical_top_coverage))

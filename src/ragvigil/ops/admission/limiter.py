@@ -24,14 +24,15 @@ burst of seconds cannot move the baseline, and the limit moves at most ``smoothi
 A CPU-bound instance is the one case Gradient2 gets wrong. Where the work waits on something else (a
 remote LLM), more requests in flight means more answers per second, and the headroom is how the
 limit finds that out. Where it is the process's own CPU (the extractive path, or a burst of cheap
-turns; in Python one core's worth under the GIL), more in flight only makes every turn slower. It
-also costs answers: threads contend for the GIL and the SQLite write lock. Gradient2 settles at
-``headroom / (1 - gradient)`` (at least 8 with a headroom of 4). In the 10x burst drill that was
-12-16 slots, where 8 did better: goodput fell to 0.7x of the capacity measured at 8 users.
-So when the process used at least ``cpu_saturation`` cores over a window (``cpu_clock``, the
-process's CPU seconds) and latency is above its baseline, the limit adds no headroom and shrinks at
-once (multiplicative decrease, as in AIMD) instead of by ``smoothing``. Only then: on noisy remote
-latencies an unsmoothed decrease would talk the limit down to its floor.
+turns; in Python one core's worth under the GIL), more in flight only makes every turn slower, and
+Gradient2 still settles at ``headroom / (1 - gradient)``: at least 8 with a headroom of 4, however
+slow each turn has become. So when the process used at least ``cpu_saturation`` cores over a window
+(``cpu_clock``, the process's CPU seconds) and latency is above its baseline, the limit adds no
+headroom and shrinks at once (multiplicative decrease, as in AIMD) instead of by ``smoothing``.
+Only then: on noisy remote latencies an unsmoothed decrease would talk the limit down to its floor.
+In the 10x burst drill on 2 shared cores, with the threshold at 0.6 cores, the limit went from 16 to
+6 and admitted p95 from 1.66 s to 0.86 s; goodput did not rise with it (0.66x of capacity), so what
+holds goodput back there is not the number of turns in flight.
 
 The state is plain numbers updated per sample, so it can be unit-tested with made-up latencies and
 times; it does not read a clock itself (``now`` is given; without it every sample is its own window;

@@ -397,6 +397,13 @@ def optional_rows(report: Report, data: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    finally:
+        logging.disable(logging.NOTSET)  # main may run inside a test process: its logging is left as found
+
+
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=REPO_ROOT / ".." / "shared" / "datasets", help="datasets folder")
     ap.add_argument("--sets", default="cmrc2018,stackfaq", help="which sets, comma separated")

@@ -226,3 +226,12 @@ def test_a_small_run_asks_every_question_through_chat_and_reports_each_measure(
     assert (tmp_path / "cache.sqlite").exists()
     misses = json.loads(out.with_suffix(".misses.json").read_text(encoding="utf-8"))
     assert len(misses) == round(3 * (1 - contained["value"]))
+
+
+def test_the_bench_leaves_logging_as_it_found_it(aq: ModuleType) -> None:
+    """It silences warnings while it runs; run inside a test process, the tests after it must still see logs."""
+    import logging
+
+    with pytest.raises(SystemExit):
+        aq.main(["--sets", "nope"])
+    assert logging.root.manager.disable == logging.NOTSET

@@ -72,13 +72,13 @@ class GenerationRequest:
     passages: list[Hit]  # relevant passages only, in citation order ([1] is passages[0])
     history: list[tuple[str, str]] = field(default_factory=list)  # (role, content), oldest first
     language: str = "en"
+    timeout_s: float | None = None  # what is left of the turn's budget: a remote generator waits no longer
     # the question as retrieval searched it, when a follow-up was resolved against the conversation
     # ("团队版呢？" → "团队版多少钱？"); a generator without the history ranks with it. None: the question itself
     search_query: str | None = None
     query_vector: Any = None  # the e5 vector of the search query (numpy), when the vector side ran
     # background vectors of the passages' sentences, by ``sentence_key``; a sentence missing here has none
     sentence_vectors: dict[str, Any] = field(default_factory=dict)
-    timeout_s: float | None = None  # what is left of the turn's budget: a remote generator waits no longer
 
 
 @dataclass

@@ -124,12 +124,17 @@ class HybridRetriever:
             hit.language = scripts[index.positions[hit.chunk_id]]
         rs = self.settings
         floor = rs.min_crosslingual_score_zh if q_script == "zh" else rs.min_crosslingual_score
-        crosslingual = self._prefer_crosslingual(own_hits, other_hits, floor)
+        # only when no document in the query's own language answers it: one that holds enough of the
+        # query's words does ("and on mobile? … install the app" must not go to a Chinese login page)
+        answered = any(h.term_coverage >= rs.min_term_coverage for h in own_hits)
+        crosslingual = not answered and self._prefer_crosslingual(own_hits, other_hits, floor)
         best_other = max((h.vector_score for h in other_hits if h.vector_score is not None), default=None)
         for hit in own_hits:
             hit.relevant = self._relevant(hit)
         for hit in other_hits:
-            hit.relevant = (
+            # a chunk mostly in the other script that holds the query's own words (a bilingual FAQ: "星河会员的
+            # 年费是 388 元。 The Galaxy membership costs…") is relevant by the same rule as the query's language
+            hit.relevant = self._relevant(hit) or (
                 crosslingual
                 and hit.vector_score is not None
                 and best_other is not None

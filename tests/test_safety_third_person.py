@@ -112,6 +112,26 @@ def test_zh_first_person_death_word_by_probe_stays_crisis(checker: SafetyChecker
     assert checker.check("我死于什么都无所谓了", v).crisis
 
 
+def test_zh_bereavement_with_a_wish_to_follow_stays_crisis_by_probe(checker: SafetyChecker) -> None:
+    v = _vector_at(checker.probes, 0.95)
+    assert checker.check("爷爷去世了，好想跟他一起走", v).crisis
+
+
+def test_zh_bereavement_question_with_a_wish_stays_crisis_by_probe(checker: SafetyChecker) -> None:
+    v = _vector_at(checker.probes, 0.95)
+    assert checker.check("妈妈死于癌症，怎么才能去陪她？", v).crisis
+
+
+def test_en_bereavement_with_a_wish_to_join_stays_crisis_by_probe(checker: SafetyChecker) -> None:
+    v = _vector_at(checker.probes, 0.95)
+    assert checker.check("My dad died of cancer, why not join him?", v).crisis
+
+
+def test_zh_a_death_told_not_asked_stays_crisis_by_probe(checker: SafetyChecker) -> None:
+    v = _vector_at(checker.probes, 0.95)
+    assert checker.check("奶奶去世了，不知道以后还有什么意义", v).crisis
+
+
 def test_a_very_confident_probe_still_flags_a_fact_shaped_text(checker: SafetyChecker) -> None:
     v = _vector_at(checker.probes, 0.995)
     assert checker.check("李白死于什么病？", v).crisis

@@ -42,9 +42,27 @@ _CONTEXT_EN = re.compile(
 )
 
 
+# A question, as reading-comprehension and history questions are: a statement of a death is where grief is told.
+_QUESTION_ZH = re.compile(r"[?？]|吗|什么|谁|哪|怎么|怎样|如何|为什么|为何|几|多少|多久")
+_QUESTION_EN = re.compile(r"\?|\b(?:how|who|whom|what|why|when|where|which)\b")
+# A wish, a plan or the words of despair anywhere ("妈妈死于癌症，怎么才能去陪她？", "奶奶去世了，不知道以后还有什么
+# 意义", "I want to join him"): grief that may be a crisis, left to the usual rule.
+_WISH_ZH = re.compile(
+    r"想|要去|打算|准备|陪|一起走|跟着|去找|随(?:他|她|他们)|意义|意思|活着|活下去|解脱|撑不|熬不|没用|累"
+)
+_WISH_EN = re.compile(
+    r"\b(?:want|wants|wanna|wish|join|joining|follow|going to|plan|planning|ready to|point|meaning|alive|living|go on)\b"
+)
+
+
 def third_person_death_fact(n: Normalized) -> bool:
-    """True when ``n`` speaks of a death as a fact about someone else and of nobody as the writer or "you"."""
+    """True when ``n`` asks about a death as a fact about someone else, naming nobody as the writer or "you",
+    with no wish or plan in it (bereavement with a wish to follow is left to the usual rule)."""
     if FIRST_PERSON_ZH.search(n.compact) or _FIRST_PERSON_EN.search(n.words):
+        return False
+    if _WISH_ZH.search(n.compact) or _WISH_EN.search(n.words):
+        return False
+    if not (_QUESTION_ZH.search(n.text) or _QUESTION_EN.search(n.text)):
         return False
     if _FACT_ZH.search(n.compact) or _FACT_EN.search(n.words):
         return True

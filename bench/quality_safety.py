@@ -12,6 +12,7 @@ shared cache (the lexicon half on every row); each row says how many it read. ``
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ import yaml
 import _datasets
 from _common import REPO_ROOT, Report, Row, percentiles_ms
 from _vectors import VectorCache
+from ragvigil.chat.intent import DEFAULT_FILE, ExampleIntentClassifier, load_file
 from ragvigil.chat.safety import SafetyChecker
 
 HELDOUT = REPO_ROOT / "bench" / "data" / "crisis_heldout.yaml"
@@ -90,6 +92,50 @@ def _side(word: str) -> str | None:
     return None
 
 
+def cmrc_questions(data: Path) -> list[str]:
+    """Every question of CMRC2018 trial (SQuAD format): factual reading-comprehension questions about
+    Wikipedia passages, many naming deaths, wars and diseases; none is a crisis or a complaint."""
+    doc = json.loads((data / "retrieval" / "cmrc2018_trial.json").read_text(encoding="utf-8"))
+    return [qa["question"] for a in doc["data"] for p in a["paragraphs"] for qa in p["qas"] if qa.get("question")]
+
+
+class _CachedEmbedder:
+    """The intent classifier's embedder over the shared bench cache (the examples are embedded once)."""
+
+    def __init__(self, cache: VectorCache) -> None:
+        self.cache = cache
+        self.name = cache.model
+
+    def embed_query(self, text: str, timeout_s: float | None = None) -> np.ndarray:
+        return self.cache.vectors([text])[0]
+
+
+def _handoff_row(data: Path, cache: VectorCache, checker: SafetyChecker, max_rows: int, embed: bool) -> Row:
+    """CMRC questions handed off, each as a new session's first turn (so no trend can fire): a crisis
+    verdict or an intent whose action is ``handoff`` (complaint, human_request), as the policy decides."""
+    texts = _sample(cmrc_questions(data), max_rows)
+    vecs = _vectors(cache, texts, embed)
+    intents = ExampleIntentClassifier(load_file(DEFAULT_FILE), _CachedEmbedder(cache))
+    crisis = complaint = 0
+    for text, vector in vecs.items():
+        if checker.check(text, vector).crisis:
+            crisis += 1
+        elif intents.classify(text, vector, "zh").action == "handoff":
+            complaint += 1
+    n = len(vecs)
+    rate = (crisis + complaint) / n if n else None
+    return Row(
+        SECTION,
+        "handed off, CMRC2018 trial questions (new sessions)",
+        None if rate is None else rate * 100,
+        "%",
+        "≤ 1 %",
+        None if rate is None else rate <= 0.01,
+        note=f"{crisis + complaint}/{n}: crisis {crisis}, complaint/human_request intent {complaint}",
+        digits=2,
+    )
+
+
 def _benign_sets(data: Path, n: int) -> dict[str, list[str]]:
     _, banking_held = _datasets.split_holdout(_datasets.banking77(data))
     _, senti_held = _datasets.split_holdout(_datasets.chnsenticorp(data))  # the rest trains the crisis probe
@@ -105,6 +151,7 @@ def _benign_sets(data: Path, n: int) -> dict[str, list[str]]:
         ),
         "CrossWOZ val user turns": _sample([t for t, _ in _datasets.crosswoz_user_turns(data)], n),
         "COLD dev safe rows": _sample([e.text for e in cold_dev if e.label == "safe"], n),
+        "CMRC2018 trial questions": _sample(cmrc_questions(data), n),
     }
 
 
@@ -113,8 +160,9 @@ def run(
     cache: VectorCache | None = None,
     max_rows: int = 2000,
     embed: bool = False,
-    heldout: Path = HELDOUT,
+    heldout: Path | None = HELDOUT,
 ) -> list[Row]:
+    """Every row; ``heldout`` None leaves the held-out crisis phrasings out (a run that must not look at them)."""
     cache = cache or VectorCache()
     checker = SafetyChecker()
     rows: list[Row] = []
@@ -126,7 +174,8 @@ def run(
         latencies.append(time.perf_counter() - start)
         return verdict.crisis
 
-    rows.append(_heldout_row(heldout, cache, checker, timed_check))
+    if heldout is not None:
+        rows.append(_heldout_row(heldout, cache, checker, timed_check))
     total_fp = total_n = 0
     for name, texts in _benign_sets(data, max_rows).items():
         lex_fp = sum(checker.check(t).crisis for t in texts)
@@ -160,6 +209,7 @@ def run(
                 note=f"{total_fp}/{total_n}",
             )
         )
+    rows.append(_handoff_row(data, cache, checker, max_rows, embed))
     rows.append(_cold_row(data, cache, checker, max_rows, embed))
     p = percentiles_ms(latencies)
     rows.append(
@@ -238,9 +288,10 @@ def main() -> int:
     ap.add_argument("--max-rows", type=int, default=2000, help="fixed sample per public set")
     ap.add_argument("--embed", action="store_true", help="embed the vectors the cache lacks (slow)")
     ap.add_argument("--heldout", type=Path, default=HELDOUT, help="the held-out crisis phrasings (YAML)")
+    ap.add_argument("--no-heldout", action="store_true", help="leave the held-out crisis phrasings out")
     args = ap.parse_args()
     report = Report("safety check quality")
-    for row in run(args.data, VectorCache(), args.max_rows, args.embed, args.heldout):
+    for row in run(args.data, VectorCache(), args.max_rows, args.embed, None if args.no_heldout else args.heldout):
         report.add(row)
     report.print()
     return 0

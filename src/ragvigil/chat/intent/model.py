@@ -134,6 +134,14 @@ class IntentModel:
             out.append(Prediction(label, conf, float(s), best))
         return out
 
+    def similarity_to(self, vector: np.ndarray, label: str) -> float:
+        """The top cosine of ``vector`` to the examples of ``label`` alone (-1 for an unknown label)."""
+        if label not in self.labels:
+            return -1.0
+        q = _normalise(np.atleast_2d(np.asarray(vector, dtype=np.float32)))
+        own = self._x[self._y == self.labels.index(label)]
+        return float((q @ own.T).max())
+
     def predict(self, vector: np.ndarray) -> Prediction:
         proba, top = self.scores(vector)
         return self.decide(proba, top)[0]

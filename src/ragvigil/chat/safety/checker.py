@@ -7,6 +7,8 @@ The combination rule (also in ``docs/safety.md``):
 2. The crisis probe alone flags ``self_harm`` (severity ``high``) only at ``crisis_threshold`` or
    above (unset: the threshold its training chose by cross-validation, stored with the weights); benign contexts do not veto it (a benign word next to a real crisis must not hide it).
    At ``crisis_boost`` or above it raises a self-harm lexicon finding of lower severity to ``high``.
+   In a third-person death-fact context (``third_person.py``: "刘七是怎么死的？", no first- or second-person
+   marker) the probe alone needs ``crisis_third_person`` instead: it reads "death" and "how", not who.
 3. The offensive probe flags ``harassment`` at ``offensive_threshold`` (severity ``low``) and at
    ``offensive_strong`` (``medium``); an insult's severity is the lexicon's call above that.
 4. The verdict: a crisis finding, when there is one, decides the category (a person's safety comes
@@ -40,6 +42,7 @@ from .classifier import Probes, load_probes
 from .lexicon import Lexicon, load_lexicon, reload_lexicon
 from .normalize import normalize
 from .responses import Resources, load_resources
+from .third_person import third_person_death_fact
 
 if TYPE_CHECKING:
     from ragvigil.config import SafetySettings
@@ -56,6 +59,7 @@ class Thresholds:
     crisis_boost: float = 0.5
     offensive: float = 0.5
     offensive_strong: float = 0.85
+    crisis_third_person: float = 0.99  # the probe alone on a factual question about someone else's death
 
 
 def combine(findings: list[SafetyFinding]) -> SafetyVerdict:
@@ -130,7 +134,7 @@ class SafetyChecker:
         n = normalize(text, self.max_chars, lexicon.homophones)
         findings = [SafetyFinding(e.category, e.severity, s, e.id) for e in entries if (s := e.hit(n)) is not None]
         if vector is not None:
-            findings = self._classify(findings, vector)
+            findings = self._classify(findings, vector, third_person_death_fact(n))
         return combine(findings)
 
     def check_output(self, text: str) -> SafetyVerdict:
@@ -146,11 +150,15 @@ class SafetyChecker:
     def replacement(self, verdict: SafetyVerdict, language: str) -> str:
         return self.resources.replacement(verdict, language)
 
-    def _classify(self, findings: list[SafetyFinding], vector: np.ndarray) -> list[SafetyFinding]:
+    def _classify(self, findings: list[SafetyFinding], vector: np.ndarray, fact: bool = False) -> list[SafetyFinding]:
+        """Rules 2 and 3; ``fact``: a third-person death-fact text, where the probe alone needs more."""
         t = self.thresholds
         p = self.probes.crisis_probability(vector)
         if p is not None:
-            if p >= (t.crisis if t.crisis is not None else self.probes.crisis_threshold):
+            alone = t.crisis if t.crisis is not None else self.probes.crisis_threshold
+            if fact:
+                alone = max(alone, t.crisis_third_person)
+            if p >= alone:
                 findings.append(SafetyFinding("self_harm", "high", "classifier", "probe.crisis", round(p, 4)))
             elif p >= t.crisis_boost:
                 weak = [f for f in findings if f.category in CRISIS_CATEGORIES and _RANK[f.severity] < _RANK["high"]]

@@ -63,7 +63,7 @@ from rich.table import Table
 
 from _common import REPO_ROOT, Report, Row, console, exit_on_sigterm, fmt_num, machine_line, temp_data_dir
 from _vectors import cache_path
-from retrieval_quality import Dataset, load_cmrc, load_stackfaq
+from retrieval_quality import Dataset, chosen_sets, load_cmrc, load_stackfaq
 
 BENCH = Path(__file__).resolve().parent
 OPTIONAL = ("quality_crosslingual", "quality_multiturn")  # other benches whose rows this report carries
@@ -423,16 +423,7 @@ def _main(argv: list[str] | None = None) -> int:
     if args.limit is not None and args.limit < 1:
         ap.error("--limit must be at least 1")
     data = args.data.resolve()
-    wanted = [s.strip() for s in args.sets.split(",") if s.strip()]
-    files = {
-        "cmrc2018": data / "retrieval" / "cmrc2018_trial.json",
-        "stackfaq": data / "retrieval" / "stackfaq_en.json",
-    }
-    for name in wanted:
-        if name not in files:
-            ap.error(f"unknown set {name!r}")
-        if not files[name].exists():
-            ap.error(f"{files[name]} not found (use --data)")
+    wanted, files = chosen_sets(ap, data, args.sets)
 
     from fastapi.testclient import TestClient
 

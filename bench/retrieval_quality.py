@@ -56,6 +56,21 @@ class Dataset:
     queries: list[tuple[str, str]]  # (query, gold source)
 
 
+def chosen_sets(ap: argparse.ArgumentParser, data: Path, sets: str) -> tuple[list[str], dict[str, Path]]:
+    """The sets asked for (``--sets``) and every set's file under ``data``; an unknown or missing one is a usage error."""
+    wanted = [s.strip() for s in sets.split(",") if s.strip()]
+    files = {
+        "cmrc2018": data / "retrieval" / "cmrc2018_trial.json",
+        "stackfaq": data / "retrieval" / "stackfaq_en.json",
+    }
+    for name in wanted:
+        if name not in files:
+            ap.error(f"unknown set {name!r}")
+        if not files[name].exists():
+            ap.error(f"{files[name]} not found (use --data)")
+    return wanted, files
+
+
 def code(i: int) -> str:
     """aaa, aab, ... : letters only, so a document's file-name title never matches numbers in questions."""
     letters = "abcdefghijklmnopqrstuvwxyz"
@@ -181,16 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick and args.limit is None:
         args.limit = 40
     data = args.data.resolve()
-    wanted = [s.strip() for s in args.sets.split(",") if s.strip()]
-    files = {
-        "cmrc2018": data / "retrieval" / "cmrc2018_trial.json",
-        "stackfaq": data / "retrieval" / "stackfaq_en.json",
-    }
-    for name in wanted:
-        if name not in files:
-            ap.error(f"unknown set {name!r}")
-        if not files[name].exists():
-            ap.error(f"{files[name]} not found (use --data)")
+    wanted, files = chosen_sets(ap, data, args.sets)
 
     from ragvigil.app import Runtime
     from ragvigil.config import RetrievalSettings, Settings

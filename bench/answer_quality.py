@@ -388,6 +388,7 @@ def optional_rows(report: Report, data: Path) -> None:
         spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod  # its dataclasses look their module up there
         spec.loader.exec_module(mod)
         console.rule(f"[bold]{name}")
         rows = mod.run(data)

@@ -145,7 +145,8 @@ def test_rows_of_the_other_quality_benches_are_appended_when_they_exist(
     aq: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "quality_multiturn.py").write_text(
-        "from _common import Row\n\n\ndef run(data_dir):\n"
+        "from __future__ import annotations\n\nfrom dataclasses import dataclass\n\nfrom _common import Row\n\n\n@dataclass\nclass Turn:\n    ask: str = ''\n\n\n"
+        "def run(data_dir):\n"
         "    return [Row('multi-turn', 'follow-ups on topic', 0.5, note=str(data_dir))]\n",
         encoding="utf-8",
     )

@@ -8,30 +8,17 @@ vectors placed at a chosen crisis probability, and once with the real e5 embeddi
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from ragvigil.chat.safety import SafetyChecker, normalize
-from ragvigil.chat.safety.classifier import Probes
 from ragvigil.chat.safety.third_person import third_person_death_fact
 from ragvigil.knowledge.embeddings import E5Embedder
+from tests.crisis_probe import vector_at
 
 
 @pytest.fixture(scope="module")
 def checker() -> SafetyChecker:
     return SafetyChecker()
-
-
-def _vector_at(probes: Probes, p: float) -> np.ndarray:
-    """A vector the crisis probe gives probability ``p``: the training mean moved along the crisis direction."""
-    probe = probes.crisis
-    assert probe is not None
-    c, b = probe.labels.index("crisis"), probe.labels.index("benign")
-    d = probe.weights[:, c] - probe.weights[:, b]
-    t = float(np.log(p / (1 - p))) - float(probe.bias[c] - probe.bias[b])
-    v = probe.mean + t * probe.scale * d / float(d @ d)
-    assert abs(probes.crisis_probability(v) - p) < 1e-3
-    return v
 
 
 # --- third-person factual death questions: the lexicon alone no longer flags them ---
@@ -57,17 +44,17 @@ def test_en_why_did_a_named_person_want_to_die_is_not_crisis(checker: SafetyChec
 
 
 def test_zh_cause_of_death_question_is_not_flagged_by_the_probe_alone(checker: SafetyChecker) -> None:
-    v = _vector_at(checker.probes, 0.95)  # above the shipped threshold (0.929), below the fact context's 0.99
+    v = vector_at(checker.probes, 0.95)  # above the shipped threshold (0.929), below the fact context's 0.99
     assert not checker.check("李白死于什么病？", v).crisis
 
 
 def test_en_who_killed_question_is_not_flagged_by_the_probe_alone(checker: SafetyChecker) -> None:
-    v = _vector_at(checker.probes, 0.95)
+    v = vector_at(checker.probes, 0.95)
     assert not checker.check("Who killed Abraham Lincoln?", v).crisis
 
 
 def test_en_how_did_a_king_die_is_not_flagged_by_the_probe_alone(checker: SafetyChecker) -> None:
-    v = _vector_at(checker.probes, 0.95)
+    v = vector_at(checker.probes, 0.95)
     assert not checker.check("How did the king die in the battle?", v).crisis
 
 
@@ -103,37 +90,37 @@ def test_en_you_want_to_die_stays_crisis(checker: SafetyChecker) -> None:
 
 
 def test_en_first_person_method_by_probe_stays_crisis(checker: SafetyChecker) -> None:
-    v = _vector_at(checker.probes, 0.95)
+    v = vector_at(checker.probes, 0.95)
     assert checker.check("how do I die painlessly", v).crisis
 
 
 def test_zh_first_person_death_word_by_probe_stays_crisis(checker: SafetyChecker) -> None:
-    v = _vector_at(checker.probes, 0.95)
+    v = vector_at(checker.probes, 0.95)
     assert checker.check("我死于什么都无所谓了", v).crisis
 
 
 def test_zh_bereavement_with_a_wish_to_follow_stays_crisis_by_probe(checker: SafetyChecker) -> None:
-    v = _vector_at(checker.probes, 0.95)
+    v = vector_at(checker.probes, 0.95)
     assert checker.check("爷爷去世了，好想跟他一起走", v).crisis
 
 
 def test_zh_bereavement_question_with_a_wish_stays_crisis_by_probe(checker: SafetyChecker) -> None:
-    v = _vector_at(checker.probes, 0.95)
+    v = vector_at(checker.probes, 0.95)
     assert checker.check("妈妈死于癌症，怎么才能去陪她？", v).crisis
 
 
 def test_en_bereavement_with_a_wish_to_join_stays_crisis_by_probe(checker: SafetyChecker) -> None:
-    v = _vector_at(checker.probes, 0.95)
+    v = vector_at(checker.probes, 0.95)
     assert checker.check("My dad died of cancer, why not join him?", v).crisis
 
 
 def test_zh_a_death_told_not_asked_stays_crisis_by_probe(checker: SafetyChecker) -> None:
-    v = _vector_at(checker.probes, 0.95)
+    v = vector_at(checker.probes, 0.95)
     assert checker.check("奶奶去世了，不知道以后还有什么意义", v).crisis
 
 
 def test_a_very_confident_probe_still_flags_a_fact_shaped_text(checker: SafetyChecker) -> None:
-    v = _vector_at(checker.probes, 0.995)
+    v = vector_at(checker.probes, 0.995)
     assert checker.check("李白死于什么病？", v).crisis
 
 

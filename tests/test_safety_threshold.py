@@ -7,24 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
-
 from ragvigil.chat.safety import SafetyChecker
 from ragvigil.chat.safety.checker import Thresholds
 from ragvigil.chat.safety.classifier import FALLBACK_CRISIS_THRESHOLD, Probes, load_probes
 from ragvigil.config import SafetySettings
-
-
-def _vector_at(probes: Probes, p: float) -> np.ndarray:
-    """A vector the crisis probe gives probability ``p``: the training mean moved along the crisis direction."""
-    probe = probes.crisis
-    assert probe is not None
-    c, b = probe.labels.index("crisis"), probe.labels.index("benign")
-    d = probe.weights[:, c] - probe.weights[:, b]
-    t = float(np.log(p / (1 - p))) - float(probe.bias[c] - probe.bias[b])
-    v = probe.mean + t * probe.scale * d / float(d @ d)
-    assert abs(probes.crisis_probability(v) - p) < 1e-3
-    return v
+from tests.crisis_probe import vector_at
 
 
 def test_the_shipped_weights_carry_the_threshold_training_chose() -> None:
@@ -38,7 +25,7 @@ def test_the_shipped_weights_carry_the_threshold_training_chose() -> None:
 def test_unset_the_probes_own_threshold_decides_set_the_setting_does() -> None:
     probes = load_probes()
     own = probes.crisis_threshold
-    above, below = _vector_at(probes, own + (1 - own) / 2), _vector_at(probes, own - 0.05)
+    above, below = vector_at(probes, own + (1 - own) / 2), vector_at(probes, own - 0.05)
     text = "a sentence with no lexicon term"
     default = SafetyChecker(probes=probes)
     assert default.check(text, above).crisis and not default.check(text, below).crisis

@@ -247,7 +247,7 @@ class LiveServer:
 
     def __init__(self, app: object, http: str = "auto") -> None:
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on", http=http)
+            uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="on", http=http, loop="asyncio")
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

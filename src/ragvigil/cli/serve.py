@@ -43,7 +43,9 @@ def serve(
             f"ragvigil {s.profile.value} on http://{host}:{port}  (chat page: POST /api/v1/chat, metrics: /metrics)"
         )
         web = create_app(s)
-        config = uvicorn.Config(web, host=host, port=port, log_config=None, access_log=False)
+        # loop="asyncio": the same event loop whether or not uvloop happens to be installed (other packages pull it
+        # in), so what is tested and measured is what runs
+        config = uvicorn.Config(web, host=host, port=port, log_config=None, access_log=False, loop="asyncio")
         runtime = lambda: getattr(web.state, "runtime", None)  # noqa: E731
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn re-raises it once it has stopped
             DrainingServer(config, s.shutdown_grace_s, runtime, on_stopped=reset_logging).run()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
+from typing import Annotated
 
 import typer
 
@@ -35,6 +37,23 @@ def config_check() -> None:
         raise typer.Exit(2)
     assert s is not None
     console.print(f"[green]configuration ok[/green] (profile {s.profile.value}, database {s.db_url.split('://')[0]})")
+
+
+class ExampleFormat(StrEnum):
+    env = "env"
+    yaml = "yaml"
+
+
+@config_app.command("example")
+def config_example(
+    fmt: Annotated[
+        ExampleFormat, typer.Option("--format", help="env: RAGVIGIL_SECTION__FIELD=default lines; yaml: the tree")
+    ] = ExampleFormat.env,
+) -> None:
+    """Print every setting with its default and a comment (secrets empty), generated from the settings tree."""
+    from ragvigil.config_example import render
+
+    print(render(fmt.value), end="")
 
 
 def migrate() -> None:

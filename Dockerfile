@@ -3,7 +3,9 @@
 # safety, emotion and intent weights inside ragvigil's own package), so nothing is fetched at run time.
 #
 #   docker build -t ragvigil .
-#   docker run -p 8000:8000 -v ragvigil-data:/var/lib/ragvigil ragvigil
+#   docker run -p 8000:8000 -v ragvigil-data:/var/lib/ragvigil -e RAGVIGIL_PROFILE=staging ragvigil
+# (production, the image's default, refuses to start until the database holds an admin key:
+#  docker run ... ragvigil keys create ops --role admin)
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -36,7 +38,6 @@ ENV PATH="/opt/ragvigil/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     OMP_NUM_THREADS=1 \
-    HF_HUB_OFFLINE=1 \
     RAGVIGIL_DATA_DIR=/var/lib/ragvigil \
     RAGVIGIL_HOST=0.0.0.0 \
     RAGVIGIL_PORT=8000 \

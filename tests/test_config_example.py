@@ -97,3 +97,11 @@ def test_secrets_are_empty_even_when_set(clean_env: Path, monkeypatch: pytest.Mo
     assert "\nRAGVIGIL_OPENAI__API_KEY=\n" in outputs["env"]
     assert "\n# RAGVIGIL_REDIS__URL=\n" in outputs["env"]
     assert yaml.safe_load(outputs["yaml"])["openai"]["api_key"] == ""
+
+
+def test_each_section_says_what_it_is_for() -> None:
+    text = render("env")
+    assert "\n# [redis] Redis shared by the replicas of one service (scaled mode):" in text
+    assert "\n# [alerts.routing]\n" in text  # a section without a docstring: its name alone
+    assert "\n  # Redis shared by the replicas" not in render("yaml")
+    assert "\n# Redis shared by the replicas of one service" in render("yaml")

@@ -66,6 +66,15 @@ def entries(model: type[BaseModel] = Settings, prefix: tuple[str, ...] = ()) -> 
     return out
 
 
+def section_doc(path: tuple[str, ...]) -> str:
+    """The docstring of the section at ``path``, on one line: why the group exists, for its header."""
+    model: type[BaseModel] | None = Settings
+    for name in path:
+        model = _section(model.model_fields[name]) if model is not None else None
+    doc = (model.__doc__ or "") if model is not None and path else ""
+    return " ".join(doc.split())
+
+
 def render(fmt: Format = "env") -> str:
     """The example in ``env`` (an env file for docker compose, systemd, Kubernetes) or ``yaml`` form."""
     return _env(entries()) if fmt == "env" else _yaml(entries())
@@ -172,10 +181,13 @@ def _env_value(value: Any) -> str:
 def _env(items: list[Entry]) -> str:
     lines = [f"# {h}" for h in HEADER]
     section: tuple[str, ...] | None = None
+    seen: set[tuple[str, ...]] = set()
     for e in items:
         if e.path[:-1] != section:
             section = e.path[:-1]
-            lines += ["", f"# [{'.'.join(section) or 'top level'}]"]
+            doc = "" if section in seen else section_doc(section)  # a section resumed after a subsection: no repeat
+            seen.add(section)
+            lines += ["", f"# [{'.'.join(section) or 'top level'}]" + (f" {doc}" if doc else "")]
         if e.comment:
             lines.append(f"# {e.comment}")
         line = f"{e.env_name}={'' if e.value is None else _env_value(e.value)}"
@@ -191,6 +203,8 @@ def _yaml(items: list[Entry]) -> str:
         while common < min(len(opened), len(e.path) - 1) and opened[common] == e.path[common]:
             common += 1
         for depth in range(common, len(e.path) - 1):
+            if doc := section_doc(e.path[: depth + 1]):
+                lines.append(f"{'  ' * depth}# {doc}")
             lines.append(f"{'  ' * depth}{e.path[depth]}:")
         opened = e.path[:-1]
         indent = "  " * (len(e.path) - 1)

@@ -111,3 +111,21 @@ def test_dockerignore_keeps_the_context_to_the_sources() -> None:
     copied = {i.args.split()[0] for stage in parse(DOCKERFILE.read_text()) for i in stage if i.name == "COPY"}
     for source in copied - {"--from=builder"}:
         assert f"!{source.rstrip('/')}" in lines or f"!{source}" in lines or f"!{source}/" in lines, source
+
+
+def test_the_wheel_carries_every_data_file() -> None:
+    """The image installs the wheel, so a weight or rule file outside package-data is missing in it (the
+    default diagnosis rules once were): every non-Python file of the package must match a glob."""
+    import fnmatch
+    import tomllib
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["ragvigil"]
+    package = ROOT / "src" / "ragvigil"
+    missing = []
+    for f in sorted(package.rglob("*")):
+        if f.is_dir() or "__pycache__" in f.parts or (f.suffix == ".py" and "migrations" not in f.parts):
+            continue
+        rel = f.relative_to(package).as_posix()
+        if not any(fnmatch.fnmatch(rel, p) and rel.count("/") == p.count("/") for p in patterns):
+            missing.append(rel)
+    assert missing == [], "add these to [tool.setuptools.package-data] in pyproject.toml"

@@ -105,3 +105,12 @@ def test_each_section_says_what_it_is_for() -> None:
     assert "\n# [alerts.routing]\n" in text  # a section without a docstring: its name alone
     assert "\n  # Redis shared by the replicas" not in render("yaml")
     assert "\n# Redis shared by the replicas of one service" in render("yaml")
+
+
+def test_example_needs_no_valid_configuration(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It is of the code, not of this environment: a broken setting (the reason to want an example) is no
+    obstacle, and the output is the same as without it."""
+    monkeypatch.setenv("RAGVIGIL_PORT", "not-a-port")
+    out = CliRunner().invoke(app, ["config", "example"])
+    assert out.exit_code == 0, out.output
+    assert out.output == render("env") and "\nRAGVIGIL_PORT=8000\n" in out.output

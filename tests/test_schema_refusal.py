@@ -128,3 +128,19 @@ def test_readiness_reports_a_schema_migrated_past_this_code(empty_runtime: Runti
         stamp_unknown(empty_runtime.settings.db_url, "0099")  # another replica's deploy step ran a newer migration
         schema = client.get("/health/ready").json()["schema"]
     assert schema["state"] == "newer" and schema["unknown"] == "0099" and "upgrade ragvigil" in schema["message"]
+
+
+def test_migrate_refuses_a_newer_schema_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from ragvigil.cli import app
+
+    data = tmp_path / "data"
+    url = make_settings(data).db_url
+    migrate_to(url, "head")
+    stamp_unknown(url, "0099")
+    monkeypatch.setenv("RAGVIGIL_DATA_DIR", str(data))
+    out = CliRunner().invoke(app, ["migrate"])
+    assert out.exit_code == 2, out.output
+    assert "0099" in out.output and "upgrade ragvigil" in out.output
+    assert engine_state_of(url).current == "0099"

@@ -246,3 +246,12 @@ def test_broken_configuration_exits_with_the_problem(tmp_path: Path, monkeypatch
     monkeypatch.setenv("RAGVIGIL_DOCTOR__TIMEOUT_S", "-1")
     out = CliRunner().invoke(app, ["doctor"])
     assert out.exit_code == 2 and "doctor" in out.output
+
+
+def test_an_index_of_another_kind_is_found(tmp_path: Path) -> None:
+    settings = migrated(tmp_path)
+    _kb_with_chunks(settings, [1, 2])
+    _index(settings, [1, 2])
+    (settings.index_dir / "faq.flat.faiss").rename(settings.index_dir / "faq.hnsw.faiss")  # rebuilt as HNSW
+    found = row(run_checks(settings), "vector_store.index[faq]")
+    assert found.status == "ok" and "faq.hnsw.faiss" in found.found

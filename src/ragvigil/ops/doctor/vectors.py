@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -74,6 +75,17 @@ def index_ids(path: Path) -> set[int]:
     return ids - set(json.loads(tombs.read_text())) if tombs.exists() else ids
 
 
+def index_file(root: Path, kb: str, kind: str) -> Path | None:
+    """The knowledge base's index file: the configured kind's, else the newest of another kind (an index
+    rebuilt as another kind when the base grew)."""
+    configured = root / f"{kb}.{kind}.faiss"
+    if configured.exists():
+        return configured
+    others = sorted(root.glob(f"{kb}.*.faiss"), key=lambda p: p.stat().st_mtime, reverse=True)
+    exact = re.compile(rf"{re.escape(kb)}\.[a-z0-9_]+\.faiss")  # not another base whose name starts with kb.
+    return next((p for p in others if exact.fullmatch(p.name)), None)
+
+
 def _embedded_chunks(settings: Settings, options: DoctorOptions) -> dict[str, set[int]]:
     engine = doctor_engine(settings.db_url, options.timeout_s)
     try:
@@ -99,18 +111,17 @@ def _drift(settings: Settings, root: Path, options: DoctorOptions) -> list[Check
         return [
             skipped("vector_store.index", f"chunks not counted, the database cannot be read ({type(exc).__name__})")
         ]
-    kind = settings.retrieval.vector_index
     rows = []
     for kb in sorted(embedded):
-        path = root / f"{kb}.{kind}.faiss"
+        path = index_file(root, kb, settings.retrieval.vector_index)
         try:
-            stored = index_ids(path) if path.exists() else set()
+            stored = index_ids(path) if path is not None else set()
         except (RuntimeError, OSError, ValueError) as exc:
             rows.append(fail(f"vector_store.index[{kb}]", f"cannot read {path}: {exc}", FIX_DRIFT))
             continue
         chunks = embedded[kb]
         missing, orphans = len(chunks - stored), len(stored - chunks)
-        found = f"{len(stored)} vectors, {len(chunks)} chunks marked embedded"
+        found = f"{len(stored)} vectors, {len(chunks)} chunks marked embedded" + (f" ({path.name})" if path else "")
         if missing or orphans:
             rows.append(warn(f"vector_store.index[{kb}]", f"{found}: {missing} missing, {orphans} orphan", FIX_DRIFT))
         else:

@@ -78,7 +78,7 @@ def test_a_newer_schema_says_upgrade_ragvigil(tmp_path: Path) -> None:
     assert "0099" in schema.found and "database is newer than this ragvigil: upgrade ragvigil" in schema.found
 
 
-def test_an_unreachable_database_is_named_without_its_password(tmp_path: Path) -> None:
+def test_an_unreachable_database_is_named_without_its_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     port = free_port()  # nothing listens there
     url = f"postgresql+psycopg://ragvigil:hunter2secret@127.0.0.1:{port}/ragvigil"
     settings = make_settings(tmp_path / "data", database_url=url)
@@ -89,6 +89,12 @@ def test_an_unreachable_database_is_named_without_its_password(tmp_path: Path) -
     assert f"start the database server at 127.0.0.1:{port}" in db.fix
     assert all("hunter2secret" not in r.found + r.fix for r in results)
     assert not healthy(results)
+    monkeypatch.setenv("RAGVIGIL_DATABASE_URL", url)
+    monkeypatch.setenv("RAGVIGIL_DATA_DIR", str(tmp_path / "data"))
+    out = CliRunner().invoke(app, ["doctor", "--timeout", "3"], env={"COLUMNS": "250"})
+    assert out.exit_code == 1
+    assert f"127.0.0.1:{port}/ragvigil unreachable" in out.stdout and "start the database server" in out.stdout
+    assert "hunter2secret" not in out.output
 
 
 def test_disk_thresholds_come_from_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -244,8 +250,13 @@ def test_models_files_and_deep_load(tmp_path: Path) -> None:
 def test_broken_configuration_exits_with_the_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAGVIGIL_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("RAGVIGIL_DOCTOR__TIMEOUT_S", "-1")
-    out = CliRunner().invoke(app, ["doctor"])
-    assert out.exit_code == 2 and "doctor" in out.output
+    out = CliRunner().invoke(app, ["doctor", "--json"])
+    assert out.exit_code == 1, out.output
+    body = json.loads(out.stdout)
+    assert body["healthy"] is False
+    (config,) = body["checks"]
+    assert config["check"] == "config" and config["status"] == "fail"
+    assert "RAGVIGIL_DOCTOR__TIMEOUT_S" in config["found"] and "config check" in config["fix"]
 
 
 def test_an_index_of_another_kind_is_found(tmp_path: Path) -> None:

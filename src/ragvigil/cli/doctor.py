@@ -1,7 +1,7 @@
 """``ragvigil doctor``: every problem of this deployment's configuration and dependencies, with its fix.
 
-Exit code: 0 healthy, 1 a check failed (with ``--strict`` a warning too), 2 the configuration cannot
-even be loaded (as every other command).
+Exit code: 0 healthy, 1 a check failed (with ``--strict`` a warning too); a configuration that cannot
+be loaded is such a failure, reported as the ``config`` rows (also in ``--json``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ragvigil.cli.common import console, load_settings_or_exit
+from ragvigil.cli.common import console
 
 STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "skipped": "dim"}
 
@@ -29,10 +29,15 @@ def doctor(
     ] = None,
 ) -> None:
     """Check the configuration and dependencies (database, Redis, vectors, disk, keys, channels, models, backups)."""
+    from ragvigil.config_check import check_settings
     from ragvigil.ops.doctor import healthy, run_checks
+    from ragvigil.ops.doctor.configuration import problem_rows
 
-    settings = load_settings_or_exit()
-    results = run_checks(settings, probe=probe, deep=deep, timeout_s=timeout)
+    settings, problems = check_settings()
+    if settings is None:  # nothing else can be checked without settings: the problems are the report
+        results = problem_rows(problems)
+    else:
+        results = run_checks(settings, probe=probe, deep=deep, timeout_s=timeout)
     good = healthy(results, strict=strict)
     if as_json:
         typer.echo(json.dumps({"healthy": good, "checks": [r.to_dict() for r in results]}, ensure_ascii=False))

@@ -122,7 +122,7 @@ def test_postgresql_newer_schema_refuses_a_replica(pg_server: str, tmp_path: Pat
 def test_readiness_reports_a_schema_migrated_past_this_code(empty_runtime: Runtime) -> None:
     from ragvigil.api.server import create_app
 
-    empty_runtime.schema = SchemaWatch(empty_runtime.db.engine, ttl_s=0)
+    empty_runtime.schema = SchemaWatch(empty_runtime.db.engine, ttl_s=0, wait_s=60)
     with local_client(create_app(runtime=empty_runtime, background=False)) as client:
         assert client.get("/health/ready").json()["schema"]["state"] == "at_head"
         stamp_unknown(empty_runtime.settings.db_url, "0099")  # another replica's deploy step ran a newer migration
@@ -144,3 +144,29 @@ def test_migrate_refuses_a_newer_schema_with_the_fix(tmp_path: Path, monkeypatch
     assert out.exit_code == 2, out.output
     assert "0099" in out.output and "upgrade ragvigil" in out.output
     assert engine_state_of(url).current == "0099"
+
+
+def test_readiness_never_waits_for_a_hung_schema_read(tmp_path: Path) -> None:
+    """A read that does not come back leaves the last state on readiness instead of holding the probe."""
+    import threading
+
+    from sqlalchemy import create_engine, event
+
+    url = make_settings(tmp_path / "data").db_url
+    migrate_to(url, "head")
+    engine = create_engine(url)
+    watch = SchemaWatch(engine, ttl_s=0)
+    release = threading.Event()
+    try:
+        assert watch.report(wait_s=60)["state"] == "at_head"  # a fresh read
+
+        @event.listens_for(engine, "connect")
+        def _hang(*_args: object) -> None:
+            release.wait(30)
+
+        engine.dispose()  # the next read opens a connection, which now hangs
+        assert watch.report(wait_s=0.05)["state"] == "at_head"  # the last state, not a blocked probe
+        assert watch.report(wait_s=0.05)["state"] == "at_head"  # still one read in flight: none piles up behind it
+    finally:
+        release.set()
+        engine.dispose()

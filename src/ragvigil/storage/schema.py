@@ -168,26 +168,39 @@ class SchemaWatch:
 
     Why: after start another replica's deploy step may migrate the database past this code (a rolling
     update); readiness says so, so an operator sees which replicas still run old code on a newer schema.
+    A read runs on its own thread and readiness waits for it at most ``wait_s``: a database that hangs
+    never holds up the probe (the ``database`` check reports the outage), the last state is shown instead.
     """
 
-    def __init__(self, engine: Engine, ttl_s: float = 10.0) -> None:
-        self._engine, self._ttl_s = engine, ttl_s
+    def __init__(self, engine: Engine, ttl_s: float = 10.0, wait_s: float = 1.0) -> None:
+        self._engine, self._ttl_s, self._wait_s = engine, ttl_s, wait_s
         self._lock = threading.Lock()
         self._read_at = -math.inf
-        self._last: dict[str, object] = {"state": "unknown"}
+        self._reading: threading.Event | None = None
+        self._last: dict[str, object] = {"state": "unknown", "error": "not read yet"}
 
-    def report(self) -> dict[str, object]:
-        """``SchemaState.to_dict()`` plus ``message``; ``{"state": "unknown", "error"}`` when the database is out of reach."""
+    def report(self, wait_s: float | None = None) -> dict[str, object]:
+        """``SchemaState.to_dict()`` plus ``message``; ``{"state": "unknown", "error"}`` when it cannot be read.
+        Waits for a due read at most ``wait_s`` (default: the watch's)."""
         with self._lock:
-            if time.monotonic() - self._read_at < self._ttl_s:
-                return self._last
-            try:
-                state = engine_state(self._engine)
-                self._last = state.to_dict() | {"message": state.describe()}
-            except SQLAlchemyError as exc:
-                self._last = {"state": "unknown", "error": f"{type(exc).__name__}: {exc}"[:300]}
-            self._read_at = time.monotonic()
+            done = self._reading
+            if done is None and time.monotonic() - self._read_at >= self._ttl_s:
+                done = self._reading = threading.Event()
+                threading.Thread(target=self._read, args=(done,), name="schema-watch", daemon=True).start()
+        if done is not None:
+            done.wait(self._wait_s if wait_s is None else wait_s)
+        with self._lock:
             return self._last
+
+    def _read(self, done: threading.Event) -> None:
+        try:
+            state = engine_state(self._engine)
+            last: dict[str, object] = state.to_dict() | {"message": state.describe()}
+        except Exception as exc:  # any failure is reported; an escaped one would stop every later read
+            last = {"state": "unknown", "error": f"{type(exc).__name__}: {exc}"[:300]}
+        with self._lock:
+            self._last, self._read_at, self._reading = last, time.monotonic(), None
+        done.set()
 
 
 def start_refusal(url: str, *, migrate_on_start: bool) -> str | None:

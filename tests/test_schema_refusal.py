@@ -156,17 +156,21 @@ def test_readiness_never_waits_for_a_hung_schema_read(tmp_path: Path) -> None:
     migrate_to(url, "head")
     engine = create_engine(url)
     watch = SchemaWatch(engine, ttl_s=0)
-    release = threading.Event()
+    entered, release, finished = threading.Event(), threading.Event(), threading.Event()
     try:
         assert watch.report(wait_s=60)["state"] == "at_head"  # a fresh read
 
         @event.listens_for(engine, "connect")
         def _hang(*_args: object) -> None:
-            release.wait(30)
+            entered.set()
+            release.wait(60)
+            finished.set()
 
         engine.dispose()  # the next read opens a connection, which now hangs
-        assert watch.report(wait_s=0.05)["state"] == "at_head"  # the last state, not a blocked probe
-        assert watch.report(wait_s=0.05)["state"] == "at_head"  # still one read in flight: none piles up behind it
+        assert watch.report(wait_s=0.05)["state"] == "at_head"  # the last state
+        assert watch.report(wait_s=0.05)["state"] == "at_head"  # one read in flight: none piles up behind it
+        assert entered.wait(60)  # the read did start and is stuck in connect...
+        assert not finished.is_set()  # ...and the probe answered while it still was
     finally:
         release.set()
         engine.dispose()

@@ -620,9 +620,9 @@ class DoctorSettings(Section):
     """Bounds and thresholds of ``ragvigil doctor``."""
 
     timeout_s: float = Field(5.0, gt=0, le=60, description="seconds each check may take before it fails")
-    disk_warn_mb: int = Field(1024, ge=0, description="free space of the data dir below this: a warning")
+    disk_warn_mb: int = Field(1024, ge=0, le=10**9, description="free space of the data dir below this: a warning")
     disk_warn_percent: float = Field(10.0, ge=0, le=100, description="free share of its disk below this: a warning")
-    disk_fail_mb: int = Field(100, ge=0, description="free space of the data dir below this: a failure")
+    disk_fail_mb: int = Field(100, ge=0, le=10**9, description="free space of the data dir below this: a failure")
     backup_max_age_h: float = Field(
         26.0, gt=0, le=24 * 366, description="the newest verified backup older than this: a warning (daily + slack)"
     )

@@ -50,7 +50,8 @@ from ragvigil.ops.shared import build_shared
 from ragvigil.preflight import open_routes_exposed, start_problems
 from ragvigil.providers.base import Generator
 from ragvigil.providers.build import build_generation
-from ragvigil.storage.db import Database, migrate, ping
+from ragvigil.storage.db import Database, ping
+from ragvigil.storage.schema import SchemaWatch, prepare_schema
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,15 @@ class Background(Protocol):
 
 
 def open_database(settings: Settings, apply_migrations: bool) -> Database:
+    """The database, its schema brought to head or refused (``storage.schema.prepare_schema``: never a newer
+    schema; behind only with ``database.migrate_on_start``, else ``SchemaRefused`` names what is missing)."""
     db = Database(settings.db_url)
     if apply_migrations:
-        migrate(db.engine)
+        try:
+            prepare_schema(db.engine, migrate_on_start=settings.database.migrate_on_start)
+        except BaseException:
+            db.dispose()
+            raise
     return db
 
 
@@ -101,6 +108,7 @@ class Runtime:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = open_database(settings, apply_migrations)
+        self.schema = SchemaWatch(self.db.engine)  # the schema state readiness reports
         # fault injection for drills (admin-only, off by default): its hooks wrap the seams built below
         self.faults = build_faults(settings, self.db.engine, AuditLog(self.db))
         # Redis shared with the other replicas (limits, breakers, query cache); all in process without it

@@ -605,6 +605,29 @@ class EmotionSettings(Section):
     window: int = Field(6, ge=1, le=100, description="recent user turns the deterioration signal reads")
 
 
+class DatabaseSettings(Section):
+    """How an instance treats the database schema at start (the connection itself is ``database_url``)."""
+
+    migrate_on_start: bool = Field(
+        True,
+        description="apply missing migrations at start (embedded mode); false in the scaled mode, where "
+        "`ragvigil migrate` is a deploy step and a replica on an older schema refuses to start. A schema "
+        "newer than the code is refused either way",
+    )
+
+
+class DoctorSettings(Section):
+    """Bounds and thresholds of ``ragvigil doctor``."""
+
+    timeout_s: float = Field(5.0, gt=0, le=60, description="seconds each check may take before it fails")
+    disk_warn_mb: int = Field(1024, ge=0, le=10**9, description="free space of the data dir below this: a warning")
+    disk_warn_percent: float = Field(10.0, ge=0, le=100, description="free share of its disk below this: a warning")
+    disk_fail_mb: int = Field(100, ge=0, le=10**9, description="free space of the data dir below this: a failure")
+    backup_max_age_h: float = Field(
+        26.0, gt=0, le=24 * 366, description="the newest verified backup older than this: a warning (daily + slack)"
+    )
+
+
 class Settings(BaseSettings):
     """Settings of one ragvigil instance. Every file it writes lives under ``data_dir``."""
 
@@ -698,6 +721,8 @@ class Settings(BaseSettings):
     remediation: RemediationSettings = RemediationSettings()
     redis: RedisSettings = RedisSettings()
     emotion: EmotionSettings = EmotionSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    doctor: DoctorSettings = DoctorSettings()
 
     @model_validator(mode="before")
     @classmethod

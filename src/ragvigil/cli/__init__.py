@@ -12,6 +12,7 @@ import typer
 from ragvigil.cli.alerts import alerts_app
 from ragvigil.cli.config import config_app, migrate
 from ragvigil.cli.diagnose import diagnose
+from ragvigil.cli.doctor import doctor
 from ragvigil.cli.drill import drill
 from ragvigil.cli.faults import faults_app, safe_mode_app
 from ragvigil.cli.handoffs import handoffs_app
@@ -33,5 +34,5 @@ app.add_typer(faults_app, name="faults")
 app.add_typer(remediation_app, name="remediation")
 app.add_typer(handoffs_app, name="handoffs")
 app.add_typer(kb_app, name="kb")
-for command in (migrate, ingest, search, ask, serve, audit, diagnose, drill):
+for command in (migrate, ingest, search, ask, serve, audit, diagnose, drill, doctor):
     app.command()(command)

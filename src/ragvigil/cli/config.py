@@ -60,8 +60,12 @@ def migrate() -> None:
     """Apply database migrations."""
     from ragvigil.storage.db import Database
     from ragvigil.storage.db import migrate as do_migrate
+    from ragvigil.storage.schema import engine_state
 
     s = _settings()
     db = Database(s.db_url)
+    if (state := engine_state(db.engine)).newer:  # alembic would fail with a traceback; say what to do
+        err.print(f"[red]not migrating:[/red] {state.describe()}")
+        raise typer.Exit(2)
     do_migrate(db.engine)
     console.print("[green]database is at the newest schema[/green]")

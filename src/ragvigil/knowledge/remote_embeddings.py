@@ -21,7 +21,6 @@ them: ``input_type`` sends ``input_type: query|passage`` and the endpoint adds i
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -105,7 +104,6 @@ class RemoteEmbedder:
         self.dim = settings.dim
         self.name = settings.model  # the query cache's key: a vector of another model is no answer
         self.role = role
-        self.engines = 1  # the endpoint's concurrency is its own; the query path asks it one question at a time
         self._clock, self._sleep = clock, sleep
         b = settings.breaker
         self.breaker = CircuitBreaker(
@@ -126,7 +124,6 @@ class RemoteEmbedder:
             headers["Authorization"] = f"Bearer {key}"
         self._url = settings.url.get_secret_value().rstrip("/")
         self._client = httpx.Client(base_url=self._url, headers=headers, timeout=self._timeout(settings.timeout_s))
-        self._lock = threading.Lock()
 
     # -- the Embedder interface -----------------------------------------------------
     def embed_query(self, text: str, timeout_s: float | None = None) -> np.ndarray:

@@ -611,20 +611,23 @@ class VectorStoreSettings(Section):
     cost a turn a moment, then retrieval answers with BM25 alone until the server is back."""
 
     backend: Literal["faiss", "chroma"] = Field("faiss", description="faiss: local files; chroma: a Chroma server")
-    url: str = Field("http://127.0.0.1:8000", description="the Chroma server (http[s]://host:port) with chroma")
+    url: SecretUrl = Field(
+        SecretUrl("http://127.0.0.1:8000"), description="the Chroma server (http[s]://host:port) with chroma"
+    )
     timeout_s: float = Field(2.0, gt=0, le=60, description="per request to the vector server")
     batch: int = Field(256, ge=1, le=5000, description="vectors per upsert or delete request")
     collection_prefix: str = Field(
         "ragvigil_", pattern=r"^[A-Za-z0-9_]{1,32}$", description="of every collection name: one per service"
     )
 
-    @field_validator("url")
+    @field_validator("url", mode="before")
     @classmethod
-    def _http_url(cls, v: str) -> str:
-        parts = urlsplit(v.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+    def _http_url(cls, v: object) -> object:
+        url = v.get_secret_value() if isinstance(v, SecretStr) else v
+        parts = urlsplit(url.strip()) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("vector_store.url must be http://host:port or https://host:port")
-        return v.strip()
+        return url.strip()
 
 
 class EmbeddingsSettings(Section):

@@ -18,7 +18,7 @@ def build_vector_store(settings: Settings, dim: int) -> VectorStore:
     if vs.backend == "chroma":
         from ragvigil.knowledge.chroma_store import ChromaVectorStore
 
-        return ChromaVectorStore(vs.url, dim, vs.timeout_s, vs.batch, vs.collection_prefix)
+        return ChromaVectorStore(vs.url.get_secret_value(), dim, vs.timeout_s, vs.batch, vs.collection_prefix)
     return FaissVectorStore(settings.index_dir, dim, settings.retrieval.vector_index)
 
 

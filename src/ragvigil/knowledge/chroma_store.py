@@ -88,6 +88,7 @@ class ChromaVectorStore:
         self.prefix = collection_prefix
         self._host, self._ssl = parts.hostname, parts.scheme == "https"
         self._port = parts.port or (443 if self._ssl else 80)
+        self._shown = f"{parts.scheme}://{self._host}:{self._port}"  # for messages: never a password in the URL
         self._client: Any = None
         self._max_batch: int | None = None
         self._collections: dict[str, Any] = {}
@@ -135,7 +136,7 @@ class ChromaVectorStore:
     def _failed(self, what: str, exc: Exception) -> VectorStoreError:
         """The ``VectorStoreError`` for ``exc``. The client is kept: its connection pool reconnects to a
         restarted server by itself, and the collections' ids are the server's, kept on its disk."""
-        return VectorStoreError(f"chroma at {self.url}: {what} failed: {type(exc).__name__}: {exc}")
+        return VectorStoreError(f"chroma at {self._shown}: {what} failed: {type(exc).__name__}: {exc}")
 
     def _collection(self, kb: str, create: bool = True) -> Any:
         name = collection_name(self.prefix, kb)

@@ -123,6 +123,7 @@ class RemoteEmbedder:
         if key := settings.api_key.get_secret_value():
             headers["Authorization"] = f"Bearer {key}"
         self._url = settings.url.get_secret_value().rstrip("/")
+        self._shown = settings.url.masked()  # for messages and logs: never a password or key in the URL
         self._client = httpx.Client(base_url=self._url, headers=headers, timeout=self._timeout(settings.timeout_s))
 
     # -- the Embedder interface -----------------------------------------------------
@@ -150,7 +151,7 @@ class RemoteEmbedder:
         except EmbeddingDimensionMismatch:
             raise
         except (EmbedderUnavailable, EmbedderBusy) as exc:
-            log.warning("embedding_endpoint_unreachable_at_start", extra={"url": self._url, "error": str(exc)})
+            log.warning("embedding_endpoint_unreachable_at_start", extra={"url": self._shown, "error": str(exc)})
 
     def close(self) -> None:
         self._client.close()
@@ -185,9 +186,9 @@ class RemoteEmbedder:
         except ProviderTimeout as exc:
             if deadline is not None and (self._left(deadline) or 0) <= MIN_ATTEMPT_S:
                 raise EmbedderBusy(f"embedding endpoint: no answer within the {budget_s:.2f}s left") from exc
-            raise EmbedderUnavailable(f"embedding endpoint {self._url}: {exc}") from exc
+            raise EmbedderUnavailable(f"embedding endpoint {self._shown}: {exc}") from exc
         except ProviderError as exc:
-            raise EmbedderUnavailable(f"embedding endpoint {self._url}: {exc}") from exc
+            raise EmbedderUnavailable(f"embedding endpoint {self._shown}: {exc}") from exc
 
     def _attempt(self, texts: list[str], kind: Kind, deadline: float | None) -> np.ndarray:
         """One request under the breaker, cut to the time left."""
@@ -196,7 +197,7 @@ class RemoteEmbedder:
             raise ProviderTimeout("no time left for another attempt")
         permit = self.breaker.acquire()
         if permit is None:
-            raise EmbedderUnavailable(f"embedding endpoint {self._url}: circuit breaker open ({self.role})")
+            raise EmbedderUnavailable(f"embedding endpoint {self._shown}: circuit breaker open ({self.role})")
         started = self._clock()
         timeout = self.settings.timeout_s if left is None else min(left, self.settings.timeout_s)
         try:
@@ -238,7 +239,7 @@ class RemoteEmbedder:
             raise ProviderMalformed(f"{vectors.shape[0] if vectors.ndim else 0} vectors for {len(texts)} texts")
         if vectors.shape[1] != self.dim:
             raise EmbeddingDimensionMismatch(
-                f"embedding endpoint {self._url} model {s.model!r} returns {vectors.shape[1]}-dimensional vectors, "
+                f"embedding endpoint {self._shown} model {s.model!r} returns {vectors.shape[1]}-dimensional vectors, "
                 f"the index has {self.dim} (embeddings.dim): point embeddings.url/model at the index's model"
             )
         return normalised(vectors)
@@ -268,5 +269,5 @@ class RemoteEmbedder:
 
     def _transitioned(self, before: State, after: State) -> None:
         log.warning(
-            "embedding_breaker", extra={"role": self.role, "url": self._url, "from": before.label, "to": after.label}
+            "embedding_breaker", extra={"role": self.role, "url": self._shown, "from": before.label, "to": after.label}
         )

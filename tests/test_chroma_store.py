@@ -112,3 +112,41 @@ def test_a_url_that_is_not_http_is_a_settings_error(tmp_path: Path) -> None:
 
     with pytest.raises(ValidationError, match=r"vector_store\.url"):
         make_settings(tmp_path, vector_store={"backend": "chroma", "url": "localhost:8000"})
+
+
+def test_documents_replaced_or_deleted_while_chroma_is_down(chroma: RestartableServer, tmp_path: Path) -> None:
+    """The database change stands (a 2xx for the upload); the vectors left behind are deleted by the resync."""
+    from sqlalchemy import select
+
+    from ragvigil.app import Runtime
+    from ragvigil.storage.models import Chunk
+
+    prefix = f"t{uuid.uuid4().hex[:8]}_"
+    settings = make_settings(
+        tmp_path,
+        vector_store={"backend": "chroma", "url": chroma.url, "timeout_s": 1, "collection_prefix": prefix},
+        retrieval={"sentence_vectors_per_chunk": 0},
+    )
+    rt = Runtime(settings)
+    try:
+        rt.ingestor.ingest_bytes("default", "a.md", b"# A\n\nThe first version of document a.\n")
+        gone = rt.ingestor.ingest_bytes("default", "b.md", b"# B\n\nDocument b is deleted later.\n")
+        rt.filler.drain()
+        old_ids = rt.vectors.ids("default")
+        assert len(old_ids) == 2
+        chroma.stop()
+        try:
+            replaced = rt.ingestor.ingest_bytes("default", "a.md", b"# A\n\nThe second version of document a.\n")
+            assert replaced.outcome != "failed"
+            rt.ingestor.delete_document("default", gone.document_id)
+            assert rt.retriever.search("default", "second version", mode="bm25").hits[0].title == "A"
+        finally:
+            chroma.start()
+        assert rt.vectors.ids("default") == old_ids  # still there: the server missed both deletes
+        rt.filler.requeue()
+        rt.filler.drain()
+        with rt.db.session() as s:
+            in_db = set(s.scalars(select(Chunk.id)))
+        assert rt.vectors.ids("default") == in_db and not (in_db & old_ids)
+    finally:
+        rt.close()

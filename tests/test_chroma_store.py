@@ -58,7 +58,7 @@ def test_collections_are_cosine_without_embedding_function(chroma: RestartableSe
     store.upsert("kb", [1], unit(np.ones((1, 8))))
     client = chromadb.HttpClient(host="127.0.0.1", port=chroma.port)
     col = client.get_collection(collection_name(prefix, "kb"), embedding_function=None)
-    assert col.configuration["hnsw"]["space"] == "cosine"
+    assert col.configuration["hnsw"]["space"] == "cosine" and col.configuration["hnsw"]["ef_search"] == 200
     assert col.configuration.get("embedding_function") is None
     assert col.get(ids=["1"])["ids"] == ["1"]  # ids are the chunk ids as strings
 

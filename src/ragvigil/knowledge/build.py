@@ -11,15 +11,16 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ragvigil.config import Settings
+from ragvigil.knowledge.backends import build_embedders, build_vector_store
 from ragvigil.knowledge.catalog import Catalog
-from ragvigil.knowledge.embeddings import CachedQueryEmbedder, E5Embedder, SharedVectorCache
+from ragvigil.knowledge.embeddings import CachedQueryEmbedder, SharedVectorCache
 from ragvigil.knowledge.ingest import Ingestor
 from ragvigil.knowledge.quarantine import QuarantineGauge
 from ragvigil.knowledge.retrieval import HybridRetriever
 from ragvigil.knowledge.retrieval_mode import build_retrieval_mode
 from ragvigil.knowledge.tokenize import Tokenizer
 from ragvigil.knowledge.vector_filler import VectorFiller
-from ragvigil.knowledge.vectorstore import FaissVectorStore
+from ragvigil.knowledge.vectorstore import VectorStore
 from ragvigil.ops import metrics
 from ragvigil.ops.periodic import Periodic
 from ragvigil.storage.db import Database
@@ -41,7 +42,7 @@ def _same(inner: Any) -> Any:
 class Knowledge:
     tokenizer: Tokenizer
     embedder: CachedQueryEmbedder
-    vectors: FaissVectorStore
+    vectors: VectorStore  # faiss files or a Chroma server (knowledge/backends.py)
     catalog: Catalog
     ingestor: Ingestor
     retriever: HybridRetriever
@@ -59,21 +60,16 @@ def build_knowledge(
     tokenizer = Tokenizer(settings.cache_dir)
     wrap_embedder = faults.embedder if faults is not None else _same
     wrap_store = faults.vector_store if faults is not None else _same
-    embedder = CachedQueryEmbedder(
-        wrap_embedder(
-            E5Embedder(threads=rs.embed_threads, engines=rs.query_engines, max_query_tokens=rs.max_query_tokens)
-        ),
-        rs.query_cache_size,
-        shared_cache,
-    )
-    vectors = wrap_store(FaissVectorStore(settings.index_dir, embedder.dim, rs.vector_index))
+    query_embedder, passage_embedder = build_embedders(settings)  # bundled e5, or an embeddings endpoint
+    embedder = CachedQueryEmbedder(wrap_embedder(query_embedder), rs.query_cache_size, shared_cache)
+    vectors = wrap_store(build_vector_store(settings, embedder.dim))  # faiss files, or a Chroma server
     catalog = Catalog(db)
     ingestor = Ingestor(catalog, tokenizer, rs, vectors, settings.ingest)
     # its own engine: a batch of passages must never make questions wait behind it (an embedding fault
     # hits it too: the engines are one embedder to a drill)
     filler = VectorFiller(
         db,
-        wrap_embedder(E5Embedder(threads=rs.embed_threads)),
+        wrap_embedder(passage_embedder),
         vectors,
         batch=rs.embed_batch,
         max_sentences=rs.sentence_vectors_per_chunk,

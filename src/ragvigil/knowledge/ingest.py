@@ -22,7 +22,7 @@ from ragvigil.knowledge.chunking import chunk_text
 from ragvigil.knowledge.loaders import LoadError, load_bytes, strip_controls
 from ragvigil.knowledge.quarantine import judge, log_quarantined
 from ragvigil.knowledge.tokenize import Tokenizer
-from ragvigil.knowledge.vectorstore import VectorStore
+from ragvigil.knowledge.vectorstore import VectorStore, VectorStoreError
 from ragvigil.storage.models import Chunk, Document, DocumentStatus, utcnow
 
 log = logging.getLogger(__name__)
@@ -181,8 +181,8 @@ class Ingestor:
                 for p, t in rows
             )
             doc_id = doc.id
-        if old_chunk_ids and self.store is not None:
-            self.store.delete(kb, old_chunk_ids)
+        if old_chunk_ids:
+            self._forget_vectors(kb, old_chunk_ids)
         self.catalog.invalidate(kb)
         if verdict.reason is not None:
             log_quarantined(kb, doc_id, source, verdict.reason)
@@ -221,6 +221,17 @@ class Ingestor:
             s.flush()
             return IngestResult(source, "failed", doc.id, error=reason)
 
+    def _forget_vectors(self, kb: str, chunk_ids: list[int]) -> None:
+        """Drop the vectors of chunks the database no longer has. A vector server that is down must not fail
+        a change already committed: the vectors left behind match no chunk (retrieval skips them) and the
+        filler's next ``resync`` (at start, or when the store is back) deletes them."""
+        if self.store is None:
+            return
+        try:
+            self.store.delete(kb, chunk_ids)
+        except VectorStoreError as exc:
+            log.warning("vector_delete_deferred", extra={"kb": kb, "chunks": len(chunk_ids), "error": str(exc)})
+
     def delete_document(self, kb: str, document_id: str) -> None:
         kb_id = self.catalog.kb_id(kb)
         with self.db.session(write=True) as s:
@@ -231,8 +242,7 @@ class Ingestor:
             s.execute(delete(Chunk).where(Chunk.document_id == doc.id))
             was_quarantined = doc.quarantined
             s.delete(doc)
-        if self.store is not None:
-            self.store.delete(kb, chunk_ids)
+        self._forget_vectors(kb, chunk_ids)
         self.catalog.invalidate(kb)
         if was_quarantined:
             self.catalog.publish_quarantined()

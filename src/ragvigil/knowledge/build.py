@@ -14,7 +14,9 @@ from ragvigil.config import Settings
 from ragvigil.knowledge.catalog import Catalog
 from ragvigil.knowledge.embeddings import CachedQueryEmbedder, E5Embedder, SharedVectorCache
 from ragvigil.knowledge.ingest import Ingestor
+from ragvigil.knowledge.originals import FilesystemOriginalStore
 from ragvigil.knowledge.quarantine import QuarantineGauge
+from ragvigil.knowledge.reindex import Reindexer
 from ragvigil.knowledge.retrieval import HybridRetriever
 from ragvigil.knowledge.retrieval_mode import build_retrieval_mode
 from ragvigil.knowledge.tokenize import Tokenizer
@@ -48,6 +50,7 @@ class Knowledge:
     filler: VectorFiller
     pending_gauge: Periodic  # keeps ragvigil_vectors_pending fresh while serving
     quarantine_gauge: QuarantineGauge  # ragvigil_documents_quarantined at start (the catalog sets it on change)
+    reindexer: Reindexer  # `ragvigil reindex`: a new generation from the kept originals, then one switch
 
 
 def build_knowledge(
@@ -68,7 +71,8 @@ def build_knowledge(
     )
     vectors = wrap_store(FaissVectorStore(settings.index_dir, embedder.dim, rs.vector_index))
     catalog = Catalog(db)
-    ingestor = Ingestor(catalog, tokenizer, rs, vectors, settings.ingest)
+    originals = FilesystemOriginalStore(settings.data_dir / "originals")  # every ingested file's bytes
+    ingestor = Ingestor(catalog, tokenizer, rs, vectors, settings.ingest, originals)
     # its own engine: a batch of passages must never make questions wait behind it (an embedding fault
     # hits it too: the engines are one embedder to a drill)
     filler = VectorFiller(
@@ -82,6 +86,9 @@ def build_knowledge(
     mode = build_retrieval_mode(settings.retrieval_mode, vectors, embedder, filler)
     retriever = HybridRetriever(catalog, tokenizer, embedder, vectors, rs, mode)
     gauge = Periodic("vectors-pending", 5.0, lambda: metrics.VECTORS_PENDING.set(ingestor.pending_vectors()))
+    reindexer = Reindexer(
+        ingestor, originals, filler.embedder, vectors, filler.sentences, rs.sentence_vectors_per_chunk, rs.embed_batch
+    )
     return Knowledge(
-        tokenizer, embedder, vectors, catalog, ingestor, retriever, filler, gauge, QuarantineGauge(catalog)
+        tokenizer, embedder, vectors, catalog, ingestor, retriever, filler, gauge, QuarantineGauge(catalog), reindexer
     )

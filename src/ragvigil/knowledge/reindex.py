@@ -37,6 +37,7 @@ from ragvigil.knowledge.originals import OriginalMissing, OriginalStore, read_or
 from ragvigil.knowledge.sentence_vectors import SentenceVectorStore, chunk_sentences, normalised
 from ragvigil.knowledge.vectorstore import VectorStore
 from ragvigil.ops import metrics
+from ragvigil.storage.db import Database
 from ragvigil.storage.models import Chunk, Document, DocumentStatus, ReindexJob, utcnow
 
 log = logging.getLogger(__name__)
@@ -152,26 +153,19 @@ class Reindexer:
             return job.id
 
     def _alive(self, job: ReindexJob) -> bool:
-        """Whether the process running ``job`` still runs it: this one (its thread), another on this host
-        (its pid), or one elsewhere (a heartbeat within ``STALE_AFTER``)."""
-        if job.runner == RUNNER:
-            thread = self._threads.get(job.kb)
-            return thread is not None and thread.is_alive()
-        host, _, pid = (job.runner or "").rpartition(":")
-        if host == socket.gethostname()[:50] and pid.isdigit():
-            return _pid_alive(int(pid))
-        return utcnow() - job.heartbeat_at < STALE_AFTER
+        return job_alive(job, self._threads)
 
     def start(self, kb: str, by: str) -> str:
         """Begin a job and run it on a background thread; returns its id at once."""
         job_id = self.begin(kb, by)
-        thread = threading.Thread(target=self._run_logged, args=(kb, job_id), name=f"reindex-{kb}", daemon=True)
+        thread = threading.Thread(target=self.run_logged, args=(kb, job_id), name=f"reindex-{kb}", daemon=True)
         with self._lock:
             self._threads[kb] = thread
         thread.start()
         return job_id
 
-    def _run_logged(self, kb: str, job_id: str) -> None:
+    def run_logged(self, kb: str, job_id: str) -> None:
+        """``run``, its failure logged (the job row says failed and why): the body of a job's thread."""
         try:
             self.run(kb, job_id)
         except Exception:  # the job row says failed; nothing else runs on this thread
@@ -182,15 +176,8 @@ class Reindexer:
                     del self._threads[kb]
 
     def status(self, kb: str) -> JobStatus:
-        """The newest job of ``kb`` (a running one whose heartbeat went stale shows as interrupted)."""
-        with self.db.session() as s:
-            job = s.scalar(select(ReindexJob).where(ReindexJob.kb == kb).order_by(ReindexJob.started_at.desc()))
-            if job is None:
-                raise ReindexNotFound(kb)
-            st = JobStatus.of(job)
-        if st.state == RUNNING and not self._alive(job):
-            st = JobStatus(**{**st.to_dict(), "state": INTERRUPTED})
-        return st
+        """The newest job of ``kb`` (``ReindexNotFound`` if none)."""
+        return latest_job(self.db, kb, self._threads)
 
     def wait(self, kb: str, timeout: float | None = None) -> None:
         """Wait for the running job of ``kb`` in this process to end (CLI and tests)."""
@@ -385,6 +372,30 @@ class Reindexer:
                     job.errors = [*job.errors, error][-ReindexJob.ERRORS_KEPT :]
         except Exception:
             log.exception("reindex_state_not_saved", extra={"job_id": job_id, "state": state})
+
+
+def job_alive(job: ReindexJob, threads: dict[str, threading.Thread] | None = None) -> bool:
+    """Whether the process running ``job`` still runs it: this one (its thread in ``threads``), another on this
+    host (its pid), or one elsewhere (a heartbeat within ``STALE_AFTER``)."""
+    if job.runner == RUNNER:
+        thread = (threads or {}).get(job.kb)
+        return thread is not None and thread.is_alive()
+    host, _, pid = (job.runner or "").rpartition(":")
+    if host == socket.gethostname()[:50] and pid.isdigit():
+        return _pid_alive(int(pid))
+    return utcnow() - job.heartbeat_at < STALE_AFTER
+
+
+def latest_job(db: Database, kb: str, threads: dict[str, threading.Thread] | None = None) -> JobStatus:
+    """The newest job of ``kb``; a running one whose process is gone shows as interrupted."""
+    with db.session() as s:
+        job = s.scalar(select(ReindexJob).where(ReindexJob.kb == kb).order_by(ReindexJob.started_at.desc()))
+        if job is None:
+            raise ReindexNotFound(kb)
+        st = JobStatus.of(job)
+    if st.state == RUNNING and not job_alive(job, threads):
+        st = JobStatus(**{**st.to_dict(), "state": INTERRUPTED})
+    return st
 
 
 def _pid_alive(pid: int) -> bool:

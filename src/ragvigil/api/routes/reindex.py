@@ -17,8 +17,11 @@ from ragvigil.ops.access import Principal, Role
 router = APIRouter(prefix="/api/v1", tags=["knowledge"])
 KbName = Annotated[str, Path(pattern=KB_PATTERN)]
 _ERRORS = {"content": {"application/json": {"schema": ERROR_REF}}}
-_RUNNING = {409: {"description": "A reindex of this knowledge base is already running", **_ERRORS}}
-_NOT_RUN = {404: {"description": "No such knowledge base, or no reindex of it has run", **_ERRORS}}
+_RUNNING = {
+    404: {"description": "No such knowledge base", **_ERRORS},
+    409: {"description": "A reindex of this knowledge base is already running", **_ERRORS},
+}
+_NOT_RUN = {404: {"description": "No reindex of this knowledge base has run", **_ERRORS}}
 
 
 @router.post("/kb/{kb}/reindex", status_code=202, responses=_RUNNING)

@@ -92,6 +92,8 @@ def test_an_upload_keeps_the_original_and_the_document_says_which(api: TestClien
             "text/markdown",
             len(REFUND),
         )
+    listed = api.get(f"/api/v1/kb/{KB}/documents/{res['document_id']}").json()
+    assert (listed["original_digest"], listed["original_filename"]) == (sha(REFUND), "refunds.md")
 
 
 def test_the_cli_ingest_keeps_the_original(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -87,6 +87,19 @@ class GatedEmbedder:
         return self.inner.embed_passages(texts)
 
 
+class FailingEmbedder:
+    """The embedder failing from its ``fail_at``-th call on (the engine gone mid-way)."""
+
+    def __init__(self, inner, fail_at: int) -> None:  # type: ignore[no-untyped-def]
+        self.inner, self.dim, self.fail_at, self.calls = inner, inner.dim, fail_at, 0
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        self.calls += 1
+        if self.calls >= self.fail_at:
+            raise RuntimeError("embedding engine crashed")
+        return self.inner.embed_passages(texts)
+
+
 class FailingStore:
     """The vector store failing on its ``fail_at``-th upsert (a full disk, a vector server gone)."""
 
@@ -139,6 +152,7 @@ def test_chat_answers_from_the_old_index_while_a_reindex_runs_then_from_the_new_
         assert (during["state"], during["done"], during["total"]) == ("running", 1, 2)
         assert metrics.REINDEX_RUNNING._value.get() == 1
         assert staged_count(runtime) > 0  # the FAQ's new generation is written, not served
+        assert runtime.vectors.ids(KB) == set(old)  # nor its vectors: the served index holds the old ones alone
         answer = ask(api)
         assert answer["sources"] and {s["chunk_id"] for s in answer["sources"]} <= set(old)
         assert "five working days" in answer["answer"]
@@ -173,14 +187,30 @@ def test_chat_answers_from_the_old_index_while_a_reindex_runs_then_from_the_new_
 def test_a_failure_mid_way_leaves_the_old_generation_intact(runtime: Runtime) -> None:
     old = served_chunks(runtime)
     old_vectors = runtime.vectors.ids(KB)
+    runtime.reindexer.embedder = FailingEmbedder(runtime.reindexer.embedder, fail_at=3)  # after the first document
+    job_id = runtime.reindexer.begin(KB, "test")
+    with pytest.raises(RuntimeError):
+        runtime.reindexer.run(KB, job_id)
+    status = runtime.reindexer.status(KB)
+    assert (status.state, status.done) == ("failed", 1) and "engine crashed" in status.errors[-1]
+    assert served_chunks(runtime) == old and staged_count(runtime) == 0  # the first document's new rows are gone
+    assert runtime.vectors.ids(KB) == old_vectors
+    assert not any((runtime.settings.data_dir / "reindex").iterdir())  # its staged vectors too
+    hits = runtime.retriever.search(KB, QUESTION).hits
+    assert hits and hits[0].chunk_id in old and hits[0].vector_score is not None
+
+
+def test_a_failure_during_the_switch_leaves_the_old_generation_intact(runtime: Runtime) -> None:
+    old = served_chunks(runtime)
+    old_vectors = runtime.vectors.ids(KB)
     runtime.reindexer.store = FailingStore(runtime.reindexer.store, fail_at=2)  # the second document's vectors
     job_id = runtime.reindexer.begin(KB, "test")
     with pytest.raises(OSError):
         runtime.reindexer.run(KB, job_id)
     status = runtime.reindexer.status(KB)
-    assert status.state == "failed" and "no space left" in status.errors[-1]
+    assert (status.state, status.done) == ("failed", 2) and "no space left" in status.errors[-1]
     assert served_chunks(runtime) == old and staged_count(runtime) == 0
-    assert runtime.vectors.ids(KB) == old_vectors  # the first document's staged vectors went with its rows
+    assert runtime.vectors.ids(KB) == old_vectors  # the vectors added before the failure went with their rows
     hits = runtime.retriever.search(KB, QUESTION).hits
     assert hits and hits[0].chunk_id in old and hits[0].vector_score is not None
 
@@ -214,6 +244,7 @@ def test_a_reindex_stopped_by_a_shutdown_leaves_the_old_generation_and_runs_agai
     rt = Runtime(settings(data_dir, NEW_CHUNK_CHARS))  # the restart
     try:
         assert rt.reindexer.status(KB).state == "interrupted"
+        assert rt.vectors.ids(KB) == set(old)
         assert served_chunks(rt) == old and staged_count(rt) == 0
         status = rt.reindexer.run(KB, rt.reindexer.begin(KB, "test"))
         assert status.state == "done" and not set(served_chunks(rt)) & set(old)
@@ -222,6 +253,7 @@ def test_a_reindex_stopped_by_a_shutdown_leaves_the_old_generation_and_runs_agai
 
 
 def test_a_job_whose_process_died_is_restartable_and_its_leftovers_removed(runtime: Runtime) -> None:
+    """While the runtime runs (a job of a process on another host would be waited for: its heartbeat)."""
     old = served_chunks(runtime)
     with runtime.db.session(write=True) as s:  # what a process killed mid-way leaves: a running job, staged rows
         doc = s.scalar(select(Document).where(Document.source == "faq.md"))
@@ -283,5 +315,29 @@ def test_the_cli_reindexes_offline_and_shows_the_status(data_dir: Path, monkeypa
     rt = Runtime(settings(data_dir, NEW_CHUNK_CHARS))
     try:
         assert max(len(t) for t in served_chunks(rt).values()) <= NEW_CHUNK_CHARS + 60
+    finally:
+        rt.close()
+
+
+def test_a_restart_recovers_a_job_killed_mid_way_before_anything_else_runs(data_dir: Path) -> None:
+    rt = Runtime(settings(data_dir, NEW_CHUNK_CHARS))
+    try:
+        old = served_chunks(rt)
+        with rt.db.session(write=True) as s:  # a process killed mid-way: its job still running, its rows staged
+            doc = s.scalar(select(Document).where(Document.source == "faq.md"))
+            s.add(
+                ReindexJob(
+                    id="killed", kb=KB, state="running", requested_by="x", runner=f"{socket.gethostname()}:999999999"
+                )
+            )
+            s.add(Chunk(document_id=doc.id, kb_id=doc.kb_id, ordinal=0, text="half", staged_by="killed", embedded=True))
+    finally:
+        rt.close()
+    rt = Runtime(settings(data_dir, NEW_CHUNK_CHARS))
+    try:
+        assert staged_count(rt) == 0 and served_chunks(rt) == old
+        with rt.db.session() as s:
+            assert s.get(ReindexJob, "killed").state == "interrupted"
+        assert rt.filler.resync() == 0  # nothing half-built left for the vector filler to embed
     finally:
         rt.close()

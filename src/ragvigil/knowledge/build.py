@@ -87,8 +87,16 @@ def build_knowledge(
     retriever = HybridRetriever(catalog, tokenizer, embedder, vectors, rs, mode)
     gauge = Periodic("vectors-pending", 5.0, lambda: metrics.VECTORS_PENDING.set(ingestor.pending_vectors()))
     reindexer = Reindexer(
-        ingestor, originals, filler.embedder, vectors, filler.sentences, rs.sentence_vectors_per_chunk, rs.embed_batch
+        ingestor,
+        originals,
+        filler.embedder,
+        vectors,
+        filler.sentences,
+        settings.data_dir / "reindex",
+        rs.sentence_vectors_per_chunk,
+        rs.embed_batch,
     )
+    reindexer.recover()  # a job its process left half-built: interrupted, its staged rows gone
     return Knowledge(
         tokenizer, embedder, vectors, catalog, ingestor, retriever, filler, gauge, QuarantineGauge(catalog), reindexer
     )

@@ -2,11 +2,12 @@
 
 Why a new generation and one switch: a rebuild of 10k documents takes hours of embedding, and answers
 must come from a complete index all that time. Each document's new chunks are written beside the
-served ones (``Chunk.staged_by`` = the job's id: the BM25 view and so the vector side leave them out)
-and their vectors go into the same vector index under their new ids, which no query can map to a
-record. When every document is done, one transaction deletes the old generation's chunk rows and
-clears ``staged_by`` on the new ones; the catalog's view is rebuilt at once and only then are the old
-vectors deleted, so no query ever sees half of either.
+served ones (``Chunk.staged_by`` = the job's id: the BM25 view leaves them out) and their vectors are
+kept in the job's work directory (``<data dir>/reindex/<job>/``), so the served vector index is not
+crowded by near-copies of its own vectors while the job runs. When every document is done the new
+vectors go into the index under their new ids (which no query maps to a record yet), one transaction
+deletes the old generation's chunk rows and clears ``staged_by`` on the new ones, the catalog's view is
+rebuilt at once, and only then are the old vectors deleted: no query ever sees half of either.
 
 One bad record never blocks the rest: a document without an original (stored before originals were
 kept), or one that no longer loads, is reported (``ReindexJob.errors``) and keeps its served chunks.
@@ -19,15 +20,18 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from ragvigil.errors import NotFound, RagvigilError
 from ragvigil.knowledge.embeddings import Embedder
@@ -115,6 +119,7 @@ class Reindexer:
         embedder: Embedder,
         store: VectorStore,
         sentences: SentenceVectorStore,
+        work_dir: Path,
         max_sentences: int = 12,
         batch: int = 16,
     ) -> None:
@@ -127,6 +132,7 @@ class Reindexer:
         self.sentences = sentences
         self.max_sentences = max_sentences
         self.batch = batch
+        self.work_dir = work_dir  # one directory per job: its staged vectors, until the switch
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
         self._stop = threading.Event()
@@ -178,6 +184,26 @@ class Reindexer:
     def status(self, kb: str) -> JobStatus:
         """The newest job of ``kb`` (``ReindexNotFound`` if none)."""
         return latest_job(self.db, kb, self._threads)
+
+    def recover(self) -> int:
+        """At start: jobs whose process is gone end ``interrupted`` and their staged rows go, before the vector
+        filler's resync would take those rows for chunks lacking vectors. Returns how many jobs were recovered."""
+        try:
+            with self.db.session(write=True) as s:
+                dead = [
+                    j for j in s.scalars(select(ReindexJob).where(ReindexJob.state == RUNNING)) if not self._alive(j)
+                ]
+                for job in dead:
+                    job.state, job.finished_at = INTERRUPTED, utcnow()
+                kbs = {job.kb for job in dead}
+            for kb in kbs:
+                self.discard_staged(kb)
+        except SQLAlchemyError:  # a database not at this release's schema: the migration check reports it
+            log.exception("reindex_recovery_failed")
+            return 0
+        if kbs:
+            log.warning("reindex_recovered", extra={"jobs": len(dead), "kbs": sorted(kbs)})
+        return len(dead)
 
     def wait(self, kb: str, timeout: float | None = None) -> None:
         """Wait for the running job of ``kb`` in this process to end (CLI and tests)."""
@@ -261,7 +287,7 @@ class Reindexer:
             s.flush()
             ids = [c.id for c in chunks]
             self.sentences.replace(s, {cid: sentence_rows[i] for i, cid in enumerate(ids) if sentence_rows[i]})
-        self.store.upsert(kb, ids, vectors)
+        self._keep_vectors(job_id, len(built), ids, vectors)
         built[doc.id] = (doc.content_hash, len(rows), title)
         return "rebuilt", None
 
@@ -286,8 +312,27 @@ class Reindexer:
             pos += len(sentences)
         return out
 
+    def _keep_vectors(self, job_id: str, n: int, ids: list[int], vectors: np.ndarray) -> None:
+        """A document's staged vectors in the job's directory (written whole, then renamed)."""
+        d = self.work_dir / job_id
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f"{n:08d}.tmp.npz"
+        np.savez(tmp, ids=np.asarray(ids, dtype=np.int64), vectors=np.asarray(vectors, dtype=np.float32))
+        os.replace(tmp, d / f"{n:08d}.npz")
+
+    def _add_vectors(self, kb: str, job_id: str) -> None:
+        """The staged vectors into the served index: ids no view maps yet, so nothing serves them before the switch."""
+        d = self.work_dir / job_id
+        for path in sorted(d.glob("*[0-9].npz")) if d.is_dir() else ():
+            self._check_stop()
+            with np.load(path) as part:
+                self.store.upsert(kb, part["ids"].tolist(), part["vectors"])
+            self._update(job_id)
+
     def _switch(self, kb: str, job_id: str, built: dict[str, tuple[str, int, str]]) -> None:
-        """One transaction: the old generation's rows go, the new one's are served; then the view, then vectors."""
+        """The new vectors in, then one transaction: the old generation's rows go, the new one's are served;
+        then the view, then the old vectors out."""
+        self._add_vectors(kb, job_id)
         old_ids: list[int] = []
         with self.db.session(write=True) as s:
             doc_ids = list(built)
@@ -315,6 +360,7 @@ class Reindexer:
         self.discard_staged(kb)  # documents that changed meanwhile: their staged rows are not served
         self.store.delete(kb, old_ids)
         self.store.flush()
+        shutil.rmtree(self.work_dir / job_id, ignore_errors=True)
         log.warning("reindex_done", extra={"kb": kb, "job_id": job_id, "documents": len(built)})
 
     def discard_staged(self, kb: str, keep: str | None = None) -> int:
@@ -327,9 +373,13 @@ class Reindexer:
             ids = list(s.scalars(stmt))
             for part in _parts(ids):
                 s.execute(delete(Chunk).where(Chunk.id.in_(part)))
+            running = set(s.scalars(select(ReindexJob.id).where(ReindexJob.state == RUNNING)))
         if ids:
-            self.store.delete(kb, ids)
+            self.store.delete(kb, ids)  # any that a switch cut short had already added
             self.store.flush()
+        for d in self.work_dir.iterdir() if self.work_dir.is_dir() else ():
+            if d.name != keep and d.name not in running:
+                shutil.rmtree(d, ignore_errors=True)  # the staged vectors of jobs that ended
         return len(ids)
 
     def _discard_quietly(self, kb: str) -> None:

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -341,3 +342,26 @@ def test_a_restart_recovers_a_job_killed_mid_way_before_anything_else_runs(data_
         assert rt.filler.resync() == 0  # nothing half-built left for the vector filler to embed
     finally:
         rt.close()
+
+
+def test_the_cli_has_a_running_instance_do_the_work_and_follows_it(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.realservers import ragvigil_server
+
+    rt = Runtime(settings(data_dir, NEW_CHUNK_CHARS))
+    try:
+        key = admin_key(rt)
+        old = served_chunks(rt)
+    finally:
+        rt.close()
+    env = {"RAGVIGIL_RETRIEVAL__CHUNK_CHARS": str(NEW_CHUNK_CHARS), "RAGVIGIL_RETRIEVAL__CHUNK_OVERLAP": "20"}
+    with ragvigil_server(data_dir, env=env) as server:
+        monkeypatch.setenv("RAGVIGIL_DATA_DIR", str(data_dir))
+        out = CliRunner().invoke(cli_app, ["reindex", "--kb", KB, "--url", server.base, "--api-key", key])
+        assert out.exit_code == 0, out.output
+        assert "done 2/2 documents" in out.output and "in this process" not in out.output
+        hits = httpx.get(f"{server.base}/api/v1/kb/{KB}/search", params={"q": QUESTION}, headers=auth(key)).json()
+        assert hits["hits"] and not {h["chunk_id"] for h in hits["hits"]} & set(old)  # the server serves the new one
+        status = CliRunner().invoke(cli_app, ["reindex", "--status", "--kb", KB])
+        assert status.exit_code == 0 and f"{KB}: done 2/2" in status.output

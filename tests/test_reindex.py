@@ -365,3 +365,17 @@ def test_the_cli_has_a_running_instance_do_the_work_and_follows_it(
         assert hits["hits"] and not {h["chunk_id"] for h in hits["hits"]} & set(old)  # the server serves the new one
         status = CliRunner().invoke(cli_app, ["reindex", "--status", "--kb", KB])
         assert status.exit_code == 0 and f"{KB}: done 2/2" in status.output
+
+
+def test_a_background_view_rebuild_that_read_before_the_switch_never_replaces_the_new_view(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = runtime.catalog
+    kb_id = catalog.kb_id(KB)
+    old_sig, old_records = catalog._signature(kb_id), catalog._load_records(kb_id)  # what that rebuild read
+    runtime.reindexer.run(KB, runtime.reindexer.begin(KB, "test"))  # the switch reloads the view
+    new_ids = set(served_chunks(runtime))
+    assert {r.id for r in catalog.bm25(KB).records} == new_ids
+    monkeypatch.setattr(catalog, "_load_records", lambda _kb_id: old_records)
+    catalog._rebuild(KB, kb_id, old_sig)  # the background rebuild finishing late
+    assert {r.id for r in catalog.bm25(KB).records} == new_ids

@@ -145,7 +145,9 @@ class Catalog:
         try:
             index = Bm25Index(self._load_records(kb_id))
             with self._lock:
-                self._bm25[kb] = (sig, index)
+                current = self._bm25.get(kb)
+                if current is None or current[0] != self._signature(kb_id) or sig == current[0]:
+                    self._bm25[kb] = (sig, index)  # never over a newer view a reindex's `reload` put in meanwhile
         except Exception:
             log.exception("bm25_rebuild_failed", extra={"kb": kb})
         finally:

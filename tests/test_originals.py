@@ -221,3 +221,12 @@ def test_migration_0008_keeps_stored_documents_and_downgrades(db_url: str) -> No
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0008"
         assert conn.execute(text("SELECT count(*) FROM documents")).scalar() == 1
     db.dispose()
+
+
+def test_a_file_refused_by_the_upload_limits_keeps_no_original(api: TestClient, runtime: Runtime) -> None:
+    runtime.ingestor.limits = runtime.ingestor.limits.model_copy(update={"max_file_bytes": 20})
+    res = upload(api, "refunds.md", REFUND)
+    assert res["outcome"] == "failed" and "ingest.max_file_bytes" in res["error"]
+    res = upload(api, "notes.exe", b"MZ not a document")
+    assert res["outcome"] == "failed"
+    assert stored(runtime) == set()

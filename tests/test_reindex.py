@@ -379,3 +379,21 @@ def test_a_background_view_rebuild_that_read_before_the_switch_never_replaces_th
     monkeypatch.setattr(catalog, "_load_records", lambda _kb_id: old_records)
     catalog._rebuild(KB, kb_id, old_sig)  # the background rebuild finishing late
     assert {r.id for r in catalog.bm25(KB).records} == new_ids
+
+
+def test_a_job_just_begun_is_never_taken_for_a_dead_one(runtime: Runtime) -> None:
+    job_id = runtime.reindexer.begin(KB, "first")  # its thread has not started working yet
+    other = threading.Thread(target=lambda: errors.append(_begin_error(runtime)))
+    errors: list[str] = []
+    other.start()
+    other.join(60)
+    assert errors == ["reindex_running"]
+    assert runtime.reindexer.run(KB, job_id).state == "done"
+
+
+def _begin_error(rt: Runtime) -> str:
+    try:
+        rt.reindexer.begin(KB, "second")
+    except ReindexRunning as exc:
+        return exc.code
+    return "began"

@@ -138,8 +138,11 @@ class Reindexer:
         self._stop = threading.Event()
 
     # -- jobs ----------------------------------------------------------------
-    def begin(self, kb: str, by: str) -> str:
-        """Record a new running job for ``kb`` (``ReindexRunning`` if one is live) and return its id."""
+    def begin(self, kb: str, by: str, thread: threading.Thread | None = None) -> str:
+        """Record a new running job for ``kb`` (``ReindexRunning`` if one is live) and return its id.
+
+        ``thread`` (default: the calling one) is the job's from now on, registered under the same lock, so a
+        second request never takes this job for one whose thread is gone."""
         self.catalog.kb_id(kb)  # KnowledgeBaseNotFound
         with self._lock, self.db.session(write=True) as s:
             live = s.scalar(
@@ -156,6 +159,7 @@ class Reindexer:
             job = ReindexJob(kb=kb, state=RUNNING, requested_by=by[:160], errors=[], runner=RUNNER)
             s.add(job)
             s.flush()
+            self._threads[kb] = thread or threading.current_thread()
             return job.id
 
     def _alive(self, job: ReindexJob) -> bool:
@@ -163,12 +167,11 @@ class Reindexer:
 
     def start(self, kb: str, by: str) -> str:
         """Begin a job and run it on a background thread; returns its id at once."""
-        job_id = self.begin(kb, by)
-        thread = threading.Thread(target=self.run_logged, args=(kb, job_id), name=f"reindex-{kb}", daemon=True)
-        with self._lock:
-            self._threads[kb] = thread
+        job: list[str] = []
+        thread = threading.Thread(target=lambda: self.run_logged(kb, job[0]), name=f"reindex-{kb}", daemon=True)
+        job.append(self.begin(kb, by, thread))
         thread.start()
-        return job_id
+        return job[0]
 
     def run_logged(self, kb: str, job_id: str) -> None:
         """``run``, its failure logged (the job row says failed and why): the body of a job's thread."""
@@ -176,10 +179,6 @@ class Reindexer:
             self.run(kb, job_id)
         except Exception:  # the job row says failed; nothing else runs on this thread
             log.exception("reindex_failed", extra={"kb": kb, "job_id": job_id})
-        finally:
-            with self._lock:
-                if self._threads.get(kb) is threading.current_thread():
-                    del self._threads[kb]
 
     def status(self, kb: str) -> JobStatus:
         """The newest job of ``kb`` (``ReindexNotFound`` if none)."""
@@ -215,7 +214,8 @@ class Reindexer:
         """Interrupt running jobs at their next batch; each ends ``interrupted`` with the old generation serving."""
         self._stop.set()
         for thread in list(self._threads.values()):
-            thread.join(30.0)
+            if thread is not threading.current_thread() and thread.ident is not None:
+                thread.join(30.0)
 
     # -- the work ------------------------------------------------------------
     def run(self, kb: str, job_id: str) -> JobStatus:
@@ -249,6 +249,9 @@ class Reindexer:
             raise
         finally:
             metrics.REINDEX_RUNNING.dec()
+            with self._lock:
+                if self._threads.get(kb) is threading.current_thread():
+                    del self._threads[kb]
         return self.status(kb)
 
     def _rebuild_one(

@@ -116,6 +116,7 @@ class Runtime:
         k = build_knowledge(settings, self.db, self.faults, self.shared.cache)
         self.tokenizer, self.embedder, self.vectors, self.catalog = k.tokenizer, k.embedder, k.vectors, k.catalog
         self.ingestor, self.retriever, self.filler = k.ingestor, k.retriever, k.filler
+        self.reindexer = k.reindexer  # reindex jobs; stopped by close, the old generation left serving
         self.sentence_vectors = self.filler.sentences  # the passages' sentence vectors a turn reads (one query)
         self.sessions, self.keys, self.audit = SessionStore(self.db), KeyStore(self.db), AuditLog(self.db)
         self.journal = Journal.build(settings.data_dir / "journal", settings.journal)
@@ -277,6 +278,7 @@ class Runtime:
         return kept
 
     def close(self) -> None:
+        self.reindexer.stop()  # a running reindex ends interrupted, its staged generation removed
         for job in reversed(self.background):  # each stop is a no-op for a job that never started
             job.stop()
         # after the jobs: a turn cut short stays in the journal for the next start, not half-replayed by

@@ -19,7 +19,8 @@ _OPEN_PREFIXES = (
     "/openapi.json",
     "/docs",
 )
-_NEVER_OPEN_SUFFIXES = ("/timeline",)  # a session's stage timings are ops data (traces)
+# a session's stage timings are ops data (traces); a reindex rebuilds a whole knowledge base (admin)
+_NEVER_OPEN_SUFFIXES = ("/timeline", "/reindex")
 
 
 def open_without_key(method: str, path: str) -> bool:

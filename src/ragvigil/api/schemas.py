@@ -163,6 +163,12 @@ class DocumentOut(BaseModel):
     content_hash: str
     created_at: datetime
     updated_at: datetime
+    original_digest: str | None = Field(
+        None, description="SHA-256 of the kept original file `ragvigil reindex` rebuilds it from; null: none kept"
+    )
+    original_filename: str | None = None
+    original_media_type: str | None = None
+    original_size: int | None = None
 
     @model_validator(mode="after")
     def _quarantine_is_the_status(self) -> DocumentOut:

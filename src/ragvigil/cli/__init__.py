@@ -20,6 +20,7 @@ from ragvigil.cli.keys import audit, keys_app
 from ragvigil.cli.knowledge import ask, ingest, kb_app, search
 from ragvigil.cli.logs import logs_app
 from ragvigil.cli.providers import providers_app
+from ragvigil.cli.reindex import reindex
 from ragvigil.cli.remediation import remediation_app
 from ragvigil.cli.serve import serve
 
@@ -34,5 +35,5 @@ app.add_typer(faults_app, name="faults")
 app.add_typer(remediation_app, name="remediation")
 app.add_typer(handoffs_app, name="handoffs")
 app.add_typer(kb_app, name="kb")
-for command in (migrate, ingest, search, ask, serve, audit, diagnose, drill, doctor):
+for command in (migrate, ingest, search, ask, serve, audit, diagnose, drill, doctor, reindex):
     app.command()(command)

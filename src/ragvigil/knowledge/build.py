@@ -15,7 +15,9 @@ from ragvigil.knowledge.backends import build_embedders, build_vector_store
 from ragvigil.knowledge.catalog import Catalog
 from ragvigil.knowledge.embeddings import CachedQueryEmbedder, SharedVectorCache
 from ragvigil.knowledge.ingest import Ingestor
+from ragvigil.knowledge.originals import FilesystemOriginalStore
 from ragvigil.knowledge.quarantine import QuarantineGauge
+from ragvigil.knowledge.reindex import Reindexer
 from ragvigil.knowledge.retrieval import HybridRetriever
 from ragvigil.knowledge.retrieval_mode import build_retrieval_mode
 from ragvigil.knowledge.tokenize import Tokenizer
@@ -49,6 +51,7 @@ class Knowledge:
     filler: VectorFiller
     pending_gauge: Periodic  # keeps ragvigil_vectors_pending fresh while serving
     quarantine_gauge: QuarantineGauge  # ragvigil_documents_quarantined at start (the catalog sets it on change)
+    reindexer: Reindexer  # `ragvigil reindex`: a new generation from the kept originals, then one switch
 
 
 def build_knowledge(
@@ -64,7 +67,8 @@ def build_knowledge(
     embedder = CachedQueryEmbedder(wrap_embedder(query_embedder), rs.query_cache_size, shared_cache)
     vectors = wrap_store(build_vector_store(settings, embedder.dim))  # faiss files, or a Chroma server
     catalog = Catalog(db)
-    ingestor = Ingestor(catalog, tokenizer, rs, vectors, settings.ingest)
+    originals = FilesystemOriginalStore(settings.data_dir / "originals")  # every ingested file's bytes
+    ingestor = Ingestor(catalog, tokenizer, rs, vectors, settings.ingest, originals)
     # its own engine: a batch of passages must never make questions wait behind it (an embedding fault
     # hits it too: the engines are one embedder to a drill)
     filler = VectorFiller(
@@ -78,6 +82,17 @@ def build_knowledge(
     mode = build_retrieval_mode(settings.retrieval_mode, vectors, embedder, filler)
     retriever = HybridRetriever(catalog, tokenizer, embedder, vectors, rs, mode)
     gauge = Periodic("vectors-pending", 5.0, lambda: metrics.VECTORS_PENDING.set(ingestor.pending_vectors()))
+    reindexer = Reindexer(
+        ingestor,
+        originals,
+        filler.embedder,
+        vectors,
+        filler.sentences,
+        settings.data_dir / "reindex",
+        rs.sentence_vectors_per_chunk,
+        rs.embed_batch,
+    )
+    reindexer.recover()  # a job its process left half-built: interrupted, its staged rows gone
     return Knowledge(
-        tokenizer, embedder, vectors, catalog, ingestor, retriever, filler, gauge, QuarantineGauge(catalog)
+        tokenizer, embedder, vectors, catalog, ingestor, retriever, filler, gauge, QuarantineGauge(catalog), reindexer
     )

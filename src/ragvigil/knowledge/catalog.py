@@ -10,6 +10,9 @@ A quarantined document (``Document.quarantined``: its repair lost characters) is
 view, so neither BM25 nor the vector side (whose hits are mapped to records of this view) can
 retrieve it; releasing it changes the view's signature, and the next refresh serves it.
 
+Chunks of a generation a reindex is still building (``Chunk.staged_by`` set) are left out of the view
+too; the reindex switches them in with one transaction and then ``reload``s the view at once.
+
 An unknown knowledge base is an error (``KnowledgeBaseNotFound``), never an empty index: asking
 a knowledge base that does not exist must say so, not answer "nothing found".
 """
@@ -83,7 +86,7 @@ class Catalog:
         served = (
             select(func.count(Chunk.id), func.max(Chunk.id))
             .join(Document, Document.id == Chunk.document_id)
-            .where(Chunk.kb_id == kb_id, Document.quarantined.is_(False))
+            .where(Chunk.kb_id == kb_id, Chunk.staged_by.is_(None), Document.quarantined.is_(False))
         )
         with self.db.session() as s:
             row = s.execute(served).one()
@@ -142,7 +145,9 @@ class Catalog:
         try:
             index = Bm25Index(self._load_records(kb_id))
             with self._lock:
-                self._bm25[kb] = (sig, index)
+                current = self._bm25.get(kb)
+                if current is None or current[0] != self._signature(kb_id) or sig == current[0]:
+                    self._bm25[kb] = (sig, index)  # never over a newer view a reindex's `reload` put in meanwhile
         except Exception:
             log.exception("bm25_rebuild_failed", extra={"kb": kb})
         finally:
@@ -152,6 +157,19 @@ class Catalog:
 
     def invalidate(self, kb: str) -> None:
         self._checked.pop(kb, None)
+
+    def reload(self, kb: str) -> Bm25Index:
+        """Rebuild the view of ``kb`` now, whatever its size, and serve it from the next query on.
+
+        A reindex's switch calls it before deleting the old generation's vectors, so no query sees the
+        new chunks' ids missing from the view or the old ones missing from the vector index."""
+        kb_id = self.kb_id(kb)
+        with self._lock:
+            sig = self._signature(kb_id)
+            index = Bm25Index(self._load_records(kb_id))
+            self._bm25[kb] = (sig, index)
+            self._checked[kb] = time.monotonic()
+        return index
 
     def _load_records(self, kb_id: int) -> list[ChunkRecord]:
         stmt = (
@@ -168,7 +186,7 @@ class Catalog:
                 Document.warnings,
             )
             .join(Document, Document.id == Chunk.document_id)
-            .where(Chunk.kb_id == kb_id, Document.quarantined.is_(False))
+            .where(Chunk.kb_id == kb_id, Chunk.staged_by.is_(None), Document.quarantined.is_(False))
             .order_by(Chunk.id)
         )
         with self.db.session() as s:

@@ -2,12 +2,19 @@
 
 A document is searchable by BM25 as soon as this returns; its vectors are filled in by the
 ``VectorFiller`` in the background (``vector_status`` shows progress per document).
+
+The file's bytes are kept first (``knowledge.originals``: content-addressed, fsynced) and the document
+records which original it was built from, so ``ragvigil reindex`` can rebuild it later; a failing write
+of the original fails the file before anything reaches the database (never a document without its
+original). An original no document references any more (deleted, replaced) is removed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import mimetypes
+import threading
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -18,9 +25,10 @@ from sqlalchemy import delete, func, select
 from ragvigil.config import IngestSettings, RetrievalSettings
 from ragvigil.errors import NotFound, RagvigilError
 from ragvigil.knowledge.catalog import Catalog
-from ragvigil.knowledge.chunking import chunk_text
-from ragvigil.knowledge.loaders import LoadError, load_bytes, strip_controls
-from ragvigil.knowledge.quarantine import judge, log_quarantined
+from ragvigil.knowledge.chunking import TextChunk, chunk_text
+from ragvigil.knowledge.loaders import LoadedDocument, LoadError, load_bytes, strip_controls
+from ragvigil.knowledge.originals import OriginalStore
+from ragvigil.knowledge.quarantine import Verdict, judge, log_quarantined
 from ragvigil.knowledge.tokenize import Tokenizer
 from ragvigil.knowledge.vectorstore import VectorStore, VectorStoreError
 from ragvigil.storage.models import Chunk, Document, DocumentStatus, utcnow
@@ -87,6 +95,20 @@ def indexable_text(title: str, anchor: str, text: str) -> str:
     return f"{head}\n{text}" if head else text
 
 
+def media_type(source: str) -> str:
+    """The media type a file name says (what an object store or a download would be told)."""
+    return mimetypes.guess_type(source.rsplit("/", 1)[-1])[0] or "application/octet-stream"
+
+
+@dataclass
+class Prepared:
+    """A file made ready to store: its loaded text, the quarantine verdict and (piece, BM25 tokens) per chunk."""
+
+    loaded: LoadedDocument
+    verdict: Verdict
+    rows: list[tuple[TextChunk, str]]
+
+
 class Ingestor:
     def __init__(
         self,
@@ -95,6 +117,7 @@ class Ingestor:
         settings: RetrievalSettings,
         store: VectorStore | None = None,
         limits: IngestSettings | None = None,
+        originals: OriginalStore | None = None,
     ) -> None:
         self.catalog = catalog
         self.db = catalog.db
@@ -102,6 +125,18 @@ class Ingestor:
         self.settings = settings
         self.store = store
         self.limits = limits or IngestSettings()
+        self.originals = originals
+        # held from keeping an original to its document's commit, and while an unreferenced one is removed:
+        # a digest is never removed between another upload's put and that upload's commit
+        self._originals_lock = threading.RLock()
+
+    def prepare(self, raw: bytes, source: str, time_left: float | None = None) -> Prepared:
+        """Load, judge, chunk and tokenize one file with the current settings (raises ``LoadError``)."""
+        loaded = load_bytes(raw, source, self.limits, time_left)
+        verdict = judge(loaded, self.limits.quarantine_below_recovered)
+        pieces = chunk_text(loaded.text, loaded.title, self.settings.chunk_chars, self.settings.chunk_overlap)
+        rows = [(p, " ".join(self.tokenizer.tokens(indexable_text(loaded.title, p.anchor, p.text)))) for p in pieces]
+        return Prepared(loaded, verdict, rows)
 
     def ingest_bytes(self, kb: str, source: str, raw: bytes, deadline: float | None = None) -> IngestResult:
         """Ingest one file's bytes into ``kb``; failures are recorded on the document, not raised.
@@ -119,6 +154,8 @@ class Ingestor:
         with self.db.session() as s:
             doc = s.scalar(select(Document).where(Document.kb_id == kb_id, Document.source == source))
             if doc is not None and doc.content_hash == digest and doc.status != DocumentStatus.FAILED:
+                if doc.original_digest is None and self.originals is not None:
+                    self._keep_original_of(doc.id, source, raw)  # stored before originals were kept
                 return IngestResult(
                     source,
                     "unchanged",
@@ -138,14 +175,24 @@ class Ingestor:
                 "(ingest.upload_time_budget_s)",
             )
         try:
-            loaded = load_bytes(raw, source, self.limits, time_left)
+            prepared = self.prepare(raw, source, time_left)
         except LoadError as exc:
             return self._record_failure(kb_id, source, digest, len(raw), _reason(str(exc)))
+        with self._originals_lock:
+            kept = self.originals.put(raw) if self.originals is not None else None  # OriginalNotStored: nothing stored
+            try:
+                return self._store(kb, kb_id, source, digest, len(raw), kept, prepared)
+            except BaseException:
+                if kept is not None:
+                    self.collect_original(kept)  # no half state: the original goes with the failed commit
+                raise
 
-        verdict = judge(loaded, self.limits.quarantine_below_recovered)
-        pieces = chunk_text(loaded.text, loaded.title, self.settings.chunk_chars, self.settings.chunk_overlap)
-        rows = [(p, " ".join(self.tokenizer.tokens(indexable_text(loaded.title, p.anchor, p.text)))) for p in pieces]
+    def _store(
+        self, kb: str, kb_id: int, source: str, digest: str, size: int, kept: str | None, prepared: Prepared
+    ) -> IngestResult:
+        loaded, verdict, rows = prepared.loaded, prepared.verdict, prepared.rows
         old_chunk_ids: list[int] = []
+        old_original: str | None = None
         with self.db.session(write=True) as s:  # one transaction: old chunks go and new ones appear together
             doc = s.scalar(select(Document).where(Document.kb_id == kb_id, Document.source == source))
             outcome: Outcome = "updated" if doc is not None else "created"
@@ -155,8 +202,13 @@ class Ingestor:
             else:
                 old_chunk_ids = list(s.scalars(select(Chunk.id).where(Chunk.document_id == doc.id)))
                 s.execute(delete(Chunk).where(Chunk.document_id == doc.id))
+            old_original = doc.original_digest
             doc.title = loaded.title
             doc.content_hash = digest
+            if kept is not None:
+                doc.original_digest, doc.original_size = kept, size
+                doc.original_filename = source.rsplit("/", 1)[-1][:1024]
+                doc.original_media_type = media_type(source)
             doc.status = DocumentStatus.SEARCHABLE
             doc.vector_status = "pending"
             doc.error = None
@@ -183,6 +235,8 @@ class Ingestor:
             doc_id = doc.id
         if old_chunk_ids:
             self._forget_vectors(kb, old_chunk_ids)
+        if old_original is not None and old_original != kept:
+            self.collect_original(old_original)
         self.catalog.invalidate(kb)
         if verdict.reason is not None:
             log_quarantined(kb, doc_id, source, verdict.reason)
@@ -241,8 +295,11 @@ class Ingestor:
             chunk_ids = list(s.scalars(select(Chunk.id).where(Chunk.document_id == doc.id)))
             s.execute(delete(Chunk).where(Chunk.document_id == doc.id))
             was_quarantined = doc.quarantined
+            original = doc.original_digest
             s.delete(doc)
         self._forget_vectors(kb, chunk_ids)
+        if original is not None:
+            self.collect_original(original)
         self.catalog.invalidate(kb)
         if was_quarantined:
             self.catalog.publish_quarantined()
@@ -259,6 +316,30 @@ class Ingestor:
             if doc is None:
                 raise DocumentNotFound(document_id)
             return doc
+
+    def _keep_original_of(self, document_id: str, source: str, raw: bytes) -> None:
+        """Keep the original of a document stored before originals were (its content unchanged)."""
+        assert self.originals is not None
+        with self._originals_lock:
+            kept = self.originals.put(raw)
+            with self.db.session(write=True) as s:
+                doc = s.get(Document, document_id)
+                if doc is not None and doc.original_digest is None:
+                    doc.original_digest, doc.original_size = kept, len(raw)
+                    doc.original_filename = source.rsplit("/", 1)[-1][:1024]
+                    doc.original_media_type = media_type(source)
+
+    def collect_original(self, digest: str) -> bool:
+        """Remove the original ``digest`` unless a document still references it; True when removed."""
+        if self.originals is None:
+            return False
+        with self._originals_lock:
+            with self.db.session() as s:
+                used = s.scalar(select(func.count(Document.id)).where(Document.original_digest == digest))
+            if used:
+                return False
+            self.originals.delete(digest)
+            return True
 
     def pending_vectors(self) -> int:
         with self.db.session() as s:

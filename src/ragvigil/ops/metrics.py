@@ -483,3 +483,15 @@ REDIS_FALLBACKS = Counter(
     ["use"],
     registry=REGISTRY,
 )
+REINDEX_DOCUMENTS = Counter(
+    "ragvigil_reindex_documents_total",
+    "Documents a reindex handled, by outcome: rebuilt (its new chunks and vectors staged), skipped (no original "
+    "kept, or changed meanwhile), failed (its original no longer loads; its served chunks kept).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+REINDEX_RUNNING = Gauge(
+    "ragvigil_reindex_jobs_running",
+    "Reindex jobs running in this process (the old generation serves until each switches in its new one).",
+    registry=REGISTRY,
+)

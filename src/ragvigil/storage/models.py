@@ -108,6 +108,11 @@ class Document(Base):
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # the kept original (knowledge/originals.py) this version was built from; None before migration 0008
+    original_digest: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    original_filename: Mapped[str | None] = mapped_column(String(1024), default=None)
+    original_media_type: Mapped[str | None] = mapped_column(String(128), default=None)
+    original_size: Mapped[int | None] = mapped_column(Integer, default=None)
 
     chunks: Mapped[list[Chunk]] = relationship(
         back_populates="document", cascade="all, delete-orphan", passive_deletes=True
@@ -126,8 +131,32 @@ class Chunk(Base):
     text: Mapped[str] = mapped_column(Text)
     tokens: Mapped[str] = mapped_column(Text, default="")  # space-joined BM25 tokens, so rebuilds skip jieba
     embedded: Mapped[bool] = mapped_column(Boolean, default=False)
+    # the reindex job building this chunk as part of a new generation; None: served (knowledge/reindex.py)
+    staged_by: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
 
     document: Mapped[Document] = relationship(back_populates="chunks")
+
+
+class ReindexJob(Base):
+    """One ``ragvigil reindex`` of a knowledge base: its state and progress, seen by the CLI and every replica."""
+
+    __tablename__ = "reindex_jobs"
+
+    ERRORS_KEPT: ClassVar[int] = 100  # the first problems, each one line; the counts say how many in all
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kb: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16))  # running | done | failed | interrupted
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    requested_by: Mapped[str] = mapped_column(String(160))
+    runner: Mapped[str] = mapped_column(String(64), default="")  # host:pid of the process running it
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 # The owner of a session opened before sessions had owners (migration 0004): no caller is this owner,

@@ -66,7 +66,9 @@ def build_knowledge(
         rs.query_cache_size,
         shared_cache,
     )
-    vectors = wrap_store(FaissVectorStore(settings.index_dir, embedder.dim, rs.vector_index))
+    vectors = wrap_store(
+        FaissVectorStore(settings.index_dir, embedder.dim, rs.vector_index, auto_threshold=rs.vector_index_threshold)
+    )
     catalog = Catalog(db)
     ingestor = Ingestor(catalog, tokenizer, rs, vectors, settings.ingest)
     # its own engine: a batch of passages must never make questions wait behind it (an embedding fault

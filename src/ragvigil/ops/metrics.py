@@ -495,3 +495,17 @@ REINDEX_RUNNING = Gauge(
     "Reindex jobs running in this process (the old generation serves until each switches in its new one).",
     registry=REGISTRY,
 )
+VECTOR_INDEX_KIND = Gauge(
+    "ragvigil_vector_index_kind",
+    "1 for the kind (flat, hnsw) each knowledge base's vector index is now, 0 for the other; with "
+    "retrieval.vector_index=auto it changes with the base's size.",
+    ["kb", "kind"],
+    registry=REGISTRY,
+)
+VECTOR_INDEX_REBUILDS = Counter(
+    "ragvigil_vector_index_rebuilds_total",
+    "Background builds of a knowledge base's HNSW index after it crossed the auto threshold, by outcome "
+    "(ok, error, abandoned: the base was dropped during the build).",
+    ["outcome"],
+    registry=REGISTRY,
+)

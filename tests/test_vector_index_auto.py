@@ -1,0 +1,175 @@
+"""``retrieval.vector_index=auto``: flat below the threshold, HNSW built in the background above it.
+
+The build is held on an event so the test sees the store *during* it: searches answered by the
+flat index, writes that must survive the swap. Small threshold (200 vectors), 16 dimensions.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ragvigil.config import Settings
+from ragvigil.knowledge.vectorstore import FaissVectorStore
+from ragvigil.ops import metrics
+
+DIM = 16
+THRESHOLD = 200
+
+
+def unit(n: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+class GatedStore(FaissVectorStore):
+    """The real store whose HNSW build waits for ``release`` (or raises ``fail``) after ``started``."""
+
+    def __init__(self, root: Path, fail: bool = False) -> None:
+        super().__init__(root, DIM, "auto", auto_threshold=THRESHOLD)
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.fail = fail
+
+    def _build_hnsw(self, ids: np.ndarray, vecs: np.ndarray):  # type: ignore[no-untyped-def]
+        self.started.set()
+        assert self.release.wait(30), "the test never released the build"
+        if self.fail:
+            raise RuntimeError("build failed (test)")
+        return super()._build_hnsw(ids, vecs)
+
+
+def kind_gauge(kb: str, kind: str) -> float | None:
+    return metrics.REGISTRY.get_sample_value("ragvigil_vector_index_kind", {"kb": kb, "kind": kind})
+
+
+def rebuilds(outcome: str) -> float:
+    return metrics.REGISTRY.get_sample_value("ragvigil_vector_index_rebuilds_total", {"outcome": outcome}) or 0.0
+
+
+def top1(store: FaissVectorStore, kb: str, vec: np.ndarray) -> int:
+    return store.search(kb, vec, 1)[0][0]
+
+
+def test_auto_is_the_default_and_its_threshold_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().retrieval.vector_index == "auto"
+    monkeypatch.setenv("RAGVIGIL_RETRIEVAL__VECTOR_INDEX_THRESHOLD", "1234")
+    assert Settings().retrieval.vector_index_threshold == 1234
+
+
+def test_below_the_threshold_stays_flat(tmp_path: Path) -> None:
+    store = FaissVectorStore(tmp_path, DIM, "auto", auto_threshold=THRESHOLD)
+    vecs = unit(THRESHOLD - 1, 0)
+    store.upsert("small", list(range(1, THRESHOLD)), vecs)
+    assert store.wait_rebuild("small", 5)
+    assert store.kind_of("small") == "flat"
+    assert kind_gauge("small", "flat") == 1.0 and kind_gauge("small", "hnsw") == 0.0
+    store.delete("small", [3])  # a real delete: flat keeps no tombstone
+    assert store.count("small") == THRESHOLD - 2 and 3 not in store.ids("small")
+
+
+def test_crossing_builds_hnsw_in_the_background_and_keeps_writes_made_during_the_build(tmp_path: Path) -> None:
+    store = GatedStore(tmp_path)
+    base = unit(THRESHOLD + 100, 1)
+    ok_before = rebuilds("ok")
+    store.upsert("kb", list(range(1, 151)), base[:150])
+    assert store.kind_of("kb") == "flat" and not store.started.is_set()
+    store.upsert("kb", list(range(151, THRESHOLD + 1)), base[150:THRESHOLD])  # reaches the threshold
+    assert store.started.wait(10), "no background build started at the threshold"
+
+    # during the build: the flat index answers, exactly, and takes writes
+    assert store.kind_of("kb") == "flat"
+    assert kind_gauge("kb", "flat") == 1.0
+    assert top1(store, "kb", base[41]) == 42
+    store.upsert("kb", list(range(THRESHOLD + 1, THRESHOLD + 101)), base[THRESHOLD:])  # new ids 201..300
+    store.delete("kb", list(range(5, 15)))  # ids of the snapshot
+    replaced = unit(1, 99)
+    store.upsert("kb", [20], replaced)  # an id of the snapshot with a new vector
+    store.delete("kb", [250])  # an id added during the build
+    assert top1(store, "kb", base[THRESHOLD + 10]) == THRESHOLD + 11  # flat serves the new ones at once
+    store.flush()
+    assert (tmp_path / "kb.flat.faiss").exists() and not (tmp_path / "kb.hnsw.faiss").exists()
+
+    store.release.set()
+    assert store.wait_rebuild("kb", 30)
+    expected = set(range(1, THRESHOLD + 101)) - set(range(5, 15)) - {250}
+    assert store.kind_of("kb") == "hnsw"
+    assert store.ids("kb") == expected and store.count("kb") == len(expected)
+    assert top1(store, "kb", replaced[0]) == 20
+    for i in sorted(expected - {20}):
+        assert top1(store, "kb", base[i - 1]) == i  # the exact vector finds itself after the swap
+    assert kind_gauge("kb", "hnsw") == 1.0 and kind_gauge("kb", "flat") == 0.0
+    assert rebuilds("ok") == ok_before + 1
+    # the swap is on disk too: the HNSW file replaced the flat one
+    assert (tmp_path / "kb.hnsw.faiss").exists() and not (tmp_path / "kb.flat.faiss").exists()
+
+    reopened = FaissVectorStore(tmp_path, DIM, "auto", auto_threshold=THRESHOLD)
+    assert reopened.kind_of("kb") == "hnsw"
+    assert reopened.ids("kb") == expected
+    assert top1(reopened, "kb", replaced[0]) == 20
+
+
+def test_a_failed_build_keeps_the_flat_index_and_its_writes(tmp_path: Path) -> None:
+    store = GatedStore(tmp_path, fail=True)
+    base = unit(THRESHOLD + 10, 2)
+    errors_before = rebuilds("error")
+    store.upsert("kb", list(range(1, THRESHOLD + 1)), base[:THRESHOLD])
+    assert store.started.wait(10)
+    store.upsert("kb", list(range(THRESHOLD + 1, THRESHOLD + 11)), base[THRESHOLD:])
+    store.release.set()
+    assert store.wait_rebuild("kb", 30)
+    assert store.kind_of("kb") == "flat"
+    assert rebuilds("error") == errors_before + 1
+    assert store.count("kb") == THRESHOLD + 10
+    assert top1(store, "kb", base[THRESHOLD + 5]) == THRESHOLD + 6
+    # no retry on the very next write (it waits REBUILD_RETRY_S), and nothing is left logging
+    store.upsert("kb", [THRESHOLD + 11], unit(1, 3))
+    assert store.wait_rebuild("kb", 1) and store.kind_of("kb") == "flat"
+    assert store._get("kb").log is None
+
+
+def test_a_large_flat_index_found_at_start_is_rebuilt(tmp_path: Path) -> None:
+    """E.g. a crash during a build, or a switch from flat to auto: the restart builds HNSW."""
+    vecs = unit(THRESHOLD + 50, 4)
+    flat = FaissVectorStore(tmp_path, DIM, "flat")
+    flat.upsert("kb", list(range(1, THRESHOLD + 51)), vecs)
+    flat.flush()
+    store = FaissVectorStore(tmp_path, DIM, "auto", auto_threshold=THRESHOLD)
+    store.count("kb")  # the first read loads the index
+    assert store.wait_rebuild("kb", 30)
+    assert store.kind_of("kb") == "hnsw"
+    assert all(top1(store, "kb", vecs[i - 1]) == i for i in range(1, THRESHOLD + 51))
+    again = FaissVectorStore(tmp_path, DIM, "auto", auto_threshold=THRESHOLD)
+    assert again.kind_of("kb") == "hnsw" and again.count("kb") == THRESHOLD + 50
+
+
+def test_shrinking_below_half_the_threshold_returns_to_flat_at_the_next_compaction(tmp_path: Path) -> None:
+    store = FaissVectorStore(tmp_path, DIM, "auto", auto_threshold=THRESHOLD)
+    vecs = unit(THRESHOLD, 5)
+    store.upsert("kb", list(range(1, THRESHOLD + 1)), vecs)
+    assert store.wait_rebuild("kb", 30) and store.kind_of("kb") == "hnsw"
+    store.delete("kb", list(range(1, 91)))  # 110 left: below the threshold, above half of it
+    store.upsert("kb", [100], vecs[99:100])  # re-adding an id compacts the HNSW index
+    assert store.kind_of("kb") == "hnsw", "hysteresis: above half the threshold it stays HNSW"
+    store.delete("kb", list(range(91, 111)))  # 90 left: below half
+    assert store.kind_of("kb") == "hnsw", "a delete alone does not rebuild"
+    store.upsert("kb", [150], vecs[149:150])  # the next compaction
+    assert store.kind_of("kb") == "flat"
+    assert store.ids("kb") == set(range(111, THRESHOLD + 1))
+    assert kind_gauge("kb", "flat") == 1.0
+    store.delete("kb", [111])  # a real delete again
+    assert store._get("kb").tombstones == set() and store.count("kb") == 89
+    store.flush()
+    assert (tmp_path / "kb.flat.faiss").exists() and not (tmp_path / "kb.hnsw.faiss").exists()
+    assert FaissVectorStore(tmp_path, DIM, "auto", auto_threshold=THRESHOLD).kind_of("kb") == "flat"
+
+
+def test_fixed_kinds_never_switch(tmp_path: Path) -> None:
+    vecs = unit(THRESHOLD + 10, 6)
+    for kind in ("flat", "hnsw"):
+        store = FaissVectorStore(tmp_path / kind, DIM, kind, auto_threshold=THRESHOLD)  # type: ignore[arg-type]
+        store.upsert("kb", list(range(1, THRESHOLD + 11)), vecs)
+        assert store.wait_rebuild("kb", 5) and store.kind_of("kb") == kind

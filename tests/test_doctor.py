@@ -25,11 +25,12 @@ from ragvigil.ops.doctor.options import DoctorOptions
 from ragvigil.ops.doctor.result import ok
 from ragvigil.ops.doctor.vectors import VECTOR_SERVER_CHECKS, check_vectors, register_vector_server_check
 from ragvigil.storage.models import Chunk, Document, KnowledgeBase
+from ragvigil.storage.schema import head_revision
 from tests.conftest import make_settings
 from tests.doctor_support import migrate_to, row, rows, stamp_unknown
 from tests.realservers import free_port
 
-HEAD = "0007"
+HEAD = head_revision()
 
 
 def migrated(tmp_path: Path, revision: str = HEAD, **overrides: object) -> Settings:

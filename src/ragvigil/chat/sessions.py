@@ -159,7 +159,10 @@ class SessionStore:
         """
         with self.db.session(write=True) as s:
             ids = document_ids(src for t in turns for m in t.messages for src in m.sources)
-            hashes = dict(s.execute(select(Document.id, Document.content_hash).where(Document.id.in_(ids))).tuples())
+            rows = (
+                s.execute(select(Document.id, Document.content_hash).where(Document.id.in_(ids))).all() if ids else []
+            )
+            hashes = {doc_id: content_hash for doc_id, content_hash in rows}
             return [self._append_in(s, t, hashes) for t in turns]
 
     def _append_in(self, s: Session, turn: TurnRecord, hashes: dict[str, str]) -> str:

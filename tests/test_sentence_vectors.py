@@ -239,7 +239,7 @@ def test_migration_0007_adds_the_table_and_downgrades(tmp_path: Path) -> None:
     assert "sentence_vectors" not in inspect(db.engine).get_table_names()
     with db.engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, "0007")
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0007"
     fks = inspect(db.engine).get_foreign_keys("sentence_vectors")
     assert [(f["referred_table"], f["options"].get("ondelete")) for f in fks] == [("chunks", "CASCADE")]

@@ -79,12 +79,13 @@ def resolve(session: Session, pages: Sequence[Sequence[dict[str, Any]] | None]) 
 
 
 def _source(ref: dict[str, Any], row: Any) -> dict[str, Any]:
+    """The source as the chat API returns it; a chunk gone, moved or of another document version: removed."""
     current = (
         row is not None
         and row.document_id == ref["document_id"]
         and (row.content_hash or "")[:HASH_CHARS] == ref.get("hash", "")
     )
-    return {
+    source = {
         "n": ref.get("n"),
         "document_id": ref["document_id"],
         "chunk_id": ref["chunk_id"],
@@ -98,5 +99,7 @@ def _source(ref: dict[str, Any], row: Any) -> dict[str, Any]:
         "snippet": row.text[:SNIPPET_CHARS] if current else "",
         "quality": source_quality(row.quality, row.released_at is not None) if current else None,
         "warnings": list(row.warnings or []) if current else [],
-        "removed": not current,
     }
+    if not current:  # only then: a current source reads exactly as the answer (and a journaled copy) gave it
+        source["removed"] = True
+    return source

@@ -3,9 +3,10 @@
 What it does (everything on 127.0.0.1, in a temp data dir, stops by itself):
   1. ``ragvigil ingest samples/helpcentre --vectors``;
   2. ``ragvigil serve`` (staging, auth and rate limits off, as ``bench/chat.py`` runs it);
-  3. ``--turns N`` chat turns in steps of ``--step``, by the load generator of ``bench/chat.py``
+  3. ``--turns N`` chat requests in steps of ``--step``, by the load generator of ``bench/chat.py``
      (closed-loop keep-alive clients, ``--clients`` of them; every turn a new session, persisted);
-     after each step the server's RSS (``/proc/PID/status`` VmRSS) and the step's req/s and errors.
+     after each step the server's RSS (``/proc/PID/status`` VmRSS) and the step's req/s and errors
+     (a refused request, e.g. 503 ``overloaded`` from admission on a busy machine, counts as sent).
 
 The table ends with the slope over the last half of the run (MB per 1,000 turns): ~0 means flat.
 Target: RSS after 20,000 turns ≤ 300 MB and a slope of ~0 over the last half.
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 points.append((done, rss))
                 rows.append((done, rss, result["ok"] / (time.perf_counter() - t), result["n_errors"]))
                 console.print(
-                    f"  {done:>7,} turns: {rss:6.0f} MB, {rows[-1][2]:.0f} req/s, {result['n_errors']} errors"
+                    f"  {done:>7,} requests: {rss:6.0f} MB, {rows[-1][2]:.0f} req/s, errors {result['errors']}"
                 )
         finally:
             server.stop()

@@ -25,6 +25,7 @@ from ragvigil.chat.journal import Journal, JournalReplayer
 from ragvigil.chat.pipeline import Persist
 from ragvigil.chat.safe_mode import SafeMode
 from ragvigil.chat.sessions import SessionStore
+from ragvigil.chat.turn_writer import TurnWriter
 from ragvigil.chat.understand import Understanding
 from ragvigil.chat.understanding import EmotionAnalyzer, IntentClassifier, SafetyCheck
 from ragvigil.config import Settings
@@ -119,6 +120,8 @@ class Runtime:
         self.reindexer = k.reindexer  # reindex jobs; stopped by close, the old generation left serving
         self.sentence_vectors = self.filler.sentences  # the passages' sentence vectors a turn reads (one query)
         self.sessions, self.keys, self.audit = SessionStore(self.db), KeyStore(self.db), AuditLog(self.db)
+        js = settings.journal  # the turns of concurrent requests committed in one transaction
+        self.turn_writer = TurnWriter(self.sessions, js.write_batch_max, js.write_linger_ms / 1000)
         self.journal = Journal.build(settings.data_dir / "journal", settings.journal)
         self.history = SessionHistory(self.sessions, self.journal)  # the database merged with journaled turns
         self.replayer = JournalReplayer(self.journal, self.sessions)
@@ -158,6 +161,7 @@ class Runtime:
             handoff=self.handoffs.stage if settings.handoff.enabled else None,
             look_back=self.handoffs.policy.look_back if settings.handoff.enabled else 0,
             sentence_vectors=self.sentence_vectors,
+            turn_writer=self.turn_writer,
         )
         self.health = build_health(settings, self.db, self.vectors, self.embedder, self.generator)
         for name in self.router.names()[:-1]:  # one optional check per remote provider, under generation
@@ -286,6 +290,7 @@ class Runtime:
         self.keep_unfinished_turns()  # a no-op unless a shutdown cut turns short
         self.filler.stop()
         self.pipeline.close()
+        self.turn_writer.close()
         self.health.close()
         self.router.close()
         self.admission.close()

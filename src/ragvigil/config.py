@@ -275,6 +275,12 @@ class JournalSettings(Section):
         100 * 1024 * 1024, ge=4096, description="bytes of journaled turns waiting for replay on disk"
     )
     retry_after_s: int = Field(5, ge=1, le=3600, description="Retry-After of the 503 when the journal is full")
+    write_batch_max: int = Field(
+        64, ge=1, le=1000, description="chat turns committed in one database transaction at most (1: one per turn)"
+    )
+    write_linger_ms: float = Field(
+        2.0, ge=0, le=100, description="how long a batch of turns waits for more, only while others are waiting"
+    )
 
 
 _MATCHER_TEXT = re.compile(r'^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)\s*"?.*?"?\s*$')

@@ -25,6 +25,7 @@ from ragvigil.chat.pipeline import (
 from ragvigil.chat.safe_mode import SafeMode, SafeModeStage
 from ragvigil.chat.sessions import SessionStore
 from ragvigil.chat.small_talk import SmallTalk
+from ragvigil.chat.turn_writer import TurnWriter
 from ragvigil.chat.understand import SmallTalkReply, Understand, Understanding, default_small_talk_reply
 from ragvigil.chat.understanding import Intent
 from ragvigil.config import Settings
@@ -93,6 +94,7 @@ def build_pipeline(
     handoff: Stage | None = None,
     look_back: int = 0,
     sentence_vectors: SentenceVectorReader | None = None,
+    turn_writer: TurnWriter | None = None,
 ) -> ChatPipeline:
     """The stages in order; ``look_back``: messages the history stage reads whole for later stages (hand-off)."""
     rs = settings.retrieval
@@ -115,7 +117,7 @@ def build_pipeline(
         Generate(generator, extractive, budget_s=budget_s, sentence_vectors=sentence_vectors),
         AnswerCheck(understanding, safe_response),  # also guards a stream, sentence by sentence
         *([handoff] if handoff is not None else []),  # crisis, complaint, human request, trends: to a person
-        Persist(sessions, journal),
+        Persist(sessions, journal, turn_writer),  # concurrent turns committed together
     ]
     if settings.log_message_contents and settings.message_log_key is not None:
         stages.append(

@@ -38,6 +38,7 @@ from ragvigil.chat.journal import Journal, JournalFull
 from ragvigil.chat.observers import PipelineObserver, default_observers, deliver_stage, listening, notify_turn
 from ragvigil.chat.sessions import ANONYMOUS_OWNER, SessionOwner, SessionStore, StoredMessage
 from ragvigil.chat.streaming import DetachedStream
+from ragvigil.chat.turn_writer import TurnWriter
 from ragvigil.chat.understanding import Handoff, SafetyVerdict, TurnAnalysis
 from ragvigil.errors import DependencyUnavailable, UnstorableInput
 from ragvigil.knowledge.retrieval import HybridRetriever
@@ -523,9 +524,10 @@ class Persist(BaseStage):
     name = "persist"
     REQUEST_ID_CHARS = 64  # the width of messages.request_id: a longer caller id must not fail the write
 
-    def __init__(self, sessions: SessionStore, journal: Journal) -> None:
+    def __init__(self, sessions: SessionStore, journal: Journal, writer: TurnWriter | None = None) -> None:
         self.sessions = sessions
         self.journal = journal
+        self.writer = writer  # commits concurrent turns together; without it each turn is its own transaction
 
     def messages(self, turn: Turn, answer: str | None = None) -> list[StoredMessage]:
         """The turn as it is stored: the user message and the answer (``answer`` overrides the turn's)."""
@@ -570,7 +572,8 @@ class Persist(BaseStage):
         assert turn.session_id is not None
         msgs = self.messages(turn)
         try:
-            turn.session_id = self.sessions.append(turn.session_id, turn.kb, turn.user_id, msgs, owner=turn.owner)
+            store = self.writer if self.writer is not None else self.sessions
+            turn.session_id = store.append(turn.session_id, turn.kb, turn.user_id, msgs, owner=turn.owner)
             turn.persisted_to = "database"
         except SQLAlchemyError as exc:
             if is_data_error(exc):

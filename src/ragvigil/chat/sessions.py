@@ -9,20 +9,32 @@ stores the owner and refuses history to anyone else.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
+from ragvigil.chat.source_refs import document_ids, resolve, to_refs
 from ragvigil.errors import NotFound
 from ragvigil.storage.db import Database
-from ragvigil.storage.models import LEGACY_OWNER, ChatSession, Message, new_id, utcnow
+from ragvigil.storage.models import LEGACY_OWNER, ChatSession, Document, Message, new_id, utcnow
 
 log = logging.getLogger(__name__)
 
 ANONYMOUS_OWNER = "anonymous"
-__all__ = ["ANONYMOUS_OWNER", "LEGACY_OWNER", "SessionNotFound", "SessionOwner", "SessionStore", "StoredMessage"]
+__all__ = [
+    "ANONYMOUS_OWNER",
+    "LEGACY_OWNER",
+    "SessionNotFound",
+    "SessionOwner",
+    "SessionStore",
+    "StoredMessage",
+    "TurnRecord",
+]
 
 
 def key_owner(key_id: str) -> str:
@@ -61,6 +73,17 @@ class StoredMessage:
     flagged: str | None = None  # the safety category a user message was flagged with
 
 
+@dataclass(frozen=True)
+class TurnRecord:
+    """One turn's write: its messages and the session (and owner) they go to."""
+
+    session_id: str
+    kb: str
+    user_id: str | None
+    messages: list[StoredMessage]
+    owner: str
+
+
 class SessionStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -95,6 +118,7 @@ class SessionStore:
                     Message.content,
                     Message.created_at,
                     Message.sources,
+                    Message.source_refs,
                     Message.analysis,
                     Message.flagged,
                 )
@@ -104,7 +128,13 @@ class SessionStore:
             ).all()
         return [
             StoredMessage(
-                r.id, r.role, r.content, r.created_at, sources=r.sources or [], analysis=r.analysis, flagged=r.flagged
+                r.id,
+                r.role,
+                r.content,
+                r.created_at,
+                sources=r.source_refs or r.sources or [],  # unresolved: readers here ask only whether there were any
+                analysis=r.analysis,
+                flagged=r.flagged,
             )
             for r in reversed(rows)
         ]
@@ -119,46 +149,73 @@ class SessionStore:
         the session's owner, and it must neither join another's conversation nor be lost, so it
         goes to a new session of its own sender.
         """
+        return self.append_many([TurnRecord(session_id, kb, user_id, messages, owner)])[0]
+
+    def append_many(self, turns: Sequence[TurnRecord]) -> list[str]:
+        """Write several turns in one transaction, in order (``append`` for each); all or none commit.
+
+        Two turns of one session are numbered one after the other: each reads the session's highest
+        ``seq`` after the previous one's rows are flushed.
+        """
         with self.db.session(write=True) as s:
-            known = set(s.scalars(select(Message.id).where(Message.id.in_([m.id for m in messages]))))
-            if messages and len(known) == len(messages):  # replayed again: everything is stored already
-                return s.scalar(select(Message.session_id).where(Message.id == messages[0].id)) or session_id
-            session = s.get(ChatSession, session_id)
-            if session is not None and (session.owner, session.user_id) != (owner, user_id):
-                log.warning("session_owner_mismatch", extra={"session_id": session_id, "moved_to_new_session": True})
-                session_id, session = new_id(), None
-            if session is None:
-                s.add(
-                    ChatSession(id=session_id, kb=kb, owner=owner, user_id=user_id, created_at=messages[0].created_at)
+            ids = document_ids(src for t in turns for m in t.messages for src in m.sources)
+            rows = (
+                s.execute(select(Document.id, Document.content_hash).where(Document.id.in_(ids))).all() if ids else []
+            )
+            hashes = {doc_id: content_hash for doc_id, content_hash in rows}
+            return [self._append_in(s, t, hashes) for t in turns]
+
+    def _append_in(self, s: Session, turn: TurnRecord, hashes: dict[str, str]) -> str:
+        session_id, messages = turn.session_id, turn.messages
+        known = set(s.scalars(select(Message.id).where(Message.id.in_([m.id for m in messages]))))
+        if messages and len(known) == len(messages):  # replayed again: everything is stored already
+            return s.scalar(select(Message.session_id).where(Message.id == messages[0].id)) or session_id
+        session = s.get(ChatSession, session_id)
+        if session is not None and (session.owner, session.user_id) != (turn.owner, turn.user_id):
+            log.warning("session_owner_mismatch", extra={"session_id": session_id, "moved_to_new_session": True})
+            session_id, session = new_id(), None
+        if session is None:
+            s.add(
+                ChatSession(
+                    id=session_id, kb=turn.kb, owner=turn.owner, user_id=turn.user_id, created_at=messages[0].created_at
                 )
-                s.flush()
-            else:
-                session.updated_at = utcnow()
-            seq = s.scalar(select(func.coalesce(func.max(Message.seq), 0)).where(Message.session_id == session_id))
-            for m in messages:
-                if m.id in known:
-                    continue
-                seq += 1
-                s.add(
-                    Message(
-                        id=m.id,
-                        session_id=session_id,
-                        seq=seq,
-                        role=m.role,
-                        content=m.content,
-                        sources=m.sources,
-                        latency_ms=m.latency_ms,
-                        degraded=m.degraded,
-                        request_id=m.request_id,
-                        created_at=m.created_at,
-                        analysis=m.analysis,
-                        flagged=m.flagged,
-                    )
+            )
+            s.flush()
+        else:
+            session.updated_at = utcnow()
+        seq = s.scalar(select(func.coalesce(func.max(Message.seq), 0)).where(Message.session_id == session_id))
+        for m in messages:
+            if m.id in known:
+                continue
+            seq += 1
+            refs = to_refs(m.sources, hashes) if m.sources else None
+            s.add(
+                Message(
+                    id=m.id,
+                    session_id=session_id,
+                    seq=seq,
+                    role=m.role,
+                    content=m.content,
+                    sources=[] if refs is not None else m.sources,
+                    source_refs=refs,
+                    latency_ms=m.latency_ms,
+                    degraded=m.degraded,
+                    request_id=m.request_id,
+                    created_at=m.created_at,
+                    analysis=m.analysis,
+                    flagged=m.flagged,
                 )
+            )
+        s.flush()  # the next turn of this session in the same transaction numbers after these rows
         return session_id
 
     def messages(self, session_id: str) -> list[Message]:
         with self.db.session() as s:
             if s.get(ChatSession, session_id) is None:
                 raise SessionNotFound(session_id)
-            return list(s.scalars(select(Message).where(Message.session_id == session_id).order_by(Message.seq)))
+            rows = list(s.scalars(select(Message).where(Message.session_id == session_id).order_by(Message.seq)))
+            if any(r.source_refs is not None for r in rows):  # one query for the whole page
+                for row, sources in zip(rows, resolve(s, [r.source_refs for r in rows]), strict=True):
+                    if row.source_refs is not None:
+                        set_committed_value(row, "sources", sources)
+            return rows

@@ -186,7 +186,7 @@ class Message(Base):
     seq: Mapped[int] = mapped_column(Integer)  # order within the session; timestamps can tie
     role: Mapped[str] = mapped_column(String(16))
     content: Mapped[str] = mapped_column(Text)
-    sources: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    sources: Mapped[list[Any]] = mapped_column(JSON, default=list)  # copied sources: rows before migration 0009
     latency_ms: Mapped[float | None] = mapped_column(Float, default=None)
     degraded: Mapped[bool] = mapped_column(Boolean, default=False)
     request_id: Mapped[str | None] = mapped_column(String(64), default=None)
@@ -194,6 +194,8 @@ class Message(Base):
     # a user message's TurnAnalysis.to_dict() (safety, emotion, intent); None for answers and older rows
     analysis: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     flagged: Mapped[str | None] = mapped_column(String(32), default=None, index=True)  # safety category
+    # an answer's sources by reference (chat/source_refs.py), resolved when read; None: ``sources`` holds copies
+    source_refs: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
 
 
 class HandoffStatus:

@@ -1,7 +1,7 @@
 """sources of an answer kept by reference
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 
 An answer used to copy its sources (title, source, anchor, a 300-character snippet, warnings) into
 ``messages.sources``: most of a stored turn's bytes. New answers keep references in
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

@@ -20,6 +20,8 @@ from ragvigil.ops.access import Principal, Role
 from ragvigil.ops.backup import BackupError, BackupNotConfigured, list_backups
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
+# 409: a backup already running, or encryption asked for without a key
+OPENAPI_STATUSES = {"/api/v1/admin/backups": ["409"]}
 
 
 class BackupIn(BaseModel):

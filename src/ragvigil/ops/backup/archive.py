@@ -20,6 +20,7 @@ from ragvigil.ops.backup.errors import BackupInvalid
 from ragvigil.ops.backup.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, BackupManifest, FileEntry
 
 _READ = 1 << 20
+MAX_MEMBERS = 5_000_000  # a data dir of more files than this is not one ragvigil wrote
 
 
 class _Hashing(io.RawIOBase):
@@ -100,8 +101,12 @@ def open_checked(archive: Path, tar_path: Path) -> BackupManifest:
     except (tarfile.TarError, OSError) as exc:
         raise BackupInvalid(archive, "tar readable", str(exc)) from exc
     with tar:
+        members: list[tarfile.TarInfo] = []
         try:
-            members = tar.getmembers()
+            for member in tar:
+                members.append(member)
+                if len(members) > MAX_MEMBERS:
+                    raise BackupInvalid(archive, "member count", f"more than {MAX_MEMBERS} members")
         except (tarfile.TarError, OSError) as exc:
             raise BackupInvalid(archive, "tar readable", f"truncated or damaged: {exc}") from exc
         names = [m.name for m in members]

@@ -24,7 +24,7 @@ from ragvigil.ops import metrics
 from ragvigil.ops.backup.create import create_backup
 from ragvigil.ops.backup.errors import BackupBusy
 from ragvigil.ops.backup.retention import last_verified, list_backups, prune
-from ragvigil.ops.backup.verify import SmokeTest, verify_backup
+from ragvigil.ops.backup.verify import SmokeTest, VerifyReport, verify_backup
 from ragvigil.ops.periodic import Periodic
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,10 @@ class BackupService:
             outcome = "created"
             if job["verify"]:
                 t1 = time.monotonic()
-                report = verify_backup(result.path, self.settings, smoke=self.smoke)
+                try:
+                    report = verify_backup(result.path, self.settings, smoke=self.smoke)
+                except Exception as exc:  # the job must end with a status, whatever broke
+                    report = VerifyReport(str(result.path), ok=False, error=f"{type(exc).__name__}: {exc}")
                 job["verify_s"] = round(time.monotonic() - t1, 3)
                 job["verified"], job["verify_checks"] = report.ok, report.checks
                 if not report.ok:

@@ -159,6 +159,8 @@ def verify_backup(
         report.failed_check, report.error = exc.check, str(exc)
     except BackupError as exc:
         report.failed_check, report.error = "verification", str(exc)
+    except (OSError, RuntimeError, ValueError) as exc:  # a full scratch disk, an unreadable member
+        report.failed_check, report.error = "verification", f"{path}: {type(exc).__name__}: {exc}"
     report.verified_at = datetime.now(UTC).isoformat()
     report.duration_s = round(time.monotonic() - started, 3)
     if write_record and path.is_file():

@@ -32,12 +32,14 @@ from ragvigil.config import Settings
 from ragvigil.config_check import Problem
 from ragvigil.knowledge.build import build_knowledge
 from ragvigil.knowledge.embeddings import CachedQueryEmbedder
+from ragvigil.knowledge.smoke import retrieval_smoke
 from ragvigil.knowledge.vectorstore import VectorStore
 from ragvigil.ops.access import AuditLog, KeyStore
 from ragvigil.ops.admin_key import ensure_admin_key
 from ragvigil.ops.admission import build_admission
 from ragvigil.ops.admission.priority import verdict_check
 from ragvigil.ops.alerts.build import build_alerting
+from ragvigil.ops.backup.service import BackupService
 from ragvigil.ops.canary import build_canary
 from ragvigil.ops.diagnosis import build_diagnoser
 from ragvigil.ops.diagnosis.worker import DiagnosisWorker
@@ -204,6 +206,8 @@ class Runtime:
         self.background.append(self.diagnosis_worker)  # stopped after the alert loop that feeds it
         if self.alerts is not None:
             self.background.append(self.alerts)
+        self.backups = BackupService(settings, self.vectors.flush, retrieval_smoke)  # API jobs and the schedule
+        self.background.append(self.backups)
         self.restart_requested: str | None = None  # set by process.restart: `ragvigil serve` drains, exits 75
         self.remediation = build_remediation(self)  # last: its actions act on the subsystems above
         self.actions = self.remediation.actions

@@ -643,6 +643,8 @@ class DoctorSettings(Section):
     backup_max_age_h: float = Field(
         26.0, gt=0, le=24 * 366, description="the newest verified backup older than this: a warning (daily + slack)"
     )
+
+
 class VectorStoreSettings(Section):
     """Where passage vectors live: ``faiss`` files under the data dir (embedded, the default), or a Chroma
     server shared by every replica (``chroma run``; scaled mode). Timeouts are short: a dead server must
@@ -697,6 +699,35 @@ class EmbeddingsSettings(Section):
     backoff_initial_s: float = Field(0.2, gt=0, le=10, description="first backoff (jittered, doubling)")
     backoff_max_s: float = Field(2.0, gt=0, le=60, description="longest backoff between attempts")
     breaker: BreakerSettings = BreakerSettings()
+
+
+class BackupSettings(Section):
+    """Backups of every store (``ragvigil backup``): where they go, when the running service makes one, how many
+    are kept, and the key that encrypts them (secrets are put in a backup only when it is encrypted)."""
+
+    dir: Path | None = Field(None, description="where backups are written; empty: <data dir>/backups")
+    schedule: Literal["off", "daily", "interval"] = Field(
+        "off", description="off: only on request; daily: once a day at daily_hour_utc; interval: every interval_h"
+    )
+    daily_hour_utc: int = Field(3, ge=0, le=23, description="the UTC hour of the daily backup")
+    interval_h: float = Field(24.0, ge=0.01, le=24 * 31, description="hours between two backups (schedule interval)")
+    grace_h: float = Field(2.0, ge=0, le=24 * 7, description="hours past its schedule before BackupMissing fires")
+    keep_daily: int = Field(7, ge=0, le=366, description="newest backup of each of the last N days is kept")
+    keep_weekly: int = Field(4, ge=0, le=520, description="newest backup of each of the last N ISO weeks is kept")
+    verify_after_create: bool = Field(True, description="a scheduled backup is verified (restored to scratch) at once")
+    encrypt: bool = Field(False, description="scheduled backups are encrypted with encryption_key")
+    encryption_key: SecretStr | None = Field(
+        None, description="passphrase of encrypted backups (AES-GCM, key derived with scrypt); keep it off the host"
+    )
+    max_file_bytes: int = Field(
+        50 * 1024**3, ge=1024, description="a backup larger than this is refused by verify and restore"
+    )
+
+    @model_validator(mode="after")
+    def _encrypt_needs_a_key(self) -> BackupSettings:
+        if self.encrypt and not (self.encryption_key and self.encryption_key.get_secret_value()):
+            raise ValueError("backup.encrypt needs backup.encryption_key")
+        return self
 
 
 class Settings(BaseSettings):
@@ -796,6 +827,7 @@ class Settings(BaseSettings):
     doctor: DoctorSettings = DoctorSettings()
     vector_store: VectorStoreSettings = VectorStoreSettings()
     embeddings: EmbeddingsSettings = EmbeddingsSettings()
+    backup: BackupSettings = BackupSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -857,6 +889,10 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.backup.dir.expanduser().resolve() if self.backup.dir else self.data_dir / "backups"
 
     @classmethod
     def settings_customise_sources(

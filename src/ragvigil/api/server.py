@@ -22,6 +22,7 @@ from ragvigil.api.routes import (
     admission,
     alerts,
     analyze,
+    backups,
     canary,
     chat,
     diagnosis,
@@ -106,13 +107,17 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
         reindex.router,
         handoffs.router,
         emotions.router,
+        backups.router,
         health.router,
         health.probes,
     ):
         app.include_router(r)
     extra = {
-        p: NOT_FOUND_IN_BODY.get(p, []) + OPENAPI_STATUSES.get(p, []) + faults.OPENAPI_STATUSES.get(p, [])
-        for p in NOT_FOUND_IN_BODY | OPENAPI_STATUSES | faults.OPENAPI_STATUSES
+        p: NOT_FOUND_IN_BODY.get(p, [])
+        + OPENAPI_STATUSES.get(p, [])
+        + faults.OPENAPI_STATUSES.get(p, [])
+        + backups.OPENAPI_STATUSES.get(p, [])
+        for p in NOT_FOUND_IN_BODY | OPENAPI_STATUSES | faults.OPENAPI_STATUSES | backups.OPENAPI_STATUSES
     }
     install_openapi(app, (get_principal,), extra)
     app.add_middleware(FaultScope)  # innermost: a delayed request is still logged, counted and drained

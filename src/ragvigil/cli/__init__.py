@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from ragvigil.cli.alerts import alerts_app
+from ragvigil.cli.backup import backup_app, restore
 from ragvigil.cli.config import config_app, migrate
 from ragvigil.cli.diagnose import diagnose
 from ragvigil.cli.doctor import doctor
@@ -35,5 +36,6 @@ app.add_typer(faults_app, name="faults")
 app.add_typer(remediation_app, name="remediation")
 app.add_typer(handoffs_app, name="handoffs")
 app.add_typer(kb_app, name="kb")
-for command in (migrate, ingest, search, ask, serve, audit, diagnose, drill, doctor, reindex):
+app.add_typer(backup_app, name="backup")
+for command in (migrate, ingest, search, ask, serve, audit, diagnose, drill, doctor, reindex, restore):
     app.command()(command)

@@ -104,5 +104,8 @@ def drill(
                 verdict,
             )
         console.print(table)
+        for r in results:
+            if r.backup_s is not None:
+                console.print(f"{r.drill}: time to back up {_s(r.backup_s)}, time to verify {_s(r.verify_s)}")
     if any(r.skipped is None and not r.passed for r in results):
         raise typer.Exit(1)

@@ -509,3 +509,22 @@ VECTOR_INDEX_REBUILDS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+BACKUP_LAST_VERIFIED = Gauge(
+    "ragvigil_backup_last_verified_timestamp_seconds",
+    "Unix time at which the newest backup in backup.dir last passed `backup verify` (restored to scratch, "
+    "counts and a retrieval smoke test checked); 0 when none ever did.",
+    registry=REGISTRY,
+)
+BACKUP_MAX_AGE = Gauge(
+    "ragvigil_backup_max_age_seconds",
+    "How old the last verified backup may be under backup.schedule (one period plus backup.grace_h); absent "
+    "while backups are not scheduled (BackupMissing compares the two).",
+    registry=REGISTRY,
+)
+BACKUP_RUNS = Counter(
+    "ragvigil_backup_runs_total",
+    "Backups the running service made (asked over the API or scheduled), by outcome: verified, created (not "
+    "verified), verify_failed, failed.",
+    ["outcome"],
+    registry=REGISTRY,
+)

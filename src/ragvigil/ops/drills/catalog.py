@@ -6,6 +6,7 @@ import math
 from dataclasses import replace
 from typing import Any
 
+from ragvigil.ops.drills.backup import run_backup_drill
 from ragvigil.ops.drills.burst import run_burst
 from ragvigil.ops.drills.client import InstanceClient
 from ragvigil.ops.drills.experiment import DrillOptions, DrillResult, DrillSpec, Fault, run_fault_drill
@@ -175,6 +176,14 @@ DRILLS: dict[str, DrillSpec] = {
             expects_remediation=True,  # safe mode entered, and left once the canary passes
             applies=needs_canary,
             runner=run_safety_drill,
+        ),
+        DrillSpec(
+            "backup-restore",
+            "a backup of the live instance while users chat, verified by restoring it to scratch",
+            None,
+            (),
+            severity="P2",
+            runner=run_backup_drill,
         ),
     )
 }

@@ -231,6 +231,16 @@ class InstanceClient:
         except httpx.HTTPError:
             return False
 
+    def start_backup(self, verify: bool = True) -> dict[str, Any]:
+        """Ask the instance for a backup (admin): the job it started."""
+        resp = self._http.post("/api/v1/admin/backups", json={"verify": verify}, timeout=10.0)
+        if resp.status_code != 202:
+            raise DrillError(f"backup refused: {resp.status_code} {_message(resp)}")
+        return resp.json()
+
+    def backup_job(self, job_id: str) -> dict[str, Any]:
+        return self._get(f"/api/v1/admin/backups/{job_id}")
+
     def _get(self, path: str, ok: tuple[int, ...] = (200,)) -> dict[str, Any]:
         try:
             resp = self._http.get(path, timeout=10.0)

@@ -96,6 +96,8 @@ class DrillResult:
     # never by the test suite, whose machine is shared
     missed_targets: list[str] = field(default_factory=list)
     journal: list[dict[str, Any]] = field(default_factory=list)
+    backup_s: float | None = None  # backup-restore: time to back up, and to verify by restoring to scratch
+    verify_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)

@@ -150,3 +150,35 @@ def test_documents_replaced_or_deleted_while_chroma_is_down(chroma: RestartableS
         assert rt.vectors.ids("default") == in_db and not (in_db & old_ids)
     finally:
         rt.close()
+
+
+def test_doctor_checks_the_chroma_server_and_each_collection(chroma: RestartableServer, tmp_path: Path) -> None:
+    """`ragvigil doctor` on the chroma backend: the heartbeat, each base's vectors against its embedded chunks
+    (a drift is a warning), and a server that does not answer named as a failure."""
+    from ragvigil.app import Runtime
+    from ragvigil.ops.doctor import run_checks
+
+    prefix = f"t{uuid.uuid4().hex[:8]}_"
+    settings = make_settings(
+        tmp_path,
+        vector_store={"backend": "chroma", "url": chroma.url, "timeout_s": 2, "collection_prefix": prefix},
+        retrieval={"sentence_vectors_per_chunk": 0},
+    )
+    rt = Runtime(settings)
+    try:
+        rt.ingestor.ingest_bytes("default", "a.md", b"# A\n\nDocument a is embedded.\n")
+        rt.filler.drain()
+        rows = {r.check: r for r in run_checks(settings)}
+        assert rows["vector_store"].status == "ok" and "answers" in rows["vector_store"].found
+        assert rows["vector_store.index[default]"].status == "ok", rows["vector_store.index[default]"]
+        rt.vectors.delete("default", sorted(rt.vectors.ids("default")))  # vectors lost behind the database's back
+        drift = {r.check: r for r in run_checks(settings)}["vector_store.index[default]"]
+        assert drift.status == "warn" and drift.found.startswith("0 vectors, 1 chunks")
+        chroma.stop()
+        try:
+            down = {r.check: r for r in run_checks(settings, timeout_s=3)}["vector_store"]
+            assert down.status == "fail" and "does not answer" in down.found
+        finally:
+            chroma.start()
+    finally:
+        rt.close()

@@ -205,31 +205,36 @@ def test_an_unwritable_index_directory_fails(tmp_path: Path) -> None:
 
 
 def test_a_vector_server_backend_uses_its_registered_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = SimpleNamespace(vector_store=SimpleNamespace(backend="chroma", url="http://127.0.0.1:1"))
+    settings = SimpleNamespace(vector_store=SimpleNamespace(backend="elsewhere", url="http://127.0.0.1:1"))
     options = DoctorOptions()
     assert check_vectors(settings, options)[0].status == "skipped"  # type: ignore[arg-type]
+    assert "chroma" in VECTOR_SERVER_CHECKS  # the one server backend there is brings its check
     monkeypatch.setitem(
-        VECTOR_SERVER_CHECKS, "chroma", lambda s, o: [ok("vector_store", f"chroma at {s.vector_store.url}")]
+        VECTOR_SERVER_CHECKS, "elsewhere", lambda s, o: [ok("vector_store", f"elsewhere at {s.vector_store.url}")]
     )
-    assert check_vectors(settings, options) == [ok("vector_store", "chroma at http://127.0.0.1:1")]  # type: ignore[arg-type]
+    assert check_vectors(settings, options) == [ok("vector_store", "elsewhere at http://127.0.0.1:1")]  # type: ignore[arg-type]
     register_vector_server_check("other", lambda s, o: [])
     assert "other" in VECTOR_SERVER_CHECKS
     VECTOR_SERVER_CHECKS.pop("other")
 
 
-def test_backup_age_against_the_clock_interface(tmp_path: Path) -> None:
+def test_backup_age_against_the_schedule(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "data")
     options = DoctorOptions()
     now = datetime(2026, 1, 2, 12, tzinfo=UTC)
-    absent = check_backups(settings, options, present=lambda: False)
-    assert absent[0].status == "skipped" and "backups not configured" in absent[0].found
-    present = lambda: True  # noqa: E731
-    assert check_backups(settings, options, present=present)[0].status == "skipped"  # no clock wired
-    assert check_backups(settings, options, clock=lambda s: None, present=present)[0].status == "fail"
-    old = check_backups(settings, options, clock=lambda s: now - timedelta(hours=50), present=present, now=lambda: now)
+    # the backup package's own clock: an empty backup dir has no verified backup
+    unscheduled = check_backups(settings, options)
+    assert unscheduled[0].status == "warn" and "not scheduled" in unscheduled[0].found
+    daily = make_settings(tmp_path / "data", backup={"schedule": "daily", "grace_h": 2})
+    assert check_backups(daily, options)[0].status == "fail"
+    # a daily schedule allows one day plus its grace; unscheduled, the doctor's own bound (26 h)
+    aged = lambda h: lambda s: now - timedelta(hours=h)  # noqa: E731
+    late = check_backups(daily, options, clock=aged(27), now=lambda: now)
+    assert late[0].status == "fail" and "27.0 h old" in late[0].found and "26 h" in late[0].found
+    assert check_backups(daily, options, clock=aged(25), now=lambda: now)[0].status == "ok"
+    old = check_backups(settings, options, clock=aged(50), now=lambda: now)
     assert old[0].status == "warn" and "50.0 h old" in old[0].found
-    fresh = check_backups(settings, options, clock=lambda s: now - timedelta(hours=2), present=present, now=lambda: now)
-    assert fresh[0].status == "ok"
+    assert check_backups(settings, options, clock=aged(2), now=lambda: now)[0].status == "ok"
 
 
 def test_a_hung_check_costs_its_row_not_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -97,6 +97,11 @@ class ChromaVectorStore:
         self._collections: dict[str, Any] = {}
         self._lock = threading.Lock()
 
+    @property
+    def address(self) -> str:
+        """scheme://host:port, for messages: never a password in the URL."""
+        return self._shown
+
     # -- connection -----------------------------------------------------------
     def _connect(self) -> Any:
         with self._lock:
@@ -268,6 +273,11 @@ class ChromaVectorStore:
 
     def count(self, kb: str) -> int:
         return int(self._on(kb, "count", lambda col: col.count()))
+
+    def existing_count(self, kb: str) -> int | None:
+        """The collection's size, or None when it does not exist: a read-only look (``count`` creates it)."""
+        col = self._collection(kb, create=False)
+        return None if col is None else int(self._call("count", col.count))
 
     def check(self) -> None:
         """The server answers its heartbeat within the timeout (else ``VectorStoreError``)."""

@@ -5,7 +5,7 @@ One module per check group (``configuration``, ``database``, ``redis_check``, ``
 Everything is read-only: nothing is migrated, created or sent.
 """
 
-from ragvigil.ops.doctor.backups import NewestVerifiedBackup, set_backup_clock
+from ragvigil.ops.doctor.backups import NewestVerifiedBackup
 from ragvigil.ops.doctor.result import CheckResult, Status, healthy
 from ragvigil.ops.doctor.runner import GROUPS, run_checks
 from ragvigil.ops.doctor.vectors import register_vector_server_check
@@ -18,5 +18,4 @@ __all__ = [
     "healthy",
     "register_vector_server_check",
     "run_checks",
-    "set_backup_clock",
 ]

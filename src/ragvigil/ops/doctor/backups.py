@@ -1,59 +1,55 @@
-"""The backup age group, against the smallest interface a backup implementation can offer.
+"""The backup age group: the newest backup that passed ``backup verify``, against what the schedule allows.
 
-The interface is ``NewestVerifiedBackup``: given the settings, the time of the newest backup that
-passed verification, or None when there is none. The backup package (``ragvigil.ops.backup``) plugs
-its function in with ``set_backup_clock``; until it is installed the check says "skipped".
+The clock (``NewestVerifiedBackup``: settings → the time of the newest verified backup, or None) is the
+backup package's own ``last_verified`` over ``backup.dir``; tests hand in their own. With
+``backup.schedule`` set, a missing or too old verified backup is a failure (the ``BackupMissing`` alert's
+rule: one period plus ``backup.grace_h``); with it off, only a warning against ``doctor.backup_max_age_h``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from ragvigil.config import Settings
+from ragvigil.ops.backup import last_verified
 from ragvigil.ops.doctor.options import DoctorOptions
-from ragvigil.ops.doctor.result import CheckResult, fail, ok, skipped, warn
+from ragvigil.ops.doctor.result import CheckResult, fail, ok, warn
 
 NewestVerifiedBackup = Callable[[Settings], datetime | None]
-BACKUP_PACKAGE = "ragvigil.ops.backup"
-FIX_NONE = "run `ragvigil backup create`, then `ragvigil backup verify FILE`, and schedule them"
-
-_clock: NewestVerifiedBackup | None = None
+FIX_NONE = "run `ragvigil backup create --verify`, and set RAGVIGIL_BACKUP__SCHEDULE (daily or interval)"
 
 
-def set_backup_clock(clock: NewestVerifiedBackup | None) -> None:
-    """The function the backup age check asks (None: none wired)."""
-    global _clock
-    _clock = clock
+def newest_verified(settings: Settings) -> datetime | None:
+    return last_verified(settings.backup_dir)
 
 
-def backup_package_present() -> bool:
-    try:
-        return importlib.util.find_spec(BACKUP_PACKAGE) is not None
-    except ModuleNotFoundError:
-        return False
+def allowed_age(settings: Settings) -> timedelta:
+    """One schedule period plus its grace when scheduled (as ``BackupMissing``), else the doctor's own bound."""
+    b = settings.backup
+    if b.schedule == "off":
+        return timedelta(hours=settings.doctor.backup_max_age_h)
+    period = timedelta(days=1) if b.schedule == "daily" else timedelta(hours=b.interval_h)
+    return period + timedelta(hours=b.grace_h)
 
 
 def check_backups(
     settings: Settings,
     options: DoctorOptions,
     *,
-    clock: NewestVerifiedBackup | None = None,
-    present: Callable[[], bool] = backup_package_present,
+    clock: NewestVerifiedBackup = newest_verified,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> list[CheckResult]:
-    clock = clock or _clock
-    if not present():
-        return [skipped("backup", "backups not configured (no backup package in this ragvigil)")]
-    if clock is None:
-        return [skipped("backup", "backups not configured (no newest-verified-backup function wired)")]
+    scheduled = settings.backup.schedule != "off"
+    problem = fail if scheduled else warn
     newest = clock(settings)
     if newest is None:
-        return [fail("backup", "no verified backup", FIX_NONE)]
-    age_h = (now() - newest).total_seconds() / 3600
-    limit = settings.doctor.backup_max_age_h
-    found = f"newest verified backup {newest.isoformat(timespec='seconds')} ({age_h:.1f} h old)"
-    if age_h > limit:
-        return [warn("backup", f"{found}, older than {limit:g} h", "check the backup schedule; " + FIX_NONE)]
+        where = f"no verified backup in {settings.backup_dir}"
+        return [problem("backup", where + ("" if scheduled else "; backups are not scheduled"), FIX_NONE)]
+    age = now() - newest
+    limit = allowed_age(settings)
+    found = f"newest verified backup {newest.isoformat(timespec='seconds')} ({age.total_seconds() / 3600:.1f} h old)"
+    if age > limit:
+        limit_h = limit.total_seconds() / 3600
+        return [problem("backup", f"{found}, older than {limit_h:g} h", "check the backup schedule; " + FIX_NONE)]
     return [ok("backup", found)]

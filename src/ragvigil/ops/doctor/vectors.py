@@ -24,7 +24,7 @@ from ragvigil.storage.models import Chunk, KnowledgeBase
 
 VectorServerCheck = Callable[[Settings, DoctorOptions], list[CheckResult]]
 # the extension point: backend name (``vector_store.backend``) -> its check; faiss is this module's own
-VECTOR_SERVER_CHECKS: dict[str, VectorServerCheck] = {}
+VECTOR_SERVER_CHECKS: dict[str, VectorServerCheck] = {}  # filled below
 FIX_DRIFT = "restart ragvigil: its start-up resync re-queues the chunks missing and drops orphan vectors"
 
 
@@ -36,6 +36,44 @@ def register_vector_server_check(backend: str, check: VectorServerCheck) -> None
 def backend_of(settings: Settings) -> str:
     section = getattr(settings, "vector_store", None)
     return str(getattr(section, "backend", None) or "faiss")
+
+
+def check_chroma(settings: Settings, options: DoctorOptions) -> list[CheckResult]:
+    """The Chroma server answers its heartbeat, and each knowledge base's collection holds its embedded chunks."""
+    from ragvigil.knowledge.chroma_store import ChromaVectorStore
+    from ragvigil.knowledge.vectorstore import VectorStoreError
+
+    vs = settings.vector_store
+    store = ChromaVectorStore(
+        vs.url.get_secret_value(), settings.embeddings.dim, options.timeout_s, vs.batch, vs.collection_prefix
+    )
+    where = f"chroma at {store.address}"
+    try:
+        store.check()
+    except VectorStoreError as exc:
+        return [fail("vector_store", f"{where} does not answer: {exc}", "start it, or fix RAGVIGIL_VECTOR_STORE__URL")]
+    rows = [ok("vector_store", f"{where} answers")]
+    if sqlite_missing(settings.db_url) is not None:
+        return rows
+    try:
+        embedded = _embedded_chunks(settings, options)
+    except SQLAlchemyError as exc:
+        return [
+            *rows,
+            skipped("vector_store.index", f"chunks not counted, the database cannot be read ({type(exc).__name__})"),
+        ]
+    for kb in sorted(embedded):
+        try:
+            stored = store.existing_count(kb) or 0
+        except VectorStoreError as exc:
+            rows.append(fail(f"vector_store.index[{kb}]", f"{where}: {exc}", "check the Chroma server's log"))
+            continue
+        found = f"{stored} vectors, {len(embedded[kb])} chunks marked embedded"
+        if stored != len(embedded[kb]):
+            rows.append(warn(f"vector_store.index[{kb}]", found, FIX_DRIFT))
+        else:
+            rows.append(ok(f"vector_store.index[{kb}]", found))
+    return rows
 
 
 def check_vectors(settings: Settings, options: DoctorOptions) -> list[CheckResult]:
@@ -127,3 +165,6 @@ def _drift(settings: Settings, root: Path, options: DoctorOptions) -> list[Check
         else:
             rows.append(ok(f"vector_store.index[{kb}]", found))
     return rows
+
+
+register_vector_server_check("chroma", check_chroma)

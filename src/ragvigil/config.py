@@ -605,6 +605,15 @@ class EmotionSettings(Section):
     window: int = Field(6, ge=1, le=100, description="recent user turns the deterioration signal reads")
 
 
+class AnswerCacheSettings(Section):
+    """Answers to repeated questions kept per knowledge-base version (``chat.answer_cache``), per replica."""
+
+    enabled: bool = Field(True, description="answer a repeated first-turn question from the cache")
+    max_entries: int = Field(2048, ge=1, le=1_000_000, description="answers kept at most (least recent dropped)")
+    max_bytes: int = Field(16_000_000, ge=10_000, le=4_000_000_000, description="bytes of answers kept at most")
+    ttl_s: float = Field(300.0, gt=0, le=86_400, description="seconds an answer is reused at most")
+
+
 class Settings(BaseSettings):
     """Settings of one ragvigil instance. Every file it writes lives under ``data_dir``."""
 
@@ -698,6 +707,7 @@ class Settings(BaseSettings):
     remediation: RemediationSettings = RemediationSettings()
     redis: RedisSettings = RedisSettings()
     emotion: EmotionSettings = EmotionSettings()
+    answer_cache: AnswerCacheSettings = AnswerCacheSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -47,6 +47,7 @@ class Catalog:
         self._bm25: dict[str, tuple[tuple[int, int, int], Bm25Index]] = {}
         self._checked: dict[str, float] = {}
         self._building: set[str] = set()
+        self._versions: dict[str, int] = {}  # bumped each time a knowledge base's view is replaced
         self._lock = threading.Lock()
 
     def kb_id(self, name: str, create: bool = False) -> int:
@@ -107,6 +108,19 @@ class Catalog:
         for name, n in self.quarantined_counts().items():
             metrics.DOCUMENTS_QUARANTINED.labels(name).set(n)
 
+    def version(self, kb: str) -> int:
+        """A number that changes whenever the view retrieval reads for ``kb`` is replaced (ingest, delete,
+        quarantine, release, here or by another process): what an answer kept for later is valid for.
+
+        Checks the view first, as a search would (at most every ``refresh_s``)."""
+        self.bm25(kb)
+        return self._versions.get(kb, 0)
+
+    def _install(self, kb: str, sig: tuple[int, int, int], index: Bm25Index) -> None:
+        """Serve ``index`` for ``kb`` from now on (the caller holds the lock)."""
+        self._bm25[kb] = (sig, index)
+        self._versions[kb] = self._versions.get(kb, 0) + 1
+
     def bm25(self, kb: str) -> Bm25Index:
         """The current BM25 index of ``kb``; ``KnowledgeBaseNotFound`` if there is no such knowledge base."""
         now = time.monotonic()
@@ -135,14 +149,14 @@ class Catalog:
                     threading.Thread(target=self._rebuild, args=(kb, kb_id, sig), daemon=True).start()
                 return cached[1]
             index = Bm25Index(self._load_records(kb_id))
-            self._bm25[kb] = (sig, index)
+            self._install(kb, sig, index)
             return index
 
     def _rebuild(self, kb: str, kb_id: int, sig: tuple[int, int, int]) -> None:
         try:
             index = Bm25Index(self._load_records(kb_id))
             with self._lock:
-                self._bm25[kb] = (sig, index)
+                self._install(kb, sig, index)
         except Exception:
             log.exception("bm25_rebuild_failed", extra={"kb": kb})
         finally:

@@ -42,7 +42,7 @@ from ragvigil.chat.streaming import DetachedStream
 from ragvigil.chat.understanding import Handoff, SafetyVerdict, TurnAnalysis
 from ragvigil.errors import DependencyUnavailable, UnstorableInput
 from ragvigil.knowledge.retrieval import HybridRetriever
-from ragvigil.knowledge.sentence_vectors import SentenceVectorReader
+from ragvigil.knowledge.sentence_vectors import SentenceVectorCache, SentenceVectorReader
 from ragvigil.knowledge.tokenize import is_cjk
 from ragvigil.ops import instrumentation, metrics, semconv, tracing
 from ragvigil.ops.message_log import EncryptedMessageLog, turn_record
@@ -72,6 +72,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+# the children a turn counts into, looked up once (``labels()`` per turn is a dict lookup under a lock)
+_SENTENCE_READ_OK = metrics.SENTENCE_VECTOR_READS.labels("ok")
+_SENTENCE_READ_ERROR = metrics.SENTENCE_VECTOR_READS.labels("error")
 
 
 class UnstorableTurn(UnstorableInput):
@@ -406,6 +409,10 @@ class Generate(BaseStage):
         self.max_passages = max_passages
         self.budget_s = budget_s
         self.sentence_vectors = sentence_vectors  # the passages' background sentence vectors, when kept
+        # a popular passage's sentence vectors are read once, not on every turn (a store answering per chunk)
+        self.sentence_cache = (
+            SentenceVectorCache(sentence_vectors) if hasattr(sentence_vectors, "read_chunks") else None
+        )
         self.answers = answers  # where a clean first-turn answer is kept (``Retrieve`` looks it up)
 
     def request(self, turn: Turn) -> GenerationRequest:
@@ -434,12 +441,15 @@ class Generate(BaseStage):
         if self.sentence_vectors is None or not passages:
             return {}
         try:
-            found = self.sentence_vectors.read([p.chunk_id for p in passages])
+            if self.sentence_cache is not None:
+                found = self.sentence_cache.read([(p.chunk_id, p.text) for p in passages])
+            else:
+                found = self.sentence_vectors.read([p.chunk_id for p in passages])
         except Exception as exc:  # any store failure: the answer is built without them, never fails the turn
-            metrics.SENTENCE_VECTOR_READS.labels("error").inc()
+            _SENTENCE_READ_ERROR.inc()
             log.debug("sentence_vectors_unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
             return {}
-        metrics.SENTENCE_VECTOR_READS.labels("ok").inc()
+        _SENTENCE_READ_OK.inc()
         return dict(found)
 
     def no_answer(self, turn: Turn) -> Generation:

@@ -37,7 +37,7 @@ class ExtractiveGenerator:
         max_sentences: int = 2,
         max_chars: int = 600,
         weights: Weights | None = None,
-        prepared_passages: int = 4096,
+        prepared_passages: int = 512,
     ) -> None:
         self.tokenizer = tokenizer
         # what ranking needs of a passage, prepared once per chunk: a turn then only scores its sentences

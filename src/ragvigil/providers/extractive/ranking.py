@@ -11,9 +11,10 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +70,7 @@ class Sentence:
     asks: bool  # a question line (FAQ 问/Q, or ending in a question mark)
     key: str  # ``sentence_key(raw)``: the background vector's key
     tokens: frozenset[str]
-    bigrams: frozenset[str]
+    chars: str  # its word characters, lower case: a character bigram ``b`` is one of its own iff ``b in chars``
     text: str  # as shown: list bullet and 答：/A: mark removed
     norm: str  # ``text`` whitespace-normalised: identical sentences of overlapping chunks appear once
     wordish: bool  # holds a word character (else never a candidate)
@@ -84,7 +85,7 @@ class Passage:
 
     sentences: tuple[Sentence, ...]
     lead_tokens: frozenset[str]
-    lead_bigrams: frozenset[str]
+    lead_chars: str
 
 
 def prepare(text: str, anchor: str | None, tokenizer: Tokenizer) -> Passage:
@@ -101,8 +102,8 @@ def prepare(text: str, anchor: str | None, tokenizer: Tokenizer) -> Passage:
                 raw,
                 asks,
                 sentence_key(raw),
-                frozenset(tokenizer.tokens(raw)),
-                frozenset(_bigrams(raw)),
+                frozenset(map(sys.intern, tokenizer.tokens(raw))),
+                _chars(raw),
                 shown,
                 " ".join(shown.split()),
                 bool(_WORDISH.search(shown)),
@@ -112,7 +113,7 @@ def prepare(text: str, anchor: str | None, tokenizer: Tokenizer) -> Passage:
             )
         )
     lead = " ".join([anchor or "", next((s for s, asks in rows if not asks), "")])
-    return Passage(tuple(sentences), frozenset(tokenizer.tokens(lead)), frozenset(_bigrams(lead)))
+    return Passage(tuple(sentences), frozenset(map(sys.intern, tokenizer.tokens(lead))), _chars(lead))
 
 
 class PassageCache:
@@ -122,7 +123,7 @@ class PassageCache:
     and the prepared sentences must then be those of the new text. The strings of a passage are the
     catalog's own objects, so the key's hash is computed once per string, not per turn."""
 
-    def __init__(self, tokenizer: Tokenizer, max_entries: int = 4096) -> None:
+    def __init__(self, tokenizer: Tokenizer, max_entries: int = 512) -> None:
         self.tokenizer = tokenizer
         self.max_entries = max_entries
         self._entries: OrderedDict[tuple[int, str | None, str], Passage] = OrderedDict()
@@ -148,7 +149,7 @@ class PassageCache:
 
 
 def _weights(
-    q_terms: set[str], docs: Sequence[frozenset[str]], topic: frozenset[str], topic_share: float
+    q_terms: set[str], docs: Sequence[Collection[str]], topic: Collection[str], topic_share: float
 ) -> dict[str, float]:
     """Each question term's weight: longer and rarer among the candidate sentences is stronger, and a term
     naming what the passage is about (in its heading or lead sentence) counts ``topic_share`` of that: it
@@ -161,8 +162,13 @@ def _weights(
     return out
 
 
+def _chars(text: str) -> str:
+    """The word characters of ``text``, lower case: its character bigrams are exactly its 2-character substrings."""
+    return "".join(c for c in text.lower() if _WORDISH.match(c))
+
+
 def _bigrams(text: str) -> set[str]:
-    chars = [c for c in text.lower() if _WORDISH.match(c)]
+    chars = _chars(text)
     return {a + b for a, b in itertools.pairwise(chars)}
 
 
@@ -186,7 +192,7 @@ def rank(
     flat = [s for p in prepared for s in p.sentences]
     unique = {s.raw: s.tokens for s in flat}  # a sentence repeated by overlapping chunks counts once for its words
     term_w = _weights(q_terms, list(unique.values()), prepared[0].lead_tokens, w.topic)
-    bigram_w = _weights(q_bigrams, [s.bigrams for s in flat], prepared[0].lead_bigrams, w.topic)
+    bigram_w = _weights(q_bigrams, [s.chars for s in flat], prepared[0].lead_chars, w.topic)
     if request.search_query:  # a follow-up: what the user just asked ("mobile") outweighs the carried topic
         said, said_grams = set(tokenizer.tokens(request.question)), _bigrams(request.question)
         term_w = {t: v * (w.said if t in said else 1.0) for t, v in term_w.items()}
@@ -199,7 +205,7 @@ def rank(
 
     def lexical(s: Sentence) -> float:
         words = sum(v for t, v in term_w.items() if t in s.tokens) / total
-        chars = sum(v for b, v in bigram_w.items() if b in s.bigrams) / total_b
+        chars = sum(v for b, v in bigram_w.items() if b in s.chars) / total_b
         return 0.5 * words + 0.5 * chars
 
     candidates: list[Candidate] = []

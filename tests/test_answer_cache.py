@@ -189,3 +189,19 @@ def test_a_new_knowledge_base_version_misses() -> None:
     cache.put(cache.key("kb", "q", "en"), *entry("old"))
     version["kb"] = 2
     assert cache.get(cache.key("kb", "q", "en")) is None
+
+
+def test_while_paused_answers_are_made_afresh(client: TestClient, sample_runtime: Runtime, searches: list[str]) -> None:
+    """The runtime pauses the cache while a drill's fault is injected (``Runtime`` wires ``faults.list``)."""
+    cache = answers_of(sample_runtime)
+    ask(client, QUESTION)
+    ask(client, QUESTION)  # kept and found
+    assert searches == [QUESTION]
+    cache.paused = lambda: True
+    bypasses, hits = count(client, "bypass"), count(client, "hit")
+    ask(client, QUESTION)  # a drill sees the path it breaks, not the answer kept from before
+    assert searches == [QUESTION, QUESTION]
+    assert count(client, "bypass") == bypasses + 1 and count(client, "hit") == hits
+    cache.paused = lambda: False
+    ask(client, QUESTION)
+    assert count(client, "hit") == hits + 1

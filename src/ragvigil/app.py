@@ -149,6 +149,7 @@ class Runtime:
             handoff=self.handoffs.stage if settings.handoff.enabled else None,
             look_back=self.handoffs.policy.look_back if settings.handoff.enabled else 0,
             sentence_vectors=self.sentence_vectors,
+            answers_paused=lambda: bool(self.faults.list()),  # a drill's fault: answers are made afresh
         )
         self.health = build_health(settings, self.db, self.vectors, self.embedder, self.generator)
         for name in self.router.names()[:-1]:  # one optional check per remote provider, under generation

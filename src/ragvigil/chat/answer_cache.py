@@ -74,8 +74,12 @@ class AnswerCache:
         max_bytes: int = 16_000_000,
         ttl_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        paused: Callable[[], bool] | None = None,
     ) -> None:
         self.version = version
+        # while this says so (a fault injected for a drill), nothing is answered from or kept in the cache:
+        # a drill must see the path it breaks, not an answer kept from before
+        self.paused = paused or (lambda: False)
         self.generator = generator  # the generators in use: another provider list answers differently
         self.max_entries = max_entries
         self.max_bytes = max_bytes

@@ -6,6 +6,7 @@ stage is one entry in the list below and nothing else changes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ragvigil.chat.answer_cache import AnswerCache
@@ -79,7 +80,12 @@ def _small_talk_reply(intents: ExampleIntentClassifier) -> SmallTalkReply:
     return reply
 
 
-def build_answer_cache(settings: Settings, retriever: HybridRetriever, generator: Generator) -> AnswerCache | None:
+def build_answer_cache(
+    settings: Settings,
+    retriever: HybridRetriever,
+    generator: Generator,
+    paused: Callable[[], bool] | None = None,
+) -> AnswerCache | None:
     """The answer cache of this replica (None when ``answer_cache.enabled`` is off).
 
     Its version of a knowledge base is the catalog's view version and the vector count: a document
@@ -94,7 +100,7 @@ def build_answer_cache(settings: Settings, retriever: HybridRetriever, generator
 
     routes = getattr(generator, "routes", None)  # the router: its providers in order say who may answer
     names = [getattr(r, "name", "?") for r in routes] if routes else [generator.name]
-    return AnswerCache(version, "+".join(names), ac.max_entries, ac.max_bytes, ac.ttl_s)
+    return AnswerCache(version, "+".join(names), ac.max_entries, ac.max_bytes, ac.ttl_s, paused=paused)
 
 
 def build_pipeline(
@@ -112,13 +118,14 @@ def build_pipeline(
     handoff: Stage | None = None,
     look_back: int = 0,
     sentence_vectors: SentenceVectorReader | None = None,
+    answers_paused: Callable[[], bool] | None = None,
 ) -> ChatPipeline:
     """The stages in order; ``look_back``: messages the history stage reads whole for later stages (hand-off)."""
     rs = settings.retrieval
     budget_s = turn_budget_s(settings, longest_call_s)
     understanding = understanding if understanding is not None else build_understanding(settings, retriever.embedder)
     safe_texts = {"en": settings.safe_mode.response_en, "zh": settings.safe_mode.response_zh}
-    answers = build_answer_cache(settings, retriever, generator)
+    answers = build_answer_cache(settings, retriever, generator, answers_paused)
 
     def safe_response(language: str) -> str:  # what a failed safety check answers with (fail closed)
         return safe_mode.response(language) if safe_mode is not None else safe_texts.get(language, safe_texts["en"])

@@ -343,7 +343,7 @@ class Retrieve(BaseStage):
 
         A turn with history is never looked up: its answer may depend on the conversation (a follow-up's
         resolved query, the history in an LLM prompt)."""
-        if turn.history:
+        if turn.history or answers.paused():
             answers.bypass()
             return False
         try:
@@ -465,6 +465,8 @@ class Generate(BaseStage):
         if self.answers is None or turn.answer_key is None or turn.generation is None or turn.retrieval is None:
             return
         if turn.degraded or turn.out_of_time or turn.generation.degraded_reason or turn.retrieval.vector_error:
+            return
+        if self.answers.paused():
             return  # a degraded answer is made afresh next time: the cause may have passed
         self.answers.put(turn.answer_key, turn.retrieval, turn.generation, req.passages)
 

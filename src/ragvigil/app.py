@@ -164,6 +164,7 @@ class Runtime:
             look_back=self.handoffs.policy.look_back if settings.handoff.enabled else 0,
             sentence_vectors=self.sentence_vectors,
             turn_writer=self.turn_writer,
+            answers_paused=lambda: bool(self.faults.list()),  # a drill's fault: answers are made afresh
         )
         self.health = build_health(settings, self.db, self.vectors, self.embedder, self.generator)
         for name in self.router.names()[:-1]:  # one optional check per remote provider, under generation

@@ -728,6 +728,13 @@ class BackupSettings(Section):
         if self.encrypt and not (self.encryption_key and self.encryption_key.get_secret_value()):
             raise ValueError("backup.encrypt needs backup.encryption_key")
         return self
+class AnswerCacheSettings(Section):
+    """Answers to repeated questions kept per knowledge-base version (``chat.answer_cache``), per replica."""
+
+    enabled: bool = Field(True, description="answer a repeated first-turn question from the cache")
+    max_entries: int = Field(2048, ge=1, le=1_000_000, description="answers kept at most (least recent dropped)")
+    max_bytes: int = Field(16_000_000, ge=10_000, le=4_000_000_000, description="bytes of answers kept at most")
+    ttl_s: float = Field(300.0, gt=0, le=86_400, description="seconds an answer is reused at most")
 
 
 class Settings(BaseSettings):
@@ -828,6 +835,7 @@ class Settings(BaseSettings):
     vector_store: VectorStoreSettings = VectorStoreSettings()
     embeddings: EmbeddingsSettings = EmbeddingsSettings()
     backup: BackupSettings = BackupSettings()
+    answer_cache: AnswerCacheSettings = AnswerCacheSettings()
 
     @model_validator(mode="before")
     @classmethod

@@ -6,8 +6,11 @@ stage is one entry in the list below and nothing else changes.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ragvigil.chat.answer_cache import AnswerCache
 from ragvigil.chat.answer_check import AnswerCheck
 from ragvigil.chat.handoff.request import HandoffRequest
 from ragvigil.chat.history import SessionHistory
@@ -79,6 +82,49 @@ def _small_talk_reply(intents: ExampleIntentClassifier) -> SmallTalkReply:
     return reply
 
 
+def build_answer_cache(
+    settings: Settings,
+    retriever: HybridRetriever,
+    generator: Generator,
+    paused: Callable[[], bool] | None = None,
+) -> AnswerCache | None:
+    """The answer cache of this replica (None when ``answer_cache.enabled`` is off).
+
+    Its version of a knowledge base is the catalog's view version and the vector count: a document
+    embedded in the background changes what retrieval finds, as an ingest does."""
+    ac = settings.answer_cache
+    if not ac.enabled:
+        return None
+    store = retriever.store
+    # a vector server's count is a network call: asked at most once a second per knowledge base, not per turn
+    count = throttled(store.count, 1.0) if getattr(store, "remote", False) else getattr(store, "count", None)
+
+    def version(kb: str) -> tuple[int, int]:
+        return retriever.catalog.version(kb), count(kb) if count is not None else 0
+
+    routes = getattr(generator, "routes", None)  # the router: its providers in order say who may answer
+    names = [getattr(r, "name", "?") for r in routes] if routes else [generator.name]
+    return AnswerCache(version, "+".join(names), ac.max_entries, ac.max_bytes, ac.ttl_s, paused=paused)
+
+
+def throttled(
+    fn: Callable[[str], int], every_s: float, clock: Callable[[], float] = time.monotonic
+) -> Callable[[str], int]:
+    """``fn(key)``, answered from its last result for ``every_s`` seconds after each call."""
+    last: dict[str, tuple[float, int]] = {}
+
+    def call(key: str) -> int:
+        now = clock()
+        seen = last.get(key)
+        if seen is not None and now - seen[0] < every_s:
+            return seen[1]
+        value = fn(key)
+        last[key] = (now, value)
+        return value
+
+    return call
+
+
 def build_pipeline(
     settings: Settings,
     sessions: SessionStore,
@@ -95,12 +141,14 @@ def build_pipeline(
     look_back: int = 0,
     sentence_vectors: SentenceVectorReader | None = None,
     turn_writer: TurnWriter | None = None,
+    answers_paused: Callable[[], bool] | None = None,
 ) -> ChatPipeline:
     """The stages in order; ``look_back``: messages the history stage reads whole for later stages (hand-off)."""
     rs = settings.retrieval
     budget_s = turn_budget_s(settings, longest_call_s)
     understanding = understanding if understanding is not None else build_understanding(settings, retriever.embedder)
     safe_texts = {"en": settings.safe_mode.response_en, "zh": settings.safe_mode.response_zh}
+    answers = build_answer_cache(settings, retriever, generator, answers_paused)
 
     def safe_response(language: str) -> str:  # what a failed safety check answers with (fail closed)
         return safe_mode.response(language) if safe_mode is not None else safe_texts.get(language, safe_texts["en"])
@@ -110,11 +158,11 @@ def build_pipeline(
         # embeds the message once (retrieval's embedding is then a cache hit); a crisis settles the turn here
         Understand(understanding, retriever.embedder, rs.max_query_chars, safe_response, budget_s=budget_s),
         *([SafeModeStage(safe_mode)] if safe_mode is not None else []),  # settles the turn while on
-        Retrieve(retriever, budget_s=budget_s, context_chars=rs.context_chars, features=features),
+        Retrieve(retriever, budget_s=budget_s, context_chars=rs.context_chars, features=features, answers=answers),
         SmallTalk(understanding),  # greeting, thanks, chit-chat with nothing relevant found: a friendly reply
         # "转人工" with nothing relevant found: the hand-off notice alone answers (only while hand-off is on)
         *([HandoffRequest()] if handoff is not None else []),
-        Generate(generator, extractive, budget_s=budget_s, sentence_vectors=sentence_vectors),
+        Generate(generator, extractive, budget_s=budget_s, sentence_vectors=sentence_vectors, answers=answers),
         AnswerCheck(understanding, safe_response),  # also guards a stream, sentence by sentence
         *([handoff] if handoff is not None else []),  # crisis, complaint, human request, trends: to a person
         Persist(sessions, journal, turn_writer),  # concurrent turns committed together

@@ -27,11 +27,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from ragvigil.chat.answer_cache import AnswerCache, CachedAnswer
 from ragvigil.chat.followup import FollowupResolver
 from ragvigil.chat.history import SessionHistory
 from ragvigil.chat.journal import Journal, JournalFull
@@ -42,7 +43,7 @@ from ragvigil.chat.turn_writer import TurnWriter
 from ragvigil.chat.understanding import Handoff, SafetyVerdict, TurnAnalysis
 from ragvigil.errors import DependencyUnavailable, UnstorableInput
 from ragvigil.knowledge.retrieval import HybridRetriever
-from ragvigil.knowledge.sentence_vectors import SentenceVectorReader
+from ragvigil.knowledge.sentence_vectors import SentenceVectorCache, SentenceVectorReader
 from ragvigil.knowledge.tokenize import is_cjk
 from ragvigil.ops import instrumentation, metrics, semconv, tracing
 from ragvigil.ops.message_log import EncryptedMessageLog, turn_record
@@ -72,6 +73,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+# the children a turn counts into, looked up once (``labels()`` per turn is a dict lookup under a lock)
+_SENTENCE_READ_OK = metrics.SENTENCE_VECTOR_READS.labels("ok")
+_SENTENCE_READ_ERROR = metrics.SENTENCE_VECTOR_READS.labels("error")
 
 
 class UnstorableTurn(UnstorableInput):
@@ -115,6 +119,8 @@ class Turn:
     output_verdict: SafetyVerdict | None = None  # the answer's safety check (None: not checked)
     replaced: bool = False  # the answer failed the output check and was replaced by a safe one
     query_reason: str | None = None  # why retrieval searched what it did: first turn, new topic, or a follow-up's cue
+    answer_key: Any = None  # the answer cache's key of this turn (None: not looked up)
+    cached: CachedAnswer | None = None  # the kept answer this turn is answered with (``chat.answer_cache``)
 
     @property
     def latency_ms(self) -> float:
@@ -293,11 +299,13 @@ class Retrieve(BaseStage):
         budget_s: float | None = None,
         context_chars: int = 500,
         features: FeatureGate | None = None,
+        answers: AnswerCache | None = None,
     ) -> None:
         self.retriever = retriever
         self.budget_s = budget_s
         self.context_chars = context_chars
         self.features = features  # under load the follow-up search is shed (``contextual_search``)
+        self.answers = answers  # a first-turn question asked before is answered from here (generate skips)
         self.resolver = FollowupResolver(lambda text: retriever.tokenizer.tokens(text), max_chars=context_chars)
 
     def __call__(self, turn: Turn) -> None:
@@ -307,6 +315,8 @@ class Retrieve(BaseStage):
         if left is not None and left <= 0:
             turn.run_out_of_time(self.budget_s, "before retrieval")
             return  # no search was made: the turn has no retrieval
+        if self.answers is not None and self._cached(turn, self.answers):
+            return
         result = self.retriever.search(turn.kb, turn.message, embed_wait_s=_half(left))
         contextual = self.features is None or self.features.enabled("contextual_search")
         turn.query_reason = "new topic" if turn.history else "first turn"
@@ -328,6 +338,28 @@ class Retrieve(BaseStage):
         if result.vector_error:
             turn.degrade(f"vector search unavailable: {result.vector_error}")
         turn.retrieval = result
+
+    def _cached(self, turn: Turn, answers: AnswerCache) -> bool:
+        """Answer ``turn`` from the cache when it may be and a kept answer exists; else note its key for Generate.
+
+        A turn with history is never looked up: its answer may depend on the conversation (a follow-up's
+        resolved query, the history in an LLM prompt)."""
+        if turn.history or answers.paused():
+            answers.bypass()
+            return False
+        try:
+            key = answers.key(turn.kb, turn.message, turn.language)
+        except Exception:  # the version could not be read (store or database failing): search as usual
+            answers.bypass()
+            return False
+        turn.answer_key = key
+        found = answers.get(key)
+        if found is None:
+            return False
+        turn.cached = found
+        turn.retrieval = replace(found.retrieval, hits=list(found.retrieval.hits))
+        turn.query_reason = "first turn (answer cache)"
+        return True
 
     def span_attributes(self, turn: Turn) -> dict[str, Any]:
         """A RETRIEVER: the query searched and why, its documents by chunk id and score (text only when kept)."""
@@ -371,12 +403,18 @@ class Generate(BaseStage):
         max_passages: int = 4,
         budget_s: float | None = None,
         sentence_vectors: SentenceVectorReader | None = None,
+        answers: AnswerCache | None = None,
     ) -> None:
         self.generator = generator
         self.fallback = fallback
         self.max_passages = max_passages
         self.budget_s = budget_s
         self.sentence_vectors = sentence_vectors  # the passages' background sentence vectors, when kept
+        # a popular passage's sentence vectors are read once, not on every turn (a store answering per chunk)
+        self.sentence_cache = (
+            SentenceVectorCache(sentence_vectors) if hasattr(sentence_vectors, "read_chunks") else None
+        )
+        self.answers = answers  # where a clean first-turn answer is kept (``Retrieve`` looks it up)
 
     def request(self, turn: Turn) -> GenerationRequest:
         """The generator's input; none of the passages once the turn is past its budget."""
@@ -404,19 +442,40 @@ class Generate(BaseStage):
         if self.sentence_vectors is None or not passages:
             return {}
         try:
-            found = self.sentence_vectors.read([p.chunk_id for p in passages])
+            if self.sentence_cache is not None:
+                found = self.sentence_cache.read([(p.chunk_id, p.text) for p in passages])
+            else:
+                found = self.sentence_vectors.read([p.chunk_id for p in passages])
         except Exception as exc:  # any store failure: the answer is built without them, never fails the turn
-            metrics.SENTENCE_VECTOR_READS.labels("error").inc()
+            _SENTENCE_READ_ERROR.inc()
             log.debug("sentence_vectors_unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
             return {}
-        metrics.SENTENCE_VECTOR_READS.labels("ok").inc()
+        _SENTENCE_READ_OK.inc()
         return dict(found)
 
     def no_answer(self, turn: Turn) -> Generation:
         return Generation((OUT_OF_TIME if turn.out_of_time else NO_ANSWER)[turn.language], "none")
 
+    def _from_cache(self, turn: Turn, cached: CachedAnswer) -> None:
+        """The kept generation as this turn's answer: the same text, sources and flags as when it was made."""
+        turn.generation = replace(cached.generation, cited=list(cached.generation.cited))
+        finish(turn, GenerationRequest(turn.message, list(cached.passages), language=turn.language))
+
+    def _keep(self, turn: Turn, req: GenerationRequest) -> None:
+        """Keep a clean answer of a turn the cache may answer (looked up by ``Retrieve``, so no history)."""
+        if self.answers is None or turn.answer_key is None or turn.generation is None or turn.retrieval is None:
+            return
+        if turn.degraded or turn.out_of_time or turn.generation.degraded_reason or turn.retrieval.vector_error:
+            return
+        if self.answers.paused():
+            return  # a degraded answer is made afresh next time: the cause may have passed
+        self.answers.put(turn.answer_key, turn.retrieval, turn.generation, req.passages)
+
     def __call__(self, turn: Turn) -> None:
         if turn.settled_by is not None:
+            return
+        if turn.cached is not None:
+            self._from_cache(turn, turn.cached)
             return
         req = self.request(turn)
         if not req.passages:
@@ -431,11 +490,16 @@ class Generate(BaseStage):
                 log.warning("generator_failed", extra={"provider": self.generator.name, "error": str(exc)})
                 turn.generation = self.fallback.generate(req)
         finish(turn, req)
+        self._keep(turn, req)
 
     def stream(self, turn: Turn) -> Iterator[str]:
         if turn.settled_by is not None:  # the answer is fixed: it is the whole stream
             if turn.answer:
                 yield turn.answer
+            return
+        if turn.cached is not None:
+            self._from_cache(turn, turn.cached)
+            yield turn.answer
             return
         req = self.request(turn)
         if not req.passages:
@@ -465,6 +529,7 @@ class Generate(BaseStage):
                     yield delta
             turn.generation = Generation("".join(parts).strip(), name, model=model)
         finish(turn, req)
+        self._keep(turn, req)
 
     def span_attributes(self, turn: Turn) -> dict[str, Any]:
         """An LLM call in OpenInference and GenAI terms; a CHAIN when no model was asked (no passage, settled)."""

@@ -50,6 +50,7 @@ class Catalog:
         self._bm25: dict[str, tuple[tuple[int, int, int], Bm25Index]] = {}
         self._checked: dict[str, float] = {}
         self._building: set[str] = set()
+        self._versions: dict[str, int] = {}  # bumped each time a knowledge base's view is replaced
         self._lock = threading.Lock()
 
     def kb_id(self, name: str, create: bool = False) -> int:
@@ -110,6 +111,19 @@ class Catalog:
         for name, n in self.quarantined_counts().items():
             metrics.DOCUMENTS_QUARANTINED.labels(name).set(n)
 
+    def version(self, kb: str) -> int:
+        """A number that changes whenever the view retrieval reads for ``kb`` is replaced (ingest, delete,
+        quarantine, release, here or by another process): what an answer kept for later is valid for.
+
+        Checks the view first, as a search would (at most every ``refresh_s``)."""
+        self.bm25(kb)
+        return self._versions.get(kb, 0)
+
+    def _install(self, kb: str, sig: tuple[int, int, int], index: Bm25Index) -> None:
+        """Serve ``index`` for ``kb`` from now on (the caller holds the lock)."""
+        self._bm25[kb] = (sig, index)
+        self._versions[kb] = self._versions.get(kb, 0) + 1
+
     def bm25(self, kb: str) -> Bm25Index:
         """The current BM25 index of ``kb``; ``KnowledgeBaseNotFound`` if there is no such knowledge base."""
         now = time.monotonic()
@@ -138,7 +152,7 @@ class Catalog:
                     threading.Thread(target=self._rebuild, args=(kb, kb_id, sig), daemon=True).start()
                 return cached[1]
             index = Bm25Index(self._load_records(kb_id))
-            self._bm25[kb] = (sig, index)
+            self._install(kb, sig, index)
             return index
 
     def _rebuild(self, kb: str, kb_id: int, sig: tuple[int, int, int]) -> None:
@@ -147,7 +161,7 @@ class Catalog:
             with self._lock:
                 current = self._bm25.get(kb)
                 if current is None or current[0] != self._signature(kb_id) or sig == current[0]:
-                    self._bm25[kb] = (sig, index)  # never over a newer view a reindex's `reload` put in meanwhile
+                    self._install(kb, sig, index)  # never over a newer view a reindex's `reload` put in meanwhile
         except Exception:
             log.exception("bm25_rebuild_failed", extra={"kb": kb})
         finally:
@@ -167,7 +181,7 @@ class Catalog:
         with self._lock:
             sig = self._signature(kb_id)
             index = Bm25Index(self._load_records(kb_id))
-            self._bm25[kb] = (sig, index)
+            self._install(kb, sig, index)  # a new version: answers kept for the old generation are stale
             self._checked[kb] = time.monotonic()
         return index
 

@@ -78,6 +78,8 @@ class ChromaVectorStore:
     another replica dropped is looked up again once.
     """
 
+    remote = True  # every call is a request to the server: callers on a hot path ask less often
+
     def __init__(
         self, url: str, dim: int, timeout_s: float = 2.0, batch: int = 256, collection_prefix: str = "ragvigil_"
     ) -> None:

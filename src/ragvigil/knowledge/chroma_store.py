@@ -14,46 +14,23 @@ server persists each write before it answers.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import re
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
-from ragvigil.knowledge.vectorstore import VectorStoreError
-from ragvigil.ops import metrics
-
-F = TypeVar("F", bound=Callable[..., Any])
+from ragvigil.knowledge.vectorstore import VectorStoreError, metered
 
 ID_PAGE = 5000  # ids read per request when listing a collection (a bounded page, whatever its size)
 KB_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Chroma's defaults (ef 100, 16 neighbours) found 0.71 of the true top 10 among 5k random unit vectors of
 # 384 dimensions; these found 0.97, for twice the insert time (a search stays a few milliseconds)
 HNSW = {"space": "cosine", "ef_construction": 200, "ef_search": 200, "max_neighbors": 32}
-
-
-def _metered(op: str) -> Callable[[F], F]:
-    """Count each call by outcome under the same metric as the faiss store."""
-
-    def wrap(fn: F) -> F:
-        @functools.wraps(fn)
-        def inner(*args: Any, **kwargs: Any) -> Any:
-            try:
-                result = fn(*args, **kwargs)
-            except Exception:
-                metrics.VECTOR_STORE_OPS.labels(op, "error").inc()
-                raise
-            metrics.VECTOR_STORE_OPS.labels(op, "ok").inc()
-            return result
-
-        return inner  # type: ignore[return-value]
-
-    return wrap
 
 
 def collection_name(prefix: str, kb: str) -> str:
@@ -202,7 +179,7 @@ class ChromaVectorStore:
         return max(1, min(self.batch, self._max_batch))
 
     # -- writes -----------------------------------------------------------------
-    @_metered("upsert")
+    @metered("upsert")
     def upsert(self, kb: str, ids: Sequence[int], vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
@@ -213,7 +190,7 @@ class ChromaVectorStore:
             part_ids, part = str_ids[start : start + step], vecs[start : start + step]
             self._on(kb, "upsert", lambda col, i=part_ids, v=part: col.upsert(ids=i, embeddings=v))
 
-    @_metered("delete")
+    @metered("delete")
     def delete(self, kb: str, ids: Sequence[int]) -> None:
         if len(ids) == 0:
             return
@@ -238,12 +215,12 @@ class ChromaVectorStore:
         except Exception as exc:
             raise self._failed("drop", exc) from exc
 
-    @_metered("flush")
+    @metered("flush")
     def flush(self) -> None:
         """Nothing to do: the server has persisted every write it acknowledged."""
 
     # -- reads ------------------------------------------------------------------
-    @_metered("search")
+    @metered("search")
     def search(self, kb: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         if k <= 0:
             return []

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from ragvigil.errors import RagvigilError
+from ragvigil.storage.durable import fsync_dir
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _READ_BLOCK = 1 << 20
@@ -63,14 +64,6 @@ def check_digest(digest: str) -> str:
     return digest
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class FilesystemOriginalStore:
     """Originals as files under ``root/<sha256[:2]>/<sha256>``; the same content is written once."""
 
@@ -104,7 +97,7 @@ class FilesystemOriginalStore:
                 return digest
             final.parent.mkdir(exist_ok=True)
             os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
             return digest
         except OSError as exc:
             tmp.unlink(missing_ok=True)

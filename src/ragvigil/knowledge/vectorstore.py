@@ -41,8 +41,8 @@ REBUILD_RETRY_S = 60.0
 log = logging.getLogger(__name__)
 
 
-def _metered(op: str) -> Callable[[F], F]:
-    """Count each call of a store method by outcome (one decorator, no inline metrics)."""
+def metered(op: str) -> Callable[[F], F]:
+    """Count each call of a store method by outcome (one decorator, no inline metrics; every backend's)."""
 
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
@@ -201,7 +201,7 @@ class FaissVectorStore:
             return entry
 
     # -- writes --------------------------------------------------------------
-    @_metered("upsert")
+    @metered("upsert")
     def upsert(self, kb: str, ids: Sequence[int], vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
@@ -214,7 +214,7 @@ class FaissVectorStore:
                 entry.log.append((arr.copy(), vecs.copy()))
             self._maybe_rebuild(kb, entry)
 
-    @_metered("delete")
+    @metered("delete")
     def delete(self, kb: str, ids: Sequence[int]) -> None:
         if len(ids) == 0:
             return
@@ -370,7 +370,7 @@ class FaissVectorStore:
                     metrics.VECTOR_INDEX_KIND.remove(kb, kind)
                     _shown.discard((kb, kind))
 
-    @_metered("flush")
+    @metered("flush")
     def flush(self) -> None:
         """Persist every changed index atomically (temp file + rename), then drop the other kind's file."""
         with self._lock:
@@ -394,7 +394,7 @@ class FaissVectorStore:
                 entry.dirty = False
 
     # -- reads ---------------------------------------------------------------
-    @_metered("search")
+    @metered("search")
     def search(self, kb: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         entry = self._get(kb)
         if entry.index.ntotal == 0:

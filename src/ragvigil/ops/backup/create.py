@@ -32,6 +32,7 @@ from ragvigil.ops.backup.archive import ArchiveWriter
 from ragvigil.ops.backup.crypto import EncryptingWriter
 from ragvigil.ops.backup.errors import BackupError
 from ragvigil.ops.backup.manifest import BackupManifest
+from ragvigil.storage.durable import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +188,7 @@ def create_backup(
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(partial, final)
-        _fsync_dir(to)
+        fsync_dir(to)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
@@ -198,11 +199,3 @@ def create_backup(
         extra={"backup": str(final), "bytes": final.stat().st_size, "duration_s": manifest.duration_s},
     )
     return BackupResult(final, manifest)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -650,6 +650,13 @@ def main(argv: list[str] | None = None) -> int:
         help="also run the LangChain peer (bench/peer_langchain.py) in the same run; default: on when the bench "
         "extra is installed",
     )
+    ap.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="RAGVIGIL_X=VALUE",
+        help="a setting of the server under load (repeatable), e.g. RAGVIGIL_ADMISSION__QUEUE_SIZE=64",
+    )
     ap.add_argument("--loadgen-spec", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.loadgen_spec:
@@ -752,6 +759,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # 4. the real service
         env["RAGVIGIL_RETRIEVAL__EMBED_THREADS"] = str(args.embed_threads)
+        env.update(setting.split("=", 1) for setting in args.server_env if "=" in setting)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         server = ragvigil_server(env, tmp, port)

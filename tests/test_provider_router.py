@@ -360,8 +360,8 @@ def test_the_openai_sdk_sees_nothing_new_with_the_router_in_front(routed) -> Non
             model="ragvigil", messages=[{"role": "user", "content": "How do I export my notes?"}]
         )
         assert done.model == "ragvigil" and done.choices[0].message.content == "Three days [1]."
-        chunks = client.chat.completions.create(
-            model="ragvigil", messages=[{"role": "user", "content": "How do I export my notes?"}], stream=True
+        chunks = client.chat.completions.create(  # another wording: the same one is the answer cache's
+            model="ragvigil", messages=[{"role": "user", "content": "How can I export my notes?"}], stream=True
         )
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip() == "Three days [1]."
         assert a.calls == 2

@@ -117,7 +117,10 @@ def test_the_openai_sdk_reads_the_analysis_and_a_replaced_stream(sdk: OpenAI, ll
 
     llm.set(Reply(text=UNSAFE))
     chunks = list(
-        sdk.chat.completions.create(model="ragvigil", messages=[{"role": "user", "content": QUESTION}], stream=True)
+        # another wording: the same question again would be answered from the answer cache, not the LLM
+        sdk.chat.completions.create(
+            model="ragvigil", messages=[{"role": "user", "content": "Please: " + QUESTION}], stream=True
+        )
     )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert "bomb" not in text and text.endswith(REPLACED_EN)

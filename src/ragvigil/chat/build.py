@@ -99,11 +99,16 @@ def build_answer_cache(
     # a vector server's count is a network call: asked at most once a second per knowledge base, not per turn
     count = throttled(store.count, 1.0) if getattr(store, "remote", False) else getattr(store, "count", None)
 
-    def version(kb: str) -> tuple[int, int]:
-        return retriever.catalog.version(kb), count(kb) if count is not None else 0
-
     routes = getattr(generator, "routes", None)  # the router: its providers in order say who may answer
     names = [getattr(r, "name", "?") for r in routes] if routes else [generator.name]
+    is_open = getattr(generator, "is_open", None)
+
+    def version(kb: str) -> tuple[int, int, tuple[str, ...]]:
+        # the providers that may answer now: a breaker opened (or forced open by an operator) makes the
+        # answers kept from that provider unreachable, as the router would no longer ask it
+        callable_now = tuple(n for n in names if not is_open(n)) if is_open is not None else ()
+        return retriever.catalog.version(kb), count(kb) if count is not None else 0, callable_now
+
     return AnswerCache(version, "+".join(names), ac.max_entries, ac.max_bytes, ac.ttl_s, paused=paused)
 
 

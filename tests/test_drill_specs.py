@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from types import SimpleNamespace
 from typing import Any
 
 from ragvigil.config import BreakerSettings
 from ragvigil.ops.drills import DRILLS
 from ragvigil.ops.drills.catalog import OPEN_WATCH_S, SLOW_USERS, enough_slow_calls, slow_enough
-from ragvigil.ops.drills.experiment import DrillOptions
+from ragvigil.ops.drills.client import TurnOutcome
+from ragvigil.ops.drills.experiment import DrillOptions, fault_traffic
 
 
 class _Instance:
@@ -35,6 +39,45 @@ def test_llm_slow_makes_enough_slow_calls_to_open_the_breaker_and_watches_after(
     rounds = -(-round(b.window_size * b.slow_call_rate) // opts.users)
     # and after them, time left to see turns answered once the breaker is open
     assert opts.fault_s >= rounds * delay + OPEN_WATCH_S
+    # and if the breaker opens late (a busy machine), the traffic goes on until it has been open as long
+    assert opts.after_heal_s >= OPEN_WATCH_S
+
+
+class _Answering:
+    """An instance that answers every message at once (for the traffic's own timing)."""
+
+    url = "http://127.0.0.1:1"
+
+    def chat(self, message: str, session_id: str | None, user_id: str | None) -> TurnOutcome:
+        time.sleep(0.01)
+        return TurnOutcome(time.monotonic(), 0.01, 200, "s", "m")
+
+
+def _watched(healed_after_s: float | None) -> SimpleNamespace:
+    watcher = SimpleNamespace(injected_at=time.monotonic(), healed_at=None)
+
+    def heal() -> None:
+        if healed_after_s is not None:
+            time.sleep(healed_after_s)
+            watcher.healed_at = time.monotonic()
+
+    threading.Thread(target=heal, daemon=True).start()
+    return watcher
+
+
+def test_fault_traffic_goes_on_after_a_late_healing_and_not_beyond_its_bound() -> None:
+    spec = DRILLS["llm-outage"]
+    opts = DrillOptions(users=2, fault_s=0.5, detect_timeout_s=5.0, after_heal_s=1.0)
+    late = _watched(healed_after_s=1.0)  # after the fault's traffic would have ended
+    traffic = fault_traffic(_Answering(), spec, opts, late)  # type: ignore[arg-type]
+    last = max(o.sent_at for o in traffic.snapshot())
+    assert late.healed_at is not None and last >= late.healed_at + 0.5  # users still asking once it healed
+    assert last - late.injected_at < opts.fault_s + opts.detect_timeout_s
+
+    never = _watched(healed_after_s=None)
+    traffic = fault_traffic(_Answering(), spec, DrillOptions(users=2, fault_s=0.3, detect_timeout_s=0.7), never)  # type: ignore[arg-type]
+    last = max(o.sent_at for o in traffic.snapshot())
+    assert 0.8 <= last - never.injected_at < 3.0  # no healing: the bound (fault_s + detect_timeout_s) stops it
 
 
 def test_llm_slow_users_never_exceed_the_providers_own_concurrency_limit() -> None:

@@ -79,14 +79,17 @@ def enough_slow_calls(client: InstanceClient, target: str, opts: DrillOptions) -
     ``window_size × slow_call_rate`` slow calls: at least ``SLOW_USERS`` users (bounded by the
     provider's own concurrency limit: a call past it is not made, so it would not count), for as
     many rounds of one delay each as that takes, plus ``OPEN_WATCH_S`` to see what users get once
-    the breaker is open.
+    the breaker is open. The adaptive concurrency limit shrinks as the calls slow down, so fewer of
+    them run at once than planned on a busy machine: the traffic then goes on until the breaker has
+    been open ``OPEN_WATCH_S`` (``after_heal_s``), within the fault's bound.
     """
     p = _provider(client, target)
     window, rate = int(p.get("window_size") or 20), float(p.get("slow_call_rate") or 0.8)
     delay = slow_enough(client, target)["delay_s"]
     users = min(max(opts.users, SLOW_USERS), int(p.get("max_concurrency") or 16), 32)
     rounds = math.ceil(math.ceil(window * rate) / users)
-    return replace(opts, users=users, fault_s=max(opts.fault_s, rounds * delay + OPEN_WATCH_S))
+    fault_s = max(opts.fault_s, rounds * delay + OPEN_WATCH_S)
+    return replace(opts, users=users, fault_s=fault_s, after_heal_s=max(opts.after_heal_s, OPEN_WATCH_S))
 
 
 def shedding(client: InstanceClient, target: str) -> str | None:

@@ -67,6 +67,10 @@ class DrillOptions:
     max_requests: int = 400
     detect_timeout_s: float = 20.0
     settle_timeout_s: float = 30.0  # for steady state and stored turns after the rollback
+    # traffic under the fault goes on this long after the instance healed itself (bounded by
+    # ``fault_s + detect_timeout_s``), so a drill always sees what users get once it has: on a busy
+    # machine the healing can come late in ``fault_s``, or after it
+    after_heal_s: float = 3.0
 
 
 @dataclass
@@ -194,6 +198,30 @@ class Watcher(threading.Thread):
         return found
 
 
+def fault_traffic(client: InstanceClient, spec: DrillSpec, opts: DrillOptions, watcher: Watcher) -> Traffic:
+    """Closed-loop traffic for ``fault_s``, and on until ``after_heal_s`` past the healing (bounded).
+
+    The fault itself is injected for ``fault_s + detect_timeout_s``: the traffic never outlives it.
+    """
+    if spec.healed is None or opts.after_heal_s <= 0:
+        return closed_loop(Users(client, opts.users, f"drill-{spec.name}"), opts.fault_s, opts.max_requests)
+    stop = threading.Event()
+    earliest = watcher.injected_at + opts.fault_s
+
+    def stop_once_seen() -> None:
+        while not stop.wait(0.25):
+            healed = watcher.healed_at
+            if healed is not None and time.monotonic() >= max(earliest, healed + opts.after_heal_s):
+                stop.set()
+
+    threading.Thread(target=stop_once_seen, name=f"drill-stop-{spec.name}", daemon=True).start()
+    try:
+        users = Users(client, opts.users, f"drill-{spec.name}")
+        return closed_loop(users, opts.fault_s + opts.detect_timeout_s, opts.max_requests, stop)
+    finally:
+        stop.set()
+
+
 def _when(text: Any) -> datetime | None:
     if not isinstance(text, str):
         return None
@@ -282,7 +310,7 @@ def run_fault_drill(client: InstanceClient, spec: DrillSpec, opts: DrillOptions,
         watcher = Watcher(client, spec, injected_at, since)
         watcher.target = target
         watcher.start()
-        traffic = closed_loop(Users(client, opts.users, f"drill-{spec.name}"), opts.fault_s, opts.max_requests)
+        traffic = fault_traffic(client, spec, opts, watcher)
         # detection may come after the traffic (a `for:` of some seconds): wait for it, bounded
         deadline = injected_at + opts.detect_timeout_s
         while watcher.detected_at is None and time.monotonic() < deadline:

@@ -13,6 +13,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# the key of the PostgreSQL advisory lock every `migrate` of every replica takes ("ragvigil" as an int64)
+MIGRATION_LOCK_KEY = int.from_bytes(b"ragvigil", "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def make_engine(url: str) -> Engine:
@@ -40,9 +42,18 @@ def alembic_config(url: str) -> Config:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (idempotent)."""
+    """Bring the schema to the newest revision (idempotent).
+
+    On PostgreSQL the whole upgrade runs under a transaction-scoped advisory lock: replicas of a rollout
+    that all migrate at start (``database.migrate_on_start``) then take turns, the first applies what is
+    missing and the others find the schema at head, instead of running the same DDL at once (which
+    deadlocks or dies on "already exists"). The lock ends with the transaction, also when the process dies.
+    SQLite serves one host; its own write lock orders the rare concurrent start.
+    """
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

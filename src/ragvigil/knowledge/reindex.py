@@ -18,6 +18,7 @@ are deleted and the old generation keeps serving. A job interrupted by a stop or
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from ragvigil.errors import NotFound, RagvigilError
@@ -145,6 +146,10 @@ class Reindexer:
         second request never takes this job for one whose thread is gone."""
         self.catalog.kb_id(kb)  # KnowledgeBaseNotFound
         with self._lock, self.db.session(write=True) as s:
+            if s.get_bind().dialect.name == "postgresql":
+                # replicas sharing the database take turns here, so a second one sees the first's job (on
+                # SQLite the second writer's transaction fails instead: one database file, one writer)
+                s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(f"reindex:{kb}")})
             live = s.scalar(
                 select(ReindexJob)
                 .where(ReindexJob.kb == kb, ReindexJob.state == RUNNING)
@@ -459,6 +464,11 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _lock_key(name: str) -> int:
+    """A PostgreSQL advisory lock key (a signed 64-bit integer) for ``name``, the same in every process."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
 def _parts(items: Sequence[Any]) -> list[Sequence[Any]]:

@@ -60,6 +60,50 @@ def test_a_provider_opened_by_one_router_is_skipped_by_the_other_until_its_cool_
         two.close()
 
 
+def _gauge(provider: str) -> float:
+    return metrics.REGISTRY.get_sample_value("ragvigil_provider_breaker_state", {"provider": provider}) or 0.0
+
+
+def test_every_replica_skipping_a_provider_shows_its_breaker_open_and_follows_a_forced_close(
+    tmp_path: Path, extractive: MeteredGenerator
+) -> None:
+    store = MemoryBreakerStore()
+    with scripted_llm(Reply(503)) as llm:
+        settings = make_settings(tmp_path, providers=[provider("a", llm, retries=0, breaker=FAST_BREAKER)])
+        one, two = build_router(settings, extractive), build_router(settings, extractive)
+        one.share(store, "replica-1")
+        two.share(store, "replica-2")
+        try:
+            for _ in range(4):
+                ask(one)
+            assert one.is_open("a")
+            # the gauge is one per process: as replica 2's own registry would, start it from closed
+            metrics.PROVIDER_BREAKER_STATE.labels("a").set(0)
+            two.routes[0].shown = None
+            assert two.is_open("a")  # skipped because of replica 1's record...
+            assert _gauge("a") == 1  # ...and shown open here, so ProviderBreakerOpen fires on this replica too
+            # an operator forces the provider closed on replica 1: replica 2 follows, and calls it again
+            llm.set(Reply(text="back"))
+            one.force("a", "closed", "operator:test")
+            assert not two.is_open("a")
+            status = two.status()[0]
+            assert status["forced"] == "closed" and status["forced_by"] == "replica replica-1"
+            assert ask(two).provider == "a"
+            # handed back to automatic on replica 1: replica 2's breaker is automatic again too
+            one.force("a", "auto", "operator:test")
+            two.is_open("a")
+            status = two.status()[0]
+            assert status["forced"] is None and status["forced_by"] is None
+            # an operator's own force on replica 2 is never undone by another replica's record
+            two.force("a", "open", "operator:two")
+            one.force("a", "auto", "operator:test")
+            one.is_open("a")
+            assert two.is_open("a") and two.status()[0]["forced_by"] == "operator:two"
+        finally:
+            one.close()
+            two.close()
+
+
 class DictTier:
     """A second cache tier in a dict (what a Redis tier does, minus the network)."""
 

@@ -55,6 +55,8 @@ class Route:
     opened_at: float | None = None  # wall clock of the last opening, for people
     forced_by: str | None = None
     in_flight: int = 0  # calls holding a slot now
+    followed_at: float = 0.0  # the newest other replica's record this one has followed (its wall-clock ``at``)
+    shown: State | None = None  # the state ``ragvigil_provider_breaker_state`` shows for it on this replica
     listeners: list[Callable[[Route], None]] = field(default_factory=list)  # after each breaker transition
     _count_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -128,6 +130,7 @@ def _route(
 
 
 def _transitioned(route: Route, before: State, after: State) -> None:
+    route.shown = after
     metrics.PROVIDER_BREAKER_STATE.labels(route.name).set(after)
     metrics.PROVIDER_BREAKER_TRANSITIONS.labels(route.name, before.label, after.label).inc()
     if after is State.OPEN:
@@ -181,13 +184,52 @@ class ProviderRouter:
         self.store.publish(route.name, record)
 
     def shared_open(self, route: Route) -> BreakerRecord | None:
-        """Another replica's record that makes this one skip ``route`` now, if any (a cheap, cached read)."""
+        """Another replica's record that makes this one skip ``route`` now, if any (a cheap, cached read).
+
+        Reading it also keeps this replica in line with the others: an operator's forced close (or its
+        hand-back to automatic) made on another replica is applied to this one's breaker, and the
+        breaker gauge shows the provider open here while it is skipped because of another replica, so
+        ``ProviderBreakerOpen`` fires on every replica that fails over, not only on the one that opened it.
+        """
         if route.breaker is None or not self.replica:
             return None
         record = self.store.read(route.name)
         if record is None or record.replica == self.replica:
+            self._show(route, None)
             return None
-        return record if record.skips(time.time()) else None
+        self._follow_force(route, record)
+        skipping = record if record.skips(time.time()) else None
+        self._show(route, skipping)
+        return skipping
+
+    def _follow_force(self, route: Route, record: BreakerRecord) -> None:
+        """Apply another replica's forced close, or its return to automatic after a force we followed."""
+        assert route.breaker is not None
+        if record.at <= route.followed_at:
+            return
+        route.followed_at = record.at
+        followed = route.forced_by is not None and route.forced_by.startswith("replica ")
+        if record.forced == "closed" and route.breaker.snapshot()["forced"] != "closed":
+            route.breaker.force("closed")
+            route.forced_by = f"replica {record.replica}"
+            if route.key_bad:
+                self._mark_key(route, False)  # as a forced close here does: the operator says it works
+            log.warning(
+                "provider_breaker_followed", extra={"provider": route.name, "state": "closed", "by": record.replica}
+            )
+        elif record.forced is None and followed:
+            route.breaker.force("auto")
+            route.forced_by = None
+            log.warning(
+                "provider_breaker_followed", extra={"provider": route.name, "state": "auto", "by": record.replica}
+            )
+
+    def _show(self, route: Route, skipping: BreakerRecord | None) -> None:
+        assert route.breaker is not None
+        state = State.OPEN if skipping is not None else route.breaker.state
+        if state is not route.shown:
+            route.shown = state
+            metrics.PROVIDER_BREAKER_STATE.labels(route.name).set(state)
 
     # --- Generator ----------------------------------------------------------------------------
     def generate(self, request: GenerationRequest) -> Generation:
@@ -276,6 +318,7 @@ class ProviderRouter:
                 listener(route)
         if state != "open" and route.key_bad:
             self._mark_key(route, False)
+        route.shown = after
         metrics.PROVIDER_BREAKER_STATE.labels(name).set(after)
         log.warning("provider_breaker_forced", extra={"provider": name, "state": state, "by": by})
         return next(s for s in self.status() if s["name"] == name) | {"before": before.label}

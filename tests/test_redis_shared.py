@@ -139,6 +139,7 @@ def test_the_query_cache_is_shared_and_cache_clear_empties_both_tiers(
     a, b, srv = pair
     question = f"how do I share a notebook {uuid.uuid4().hex}"
     hits = metrics.CACHE_REQUESTS.labels("query_embedding_shared", "hit")
+    b.embedder.shared.check_s = 0  # B reads the tier's generation on every query (1 s apart by default)
     vec = a.embedder.embed_query(question)
     before = hits._value.get()
     again = b.embedder.embed_query(question)  # B's local cache is empty: the vector comes from Redis
@@ -151,6 +152,10 @@ def test_the_query_cache_is_shared_and_cache_clear_empties_both_tiers(
     assert "dropped" in said
     assert not list(client.scan_iter(match=prefix + "*"))  # the shared tier is empty
     assert a.embedder.clear() == 0  # and A's local tier
+    # B held the vector in its own memory: it sees the clear made on A and empties its local tier too
+    misses = b.embedder.misses
+    b.embedder.embed_query(question)
+    assert b.embedder.misses == misses + 1
     client.close()
 
 

@@ -109,6 +109,7 @@ class DictTier:
 
     def __init__(self) -> None:
         self.values: dict[str, bytes] = {}
+        self.clears = 0
 
     def get(self, key: str) -> bytes | None:
         return self.values.get(key)
@@ -119,7 +120,11 @@ class DictTier:
     def clear(self) -> int:
         n = len(self.values)
         self.values.clear()
+        self.clears += 1
         return n
+
+    def generation(self) -> int | None:
+        return self.clears
 
 
 class CountingEmbedder:
@@ -150,6 +155,12 @@ def test_a_vector_embedded_by_one_replica_is_reused_by_another_and_clear_empties
     assert three.inner.calls == 1  # type: ignore[attr-defined]
     assert one.clear() == 2 and not tier.values  # its local entry and the shared one
     assert two.clear() == 1
+    one.embed_query("how do refunds work?")
+    two.embed_query("how do refunds work?")  # from the shared tier, now held in two's memory too
+    one.clear()
+    calls = e2.calls
+    two.embed_query("how do refunds work?")
+    assert e2.calls == calls + 1  # two saw the clear made by one: its own copy went with it
 
 
 def test_the_redis_link_backs_off_after_a_refused_connection_and_probes_once() -> None:

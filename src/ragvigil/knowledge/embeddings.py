@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import queue
 import threading
 from collections import OrderedDict
@@ -11,6 +12,8 @@ from typing import Protocol
 import numpy as np
 
 from ragvigil.ops import metrics
+
+log = logging.getLogger(__name__)
 
 
 class EmbedderBusy(Exception):
@@ -111,12 +114,19 @@ class SharedVectorCache(Protocol):
 
     def clear(self) -> int: ...
 
+    def generation(self) -> int | None:
+        """How many clears the tier has seen, any replica's (cheap: a cached read); ``None`` when unknown."""
+        ...
+
 
 class CachedQueryEmbedder:
     """LRU cache in front of an embedder: customer questions repeat, embedding them is the slow step.
 
     With ``shared`` (Redis in the scaled mode) a local miss asks the replicas' shared tier before the
     embedder, and a new vector is put there too, keyed by model and a hash of the normalised text.
+    A ``clear`` on any replica bumps the shared tier's generation; every replica empties its local
+    cache when it sees the generation change (within the tier's check interval), so a cleared vector is
+    never served from another replica's memory.
     """
 
     def __init__(self, inner: Embedder, size: int = 4096, shared: SharedVectorCache | None = None) -> None:
@@ -129,9 +139,12 @@ class CachedQueryEmbedder:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self._generation: int | None = None  # the shared tier's generation this cache was filled under
 
     def embed_query(self, text: str, timeout_s: float | None = None) -> np.ndarray:
         key = " ".join(text.split()).lower()
+        if self.shared is not None:
+            self._follow_clears()
         with self._lock:
             vec = self._cache.get(key)
             if vec is not None:
@@ -169,6 +182,19 @@ class CachedQueryEmbedder:
         vec = np.frombuffer(raw, dtype=np.float32).copy()
         vec.setflags(write=False)
         return vec
+
+    def _follow_clears(self) -> None:
+        """Empty the local cache once another replica cleared the shared tier (its generation moved on)."""
+        assert self.shared is not None
+        now = self.shared.generation()
+        if now is None or now == self._generation:
+            return
+        with self._lock:
+            seen, self._generation = self._generation, now
+            if seen is not None:
+                dropped = len(self._cache)
+                self._cache.clear()
+                log.info("query_cache_cleared_elsewhere", extra={"dropped": dropped, "generation": now})
 
     def clear(self) -> int:
         """Drop every cached query vector, local and shared (e.g. after the embedding model changed);

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -128,7 +130,25 @@ def test_serve_instance_answers_on_loopback_and_is_stopped(serve_instance) -> No
     server = serve_instance(env={"RAGVIGIL_ALERTS__ENABLED": "false", "RAGVIGIL_BACKGROUND_EMBEDDING": "false"})
     assert server.startswith("http://127.0.0.1:")
     assert httpx.get(f"{server}/health/ready", timeout=10).json()["status"] in ("ready", "degraded")
+    # a request uvicorn's parser rejects never reaches the app: it still gets the API's JSON error body
+    status, headers, body = raw_request(server, b"GET /health HTTP/1.1\r\nHost: x\r\nbad header line\r\n\r\n")
+    assert status == 400 and headers.get("content-type") == "application/json", (status, headers, body)
+    assert json.loads(body)["code"] == "bad_http_request"
     assert server.death() is None
+
+
+def raw_request(base: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send bytes no HTTP client would and read the whole answer (the server closes after a 400)."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict((k.strip().lower(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:]))
+    return int(lines[0].split()[1]), headers, body
 
 
 def test_a_server_that_refuses_to_start_says_why(tmp_path: Path) -> None:

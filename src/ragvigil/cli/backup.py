@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ragvigil.cli.common import cli_actor, console, err, load_settings_or_exit
+from ragvigil.cli.common import cli_actor, console, err, load_settings_or_exit, refuse_if_served
 
 backup_app = typer.Typer(help="Backups of every store: create, verify, list (restore: `ragvigil restore`).")
 
@@ -161,6 +161,7 @@ def restore(
     from ragvigil.ops.backup import BackupError, restore_backup
 
     settings = load_settings_or_exit()
+    refuse_if_served(settings, "restoring", "stop it first", any_backend=True)
     try:
         report = restore_backup(file, settings, force=force)
     except BackupError as exc:

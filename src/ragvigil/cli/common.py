@@ -90,6 +90,21 @@ def cli_actor() -> str:
         return "cli"
 
 
+def refuse_if_served(settings: Settings, doing: str, instead: str, *, any_backend: bool = False) -> None:
+    """Exit 1 when a server holds this data dir and this command would write its files: the embedded
+    faiss index (with a vector server every process writes through it) or, ``any_backend``, the whole dir."""
+    from ragvigil.storage.serving_lock import DataDirServed
+    from ragvigil.storage.serving_lock import refuse_if_served as refuse
+
+    if settings.vector_store.backend != "faiss" and not any_backend:
+        return
+    try:
+        refuse(settings.data_dir, doing, instead)
+    except DataDirServed as exc:
+        err.print(f"[red]refused:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(1) from None
+
+
 def runtime(settings: Settings, apply_migrations: bool = True):  # type: ignore[no-untyped-def]
     """A whole instance for a command; logs at WARNING on stderr so the output stays readable."""
     from ragvigil.app import Runtime

@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ragvigil.cli.common import KbOpt, check_length, console, err, load_settings_or_exit, runtime
+from ragvigil.cli.common import KbOpt, check_length, console, err, load_settings_or_exit, refuse_if_served, runtime
 from ragvigil.config import Settings
 
 _settings = load_settings_or_exit
@@ -88,6 +88,7 @@ def ingest(
     failures: list[tuple[str, str]] = [(str(p), "no such file or directory") for p in missing]
     counts["failed"] += len(missing)
     max_bytes = s.ingest.max_file_bytes
+    refuse_if_served(s, "ingesting", f"upload through it (POST /api/v1/kb/{kb}/documents) or stop it first")
     rt = _runtime(s)
     try:
         with Progress(

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from ragvigil.cli.common import cli_actor, console, err, load_settings_or_exit, runtime
+from ragvigil.cli.common import cli_actor, console, err, load_settings_or_exit, refuse_if_served, runtime
 from ragvigil.config import Settings
 
 HTTP_TIMEOUT_S = 30.0
@@ -41,6 +41,7 @@ def reindex(
     base = url or _local_url(settings)
     if _remote(base, kb, api_key, settings, explicit=url is not None):
         return
+    refuse_if_served(settings, "reindexing", "give its address with --url, or stop it first")
     err.print(f"[yellow]no instance answers at {base}: reindexing in this process[/yellow]")
     _offline(settings, kb)
 

@@ -31,6 +31,7 @@ def serve(
     from ragvigil.ops.logging import configure_logging, reset_logging
     from ragvigil.preflight import admin_key_expected, start_problems
     from ragvigil.storage.schema import start_refusal
+    from ragvigil.storage.serving_lock import DataDirServed, ServingLock
 
     s = _settings()
     configure_logging(s.log_level, s.log_dir, s.log_json, flush_interval=s.log_flush_interval)
@@ -47,6 +48,12 @@ def serve(
         err.print(
             f"ragvigil {s.profile.value} on http://{host}:{port}  (chat page: POST /api/v1/chat, metrics: /metrics)"
         )
+        lock = ServingLock(s.data_dir)  # one server per data dir: its vector files are this process's own
+        try:
+            lock.acquire()
+        except DataDirServed as exc:
+            err.print(f"[red]refusing to start:[/red] {escape(str(exc))}")
+            raise typer.Exit(2) from None
         web = create_app(s)
         # loop="asyncio": the same event loop whether or not uvloop happens to be installed (other packages pull it
         # in), so what is tested and measured is what runs

@@ -40,7 +40,16 @@ PREFIX = "ragvigil-backup-"
 DB_MEMBER = {"sqlite": "database/ragvigil.db", "postgresql": "database/postgres.dump"}
 # under the data dir but not copied as files: the database and indexes have their own consistent copy,
 # logs and caches are rebuilt, backups never contain backups
-_SKIP_TOP = {"ragvigil.db", "ragvigil.db-wal", "ragvigil.db-shm", "ragvigil.db-journal", "index", "logs", "cache"}
+_SKIP_TOP = {
+    "ragvigil.db",
+    "ragvigil.db-wal",
+    "ragvigil.db-shm",
+    "ragvigil.db-journal",
+    "index",
+    "logs",
+    "cache",
+    "serving.lock",  # whose process serves the dir: nothing to restore
+}
 SECRET_FILES = {"admin.key"}  # plain secrets: only in an encrypted backup
 
 

@@ -536,3 +536,15 @@ ANSWER_CACHE_REQUESTS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+LEADER = Gauge(
+    "ragvigil_leader",
+    "1 while this replica leads (runs the work done once per cluster: scheduled backups and their retention, "
+    "the vector filler on a shared vector server), 0 while it stands by (leader.backend).",
+    registry=REGISTRY,
+)
+LEADER_CHANGES = Counter(
+    "ragvigil_leader_changes_total",
+    "Times this replica gained or lost the leadership, by change: gained, lost.",
+    ["change"],
+    registry=REGISTRY,
+)

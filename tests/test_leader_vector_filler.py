@@ -1,7 +1,7 @@
-"""On a shared vector server (a real ``chroma run``) only the leader fills vectors; with faiss files every replica
-runs its own filler (its index is its own). Two runtimes on one PostgreSQL: a document uploaded to the standby is embedded by the leader's
-filler, the standby's filler never runs and says ``standby``; when the leader goes away the standby's filler
-starts and fills what is ingested next.
+"""On a shared vector server (a real ``chroma run``) only the leader fills vectors; with faiss files every
+replica runs its own filler (its index is its own). Two runtimes on one PostgreSQL: a document uploaded to
+the standby is embedded by the leader's filler, the standby's filler never runs and says ``standby``; when
+the leader goes away the standby's filler starts and fills what is ingested next.
 """
 
 from __future__ import annotations

@@ -479,7 +479,7 @@ REDIS_UP = Gauge(
 REDIS_FALLBACKS = Counter(
     "ragvigil_redis_fallbacks_total",
     "Redis calls that failed or were not tried (Redis down, backing off) and were answered by in-process state "
-    "instead, by use (rate_limit, breaker, cache, health).",
+    "instead, by use (rate_limit, breaker, cache, health; leader: the leader lease, which then stands by).",
     ["use"],
     registry=REGISTRY,
 )

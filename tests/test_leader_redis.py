@@ -161,3 +161,21 @@ def test_a_lone_sqlite_instance_leads_and_runs_its_jobs(tmp_path: Path) -> None:
     finally:
         rt.close()
     assert not rt.leadership.is_leader()
+
+
+def test_a_holder_that_stepped_down_on_a_failed_call_takes_its_live_lease_back(
+    pair: tuple[Leadership, Leadership], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = pair
+    assert a.tick() is True
+    renew = a.lease.renew
+
+    def broken() -> bool:
+        raise RuntimeError("connection reset")
+
+    monkeypatch.setattr(a.lease, "renew", broken)
+    assert a.tick() is False and "connection reset" in str(a.status()["error"])
+    monkeypatch.setattr(a.lease, "renew", renew)
+    assert b.tick() is False  # the key is still a's: nobody else may take it before it expires
+    assert a.tick() is True  # a's acquire finds its own id and keeps the key, without waiting out the lease
+    assert leaders(a, b) == ["replica-a"]

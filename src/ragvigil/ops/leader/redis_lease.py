@@ -13,6 +13,17 @@ from typing import Any
 
 from ragvigil.ops.shared.link import RedisLink
 
+# taken when free, or kept when it is still this replica's (a holder that stepped down after a failed call
+# while its key lived on takes it back at once instead of waiting out its own lease)
+ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
 RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -37,11 +48,16 @@ class RedisLease:
         self.replica = replica
         self.key = link.key("leader")
         self.lease_ms = max(1, int(lease_s * 1000))
+        self._acquire: Any = link.client.register_script(ACQUIRE)
         self._renew: Any = link.client.register_script(RENEW)
         self._release: Any = link.client.register_script(RELEASE)
 
     def acquire(self) -> bool:
-        return bool(self.link.call("leader", lambda c: c.set(self.key, self.replica, nx=True, px=self.lease_ms)))
+        return bool(
+            self.link.call(
+                "leader", lambda c: self._acquire(keys=[self.key], args=[self.replica, self.lease_ms], client=c)
+            )
+        )
 
     def renew(self) -> bool:
         return bool(

@@ -169,6 +169,9 @@ def test_the_scheduled_backup_runs_on_the_leader_only(tmp_path: Path, db_url: st
         assert b.backups.standby_ticks == standing_by
         assert [j["by"] for j in b.backups.jobs()] == ["scheduler"]
         assert len(list_backups(shared_backups)) == 1
+        asked = a.backups.run(a.backups._new_job("operator", False, False))  # asked of the old leader, now standby
+        assert asked["status"] == "done" and asked["pruned"] == "standby"  # made, but the retention is b's
+        assert len(list_backups(shared_backups)) == 2
     finally:
         a.close()
         b.close()

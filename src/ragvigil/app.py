@@ -45,6 +45,7 @@ from ragvigil.ops.diagnosis import build_diagnoser
 from ragvigil.ops.diagnosis.worker import DiagnosisWorker
 from ragvigil.ops.faults import build_faults
 from ragvigil.ops.health import DEPENDENCIES, HealthChecks, disk_check
+from ragvigil.ops.leader import LeaderOnly, build_leadership
 from ragvigil.ops.log_retention import LogRetention
 from ragvigil.ops.logfiles import RetentionReport
 from ragvigil.ops.process import install_process_globals
@@ -116,6 +117,8 @@ class Runtime:
         self.faults = build_faults(settings, self.db.engine, AuditLog(self.db))
         # Redis shared with the other replicas (limits, breakers, query cache); all in process without it
         self.shared = build_shared(settings, self.faults)
+        # who runs the work done once per cluster (PostgreSQL lock, Redis lease, or always this one)
+        self.leadership = build_leadership(settings, self.shared.replica, self.shared.link)
         k = build_knowledge(settings, self.db, self.faults, self.shared.cache)
         self.tokenizer, self.embedder, self.vectors, self.catalog = k.tokenizer, k.embedder, k.vectors, k.catalog
         self.ingestor, self.retriever, self.filler = k.ingestor, k.retriever, k.filler
@@ -192,8 +195,14 @@ class Runtime:
         )
         self.diagnosis_worker = DiagnosisWorker(self.diagnosis.incident_opened, settings.diagnosis.queue_size)
         self.log_retention = LogRetention(settings.log_dir, settings.log_retention_days)
-        # started in this order by start_background, stopped in reverse by close; a subsystem appends its own
+        # a shared vector server is filled by the leader alone; faiss files are each replica's own to fill
+        self.vector_filling: LeaderOnly | None = None
+        if settings.vector_store.backend == "chroma":
+            self.vector_filling = LeaderOnly("vector_filler", self.leadership, self._start_filler, self.filler.stop)
+        # started in this order by start_background, stopped in reverse by close; a subsystem appends its own.
+        # Per replica: its own journal, spool, logs, gauges, retrieval mode, alerts; leader-only: see leader_status
         self.background: list[Background] = [
+            self.leadership,  # first: the jobs after it ask it where they stand
             self.replayer,
             self.handoffs.replayer,
             self.log_retention,
@@ -207,7 +216,8 @@ class Runtime:
         self.background.append(self.diagnosis_worker)  # stopped after the alert loop that feeds it
         if self.alerts is not None:
             self.background.append(self.alerts)
-        self.backups = BackupService(settings, self.vectors.flush, retrieval_smoke)  # API jobs and the schedule
+        # API jobs on any replica; the schedule and its retention on the leader only
+        self.backups = BackupService(settings, self.vectors.flush, retrieval_smoke, is_leader=self.leadership.is_leader)
         self.background.append(self.backups)
         self.restart_requested: str | None = None  # set by process.restart: `ragvigil serve` drains, exits 75
         self.remediation = build_remediation(self)  # last: its actions act on the subsystems above
@@ -254,16 +264,32 @@ class Runtime:
 
     def start_background(self) -> None:
         """Background work of a serving instance: vector filling, journal replay, retention, alerts."""
+        self.leadership.start()  # before the filler: on a shared vector server only the leader fills it
         if self.settings.background_embedding:
-            try:
-                requeued = self.filler.resync()
-                if requeued:
-                    log.warning("vector_index_resync", extra={"requeued_chunks": requeued})
-            except Exception:
-                log.exception("vector_index_resync_failed")
-            self.filler.start()
+            if self.vector_filling is not None:
+                self.vector_filling.start()
+            else:
+                self._start_filler()
         for job in self.background:
             job.start()
+
+    def _start_filler(self) -> None:
+        """Resync the index with the database, then fill in what it lacks (on a leader gain, with Chroma)."""
+        try:
+            requeued = self.filler.resync()
+            if requeued:
+                log.warning("vector_index_resync", extra={"requeued_chunks": requeued})
+        except Exception:
+            log.exception("vector_index_resync_failed")
+        self.filler.start()
+
+    def leader_status(self) -> dict[str, object]:
+        """Who leads, and where this replica's once-per-cluster jobs stand (``running``, ``standby``, ``off``)."""
+        filling = "per_replica" if self.vector_filling is None else self.vector_filling.state()
+        if not self.settings.background_embedding:
+            filling = "off"
+        jobs = {"backup_schedule": self.backups.schedule_state(), "vector_filler": filling}
+        return self.leadership.status() | {"jobs": jobs}
 
     def replay_journal(self) -> int:
         """Replay journaled turns now (``JournalReplayer.replay``)."""
@@ -293,6 +319,8 @@ class Runtime:
         # after the jobs: a turn cut short stays in the journal for the next start, not half-replayed by
         # a replay pass that happened to run while this process was going away
         self.keep_unfinished_turns()  # a no-op unless a shutdown cut turns short
+        if self.vector_filling is not None:
+            self.vector_filling.stop()
         self.filler.stop()
         self.pipeline.close()
         self.turn_writer.close()

@@ -739,6 +739,30 @@ class AnswerCacheSettings(Section):
     ttl_s: float = Field(300.0, gt=0, le=86_400, description="seconds an answer is reused at most")
 
 
+class LeaderSettings(Section):
+    """Which replica runs the work done once per cluster (scheduled backups and their retention, the vector
+    filler on a shared vector server): the holder of a PostgreSQL advisory lock, or of a Redis lease. A
+    replica that leads stops believing it does ``lease_s`` after its last successful renewal."""
+
+    backend: Literal["auto", "postgres", "redis", "none"] = Field(
+        "auto",
+        description="auto: postgres with a PostgreSQL database, else redis with redis.url, else none; "
+        "none: this replica always leads (one instance, SQLite)",
+    )
+    lease_s: float = Field(
+        15.0, ge=1, le=600, description="a leader silent this long is replaced (the Redis lease's lifetime)"
+    )
+    renew_s: float = Field(
+        5.0, ge=0.05, le=300, description="seconds between two renewals (a standby tries to take over as often)"
+    )
+
+    @model_validator(mode="after")
+    def _renew_within_lease(self) -> LeaderSettings:
+        if self.renew_s * 2 > self.lease_s:
+            raise ValueError("leader.renew_s must be at most half of leader.lease_s (a renewal may be late once)")
+        return self
+
+
 class Settings(BaseSettings):
     """Settings of one ragvigil instance. Every file it writes lives under ``data_dir``."""
 
@@ -838,6 +862,7 @@ class Settings(BaseSettings):
     embeddings: EmbeddingsSettings = EmbeddingsSettings()
     backup: BackupSettings = BackupSettings()
     answer_cache: AnswerCacheSettings = AnswerCacheSettings()
+    leader: LeaderSettings = LeaderSettings()
 
     @model_validator(mode="before")
     @classmethod
@@ -864,6 +889,24 @@ class Settings(BaseSettings):
                     "when log_message_contents is on"
                 ) from exc
         return self
+
+    @model_validator(mode="after")
+    def _leader_backend_configured(self) -> Settings:
+        backend = self.leader.backend
+        if backend == "postgres" and not self.db_url.startswith("postgresql"):
+            raise ValueError("leader.backend postgres needs a PostgreSQL database_url")
+        if backend == "redis" and not self.redis.enabled:
+            raise ValueError("leader.backend redis needs redis.url")
+        return self
+
+    @property
+    def leader_backend(self) -> Literal["postgres", "redis", "none"]:
+        """The leader election in use: ``leader.backend`` with ``auto`` resolved."""
+        if self.leader.backend != "auto":
+            return self.leader.backend
+        if self.db_url.startswith("postgresql"):
+            return "postgres"
+        return "redis" if self.redis.enabled else "none"
 
     @field_validator("providers")
     @classmethod

@@ -34,6 +34,10 @@ from ragvigil.storage.models import Chunk, Document, DocumentQuality, KnowledgeB
 
 log = logging.getLogger(__name__)
 
+# what the view of a knowledge base was built from: served chunks (count, newest id, sum of ids), quarantined
+# documents; see ``Catalog._signature``
+Signature = tuple[int, int, int, int]
+
 
 class KnowledgeBaseNotFound(NotFound):
     """No knowledge base of that name (the name is the exception's argument)."""
@@ -47,7 +51,7 @@ class Catalog:
         self.db = db
         self.refresh_s = refresh_s
         self.background_rebuild_at = background_rebuild_at
-        self._bm25: dict[str, tuple[tuple[int, int, int], Bm25Index]] = {}
+        self._bm25: dict[str, tuple[Signature, Bm25Index]] = {}
         self._checked: dict[str, float] = {}
         self._building: set[str] = set()
         self._versions: dict[str, int] = {}  # bumped each time a knowledge base's view is replaced
@@ -82,10 +86,17 @@ class Catalog:
         with self.db.session() as s:
             return list(s.scalars(select(KnowledgeBase.name).order_by(KnowledgeBase.name)))
 
-    def _signature(self, kb_id: int) -> tuple[int, int, int]:
-        """Served chunks (count, newest id) and quarantined documents: any change to what may be retrieved."""
+    def _signature(self, kb_id: int) -> Signature:
+        """Served chunks (count, newest id, sum of ids) and quarantined documents: any change to what may be
+        retrieved, made here or by another replica, one aggregate query per ``refresh_s``.
+
+        Chunk ids are never reused (a sequence; ``AUTOINCREMENT`` in SQLite) and a chunk's text never changes
+        in place (a new version is new chunks), so the set of served ids says what the view holds. Count and
+        newest id alone miss a set that changed at both ends at once: a reindex's switch (old ids out, staged
+        ids in, equal counts) while a document ingested meanwhile holds the newest id, or a release and a
+        deletion of the same size; the sum of ids catches those."""
         served = (
-            select(func.count(Chunk.id), func.max(Chunk.id))
+            select(func.count(Chunk.id), func.max(Chunk.id), func.coalesce(func.sum(Chunk.id), 0))
             .join(Document, Document.id == Chunk.document_id)
             .where(Chunk.kb_id == kb_id, Chunk.staged_by.is_(None), Document.quarantined.is_(False))
         )
@@ -94,7 +105,7 @@ class Catalog:
             held = s.scalar(
                 select(func.count(Document.id)).where(Document.kb_id == kb_id, Document.quarantined.is_(True))
             )
-        return int(row[0]), int(row[1] or 0), int(held or 0)
+        return int(row[0]), int(row[1] or 0), int(row[2] or 0), int(held or 0)
 
     def quarantined_counts(self) -> dict[str, int]:
         """Quarantined documents per knowledge base (every knowledge base, 0 included)."""
@@ -119,7 +130,7 @@ class Catalog:
         self.bm25(kb)
         return self._versions.get(kb, 0)
 
-    def _install(self, kb: str, sig: tuple[int, int, int], index: Bm25Index) -> None:
+    def _install(self, kb: str, sig: Signature, index: Bm25Index) -> None:
         """Serve ``index`` for ``kb`` from now on (the caller holds the lock)."""
         self._bm25[kb] = (sig, index)
         self._versions[kb] = self._versions.get(kb, 0) + 1
@@ -145,7 +156,7 @@ class Catalog:
             self._checked[kb] = time.monotonic()
             if cached is not None and cached[0] == sig:
                 return cached[1]
-            metrics.DOCUMENTS_QUARANTINED.labels(kb).set(sig[2])  # also a change made by the CLI or a replica
+            metrics.DOCUMENTS_QUARANTINED.labels(kb).set(sig[3])  # also a change made by the CLI or a replica
             if cached is not None and len(cached[1]) >= self.background_rebuild_at:
                 if kb not in self._building:
                     self._building.add(kb)
@@ -155,7 +166,7 @@ class Catalog:
             self._install(kb, sig, index)
             return index
 
-    def _rebuild(self, kb: str, kb_id: int, sig: tuple[int, int, int]) -> None:
+    def _rebuild(self, kb: str, kb_id: int, sig: Signature) -> None:
         try:
             index = Bm25Index(self._load_records(kb_id))
             with self._lock:

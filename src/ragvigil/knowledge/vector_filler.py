@@ -198,6 +198,10 @@ class VectorFiller:
         self._wake.set()
 
     def start(self) -> None:
+        """Start the worker; again after ``stop`` too (a replica that leads again on a shared vector server)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="vector-filler", daemon=True)
         self._thread.start()
 

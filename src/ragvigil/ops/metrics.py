@@ -479,7 +479,7 @@ REDIS_UP = Gauge(
 REDIS_FALLBACKS = Counter(
     "ragvigil_redis_fallbacks_total",
     "Redis calls that failed or were not tried (Redis down, backing off) and were answered by in-process state "
-    "instead, by use (rate_limit, breaker, cache, health).",
+    "instead, by use (rate_limit, breaker, cache, health; leader: the leader lease, which then stands by).",
     ["use"],
     registry=REGISTRY,
 )
@@ -534,5 +534,17 @@ ANSWER_CACHE_REQUESTS = Counter(
     "knowledge-base version), miss (answered afresh), bypass (the turn belongs to a conversation, so its "
     "answer may depend on it).",
     ["outcome"],
+    registry=REGISTRY,
+)
+LEADER = Gauge(
+    "ragvigil_leader",
+    "1 while this replica leads (runs the work done once per cluster: scheduled backups and their retention, "
+    "the vector filler on a shared vector server), 0 while it stands by (leader.backend).",
+    registry=REGISTRY,
+)
+LEADER_CHANGES = Counter(
+    "ragvigil_leader_changes_total",
+    "Times this replica gained or lost the leadership, by change: gained, lost.",
+    ["change"],
     registry=REGISTRY,
 )

@@ -56,7 +56,12 @@ async def create_backup(
 async def backups(rt: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     """The jobs of this process (newest first, with status and times) and the backup files on disk."""
     files = await run_in_threadpool(list_backups, rt.settings.backup_dir)
-    return {"jobs": rt.backups.jobs(), "files": [f.as_dict() for f in files[:200]]}
+    # schedule: off / running / standby (another replica leads and backs up on schedule)
+    return {
+        "jobs": rt.backups.jobs(),
+        "files": [f.as_dict() for f in files[:200]],
+        "schedule": rt.backups.schedule_state(),
+    }
 
 
 @router.get("/backups/{job_id}", dependencies=[Depends(require(Role.admin))])

@@ -61,6 +61,7 @@ async def deep_health(rt: Runtime = Depends(get_runtime)) -> JSONResponse:
         body["checks"]["vector_store"]["details"] = {"retrieval_mode": rt.retriever.mode.state()}
     if "redis" in body["checks"]:  # shared with the replicas, or each deciding alone while Redis is down
         body["checks"]["redis"]["details"] = rt.shared.status()
+    body["leader"] = await run_in_threadpool(rt.leader_status)  # who leads; this replica's leader-only jobs
     return JSONResponse(body, status_code=503 if status == "unhealthy" else 200)
 
 

@@ -6,6 +6,11 @@ runs on its own thread and the API answers 202 with its id at once. The schedule
 ``Periodic`` that wakes every minute and runs a backup when one is due: at ``daily_hour_utc`` once a
 day, every ``interval_h``, or at once when the newest verified backup is older than the schedule
 allows (a fresh or long-stopped instance catches up instead of waiting for tomorrow).
+
+With several replicas only the leader (``ops.leader``, the ``is_leader`` callable) runs the schedule and
+prunes: a standby's scheduler wakes as often but does nothing, and says so (``schedule_state``:
+``standby``), so two replicas never back up or prune the same shared ``backup.dir`` at once. A backup
+asked of a standby over the API still runs (an operator asked that replica), without the pruning.
 """
 
 from __future__ import annotations
@@ -43,8 +48,11 @@ class BackupService:
         smoke: SmokeTest | None = None,
         *,
         tick_s: float = TICK_S,
+        is_leader: Callable[[], bool] = lambda: True,
     ) -> None:
         self.settings = settings
+        self.is_leader = is_leader
+        self.standby_ticks = 0  # scheduler wakes spent standing by (another replica leads)
         self.flush_vectors = flush_vectors
         self.smoke = smoke
         self._lock = threading.Lock()  # one backup at a time
@@ -87,7 +95,18 @@ class BackupService:
         slot = now.replace(hour=self.settings.backup.daily_hour_utc, minute=0, second=0, microsecond=0)
         return now >= slot and (newest is None or newest < slot)
 
+    def schedule_state(self) -> str:
+        """``off`` (not scheduled), ``stopped``, ``running`` (this replica backs up on schedule) or ``standby``."""
+        if not self.scheduled:
+            return "off"
+        if not self._scheduler.running:
+            return "stopped"
+        return "running" if self.is_leader() else "standby"
+
     def tick(self) -> None:
+        if not self.is_leader():
+            self.standby_ticks += 1
+            return
         if self.due(datetime.now(UTC)):
             self.run(self._new_job("scheduler", self.settings.backup.encrypt, self.settings.backup.verify_after_create))
 
@@ -155,9 +174,11 @@ class BackupService:
                     job["error"] = report.error
                     log.error("backup_verify_failed", extra={"job": job["id"], "error": report.error})
                 outcome = "verified" if report.ok else "verify_failed"
-            if self.scheduled:
+            if self.scheduled and self.is_leader():
                 b = self.settings.backup
                 job["pruned"] = [p.name for p in prune(self.settings.backup_dir, b.keep_daily, b.keep_weekly)]
+            elif self.scheduled:
+                job["pruned"] = "standby"  # retention is the leader's
             self.refresh_gauges()
             metrics.BACKUP_RUNS.labels(outcome).inc()
             job["status"] = "failed" if outcome == "verify_failed" else "done"

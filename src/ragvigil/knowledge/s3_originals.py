@@ -109,18 +109,18 @@ class S3OriginalStore:
 
     def put(self, data: bytes | BinaryIO) -> str:
         """Store ``data``; the same bytes are sent once. Raises ``ObjectStoreUnavailable``/``OriginalNotStored``."""
-        try:
-            spool_dir = self._spool_dir()
-            spool: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed by the with below
-                max_size=self.settings.spool_memory_bytes, dir=spool_dir, prefix=".incoming-"
-            )
-        except OSError as exc:
-            raise OriginalNotStored(f"cannot spool the original file for {self.address}: {exc.strerror}") from exc
+        limit = self.settings.spool_memory_bytes
+        spool_dir = None if self.spool_dir is None else str(self.spool_dir)
+        spool: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed by the with below
+            max_size=limit, dir=spool_dir, prefix=".incoming-"
+        )
         with spool:
             sha = hashlib.sha256()
             size = 0
             try:
                 for block in _blocks(data):
+                    if size + len(block) > limit and self.spool_dir is not None:
+                        self.spool_dir.mkdir(parents=True, exist_ok=True)  # only once it goes to disk
                     sha.update(block)
                     spool.write(block)
                     size += len(block)
@@ -187,12 +187,6 @@ class S3OriginalStore:
             self.client.head_bucket(Bucket=self.bucket)
 
     # --- internals -----------------------------------------------------------------------------------
-
-    def _spool_dir(self) -> str | None:
-        if self.spool_dir is None:
-            return None
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
-        return str(self.spool_dir)
 
     def _multipart(self, key: str, digest: str, spool: IO[bytes]) -> None:
         started = self.client.create_multipart_upload(

@@ -131,6 +131,27 @@ def test_reindex_reads_the_originals_from_the_object_store(runtime: Runtime, sea
     assert "invoices.md" in status.errors[0]
 
 
+def test_a_reindex_while_the_store_is_down_fails_and_the_old_generation_keeps_serving(
+    runtime: Runtime, seaweedfs: SeaweedServer
+) -> None:
+    from ragvigil.knowledge.s3_originals import ObjectStoreUnavailable
+    from ragvigil.storage.models import Chunk
+
+    assert runtime.ingestor.ingest_bytes(KB, "refunds.md", REFUND).outcome == "created"
+    with runtime.db.session() as s:
+        before = sorted(s.scalars(select(Chunk.id)).all())
+    job = runtime.reindexer.begin(KB, "test")
+    seaweedfs.stop()
+    try:
+        with pytest.raises(ObjectStoreUnavailable):
+            runtime.reindexer.run(KB, job)
+    finally:
+        seaweedfs.start()
+    assert runtime.reindexer.status(KB).state == "failed"
+    with runtime.db.session() as s:
+        assert sorted(s.scalars(select(Chunk.id)).all()) == before  # nothing staged left, nothing switched
+
+
 def test_backup_verify_and_restore_round_trip_with_the_originals_in_the_object_store(
     runtime: Runtime, seaweedfs: SeaweedServer, tmp_path: Path
 ) -> None:

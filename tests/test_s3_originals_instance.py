@@ -213,7 +213,7 @@ def test_a_restore_into_an_unreachable_store_leaves_the_target_untouched(
 
     assert runtime.ingestor.ingest_bytes(KB, "refunds.md", REFUND).outcome == "created"
     result = create_backup(runtime.settings, tmp_path / "backups")
-    bad = {**s3(seaweedfs), "bucket": "no-such-bucket-here"}
+    bad = {**s3(seaweedfs), "bucket": f"absent-{secrets.token_hex(4)}"}
     with pytest.raises(BackupError, match="not put back"):
         restore_backup(result.path, make_settings(tmp_path / "restored", originals=bad))
     assert not (tmp_path / "restored").exists() or not any((tmp_path / "restored").iterdir())
@@ -258,16 +258,17 @@ def test_doctor_checks_the_object_store_and_round_trips_only_with_probe(
 
     wrong = make_settings(tmp_path / "data", originals={**target, "secret_key": "not-the-secret"})
     refused = row(run_checks(wrong), "originals")
-    assert refused.status == "fail" and "credentials" in refused.found and "SECRET_KEY" in refused.fix
-    no_bucket = make_settings(tmp_path / "data", originals={**target, "bucket": "no-such-bucket-here"})
-    assert "does not exist" in row(run_checks(no_bucket), "originals").found
+    assert refused.status == "fail" and "credentials" in refused.found and "SECRET_KEY" in refused.fix, refused
+    no_bucket = make_settings(tmp_path / "data", originals={**target, "bucket": f"absent-{secrets.token_hex(4)}"})
+    missing = row(run_checks(no_bucket), "originals")
+    assert missing.status == "fail" and "does not exist" in missing.found, missing
 
     seaweedfs.stop()
     try:
         down = row(run_checks(settings, timeout_s=3.0), "originals")
     finally:
         seaweedfs.start()
-    assert down.status == "fail" and "unreachable" in down.found
+    assert down.status == "fail" and "unreachable" in down.found, down
 
 
 def test_doctor_checks_the_filesystem_originals_of_an_embedded_instance(tmp_path: Path) -> None:

@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import to_jsonable_python
 from pydantic_settings import (
     BaseSettings,
@@ -710,17 +719,20 @@ class OriginalsSettings(Section):
     backend: Literal["filesystem", "s3"] = Field(
         "filesystem", description="filesystem: files under the data dir; s3: an S3-compatible object store"
     )
-    s3_endpoint: str | None = Field(None, description="the object store (http[s]://host:port); required with s3")
+    s3_endpoint: SecretUrl | None = Field(
+        None, validate_default=True, description="the object store (http[s]://host:port); required with s3"
+    )
     bucket: str | None = Field(
         None,
         pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        validate_default=True,
         description="the bucket (it must exist: ragvigil never creates one); required with s3",
     )
     prefix: str = Field(
         "originals/", pattern=r"^([A-Za-z0-9_.-]+/){0,8}$", description="of every key: empty or segments ending in /"
     )
     region: str = Field("us-east-1", pattern=r"^[a-z0-9-]{1,32}$", description="the region requests are signed for")
-    access_key: str = Field("", max_length=256, description="the access key id (empty: the AWS credential chain)")
+    access_key: SecretStr = Field(SecretStr(""), description="the access key id (empty: the AWS credential chain)")
     secret_key: SecretStr = Field(SecretStr(""), description="the secret access key of access_key")
     addressing_style: Literal["path", "virtual"] = Field(
         "path", description="path: http://host/bucket/key (MinIO, SeaweedFS); virtual: http://bucket.host/key"
@@ -741,26 +753,32 @@ class OriginalsSettings(Section):
     @field_validator("s3_endpoint", mode="before")
     @classmethod
     def _http_url(cls, v: object) -> object:
-        if v is None or (isinstance(v, str) and not v.strip()):
+        url = v.get_secret_value() if isinstance(v, SecretStr) else v
+        if url is None or (isinstance(url, str) and not url.strip()):
             return None  # an environment variable cannot be null: empty means unset
-        parts = urlsplit(v.strip()) if isinstance(v, str) else None
+        parts = urlsplit(url.strip()) if isinstance(url, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("originals.s3_endpoint must be http://host:port or https://host:port")
-        return v.strip()
+        return url.strip()
 
     @field_validator("bucket", mode="before")
     @classmethod
     def _empty_bucket(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v
 
+    @field_validator("s3_endpoint", "bucket", mode="after")
+    @classmethod
+    def _required_with_s3(cls, v: SecretStr | str | None, info: ValidationInfo) -> SecretStr | str | None:
+        if v is None and info.data.get("backend") == "s3":  # the error's location is the missing field
+            raise ValueError(f"required when originals.backend is s3 (RAGVIGIL_ORIGINALS__{info.field_name.upper()})")
+        return v
+
     @model_validator(mode="after")
-    def _s3_needs_a_place(self) -> OriginalsSettings:
-        if self.backend == "s3":
-            for name in ("s3_endpoint", "bucket"):
-                if getattr(self, name) is None:
-                    raise ValueError(f"originals.{name} is required when originals.backend is s3")
-            if bool(self.access_key) != bool(self.secret_key.get_secret_value()):
-                raise ValueError("originals.access_key and originals.secret_key go together: set both or neither")
+    def _s3_keys_together(self) -> OriginalsSettings:
+        if self.backend == "s3" and bool(self.access_key.get_secret_value()) != bool(
+            self.secret_key.get_secret_value()
+        ):
+            raise ValueError("originals.access_key and originals.secret_key go together: set both or neither")
         return self
 
 

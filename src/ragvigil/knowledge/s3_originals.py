@@ -32,7 +32,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from ragvigil.config import OriginalsSettings
+from ragvigil.config import OriginalsSettings, SecretUrl
 from ragvigil.errors import DependencyUnavailable
 from ragvigil.knowledge.originals import OriginalMissing, OriginalNotStored, check_digest
 
@@ -78,14 +78,14 @@ class S3OriginalStore:
         self.settings = settings
         self.bucket = settings.bucket
         self.prefix = settings.prefix
-        self.endpoint = settings.s3_endpoint
+        self.endpoint = SecretUrl(settings.s3_endpoint.get_secret_value()).masked()  # shown: no credential
         self.spool_dir = spool_dir
         secret = settings.secret_key.get_secret_value()
         self.client: Any = boto3.session.Session().client(
             "s3",
-            endpoint_url=settings.s3_endpoint,
+            endpoint_url=settings.s3_endpoint.get_secret_value(),
             region_name=settings.region,
-            aws_access_key_id=settings.access_key or None,
+            aws_access_key_id=settings.access_key.get_secret_value() or None,
             aws_secret_access_key=secret or None,
             config=Config(
                 connect_timeout=settings.connect_timeout_s,

@@ -119,6 +119,7 @@ def test_a_wrong_secret_is_refused_with_a_clear_error(seaweedfs: SeaweedServer) 
         store.put(REFUND)
     assert caught.value.status == 503
     assert caught.value.code == "object_store_refused"
+    assert caught.value.retry_after  # every 503 says when to come back
     assert "originals.secret_key" in str(caught.value)
     assert "not-the-secret" not in str(caught.value)
     with pytest.raises(ObjectStoreRefused):

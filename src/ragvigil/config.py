@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import to_jsonable_python
 from pydantic_settings import (
     BaseSettings,
@@ -701,6 +710,78 @@ class EmbeddingsSettings(Section):
     breaker: BreakerSettings = BreakerSettings()
 
 
+class OriginalsSettings(Section):
+    """Where the bytes of every ingested file are kept (``knowledge.originals``): content-addressed files under
+    ``<data dir>/originals`` (embedded, the default), or objects ``<prefix><sha256[:2]>/<sha256>`` in an
+    S3-compatible bucket every replica shares (scaled mode: MinIO, SeaweedFS, Ceph RGW, AWS S3). Timeouts are
+    short and retries few: a dead object store must cost an upload seconds, then it is refused with a 503."""
+
+    backend: Literal["filesystem", "s3"] = Field(
+        "filesystem", description="filesystem: files under the data dir; s3: an S3-compatible object store"
+    )
+    s3_endpoint: SecretUrl | None = Field(
+        None, validate_default=True, description="the object store (http[s]://host:port); required with s3"
+    )
+    bucket: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        validate_default=True,
+        description="the bucket (it must exist: ragvigil never creates one); required with s3",
+    )
+    prefix: str = Field(
+        "originals/", pattern=r"^([A-Za-z0-9_.-]+/){0,8}$", description="of every key: empty or segments ending in /"
+    )
+    region: str = Field("us-east-1", pattern=r"^[a-z0-9-]{1,32}$", description="the region requests are signed for")
+    access_key: SecretStr = Field(SecretStr(""), description="the access key id (empty: the AWS credential chain)")
+    secret_key: SecretStr = Field(SecretStr(""), description="the secret access key of access_key")
+    addressing_style: Literal["path", "virtual"] = Field(
+        "path", description="path: http://host/bucket/key (MinIO, SeaweedFS); virtual: http://bucket.host/key"
+    )
+    connect_timeout_s: float = Field(2.0, gt=0, le=60, description="to open a connection to the object store")
+    read_timeout_s: float = Field(10.0, gt=0, le=600, description="per read of a request's answer")
+    retries: int = Field(2, ge=0, le=5, description="further attempts on a refused connection, a timeout or a 5xx")
+    spool_memory_bytes: int = Field(
+        8 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024, description="an upload larger than this spools to disk"
+    )
+    part_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=5 * 1024 * 1024,
+        le=512 * 1024 * 1024,
+        description="an original larger than this is uploaded in parts of this size (S3's minimum is 5 MiB)",
+    )
+
+    @field_validator("s3_endpoint", mode="before")
+    @classmethod
+    def _http_url(cls, v: object) -> object:
+        url = v.get_secret_value() if isinstance(v, SecretStr) else v
+        if url is None or (isinstance(url, str) and not url.strip()):
+            return None  # an environment variable cannot be null: empty means unset
+        parts = urlsplit(url.strip()) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("originals.s3_endpoint must be http://host:port or https://host:port")
+        return url.strip()
+
+    @field_validator("bucket", mode="before")
+    @classmethod
+    def _empty_bucket(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("s3_endpoint", "bucket", mode="after")
+    @classmethod
+    def _required_with_s3(cls, v: SecretStr | str | None, info: ValidationInfo) -> SecretStr | str | None:
+        if v is None and info.data.get("backend") == "s3":  # the error's location is the missing field
+            raise ValueError(f"required when originals.backend is s3 (RAGVIGIL_ORIGINALS__{info.field_name.upper()})")
+        return v
+
+    @model_validator(mode="after")
+    def _s3_keys_together(self) -> OriginalsSettings:
+        if self.backend == "s3" and bool(self.access_key.get_secret_value()) != bool(
+            self.secret_key.get_secret_value()
+        ):
+            raise ValueError("originals.access_key and originals.secret_key go together: set both or neither")
+        return self
+
+
 class BackupSettings(Section):
     """Backups of every store (``ragvigil backup``): where they go, when the running service makes one, how many
     are kept, and the key that encrypts them (secrets are put in a backup only when it is encrypted)."""
@@ -860,6 +941,7 @@ class Settings(BaseSettings):
     doctor: DoctorSettings = DoctorSettings()
     vector_store: VectorStoreSettings = VectorStoreSettings()
     embeddings: EmbeddingsSettings = EmbeddingsSettings()
+    originals: OriginalsSettings = OriginalsSettings()
     backup: BackupSettings = BackupSettings()
     answer_cache: AnswerCacheSettings = AnswerCacheSettings()
     leader: LeaderSettings = LeaderSettings()

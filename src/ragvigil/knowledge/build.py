@@ -15,7 +15,7 @@ from ragvigil.knowledge.backends import build_embedders, build_vector_store
 from ragvigil.knowledge.catalog import Catalog
 from ragvigil.knowledge.embeddings import CachedQueryEmbedder, SharedVectorCache
 from ragvigil.knowledge.ingest import Ingestor
-from ragvigil.knowledge.originals import FilesystemOriginalStore
+from ragvigil.knowledge.originals import build_original_store
 from ragvigil.knowledge.quarantine import QuarantineGauge
 from ragvigil.knowledge.reindex import Reindexer
 from ragvigil.knowledge.retrieval import HybridRetriever
@@ -67,7 +67,7 @@ def build_knowledge(
     embedder = CachedQueryEmbedder(wrap_embedder(query_embedder), rs.query_cache_size, shared_cache)
     vectors = wrap_store(build_vector_store(settings, embedder.dim))  # faiss files, or a Chroma server
     catalog = Catalog(db)
-    originals = FilesystemOriginalStore(settings.data_dir / "originals")  # every ingested file's bytes
+    originals = build_original_store(settings)  # every ingested file's bytes: the data dir, or an object store
     ingestor = Ingestor(catalog, tokenizer, rs, vectors, settings.ingest, originals)
     # its own engine: a batch of passages must never make questions wait behind it (an embedding fault
     # hits it too: the engines are one embedder to a drill)

@@ -3,8 +3,9 @@
 Why content-addressed: the same file uploaded to two knowledge bases (or twice) is stored once, a
 digest names it on every backend alike, and a copy is verified by reading it back. ``OriginalStore``
 is the one interface ingestion and re-indexing use; the embedded default keeps the files under
-``<data dir>/originals/<sha256[:2]>/<sha256>`` (``FilesystemOriginalStore``), and an object store can
-stand behind the same five methods later.
+``<data dir>/originals/<sha256[:2]>/<sha256>`` (``FilesystemOriginalStore``), and the scaled mode an
+S3-compatible object store behind the same five methods (``knowledge.s3_originals``), chosen by
+``originals.backend`` in ``build_original_store``.
 
 A write goes to a temporary name in the same directory, is fsynced, renamed over the final name and
 the directory fsynced: a crash leaves either no file or the whole file, never a torn one.
@@ -18,10 +19,13 @@ import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from ragvigil.errors import RagvigilError
 from ragvigil.storage.durable import fsync_dir
+
+if TYPE_CHECKING:
+    from ragvigil.config import Settings
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _READ_BLOCK = 1 << 20
@@ -141,3 +145,21 @@ def read_original(store: OriginalStore, digest: str, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise ValueError(f"original {digest} has more than {max_bytes} bytes (ingest.max_file_bytes)")
     return data
+
+
+def build_original_store(settings: Settings) -> OriginalStore:
+    """``originals.backend``: files under ``<data dir>/originals``, or the configured S3 bucket and prefix."""
+    if settings.originals.backend == "s3":
+        from ragvigil.knowledge.s3_originals import S3OriginalStore
+
+        return S3OriginalStore(settings.originals, spool_dir=settings.cache_dir / "originals-spool")
+    return FilesystemOriginalStore(settings.data_dir / "originals")
+
+
+def describe_original_store(store: OriginalStore) -> str:
+    """Where a store keeps its originals, for messages and reports (never a credential)."""
+    address = getattr(store, "address", None)
+    if isinstance(address, str):
+        return address
+    root = getattr(store, "root", None)
+    return str(root) if root is not None else type(store).__name__

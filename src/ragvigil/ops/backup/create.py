@@ -1,7 +1,8 @@
 """Make one backup of every store of an instance while it serves: one tar, written aside, then renamed.
 
 Order matters for consistency: the data dir's files (journal, originals, signal recordings, safe
-mode state) are copied first, the database second, the vector indexes last. A journaled turn
+mode state) are copied first — originals kept in an object store at the same point, through their store
+(``ops.backup.originals``) —, the database second, the vector indexes last. A journaled turn
 replayed meanwhile is then in both the journal copy and the database copy (replay is idempotent by
 message id), never in neither; a vector index newer than the database only holds vectors the
 restored service drops as orphans, and chunks it lacks are re-queued at start (``resync``).
@@ -27,7 +28,7 @@ from pydantic import SecretStr
 
 from ragvigil import __version__
 from ragvigil.config import MASK, Settings, reveal
-from ragvigil.ops.backup import database
+from ragvigil.ops.backup import database, originals
 from ragvigil.ops.backup.archive import ArchiveWriter
 from ragvigil.ops.backup.crypto import EncryptingWriter
 from ragvigil.ops.backup.errors import BackupError
@@ -84,12 +85,13 @@ def effective_settings(settings: Settings, with_secrets: bool) -> dict[str, Any]
 
 def _data_files(settings: Settings, skip: set[Path], with_secrets: bool) -> list[tuple[str, Path]]:
     root = settings.data_dir
+    skip_top = _SKIP_TOP | ({"originals"} if originals.in_object_store(settings) else set())  # copied from there
     out: list[tuple[str, Path]] = []
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         rel = here.relative_to(root)
         if rel == Path("."):
-            dirnames[:] = [d for d in dirnames if d not in _SKIP_TOP]
+            dirnames[:] = [d for d in dirnames if d not in skip_top]
         dirnames[:] = sorted(d for d in dirnames if (here / d).resolve() not in skip)
         for name in sorted(filenames):
             if rel == Path(".") and (name in _SKIP_TOP or (name in SECRET_FILES and not with_secrets)):
@@ -159,6 +161,10 @@ def create_backup(
             writer = ArchiveWriter(sink)  # type: ignore[arg-type]
             for name, path in _data_files(settings, {to, scratch}, with_secrets=encrypt):
                 writer.add_file(name, path)
+            if originals.in_object_store(settings):
+                originals_count = originals.copy_into(settings, writer, scratch)
+            else:
+                originals_count = originals.count_members(writer.files)
             db_copy = scratch / ("db.sqlite" if backend == "sqlite" else "db.dump")
             if backend == "sqlite":
                 copy = database.backup_sqlite(settings.db_url, db_copy)
@@ -188,6 +194,8 @@ def create_backup(
                 row_counts=copy.row_counts,
                 vector_counts=vector_counts,
                 index_kind=settings.retrieval.vector_index,
+                originals=originals_count,
+                originals_backend=originals.backend_of(settings),
                 secrets_included=encrypt,
                 duration_s=round(time.monotonic() - started, 3),
             )

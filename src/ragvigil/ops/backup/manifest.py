@@ -36,6 +36,8 @@ class BackupManifest:
     index_kind: str = "flat"
     secrets_included: bool = False
     duration_s: float | None = None
+    originals: int | None = None  # kept originals in the archive (data/originals/...); None: not counted (older)
+    originals_backend: str = "filesystem"  # where the instance kept them: filesystem | s3
     format: int = FORMAT
 
     def to_json(self) -> bytes:

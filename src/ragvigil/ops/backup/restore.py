@@ -4,7 +4,8 @@ Refused: a partial, truncated, tampered or undecryptable file (the archive check
 schema revision this code does not know (a backup of a newer ragvigil: its migrations are not
 here), a database that fails its integrity check or whose counts differ from the manifest, a backend other than the configured one, and a non-empty data dir or database without
 ``force``. With ``force`` nothing is deleted: the old data dir is moved aside to
-``<data dir>.before-restore-<time>`` (and an old PostgreSQL database dumped there first).
+``<data dir>.before-restore-<time>`` (and an old PostgreSQL database dumped there first). The originals
+go where the instance keeps them (``ops.backup.originals``): its data dir, or its object store.
 Everything is extracted next to the target and moved in with one rename, so a failed restore
 leaves the target as it was.
 """
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ragvigil.config import Settings, reveal
-from ragvigil.ops.backup import database
+from ragvigil.ops.backup import database, originals
 from ragvigil.ops.backup.errors import RestoreRefused
 from ragvigil.ops.backup.layout import opened
 from ragvigil.ops.backup.verify import check_restored
@@ -37,6 +38,8 @@ class RestoreReport:
     moved_aside: str | None = None
     row_counts: dict[str, int] = field(default_factory=dict)
     vector_counts: dict[str, int] = field(default_factory=dict)
+    originals: int = 0  # originals restored
+    originals_into: str | None = None  # where: the data dir's originals directory, or the object store
 
 
 def _has_data(data_dir: Path, backup_dir: Path) -> bool:
@@ -72,6 +75,8 @@ def restore_backup(path: Path, settings: Settings, *, force: bool = False) -> Re
         check_restored(path, tar, manifest, scratch, settings, None)  # integrity and counts, in scratch
         extracted = scratch / "restored"
         data = extracted / "data"
+        # before anything of the target changes: an object store that refuses leaves it as it was
+        originals_count, originals_into = originals.put_back(settings, data)
         moved_aside: Path | None = None
         if occupied:
             moved_aside = target.with_name(f"{target.name}.before-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
@@ -111,4 +116,6 @@ def restore_backup(path: Path, settings: Settings, *, force: bool = False) -> Re
         str(moved_aside) if moved_aside else None,
         counts,
         manifest.vector_counts,
+        originals_count,
+        originals_into,
     )

@@ -23,7 +23,7 @@ from pathlib import Path
 import faiss
 
 from ragvigil.config import SecretUrl, Settings, reveal
-from ragvigil.ops.backup import archive, database
+from ragvigil.ops.backup import archive, database, originals
 from ragvigil.ops.backup.errors import BackupError, BackupInvalid
 from ragvigil.ops.backup.layout import lay_out, opened
 from ragvigil.ops.backup.manifest import BackupManifest
@@ -117,6 +117,8 @@ def check_restored(
         raise BackupInvalid(path, "vector index readable", str(exc)) from exc
     _compare(path, "vector", vectors, manifest.vector_counts)
     checks.append(f"vector counts match ({sum(vectors.values())} vectors)")
+    if (kept := originals.check(path, manifest)) is not None:
+        checks.append(kept)
     if restored_url is None:
         return checks, None
     restored = settings.model_copy(
@@ -124,6 +126,8 @@ def check_restored(
             "data_dir": data,
             "database_url": SecretUrl(restored_url),
             "retrieval": settings.retrieval.model_copy(update={"vector_index": manifest.index_kind}),
+            # the restored copy reads its originals from the extracted files, never the live object store
+            "originals": settings.originals.model_copy(update={"backend": "filesystem"}),
         }
     )
     return checks, restored

@@ -15,6 +15,7 @@ from ragvigil.ops.doctor.disk import check_disk
 from ragvigil.ops.doctor.keys import check_keys
 from ragvigil.ops.doctor.models import check_models
 from ragvigil.ops.doctor.options import DoctorOptions
+from ragvigil.ops.doctor.originals import check_originals
 from ragvigil.ops.doctor.redis_check import check_redis
 from ragvigil.ops.doctor.result import CheckResult, fail
 from ragvigil.ops.doctor.vectors import check_vectors
@@ -25,6 +26,7 @@ GROUPS: dict[str, Group] = {
     "database": check_database,
     "redis": check_redis,
     "vector_store": check_vectors,
+    "originals": check_originals,
     "disk": check_disk,
     "keys": check_keys,
     "channels": check_channels,

@@ -244,23 +244,24 @@ def test_doctor_checks_the_object_store_and_round_trips_only_with_probe(
 
     target = s3(seaweedfs)
     settings = make_settings(tmp_path / "data", originals=target)
-    results = run_checks(settings)
+    patient = 60.0  # each group runs under doctor.timeout_s; a busy test machine must not make it the finding
+    results = run_checks(settings, timeout_s=patient)
     assert row(results, "originals").status == "ok", row(results, "originals")
     assert seaweedfs.bucket in row(results, "originals").found
     assert row(results, "originals.round_trip").status == "skipped"
     listed = seaweedfs.client().list_objects_v2(Bucket=seaweedfs.bucket, Prefix=target["prefix"])
     assert listed.get("KeyCount", 0) == 0  # read-only without --probe
 
-    probed = run_checks(settings, probe=True)
+    probed = run_checks(settings, probe=True, timeout_s=patient)
     assert row(probed, "originals.round_trip").status == "ok", row(probed, "originals.round_trip")
     listed = seaweedfs.client().list_objects_v2(Bucket=seaweedfs.bucket, Prefix=target["prefix"])
     assert listed.get("KeyCount", 0) == 0  # the probe object is gone again
 
     wrong = make_settings(tmp_path / "data", originals={**target, "secret_key": "not-the-secret"})
-    refused = row(run_checks(wrong), "originals")
+    refused = row(run_checks(wrong, timeout_s=patient), "originals")
     assert refused.status == "fail" and "credentials" in refused.found and "SECRET_KEY" in refused.fix, refused
     no_bucket = make_settings(tmp_path / "data", originals={**target, "bucket": f"absent-{secrets.token_hex(4)}"})
-    missing = row(run_checks(no_bucket), "originals")
+    missing = row(run_checks(no_bucket, timeout_s=patient), "originals")
     assert missing.status == "fail" and "does not exist" in missing.found, missing
 
     seaweedfs.stop()

@@ -22,18 +22,39 @@ def test_the_wait_is_a_share_of_the_budget_and_never_past_what_the_budget_leaves
 
 def test_the_queue_holds_what_starts_within_the_wait() -> None:
     # 10 slots of 20 ms drain 500 requests a second: 1.5 s of wait is 750 waiters, under a ceiling of 1,000
-    assert queue_bound(10, 0.02, 1.5, 1000) == 750
-    assert queue_bound(10, 0.02, 1.5, 512) == 512  # the ceiling bounds it whatever the numbers say
+    assert queue_bound(10, 10 / 0.02, 1.5, 1000) == 750
+    assert queue_bound(10, 10 / 0.02, 1.5, 512) == 512  # the ceiling bounds it whatever the numbers say
     # 4 slots of 2 s (a slow LLM) drain 2 a second: three waiters start within 1.5 s, a fourth would not
-    assert queue_bound(4, 2.0, 1.5, 512) == 3
-    assert queue_bound(2, 60.0, 1.5, 512) == 1  # never 0: one waiter may always take the next free slot
+    assert queue_bound(4, 4 / 2.0, 1.5, 512) == 3
+    assert queue_bound(2, 2 / 60.0, 1.5, 512) == 1  # never 0: one waiter may always take the next free slot
     assert queue_bound(16, 0.0, 1.5, 512) == 16  # nothing measured yet: one round of slots
 
 
+def test_the_drain_rate_is_the_measured_one_when_little_s_law_on_a_shrunk_limit_undercounts_it() -> None:
+    limiter = GradientLimiter(initial=8, min_limit=2, max_limit=8, window_s=1.0)
+    t = 0.0
+    for _ in range(3 * 100):  # three windows of 100 answers a second, each taking 80 ms with 8 in flight
+        t += 0.01
+        limiter.sample(0.08, 8, t)
+    assert limiter.answers_per_s is not None and 95 <= limiter.answers_per_s <= 105
+    limiter.estimate = 2.0  # a limit just shrunk, while the short latency still holds the wider one's
+    assert limiter.limit / limiter.short_rtt < 30  # Little's law on it alone: 25 a second
+    assert limiter.drain_per_s() == limiter.answers_per_s
+
+
 def test_fixed_settings_win_over_the_derived_ones() -> None:
-    sizing = QueueSizing(60.0, 0.025, 512, limit=lambda: 8, service_s=lambda: 0.04, fixed_size=2, fixed_wait_s=60.0)
+    sizing = QueueSizing(
+        60.0,
+        0.025,
+        512,
+        limit=lambda: 8,
+        service_s=lambda: 0.04,
+        drain_per_s=lambda: 200,
+        fixed_size=2,
+        fixed_wait_s=60,
+    )
     assert sizing() == (2, 60.0) and not sizing.derived
-    derived = QueueSizing(60.0, 0.025, 512, limit=lambda: 8, service_s=lambda: 0.04)
+    derived = QueueSizing(60.0, 0.025, 512, limit=lambda: 8, service_s=lambda: 0.04, drain_per_s=lambda: 200)
     assert derived() == (300, 1.5) and derived.derived
 
 

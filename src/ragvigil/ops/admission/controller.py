@@ -65,6 +65,7 @@ class Admission:
             settings.max_queue,
             limit=lambda: self.limiter.limit,
             service_s=lambda: self.limiter.short_rtt,
+            drain_per_s=self.limiter.drain_per_s,
             fixed_size=settings.queue_size,
             fixed_wait_s=settings.queue_timeout_s,
         )

@@ -97,6 +97,7 @@ class GradientLimiter:
         self._window_cpu: float | None = None
         self.cpu_share: float | None = None  # cores the process used over the last closed window
         self.cpu_per_answer: float | None = None  # CPU seconds per answer over the last closed window
+        self.answers_per_s: float | None = None  # answers completed per second over the last closed window
         self.samples = 0
         self.windows = 0
 
@@ -127,6 +128,8 @@ class GradientLimiter:
             self._window_start, self._window_cpu = now, self._cpu()
         if now - self._window_start >= self.window_s and self._n >= self.min_window_samples:
             cpu = self._cpu()
+            if now > self._window_start:
+                self.answers_per_s = self._n / (now - self._window_start)
             if cpu is not None and self._window_cpu is not None and now > self._window_start:
                 self.cpu_share = (cpu - self._window_cpu) / (now - self._window_start)
                 self.cpu_per_answer = (cpu - self._window_cpu) / self._n
@@ -169,6 +172,14 @@ class GradientLimiter:
         self.estimate = max(float(self.min_limit), min(float(self.max_limit), estimate))
         return self.limit
 
+    def drain_per_s(self) -> float:
+        """How many requests a second leave the service: the larger of Little's law on the current limit
+        (``limit / short_rtt``) and the answers the last window completed. Right after a shrink the short
+        latency still holds the wider limit's queueing, so the first alone would see the queue drain
+        slower than it does (a halved limit at twice the latency reads as a quarter of the rate)."""
+        little = self.limit / self.short_rtt if self.short_rtt > 0 else 0.0
+        return max(little, self.answers_per_s or 0.0)
+
     def busy_floor(self, baseline_s: float) -> float:
         """In flight that keeps the measured CPU share busy at the unqueued latency: ``cpu_share × rtt0 / c``."""
         if not self.cpu_share or not self.cpu_per_answer or self.cpu_per_answer <= 0:
@@ -189,4 +200,5 @@ class GradientLimiter:
             "cpu_bound": self.cpu_bound,
             "cpu_ms_per_answer": None if self.cpu_per_answer is None else round(self.cpu_per_answer * 1000, 2),
             "busy_floor": round(self.busy_floor(self.long_rtt), 1),
+            "answers_per_s": None if self.answers_per_s is None else round(self.answers_per_s, 1),
         }

@@ -157,9 +157,10 @@ class PriorityGate:
         return None
 
     def predicted_wait(self, priority: Priority) -> float:
-        """About how long a newcomer would wait: the queue ahead of it served ``limit`` at a time."""
+        """About how long a newcomer would wait: the queue ahead of it, drained at the measured rate."""
         ahead = self.queue.ahead_of(priority) + 1
-        return ahead * self.limiter.short_rtt / max(self.limiter.limit, 1)
+        rate = self.limiter.drain_per_s()
+        return ahead / rate if rate > 0 else 0.0
 
     async def acquire(self, priority: Priority, sampled: bool = True) -> Permit:
         """A slot, waiting in the queue up to ``timeout_s``; raises ``Shed`` when refused."""

@@ -10,8 +10,9 @@ so:
   turn still answers within the 2 s the burst drill holds admitted turns to), never more than what the
   budget leaves after one request's own service time;
 - the queue: the queue drains at ``limit / service time`` requests a second (Little's law: in flight =
-  throughput × latency), so at most ``throughput × wait`` waiters can start within the wait; a longer
-  line only holds requests that will time out, and ``max_queue`` bounds it whatever the numbers say.
+  throughput × latency; or faster, when the answers measured per second say so), so at most
+  ``throughput × wait`` waiters can start within the wait; a longer line only holds requests that
+  will time out, and ``max_queue`` bounds it whatever the numbers say.
 
 Pure functions of plain numbers, so they are tested with made-up ones; ``QueueSizing`` reads the
 limiter's current limit and latency when asked.
@@ -33,23 +34,24 @@ def wait_budget_s(turn_budget_s: float, service_s: float, wait_share: float) -> 
     return max(MIN_WAIT_S, min(turn_budget_s * wait_share, left))
 
 
-def queue_bound(limit: int, service_s: float, wait_s: float, max_queue: int) -> int:
-    """Waiters that can start within ``wait_s`` when ``limit`` run at a time, each for ``service_s``.
+def queue_bound(limit: int, drain_per_s: float, wait_s: float, max_queue: int) -> int:
+    """Waiters that can start within ``wait_s`` when the line drains at ``drain_per_s`` (Little's law:
+    ``limit / latency``, or the answers measured per second).
 
-    With no latency measured yet (``service_s`` 0) nothing says how fast the line drains: the limit
+    With nothing measured yet (``drain_per_s`` 0) nothing says how fast the line drains: the limit
     itself is the bound (one round of slots), never 0, so a first burst can still queue.
     """
-    if service_s <= 0 or math.isnan(service_s):
+    if drain_per_s <= 0 or math.isnan(drain_per_s):
         return max(1, min(limit, max_queue))
-    throughput = max(limit, 1) / service_s
-    return max(1, min(max_queue, math.floor(throughput * wait_s)))
+    return max(1, min(max_queue, math.floor(drain_per_s * wait_s)))
 
 
 @dataclass
 class QueueSizing:
     """The queue's size and wait now: fixed when configured, else from the budget and the limiter.
 
-    ``limit`` and ``service_s`` are read at each call (the adaptive limit and its short-term latency).
+    ``limit``, ``service_s`` and ``drain_per_s`` are read at each call (the adaptive limit, its
+    short-term latency and ``GradientLimiter.drain_per_s``).
     """
 
     turn_budget_s: float
@@ -57,6 +59,7 @@ class QueueSizing:
     max_queue: int
     limit: Callable[[], int]
     service_s: Callable[[], float]
+    drain_per_s: Callable[[], float]
     fixed_size: int | None = None
     fixed_wait_s: float | None = None
 
@@ -69,7 +72,7 @@ class QueueSizing:
         if self.fixed_size is not None:
             return self.fixed_size
         wait = self.wait_s() if wait_s is None else wait_s
-        return queue_bound(self.limit(), self.service_s(), wait, self.max_queue)
+        return queue_bound(self.limit(), self.drain_per_s(), wait, self.max_queue)
 
     def __call__(self) -> tuple[int, float]:
         """(queue size, wait in seconds) as they are now."""

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from ragvigil.chat.build import build_pipeline, build_understanding
+from ragvigil.chat.build import build_pipeline, build_understanding, turn_budget_s
 from ragvigil.chat.handoff import build_handoffs
 from ragvigil.chat.history import SessionHistory
 from ragvigil.chat.journal import Journal, JournalReplayer
@@ -135,7 +135,9 @@ class Runtime:
         if (store := self.shared.breaker_store(self.router.names()[:-1])) is not None:
             self.router.share(store, self.shared.replica)  # a provider open on one replica is skipped by all
         # rate limits (shared counters with Redis), adaptive concurrency, priorities
-        self.admission = build_admission(settings.admission, self.db, self.shared.rate_limits)
+        # (the queue's wait and size follow the turn budget: a queued request must still be answered within it)
+        budget_s = turn_budget_s(settings, self.router.longest_timeout_s())
+        self.admission = build_admission(settings.admission, self.db, self.shared.rate_limits, budget_s)
         self.features = self.admission.features  # non-core work shed under pressure
         self.safe_mode = SafeMode(settings.data_dir, settings.safe_mode)  # every answer the safe response while on
         # safety, emotion and intent of every turn (rt.safety, rt.emotion, rt.intents; None: not configured)

@@ -493,8 +493,24 @@ class AdmissionSettings(Section):
         description="cores of CPU used from which the instance is CPU-bound: the limit then shrinks at once "
         "while latency is above its baseline, instead of adding headroom; 0: off (plain Gradient2)",
     )
-    queue_size: int = Field(32, ge=0, le=10_000, description="requests waiting for a slot; beyond it: 503")
-    queue_timeout_s: float = Field(0.5, gt=0, le=60, description="seconds a request may wait for a slot")
+    queue_size: int | None = Field(
+        None,
+        ge=0,
+        le=10_000,
+        description="requests waiting for a slot; beyond it: 503; unset: as many as can start within the wait "
+        "(Little's law: limit / latency × wait), at most max_queue",
+    )
+    queue_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        le=3600,
+        description="seconds a request may wait for a slot; unset: queue_wait_share of the turn budget "
+        "(retrieval.turn_budget_s), less one request's latency",
+    )
+    queue_wait_share: float = Field(
+        0.05, gt=0, le=1, description="share of the turn budget a request may wait for a slot (unset queue_timeout_s)"
+    )
+    max_queue: int = Field(512, ge=1, le=10_000, description="the ceiling of a derived queue_size")
     shed_features_after_s: float = Field(2.0, ge=0, le=3600, description="pressure this long sheds features")
     restore_features_after_s: float = Field(15.0, ge=0, le=3600, description="calm this long restores them")
 

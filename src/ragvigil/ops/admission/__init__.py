@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ragvigil.config import AdmissionSettings
 from ragvigil.ops import metrics
-from ragvigil.ops.admission.controller import Admission
+from ragvigil.ops.admission.controller import DEFAULT_TURN_BUDGET_S, Admission
 from ragvigil.ops.admission.features import FEATURES, FeatureFlags, Switch, UnknownFeature
 from ragvigil.ops.admission.priority import CrisisCheck, Priority, phrase_check
 from ragvigil.ops.admission.queue import Permit, Shed
@@ -37,12 +37,18 @@ __all__ = [
 
 
 def build_admission(
-    settings: AdmissionSettings, db: Database, rate_backend: RateLimitBackend | None = None
+    settings: AdmissionSettings,
+    db: Database,
+    rate_backend: RateLimitBackend | None = None,
+    turn_budget_s: float = DEFAULT_TURN_BUDGET_S,
 ) -> Admission:
     """The instance's admission controller; feature switches go on the timeline of unresolved incidents;
-    ``rate_backend``: a shared store of the rate-limit counters (Redis), memory without it."""
+    ``rate_backend``: a shared store of the rate-limit counters (Redis), memory without it;
+    ``turn_budget_s``: a turn's budget, which the queue's wait and size follow."""
     timeline = IncidentTimeline(IncidentStore(db))
-    admission = Admission(settings, FeatureFlags(observers=[timeline]), rate_backend=rate_backend)
+    admission = Admission(
+        settings, FeatureFlags(observers=[timeline]), rate_backend=rate_backend, turn_budget_s=turn_budget_s
+    )
     admission.closers.append(timeline.close)
     metrics.ADMISSION_LIMIT.set_function(lambda: admission.gate.limit)
     metrics.ADMISSION_IN_FLIGHT.set_function(lambda: admission.gate.in_flight)

@@ -21,6 +21,7 @@ from ragvigil.ops.admission.pressure import PressureMonitor
 from ragvigil.ops.admission.priority import CrisisCheck, Priority, phrase_check
 from ragvigil.ops.admission.queue import Permit, PriorityGate, Shed
 from ragvigil.ops.admission.ratelimit import RateLimitBackend, RateLimits
+from ragvigil.ops.admission.sizing import QueueSizing
 
 # why a request is shed (``Shed.reason``); LoadShedding reads rate(ragvigil_admission_shed_total), and
 # a series born at its first shed reads as no increase, so a short burst would never fire the alert
@@ -28,6 +29,7 @@ SHED_REASONS = ("queue_full", "displaced", "predicted_wait", "timeout")
 
 log = logging.getLogger(__name__)
 
+DEFAULT_TURN_BUDGET_S = 60.0  # what a turn gets without a configured budget (``chat.build.turn_budget_s``)
 TICK_S = 1.0  # how often pressure is looked at without traffic (features come back while it is quiet)
 
 
@@ -39,8 +41,10 @@ class Admission:
         crisis: CrisisCheck | None = None,
         clock: Callable[[], float] = time.monotonic,
         rate_backend: RateLimitBackend | None = None,
+        turn_budget_s: float = DEFAULT_TURN_BUDGET_S,
     ) -> None:
-        """``rate_backend``: where the rate-limit counters live (memory by default; Redis shares them)."""
+        """``rate_backend``: where the rate-limit counters live (memory by default; Redis shares them);
+        ``turn_budget_s``: a turn's time budget, which the queue's wait and size follow (``sizing``)."""
         self.settings = settings
         self.enabled = settings.enabled
         self.features = features
@@ -55,9 +59,18 @@ class Admission:
             cpu_clock=time.process_time if settings.cpu_saturation > 0 else None,
             cpu_saturation=settings.cpu_saturation,
         )
-        self.gate = PriorityGate(
-            self.limiter, settings.queue_size, settings.queue_timeout_s, clock, self._count_shed, self.tick
+        self.sizing = QueueSizing(
+            turn_budget_s,
+            settings.queue_wait_share,
+            settings.max_queue,
+            limit=lambda: self.limiter.limit,
+            service_s=lambda: self.limiter.short_rtt,
+            drain_per_s=self.limiter.drain_per_s,
+            fixed_size=settings.queue_size,
+            fixed_wait_s=settings.queue_timeout_s,
         )
+        size, wait = self.sizing()
+        self.gate = PriorityGate(self.limiter, size, wait, clock, self._count_shed, self.tick, sizing=self.sizing)
         self.rates = RateLimits(settings.per_key, settings.per_user, rate_backend)
         self.pressure = PressureMonitor(features, settings.shed_features_after_s, settings.restore_features_after_s)
         self.shed_counts: Counter[str] = Counter()
@@ -138,7 +151,9 @@ class Admission:
             "queued": len(self.gate.queue),
             "queued_by_priority": self.gate.queue.counts(),
             "queue_size": self.gate.queue.size,
-            "queue_timeout_s": self.gate.timeout_s,
+            "queue_timeout_s": round(self.gate.timeout_s, 3),
+            "queue_sizing": "derived" if self.sizing.derived else "fixed",
+            "turn_budget_s": self.sizing.turn_budget_s,
             "admitted": dict(self.admitted),
             "shed": dict(self.shed_counts),
             "rate_limited": dict(self.rate_limited),

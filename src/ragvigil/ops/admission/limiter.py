@@ -34,6 +34,12 @@ In the 10x burst drill on 2 shared cores, with the threshold at 0.6 cores, the l
 6 and admitted p95 from 1.66 s to 0.86 s; goodput did not rise with it (0.66x of capacity), so what
 holds goodput back there is not the number of turns in flight.
 
+The shrink stops at the concurrency that keeps the CPU busy without queueing: a turn that spends ``c``
+CPU seconds of an unqueued latency ``rtt0`` (the baseline) leaves the CPU idle for the rest, waiting
+on a commit, a thread hop or the network, so ``cpu_share × rtt0 / c`` turns in flight are what keep
+``cpu_share`` cores busy (Little's law for the CPU). Below that floor the latency no longer falls but
+answers per second do (cheap turns that wait on a group commit are the case).
+
 The state is plain numbers updated per sample, so it can be unit-tested with made-up latencies and
 times; it does not read a clock itself (``now`` is given; without it every sample is its own window;
 ``cpu_clock`` is read once per window).
@@ -90,6 +96,8 @@ class GradientLimiter:
         self._window_start: float | None = None
         self._window_cpu: float | None = None
         self.cpu_share: float | None = None  # cores the process used over the last closed window
+        self.cpu_per_answer: float | None = None  # CPU seconds per answer over the last closed window
+        self.answers_per_s: float | None = None  # answers completed per second over the last closed window
         self.samples = 0
         self.windows = 0
 
@@ -120,8 +128,11 @@ class GradientLimiter:
             self._window_start, self._window_cpu = now, self._cpu()
         if now - self._window_start >= self.window_s and self._n >= self.min_window_samples:
             cpu = self._cpu()
+            if now > self._window_start:
+                self.answers_per_s = self._n / (now - self._window_start)
             if cpu is not None and self._window_cpu is not None and now > self._window_start:
                 self.cpu_share = (cpu - self._window_cpu) / (now - self._window_start)
+                self.cpu_per_answer = (cpu - self._window_cpu) / self._n
             self._window_start, self._window_cpu = now, cpu
             return self._close_window()
         return self.limit
@@ -155,11 +166,25 @@ class GradientLimiter:
         cpu_bound = self.cpu_bound and gradient < 1.0  # queueing for the CPU: see the module docstring
         target = self.estimate * gradient + (0.0 if cpu_bound else self.headroom)
         if cpu_bound and target < self.estimate:
-            estimate = target
+            estimate = max(target, min(self.estimate, self.busy_floor(long)))
         else:
             estimate = self.estimate * (1 - self.smoothing) + target * self.smoothing
         self.estimate = max(float(self.min_limit), min(float(self.max_limit), estimate))
         return self.limit
+
+    def drain_per_s(self) -> float:
+        """How many requests a second leave the service: the larger of Little's law on the current limit
+        (``limit / short_rtt``) and the answers the last window completed. Right after a shrink the short
+        latency still holds the wider limit's queueing, so the first alone would see the queue drain
+        slower than it does (a halved limit at twice the latency reads as a quarter of the rate)."""
+        little = self.limit / self.short_rtt if self.short_rtt > 0 else 0.0
+        return max(little, self.answers_per_s or 0.0)
+
+    def busy_floor(self, baseline_s: float) -> float:
+        """In flight that keeps the measured CPU share busy at the unqueued latency: ``cpu_share × rtt0 / c``."""
+        if not self.cpu_share or not self.cpu_per_answer or self.cpu_per_answer <= 0:
+            return float(self.min_limit)
+        return self.cpu_share * baseline_s / self.cpu_per_answer
 
     def state(self) -> dict[str, float]:
         return {
@@ -173,4 +198,7 @@ class GradientLimiter:
             "windows": self.windows,
             "cpu_share": None if self.cpu_share is None else round(self.cpu_share, 2),
             "cpu_bound": self.cpu_bound,
+            "cpu_ms_per_answer": None if self.cpu_per_answer is None else round(self.cpu_per_answer * 1000, 2),
+            "busy_floor": round(self.busy_floor(self.long_rtt), 1),
+            "answers_per_s": None if self.answers_per_s is None else round(self.answers_per_s, 1),
         }

@@ -2,10 +2,11 @@
 
 Why not a semaphore: a semaphore wakes waiters in arrival order and lets its queue grow without
 bound, so under a burst every request waits out its timeout and then fails. Here the waiting line is
-short (``queue_size``), ordered by priority then arrival, a full line sheds its lowest waiter (or the
-newcomer when it is the lowest), and a request that could not get a slot within the timeout anyway
-(predicted from the queue ahead of it and the recent latency) is refused at once: shed requests get
-their 503 fast, admitted ones keep their latency.
+bounded (its size and wait follow the turn budget and the measured latency: ``sizing.QueueSizing``),
+ordered by priority then arrival, a full line sheds its lowest waiter (or the newcomer when it is the
+lowest), and a request that could not get a slot within the wait anyway (predicted from the queue
+ahead of it and the recent latency) is refused at once: shed requests get their 503 fast, admitted
+ones keep their latency.
 
 Everything here runs on the event loop's thread (the ASGI middleware calls it), so there is no lock.
 """
@@ -127,10 +128,14 @@ class PriorityGate:
         clock: Callable[[], float],
         on_shed: Callable[[Shed], None] = lambda _: None,
         on_change: Callable[[], None] = lambda: None,
+        sizing: Callable[[], tuple[int, float]] | None = None,
     ) -> None:
+        """``sizing``: the queue's (size, wait) as they are now, read at each queued request; without it
+        ``queue_size`` and ``timeout_s`` stay as given."""
         self.limiter = limiter
         self.queue = WaitQueue(queue_size)
         self.timeout_s = timeout_s
+        self._sizing = sizing
         self.clock = clock
         self.in_flight = 0
         self._on_shed = on_shed
@@ -152,15 +157,17 @@ class PriorityGate:
         return None
 
     def predicted_wait(self, priority: Priority) -> float:
-        """About how long a newcomer would wait: the queue ahead of it served ``limit`` at a time."""
+        """About how long a newcomer would wait: the queue ahead of it, drained at the measured rate."""
         ahead = self.queue.ahead_of(priority) + 1
-        return ahead * self.limiter.short_rtt / max(self.limiter.limit, 1)
+        rate = self.limiter.drain_per_s()
+        return ahead / rate if rate > 0 else 0.0
 
     async def acquire(self, priority: Priority, sampled: bool = True) -> Permit:
         """A slot, waiting in the queue up to ``timeout_s``; raises ``Shed`` when refused."""
         permit = self.try_acquire(priority, sampled)
         if permit is not None:
             return permit
+        self.resize()
         if priority is not Priority.crisis and self.predicted_wait(priority) > self.timeout_s:
             raise self._shed(Shed("predicted_wait", priority))
         loop = asyncio.get_running_loop()
@@ -183,6 +190,11 @@ class PriorityGate:
         finally:
             timer.cancel()
         return Permit(priority, self.clock(), sampled)
+
+    def resize(self) -> None:
+        """Take the size and wait the sizing gives now (a smaller size sheds nobody already waiting)."""
+        if self._sizing is not None:
+            self.queue.size, self.timeout_s = self._sizing()
 
     def release(self, permit: Permit) -> None:
         self.in_flight -= 1

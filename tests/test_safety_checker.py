@@ -191,3 +191,36 @@ def test_settings_from_the_environment(tmp_path, monkeypatch: pytest.MonkeyPatch
     assert checker.probes.crisis is None
     monkeypatch.setenv("RAGVIGIL_SAFETY__ENABLED", "false")
     assert not SafetyChecker.from_settings(make_settings(tmp_path).safety).check("purple rain").flagged
+
+
+def test_a_message_checked_again_reuses_its_lexicon_matching(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Admission's check and the pipeline's see the same message: the second does not normalize it again."""
+    import ragvigil.chat.safety.checker as module
+
+    checker = SafetyChecker()
+    calls: list[str] = []
+    real = module.normalize
+
+    def counted(text: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(text)
+        return real(text, *args, **kwargs)
+
+    monkeypatch.setattr(module, "normalize", counted)
+    first = checker.check("我想自杀")
+    second = checker.check("我想自杀")
+    assert first == second and first.crisis
+    assert calls == ["我想自杀"]
+    assert checker.check("你好").category is None and len(calls) == 2
+    checker.reload()  # a new lexicon: what was matched with the old one is matched afresh
+    assert checker.check("我想自杀").crisis and len(calls) == 3
+
+
+def test_the_memo_stays_bounded() -> None:
+    from ragvigil.chat.safety.checker import MEMO_ENTRIES, MEMO_MAX_CHARS
+
+    checker = SafetyChecker()
+    for i in range(MEMO_ENTRIES * 3):
+        checker.check(f"message {i}")
+    checker.check("x" * (MEMO_MAX_CHARS + 1))
+    assert 0 < len(checker._memo) <= MEMO_ENTRIES
+    assert all(len(text) <= MEMO_MAX_CHARS for text in checker._memo)

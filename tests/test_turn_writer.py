@@ -261,3 +261,54 @@ def test_turn_record_is_what_append_many_takes(db: Database) -> None:
         ]
     )
     assert ids == ["r1", "r2"]
+
+
+def test_one_batch_keeps_every_rule_of_a_single_append(db: Database) -> None:
+    """New, existing, replayed and someone else's session in one batch: as if appended one at a time."""
+    store = SessionStore(db)
+    store.append_many([TurnRecord("old", "default", None, _turn("old", 0), "anonymous")])
+    store.append_many([TurnRecord("theirs", "default", "u1", _turn("theirs", 0), "anonymous")])
+    replayed = TurnRecord("old", "default", None, _turn("old", 0), "anonymous")
+    ids = store.append_many(
+        [
+            TurnRecord("new", "default", None, _turn("new", 1), "anonymous"),
+            TurnRecord("old", "default", None, _turn("old", 2), "anonymous"),
+            replayed,
+            TurnRecord("theirs", "default", "u2", _turn("moved", 3), "anonymous"),  # another user's session id
+            TurnRecord("old", "default", None, _turn("old", 4), "anonymous"),
+        ]
+    )
+    assert ids[:3] == ["new", "old", "old"] and ids[4] == "old"
+    assert ids[3] not in ("theirs", "new", "old")  # moved to a session of its own sender
+    with db.session() as s:
+        rows = s.execute(select(Message.session_id, Message.seq, Message.id).order_by(Message.session_id, Message.seq))
+        by_session: dict[str, list[tuple[int, str]]] = {}
+        for sid, seq, mid in rows:
+            by_session.setdefault(sid, []).append((seq, mid))
+    assert [m for _, m in by_session["old"]] == ["old-u0", "old-a0", "old-u2", "old-a2", "old-u4", "old-a4"]
+    assert [seq for seq, _ in by_session["old"]] == [1, 2, 3, 4, 5, 6]
+    assert by_session["new"] == [(1, "new-u1"), (2, "new-a1")]
+    assert by_session[ids[3]] == [(1, "moved-u3"), (2, "moved-a3")]
+    assert store.owner(ids[3]).user_id == "u2" and store.owner("theirs").user_id == "u1"
+
+
+def test_a_batch_costs_the_same_statements_whatever_its_size(db: Database) -> None:
+    """The rows of a batch go in with one statement per table, not one flush per turn."""
+    from sqlalchemy import event
+
+    store = SessionStore(db)
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, params, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement.split()[0].upper())
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        sizes = {}
+        for n in (1, 8, 32):
+            statements.clear()
+            store.append_many([TurnRecord(f"b{n}-{i}", "default", None, _turn(f"b{n}-{i}", i), "k") for i in range(n)])
+            sizes[n] = sum(1 for s in statements if s in ("SELECT", "INSERT", "UPDATE"))
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert sizes[1] == sizes[8] == sizes[32] <= 4, sizes

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ragvigil.chat.source_refs import document_ids, resolve, to_refs
@@ -154,60 +153,57 @@ class SessionStore:
     def append_many(self, turns: Sequence[TurnRecord]) -> list[str]:
         """Write several turns in one transaction, in order (``append`` for each); all or none commit.
 
-        Two turns of one session are numbered one after the other: each reads the session's highest
-        ``seq`` after the previous one's rows are flushed.
+        Core statements, a fixed number per batch whatever its size: what is stored already (message
+        ids, sessions and their owners, each existing session's highest ``seq``) is read in one query
+        each, the rows are numbered here, then inserted with one statement per table. Building ORM
+        objects and flushing them turn by turn cost more CPU than the rest of a turn's bookkeeping.
+        Two turns of one session are numbered one after the other, as if written one at a time.
         """
         with self.db.session(write=True) as s:
+            conn = s.connection()
             ids = document_ids(src for t in turns for m in t.messages for src in m.sources)
-            rows = (
-                s.execute(select(Document.id, Document.content_hash).where(Document.id.in_(ids))).all() if ids else []
+            hashes = (
+                dict(conn.execute(select(Document.id, Document.content_hash).where(Document.id.in_(ids))).all())
+                if ids
+                else {}
             )
-            hashes = {doc_id: content_hash for doc_id, content_hash in rows}
-            return [self._append_in(s, t, hashes) for t in turns]
-
-    def _append_in(self, s: Session, turn: TurnRecord, hashes: dict[str, str]) -> str:
-        session_id, messages = turn.session_id, turn.messages
-        known = set(s.scalars(select(Message.id).where(Message.id.in_([m.id for m in messages]))))
-        if messages and len(known) == len(messages):  # replayed again: everything is stored already
-            return s.scalar(select(Message.session_id).where(Message.id == messages[0].id)) or session_id
-        session = s.get(ChatSession, session_id)
-        if session is not None and (session.owner, session.user_id) != (turn.owner, turn.user_id):
-            log.warning("session_owner_mismatch", extra={"session_id": session_id, "moved_to_new_session": True})
-            session_id, session = new_id(), None
-        if session is None:
-            s.add(
-                ChatSession(
-                    id=session_id, kb=turn.kb, owner=turn.owner, user_id=turn.user_id, created_at=messages[0].created_at
+            message_ids = [m.id for t in turns for m in t.messages]
+            stored = (
+                dict(conn.execute(select(Message.id, Message.session_id).where(Message.id.in_(message_ids))).all())
+                if message_ids
+                else {}
+            )
+            wanted = {t.session_id for t in turns}
+            owners: dict[str, tuple[str, str | None]] = {
+                r.id: (r.owner, r.user_id)
+                for r in conn.execute(
+                    select(ChatSession.id, ChatSession.owner, ChatSession.user_id).where(ChatSession.id.in_(wanted))
                 )
-            )
-            s.flush()
-        else:
-            session.updated_at = utcnow()
-        seq = s.scalar(select(func.coalesce(func.max(Message.seq), 0)).where(Message.session_id == session_id))
-        for m in messages:
-            if m.id in known:
-                continue
-            seq += 1
-            refs = to_refs(m.sources, hashes) if m.sources else None
-            s.add(
-                Message(
-                    id=m.id,
-                    session_id=session_id,
-                    seq=seq,
-                    role=m.role,
-                    content=m.content,
-                    sources=[] if refs is not None else m.sources,
-                    source_refs=refs,
-                    latency_ms=m.latency_ms,
-                    degraded=m.degraded,
-                    request_id=m.request_id,
-                    created_at=m.created_at,
-                    analysis=m.analysis,
-                    flagged=m.flagged,
+            }
+            seqs: dict[str, int] = (
+                dict(
+                    conn.execute(  # type: ignore[arg-type]
+                        select(Message.session_id, func.max(Message.seq))
+                        .where(Message.session_id.in_(list(owners)))
+                        .group_by(Message.session_id)
+                    ).all()
                 )
+                if owners
+                else {}
             )
-        s.flush()  # the next turn of this session in the same transaction numbers after these rows
-        return session_id
+            plan = _BatchPlan(owners, seqs, stored, hashes)
+            result = [plan.add(t) for t in turns]
+            if plan.new_sessions:
+                conn.execute(insert(ChatSession), plan.new_sessions)
+            if plan.touched:
+                now = utcnow()
+                conn.execute(
+                    update(ChatSession).where(ChatSession.id == bindparam("sid")).values(updated_at=bindparam("now")),
+                    [{"sid": sid, "now": now} for sid in plan.touched],
+                )
+            if plan.rows:
+                conn.execute(insert(Message), plan.rows)
+            return result
 
     def messages(self, session_id: str) -> list[Message]:
         with self.db.session() as s:
@@ -219,3 +215,78 @@ class SessionStore:
                     if row.source_refs is not None:
                         set_committed_value(row, "sources", sources)
             return rows
+
+
+class _BatchPlan:
+    """The rows of one batch of turns, numbered against what the database holds (read once per batch).
+
+    The rules of a single ``append``: ids stored already are skipped (a turn stored whole returns
+    the session it is in), a session of another owner sends the turn to a new session of its own,
+    a new session is created with the time of its first message, an existing one is touched.
+    """
+
+    def __init__(
+        self,
+        owners: dict[str, tuple[str, str | None]],
+        seqs: dict[str, int],
+        stored: dict[str, str],
+        hashes: dict[str, str],
+    ) -> None:
+        self.owners = owners  # session id -> (owner, user_id), the batch's new sessions added as planned
+        self.seqs = seqs  # session id -> highest seq so far
+        self.stored = stored  # message id -> its session, the batch's rows added as planned
+        self.hashes = hashes
+        self.new_sessions: list[dict[str, Any]] = []  # updated_at: the column's default, as before
+        self.created: set[str] = set()
+        self.touched: dict[str, None] = {}  # existing sessions to touch, in order
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, turn: TurnRecord) -> str:
+        session_id, messages = turn.session_id, turn.messages
+        known = {m.id for m in messages if m.id in self.stored}
+        if messages and len(known) == len(messages):  # replayed again: everything is stored already
+            return self.stored[messages[0].id] or session_id
+        found = self.owners.get(session_id)
+        if found is not None and found != (turn.owner, turn.user_id):
+            log.warning("session_owner_mismatch", extra={"session_id": session_id, "moved_to_new_session": True})
+            session_id, found = new_id(), None
+        if found is None:
+            self.owners[session_id] = (turn.owner, turn.user_id)
+            self.new_sessions.append(
+                {
+                    "id": session_id,
+                    "kb": turn.kb,
+                    "owner": turn.owner,
+                    "user_id": turn.user_id,
+                    "created_at": messages[0].created_at,
+                }
+            )
+            self.created.add(session_id)
+        elif session_id not in self.created:
+            self.touched[session_id] = None
+        seq = self.seqs.get(session_id, 0)
+        for m in messages:
+            if m.id in known:
+                continue
+            seq += 1
+            refs = to_refs(m.sources, self.hashes) if m.sources else None
+            self.stored[m.id] = session_id
+            self.rows.append(
+                {
+                    "id": m.id,
+                    "session_id": session_id,
+                    "seq": seq,
+                    "role": m.role,
+                    "content": m.content,
+                    "sources": [] if refs is not None else m.sources,
+                    "source_refs": refs,
+                    "latency_ms": m.latency_ms,
+                    "degraded": m.degraded,
+                    "request_id": m.request_id,
+                    "created_at": m.created_at,
+                    "analysis": m.analysis,
+                    "flagged": m.flagged,
+                }
+            )
+        self.seqs[session_id] = seq
+        return session_id

@@ -33,11 +33,30 @@ __all__ = ["Hit", "HybridRetriever", "Retrieval", "term_coverage"]  # Hit and Re
 
 def term_coverage(query_tokens: list[str], chunk_tokens: set[str], idf: dict[str, float]) -> float:
     """Share of the query's IDF weight that the chunk contains (0..1)."""
-    uniq = set(query_tokens)
-    total = sum(idf.get(t, 1.0) for t in uniq)
-    if not total:
-        return 0.0
-    return sum(idf.get(t, 1.0) for t in uniq if t in chunk_tokens) / total
+    return _Coverage(query_tokens, idf)(chunk_tokens)
+
+
+class _Coverage:
+    """``term_coverage`` of one query, its weights summed once for all the chunks it is asked about.
+
+    A search asks it about every fused hit (dozens); only the chunk's side is left to compute per hit,
+    and a chunk's tokens are checked against the query's few terms rather than made into a set.
+    """
+
+    __slots__ = ("total", "weights")
+
+    def __init__(self, query_tokens: list[str], idf: dict[str, float]) -> None:
+        self.weights = {t: idf.get(t, 1.0) for t in dict.fromkeys(query_tokens)}
+        self.total = sum(self.weights.values())
+
+    def __call__(self, chunk_tokens: set[str] | tuple[str, ...]) -> float:
+        if not self.total:
+            return 0.0
+        weights = self.weights
+        if isinstance(chunk_tokens, set | frozenset):
+            return sum(w for t, w in weights.items() if t in chunk_tokens) / self.total
+        found = weights.keys() & chunk_tokens  # one pass over the chunk's tokens, no set of them kept
+        return sum(weights[t] for t in found) / self.total
 
 
 class HybridRetriever:
@@ -105,23 +124,26 @@ class HybridRetriever:
                 result.vector_error = str(exc)
                 self.mode.record_failure(str(exc))
 
-        def is_other(rec: ChunkRecord) -> bool:
-            return other is not None and scripts[index.positions[rec.id]] == other
-
-        own_vec = [(rec, s) for rec, s in vector if not is_other(rec)][:n]
-        other_vec = [(rec, s) for rec, s in vector if is_other(rec)][:n]
+        own_lex, other_lex = _split(lexical, index, scripts, other)
+        own_vec, other_vec = _split(vector, index, scripts, other)
+        own_vec, other_vec = own_vec[:n], other_vec[:n]
         # floor at 1: in a tiny knowledge base every matched term would otherwise weigh next to nothing
         idf = {t: max(index.idf(t), 1.0) for t in set(tokens)}
+        covers = _Coverage(tokens, idf)
+        coverage_of: dict[int, float] = {}  # by chunk id: the lexical top's is asked again for its hit
 
         def coverage(rec: ChunkRecord) -> float:
-            return term_coverage(tokens, set(rec.tokens), idf)
+            found = coverage_of.get(rec.id)
+            if found is None:
+                found = coverage_of[rec.id] = covers(rec.tokens)
+            return found
 
-        own_hits = self._fuse([(rec, s) for rec, s in lexical if not is_other(rec)], own_vec, coverage)
-        other_hits = self._fuse([(rec, s) for rec, s in lexical if is_other(rec)], other_vec, coverage)
+        own_hits = self._fuse(own_lex, own_vec, coverage)
+        other_hits = self._fuse(other_lex, other_vec, coverage)
         for hit in own_hits + other_hits:
-            rec = index.records[index.positions[hit.chunk_id]]
-            hit.term_coverage = round(term_coverage(tokens, set(rec.tokens), idf), 4)
-            hit.language = scripts[index.positions[hit.chunk_id]]
+            pos = index.positions[hit.chunk_id]
+            hit.term_coverage = round(coverage(index.records[pos]), 4)
+            hit.language = scripts[pos]
         rs = self.settings
         floor = rs.min_crosslingual_score_zh if q_script == "zh" else rs.min_crosslingual_score
         # only when no document in the query's own language answers it: one that holds enough of the
@@ -225,6 +247,20 @@ def _hit(rec: ChunkRecord) -> Hit:
         quality=rec.quality,
         warnings=rec.warnings,
     )
+
+
+def _split(
+    ranked: list[tuple[ChunkRecord, float]], index: Bm25Index, scripts: list[Script | None], other: Script | None
+) -> tuple[list[tuple[ChunkRecord, float]], list[tuple[ChunkRecord, float]]]:
+    """One ranked list cut, in one pass and keeping its order, into the query language's and the other's."""
+    if other is None:
+        return list(ranked), []
+    own: list[tuple[ChunkRecord, float]] = []
+    theirs: list[tuple[ChunkRecord, float]] = []
+    positions = index.positions
+    for pair in ranked:
+        (theirs if scripts[positions[pair[0].id]] == other else own).append(pair)
+    return own, theirs
 
 
 def _other(script: Script) -> Script:

@@ -40,7 +40,7 @@ from ragvigil.chat.understanding import (
 
 from .classifier import Probes, load_probes
 from .lexicon import Lexicon, load_lexicon, reload_lexicon
-from .normalize import normalize
+from .normalize import Normalized, normalize
 from .responses import Resources, load_resources
 from .third_person import third_person_death_fact
 
@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 __all__ = ["SafetyChecker", "Thresholds", "combine"]
 
 _RANK = {s: i for i, s in enumerate(SEVERITIES)}
+MEMO_ENTRIES = 256  # messages whose lexicon matching is remembered (admission's check, then the pipeline's)
+MEMO_MAX_CHARS = 2000  # a longer message is matched afresh each time (the memo's bytes stay bounded)
 _ORDER = {c: i for i, c in enumerate(CATEGORIES)}
 
 
@@ -94,6 +96,8 @@ class SafetyChecker:
         self.max_chars = max_chars
         self.enabled = enabled
         self._lock = threading.Lock()
+        # text -> (the lexicon state it was matched with, normalized text, findings): see ``_lexical``
+        self._memo: dict[str, tuple[object, Normalized, tuple[SafetyFinding, ...]]] = {}
 
     @classmethod
     def from_settings(cls, settings: SafetySettings) -> SafetyChecker:
@@ -130,12 +134,33 @@ class SafetyChecker:
     def check(self, text: str, vector: np.ndarray | None = None) -> SafetyVerdict:
         if not self.enabled:
             return SAFE
-        lexicon, entries, _ = self._state
-        n = normalize(text, self.max_chars, lexicon.homophones)
-        findings = [SafetyFinding(e.category, e.severity, s, e.id) for e in entries if (s := e.hit(n)) is not None]
+        n, found = self._lexical(text)
+        findings = list(found)
         if vector is not None:
             findings = self._classify(findings, vector, third_person_death_fact(n))
         return combine(findings)
+
+    def _lexical(self, text: str) -> tuple[Normalized, tuple[SafetyFinding, ...]]:
+        """The normalized input and its lexicon findings, remembered for the last few messages.
+
+        Admission checks a message (lexicon only) before the pipeline checks it again with its vector:
+        the second check reuses the first's matching. The memo is tied to the lexicon it was made with
+        (a reload starts afresh) and bounded in entries and in the length of the texts it keeps.
+        """
+        state = self._state
+        memo = text if len(text) <= MEMO_MAX_CHARS else None
+        if memo is not None:
+            kept = self._memo.get(memo)
+            if kept is not None and kept[0] is state:
+                return kept[1], kept[2]
+        lexicon, entries, _ = state
+        n = normalize(text, self.max_chars, lexicon.homophones)
+        found = tuple(SafetyFinding(e.category, e.severity, s, e.id) for e in entries if (s := e.hit(n)) is not None)
+        if memo is not None:
+            if len(self._memo) >= MEMO_ENTRIES:
+                self._memo.clear()  # a burst of distinct messages: start over, the bound is what matters
+            self._memo[memo] = (state, n, found)
+        return n, found
 
     def check_output(self, text: str) -> SafetyVerdict:
         if not self.enabled:

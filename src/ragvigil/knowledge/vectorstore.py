@@ -69,27 +69,11 @@ class VectorStore(Protocol):
 
     def delete(self, kb: str, ids: Sequence[int]) -> None: ...
 
-    def search(self, kb: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        q = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self.dim)
-        with self._lock:
-            entry = self._get(kb)
-            if entry.index.ntotal == 0:
-                return []
-            want = min(k + len(entry.tombstones), entry.index.ntotal)
-            scores, ids = entry.index.search(q, want)
-            tombs = entry.tombstones
-            out = [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0 and int(i) not in tombs]
-        return out[:k]
+    def search(self, kb: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]: ...
 
-    def ids(self, kb: str) -> set[int]:
-        with self._lock:
-            entry = self._get(kb)
-            return entry.stored - entry.tombstones
+    def ids(self, kb: str) -> set[int]: ...
 
-    def count(self, kb: str) -> int:
-        with self._lock:
-            entry = self._get(kb)
-            return len(entry.stored) - len(entry.tombstones)
+    def count(self, kb: str) -> int: ...
 
     def check(self) -> None:
         """Raise VectorStoreError when the store cannot serve."""
@@ -396,28 +380,28 @@ class FaissVectorStore:
     # -- reads ---------------------------------------------------------------
     @metered("search")
     def search(self, kb: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        entry = self._get(kb)
-        if entry.index.ntotal == 0:
-            return []
+        """Under the lock: faiss releases the GIL, and a search racing an add on the same index reads
+        memory the add is reallocating (a background build never holds it: it works on its own index)."""
         q = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self.dim)
-        want = min(k + len(entry.tombstones), entry.index.ntotal)
-        scores, ids = entry.index.search(q, want)
-        out = [
-            (int(i), float(s))
-            for s, i in zip(scores[0], ids[0], strict=True)
-            if i >= 0 and int(i) not in entry.tombstones
-        ]
+        with self._lock:
+            entry = self._get(kb)
+            if entry.index.ntotal == 0:
+                return []
+            want = min(k + len(entry.tombstones), entry.index.ntotal)
+            scores, ids = entry.index.search(q, want)
+            tombs = entry.tombstones
+            out = [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0 and int(i) not in tombs]
         return out[:k]
 
     def ids(self, kb: str) -> set[int]:
-        entry = self._get(kb)
-        if entry.index.ntotal == 0:
-            return set()
-        return set(faiss.vector_to_array(entry.index.id_map).tolist()) - entry.tombstones
+        with self._lock:
+            entry = self._get(kb)
+            return entry.stored - entry.tombstones
 
     def count(self, kb: str) -> int:
-        entry = self._get(kb)
-        return entry.index.ntotal - len(entry.tombstones)
+        with self._lock:
+            entry = self._get(kb)
+            return entry.live()
 
     def check(self) -> None:
         """The index directory must take a write (a flush would fail otherwise) and loaded indexes read."""

@@ -21,7 +21,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -79,6 +80,45 @@ class VectorStore(Protocol):
         """Raise VectorStoreError when the store cannot serve."""
 
 
+class _Gate:
+    """Searches share an index; a write waits for the searches in progress and holds new ones back.
+
+    faiss releases the GIL, and reads of an index may run together (searches, a flush writing it to
+    disk), but an add or remove beside any of them reallocates memory they read."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writing:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writing += 1
+            while self._readers:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing -= 1
+                self._cond.notify_all()
+
+
 class _KbIndex:
     def __init__(self, index: faiss.Index, tombstones: set[int], kind: Kind) -> None:
         self.index = index
@@ -100,9 +140,9 @@ class _KbIndex:
 class FaissVectorStore:
     """faiss indexes in ``root/<kb>.<kind>.faiss`` (+ ``.tomb.json`` for HNSW tombstones).
 
-    One lock guards writes and the swap of a rebuilt index: faiss indexes are not safe to search
-    while another thread adds to them, and a search here takes well under a millisecond at the
-    sizes flat is used for. ``kind="auto"``: flat below ``auto_threshold`` live vectors, HNSW from
+    One lock orders writes, flushes and the swap of a rebuilt index; searches pass a gate that only
+    writes close (``_Gate``), so a flush writing a large index to disk never holds them up, and a
+    write waits for the searches already running. ``kind="auto"``: flat below ``auto_threshold`` live vectors, HNSW from
     it on, rebuilt in the background (module docstring).
     """
 
@@ -122,6 +162,7 @@ class FaissVectorStore:
         self.auto_threshold = auto_threshold
         self._indexes: dict[str, _KbIndex] = {}
         self._lock = threading.RLock()
+        self._gate = _Gate()  # taken after ``_lock`` by writers, never with ``_lock`` by searches
         # one OpenMP thread: a single query gains nothing from more, and under CPU contention
         # extra threads turn a 0.3 ms search into a scheduler tick or worse
         faiss.omp_set_num_threads(threads)
@@ -161,6 +202,9 @@ class FaissVectorStore:
         return found[-1]
 
     def _get(self, kb: str) -> _KbIndex:
+        entry = self._indexes.get(kb)  # a loaded index without the lock: a search must not wait for a flush
+        if entry is not None:
+            return entry
         with self._lock:
             entry = self._indexes.get(kb)
             if entry is not None:
@@ -193,7 +237,8 @@ class FaissVectorStore:
         arr = np.asarray(ids, dtype=np.int64)
         with self._lock:
             entry = self._get(kb)
-            self._write(entry, arr, vecs)
+            with self._gate.write():
+                self._write(entry, arr, vecs)
             if entry.log is not None:
                 entry.log.append((arr.copy(), vecs.copy()))
             self._maybe_rebuild(kb, entry)
@@ -207,7 +252,8 @@ class FaissVectorStore:
             entry = self._get(kb)
             if entry.log is not None:
                 entry.log.append((arr, None))
-            self._remove(entry, arr)
+            with self._gate.write():
+                self._remove(entry, arr)
             _show_kind(kb, entry.kind)
 
     def _write(self, entry: _KbIndex, arr: np.ndarray, vecs: np.ndarray) -> None:
@@ -380,11 +426,11 @@ class FaissVectorStore:
     # -- reads ---------------------------------------------------------------
     @metered("search")
     def search(self, kb: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """Under the lock: faiss releases the GIL, and a search racing an add on the same index reads
-        memory the add is reallocating (a background build never holds it: it works on its own index)."""
+        """Through the gate (``_Gate``): never beside an add to the same index, beside a flush or another
+        search freely. An entry swapped out meanwhile is still whole: writes go to its successor."""
         q = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self.dim)
-        with self._lock:
-            entry = self._get(kb)
+        entry = self._get(kb)  # before the gate: a writer holds the lock while it waits at the gate
+        with self._gate.read():
             if entry.index.ntotal == 0:
                 return []
             want = min(k + len(entry.tombstones), entry.index.ntotal)

@@ -173,3 +173,85 @@ def test_fixed_kinds_never_switch(tmp_path: Path) -> None:
         store = FaissVectorStore(tmp_path / kind, DIM, kind, auto_threshold=THRESHOLD)  # type: ignore[arg-type]
         store.upsert("kb", list(range(1, THRESHOLD + 11)), vecs)
         assert store.wait_rebuild("kb", 5) and store.kind_of("kb") == kind
+
+
+class HeldSearch:
+    """Wraps a store's faiss index: its next ``search`` stops inside (after ``searching``) until ``release``."""
+
+    def __init__(self, index) -> None:  # type: ignore[no-untyped-def]
+        self._index = index
+        self.searching = threading.Event()
+        self.release = threading.Event()
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._index, name)
+
+    def search(self, q, k):  # type: ignore[no-untyped-def]
+        self.searching.set()
+        assert self.release.wait(30), "the test never released the search"
+        return self._index.search(q, k)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "auto"])
+def test_a_write_waits_for_a_search_in_progress_on_the_same_index(tmp_path: Path, kind: str) -> None:
+    """faiss releases the GIL: an add running beside a search of the same index reallocates memory the
+    search reads. The write waits for the search, then the next search finds what it wrote."""
+    store = FaissVectorStore(tmp_path, DIM, kind, auto_threshold=THRESHOLD)  # type: ignore[arg-type]
+    base = unit(60, 7)
+    store.upsert("kb", list(range(1, 51)), base[:50])
+    entry = store._get("kb")
+    held = entry.index = HeldSearch(entry.index)
+    found: list[int] = []
+    searcher = threading.Thread(target=lambda: found.append(top1(store, "kb", base[10])), daemon=True)
+    searcher.start()
+    assert held.searching.wait(10)
+    writer = threading.Thread(target=store.upsert, args=("kb", list(range(51, 61)), base[50:]), daemon=True)
+    writer.start()
+    writer.join(0.5)
+    assert writer.is_alive(), "a write ran beside a search in progress on the same index"
+    assert store_count_unlocked(entry) == 50  # nothing was added under the running search
+    held.release.set()
+    searcher.join(10)
+    writer.join(10)
+    assert found == [11]
+    assert top1(store, "kb", base[55]) == 56 and store.count("kb") == 60
+
+
+def store_count_unlocked(entry) -> int:  # type: ignore[no-untyped-def]
+    """What the index holds now, read without the store's lock (the test's own view)."""
+    return int(entry.index.ntotal)
+
+
+def test_a_search_is_answered_while_a_flush_writes_the_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flush only reads the index: at 1M vectors it writes ~2 GB, and searches must not wait for it
+    (the swap after a background build flushes too). Writes do wait for it."""
+    import ragvigil.knowledge.vectorstore as vs
+
+    store = FaissVectorStore(tmp_path, DIM, "auto", auto_threshold=THRESHOLD)
+    base = unit(20, 8)
+    store.upsert("kb", list(range(1, 21)), base)
+    writing, release = threading.Event(), threading.Event()
+    real_write = vs.faiss.write_index
+
+    def held_write(index, path):  # type: ignore[no-untyped-def]
+        writing.set()
+        assert release.wait(30), "the test never released the flush"
+        real_write(index, path)
+
+    monkeypatch.setattr(vs.faiss, "write_index", held_write)
+    flusher = threading.Thread(target=store.flush, daemon=True)
+    flusher.start()
+    assert writing.wait(10)
+    found: list[int] = []
+    searcher = threading.Thread(target=lambda: found.append(top1(store, "kb", base[3])), daemon=True)
+    searcher.start()
+    searcher.join(10)
+    assert found == [4], "a search waited for a flush"
+    writer = threading.Thread(target=store.upsert, args=("kb", [21], unit(1, 9)), daemon=True)
+    writer.start()
+    writer.join(0.5)
+    assert writer.is_alive(), "a write ran while a flush was writing the index"
+    release.set()
+    flusher.join(10)
+    writer.join(10)
+    assert store.count("kb") == 21 and (tmp_path / "kb.flat.faiss").exists()

@@ -15,14 +15,13 @@ must not grow with what a client sends (the embedder further cuts it to one e5 w
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 
 from ragvigil.config import RetrievalSettings
 from ragvigil.knowledge.catalog import Catalog
 from ragvigil.knowledge.crosslingual import Script, own_strength, prefer_crosslingual, script_of
 from ragvigil.knowledge.embeddings import Embedder, EmbedderBusy, EmbedderUnavailable
-from ragvigil.knowledge.lexical import Bm25Index, ChunkRecord
+from ragvigil.knowledge.lexical import ChunkRecord
 from ragvigil.knowledge.retrieval_mode import RetrievalMode, vector_side_probe
 from ragvigil.knowledge.tokenize import Tokenizer
 from ragvigil.knowledge.vectorstore import VectorStore, VectorStoreError
@@ -76,9 +75,6 @@ class HybridRetriever:
         self.settings = settings
         # hybrid, or lexical_only while the vector side is down (it probes its way back)
         self.mode = mode or RetrievalMode(vector_side_probe(store, embedder, 2.0))
-        self._script_cache: weakref.WeakKeyDictionary[
-            Bm25Index, tuple[list[Script | None], frozenset[Script | None]]
-        ] = weakref.WeakKeyDictionary()
 
     def search(
         self, kb: str, query: str, k: int | None = None, mode: str = "hybrid", embed_wait_s: float | None = None
@@ -103,7 +99,7 @@ class HybridRetriever:
 
         lexical = index.search(tokens, n) if mode in ("hybrid", "bm25") else []
         q_script = script_of(query)
-        scripts, present = self._scripts(index)
+        scripts, present = index.scripts, index.script_set
         other = _other(q_script) if q_script is not None and _other(q_script) in present else None
         vector: list[tuple[ChunkRecord, float]] = []
         if mode == "hybrid" and self.mode.lexical_only:
@@ -217,14 +213,6 @@ class HybridRetriever:
         offset = s.crosslingual_agreement_offset if agree else s.crosslingual_offset
         other_cos = max((h.vector_score for h in other_hits if h.vector_score is not None), default=None)
         return prefer_crosslingual(own, other_cos, offset, floor)
-
-    def _scripts(self, index: Bm25Index) -> tuple[list[Script | None], frozenset[Script | None]]:
-        """The script of every chunk of ``index`` (by position) and the set of them, computed once per index."""
-        cached = self._script_cache.get(index)
-        if cached is None:
-            scripts = [script_of(r.text) for r in index.records]
-            cached = self._script_cache[index] = (scripts, frozenset(scripts))
-        return cached
 
     def _relevant(self, hit: Hit) -> bool:
         """Enough of the query's terms, or a cosine (nudged by partial term overlap) above the threshold."""

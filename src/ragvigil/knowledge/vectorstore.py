@@ -21,7 +21,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -69,30 +70,53 @@ class VectorStore(Protocol):
 
     def delete(self, kb: str, ids: Sequence[int]) -> None: ...
 
-    def search(self, kb: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        q = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self.dim)
-        with self._lock:
-            entry = self._get(kb)
-            if entry.index.ntotal == 0:
-                return []
-            want = min(k + len(entry.tombstones), entry.index.ntotal)
-            scores, ids = entry.index.search(q, want)
-            tombs = entry.tombstones
-            out = [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0 and int(i) not in tombs]
-        return out[:k]
+    def search(self, kb: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]: ...
 
-    def ids(self, kb: str) -> set[int]:
-        with self._lock:
-            entry = self._get(kb)
-            return entry.stored - entry.tombstones
+    def ids(self, kb: str) -> set[int]: ...
 
-    def count(self, kb: str) -> int:
-        with self._lock:
-            entry = self._get(kb)
-            return len(entry.stored) - len(entry.tombstones)
+    def count(self, kb: str) -> int: ...
 
     def check(self) -> None:
         """Raise VectorStoreError when the store cannot serve."""
+
+
+class _Gate:
+    """Searches share an index; a write waits for the searches in progress and holds new ones back.
+
+    faiss releases the GIL, and reads of an index may run together (searches, a flush writing it to
+    disk), but an add or remove beside any of them reallocates memory they read."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writing:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writing += 1
+            while self._readers:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing -= 1
+                self._cond.notify_all()
 
 
 class _KbIndex:
@@ -116,9 +140,9 @@ class _KbIndex:
 class FaissVectorStore:
     """faiss indexes in ``root/<kb>.<kind>.faiss`` (+ ``.tomb.json`` for HNSW tombstones).
 
-    One lock guards writes and the swap of a rebuilt index: faiss indexes are not safe to search
-    while another thread adds to them, and a search here takes well under a millisecond at the
-    sizes flat is used for. ``kind="auto"``: flat below ``auto_threshold`` live vectors, HNSW from
+    One lock orders writes, flushes and the swap of a rebuilt index; searches pass a gate that only
+    writes close (``_Gate``), so a flush writing a large index to disk never holds them up, and a
+    write waits for the searches already running. ``kind="auto"``: flat below ``auto_threshold`` live vectors, HNSW from
     it on, rebuilt in the background (module docstring).
     """
 
@@ -138,6 +162,7 @@ class FaissVectorStore:
         self.auto_threshold = auto_threshold
         self._indexes: dict[str, _KbIndex] = {}
         self._lock = threading.RLock()
+        self._gate = _Gate()  # taken after ``_lock`` by writers, never with ``_lock`` by searches
         # one OpenMP thread: a single query gains nothing from more, and under CPU contention
         # extra threads turn a 0.3 ms search into a scheduler tick or worse
         faiss.omp_set_num_threads(threads)
@@ -177,6 +202,9 @@ class FaissVectorStore:
         return found[-1]
 
     def _get(self, kb: str) -> _KbIndex:
+        entry = self._indexes.get(kb)  # a loaded index without the lock: a search must not wait for a flush
+        if entry is not None:
+            return entry
         with self._lock:
             entry = self._indexes.get(kb)
             if entry is not None:
@@ -209,7 +237,8 @@ class FaissVectorStore:
         arr = np.asarray(ids, dtype=np.int64)
         with self._lock:
             entry = self._get(kb)
-            self._write(entry, arr, vecs)
+            with self._gate.write():
+                self._write(entry, arr, vecs)
             if entry.log is not None:
                 entry.log.append((arr.copy(), vecs.copy()))
             self._maybe_rebuild(kb, entry)
@@ -223,7 +252,8 @@ class FaissVectorStore:
             entry = self._get(kb)
             if entry.log is not None:
                 entry.log.append((arr, None))
-            self._remove(entry, arr)
+            with self._gate.write():
+                self._remove(entry, arr)
             _show_kind(kb, entry.kind)
 
     def _write(self, entry: _KbIndex, arr: np.ndarray, vecs: np.ndarray) -> None:
@@ -396,28 +426,28 @@ class FaissVectorStore:
     # -- reads ---------------------------------------------------------------
     @metered("search")
     def search(self, kb: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        entry = self._get(kb)
-        if entry.index.ntotal == 0:
-            return []
+        """Through the gate (``_Gate``): never beside an add to the same index, beside a flush or another
+        search freely. An entry swapped out meanwhile is still whole: writes go to its successor."""
         q = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, self.dim)
-        want = min(k + len(entry.tombstones), entry.index.ntotal)
-        scores, ids = entry.index.search(q, want)
-        out = [
-            (int(i), float(s))
-            for s, i in zip(scores[0], ids[0], strict=True)
-            if i >= 0 and int(i) not in entry.tombstones
-        ]
+        entry = self._get(kb)  # before the gate: a writer holds the lock while it waits at the gate
+        with self._gate.read():
+            if entry.index.ntotal == 0:
+                return []
+            want = min(k + len(entry.tombstones), entry.index.ntotal)
+            scores, ids = entry.index.search(q, want)
+            tombs = entry.tombstones
+            out = [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0 and int(i) not in tombs]
         return out[:k]
 
     def ids(self, kb: str) -> set[int]:
-        entry = self._get(kb)
-        if entry.index.ntotal == 0:
-            return set()
-        return set(faiss.vector_to_array(entry.index.id_map).tolist()) - entry.tombstones
+        with self._lock:
+            entry = self._get(kb)
+            return entry.stored - entry.tombstones
 
     def count(self, kb: str) -> int:
-        entry = self._get(kb)
-        return entry.index.ntotal - len(entry.tombstones)
+        with self._lock:
+            entry = self._get(kb)
+            return entry.live()
 
     def check(self) -> None:
         """The index directory must take a write (a flush would fail otherwise) and loaded indexes read."""

@@ -1,0 +1,51 @@
+"""What a default start-up holds: tables in compact form and no module only another mode needs.
+
+The RSS itself is measured by ``bench/memory.py``; these tests pin the causes: each one fails if the
+heavy import or the large table comes back.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CJK_POINTS = [*range(0x3400, 0x4DC0), *range(0x4E00, 0xA000), *range(0xF900, 0xFB00)]
+
+
+def _modules_after(code: str, names: tuple[str, ...], env: dict[str, str] | None = None) -> list[str]:
+    """The ``names`` (packages, with any submodule) imported by ``code`` run in a fresh interpreter."""
+    probe = (
+        f"import json, sys\n{code}\n"
+        f"names = {names!r}\n"
+        "print(json.dumps(sorted(n for n in names if any(m == n or m.startswith(n + '.') for m in sys.modules))))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_safety_check_reads_pinyin_without_importing_pypinyin() -> None:
+    # importing pypinyin loads its phrase dictionary too: ~55 MB held for nothing
+    code = (
+        "from ragvigil.chat.safety import SafetyChecker\n"
+        "checker = SafetyChecker()\n"
+        "assert checker.check('wo xiang zisha 了').flagged, 'typed pinyin must still be matched'\n"
+    )
+    assert _modules_after(code, ("pypinyin",)) == []
+
+
+def test_the_compact_pinyin_table_reads_as_pypinyins_first_reading() -> None:
+    normalize = importlib.import_module("ragvigil.chat.safety.normalize")
+    from pypinyin.pinyin_dict import pinyin_dict
+
+    codes, names = normalize._pinyin_table()
+    assert len(names) < 2**16 and len(codes) == 0xFB00
+    for point in CJK_POINTS:
+        readings = pinyin_dict.get(point)
+        expected = readings.split(",")[0].translate(normalize._TONES).upper() if readings else ""
+        assert (names[codes[point]] if codes[point] else "") == expected, hex(point)
+    assert normalize.pinyin_of("wo 想 zisha le 紫砂") == "wo XIANG zisha le ZI SHA"

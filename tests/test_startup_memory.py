@@ -49,3 +49,26 @@ def test_the_compact_pinyin_table_reads_as_pypinyins_first_reading() -> None:
         expected = readings.split(",")[0].translate(normalize._TONES).upper() if readings else ""
         assert (names[codes[point]] if codes[point] else "") == expected, hex(point)
     assert normalize.pinyin_of("wo 想 zisha le 紫砂") == "wo XIANG zisha le ZI SHA"
+
+
+def test_jieba_and_zhconv_find_their_data_without_pkg_resources() -> None:
+    # pkg_resources scans every installed distribution when imported; both libraries open the same file by path
+    code = (
+        "from ragvigil.knowledge.tokenize import Tokenizer\n"
+        "from ragvigil.chat.safety import normalize\n"
+        "assert Tokenizer().tokens('怎么申请退款') == ['申请', '退款'], 'jieba must have its dictionary'\n"
+        "assert normalize('我們', 100).text == '我们', 'zhconv must have its table'\n"
+    )
+    assert _modules_after(code, ("pkg_resources",)) == []
+
+
+def test_a_process_that_imported_pkg_resources_keeps_it(tmp_path: Path) -> None:
+    (tmp_path / "pkg_resources.py").write_text("def resource_stream(package, name): ...\n")
+    code = (
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "import pkg_resources\n"
+        "from ragvigil.lean_import import import_without_pkg_resources\n"
+        "import_without_pkg_resources('zhconv')\n"
+        "assert sys.modules['zhconv.zhconv'].resource_stream is pkg_resources.resource_stream\n"
+    )
+    assert _modules_after(code, ("pkg_resources",)) == ["pkg_resources"]

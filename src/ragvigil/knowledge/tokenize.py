@@ -6,8 +6,12 @@ import re
 import threading
 from pathlib import Path
 
-import jieba
 import Stemmer
+
+from ragvigil.lean_import import import_without_pkg_resources
+
+import_without_pkg_resources("jieba")  # its dictionary found by path, without pkg_resources (~11 MB)
+import jieba  # noqa: E402
 
 _SEGMENT = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+|[a-z0-9]+(?:['’][a-z]+)?")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")

@@ -31,7 +31,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import zhconv
+from ragvigil.lean_import import import_without_pkg_resources
+
+import_without_pkg_resources("zhconv")  # its table found by path, without pkg_resources (~11 MB)
+import zhconv  # noqa: E402
 
 __all__ = ["Normalized", "normalize", "pinyin_of", "syllables"]
 

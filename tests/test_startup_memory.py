@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,39 @@ def test_a_process_that_imported_pkg_resources_keeps_it(tmp_path: Path) -> None:
         "assert sys.modules['zhconv.zhconv'].resource_stream is pkg_resources.resource_stream\n"
     )
     assert _modules_after(code, ("pkg_resources",)) == ["pkg_resources"]
+
+
+# imported only by a mode that is not the default: a Chroma server, S3 backups, Redis, a GGUF model, OTLP export
+OTHER_MODES = ("chromadb", "boto3", "botocore", "redis", "llama_cpp", "opentelemetry.exporter", "psycopg", "psycopg2")
+UNNEEDED = ("pkg_resources", "pypinyin")
+
+
+def test_a_default_runtime_imports_no_other_modes_client(tmp_path: Path) -> None:
+    code = (
+        "from pathlib import Path\n"
+        "import ragvigil.api.server\n"
+        "from ragvigil.app import Runtime\n"
+        "from ragvigil.config import Settings\n"
+        f"rt = Runtime(Settings(_env_file=None, data_dir=Path({str(tmp_path / 'data')!r})))\n"
+        "try:\n"
+        "    assert rt.safety.check('我想自杀').crisis, 'the safety check must really run'\n"
+        "    assert rt.tokenizer.tokens('怎么申请退款') == ['申请', '退款']\n"
+        "finally:\n"
+        "    rt.close()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAGVIGIL_")}
+    env["RAGVIGIL_CONFIG_FILE"] = str(tmp_path / "empty.toml")
+    (tmp_path / "empty.toml").touch()
+    assert _modules_after(code, OTHER_MODES + UNNEEDED, env=env) == []
+
+
+def test_a_redis_url_still_loads_the_redis_client() -> None:
+    code = (
+        "from ragvigil.config import Settings\n"
+        "from ragvigil.ops.shared import build_shared\n"
+        "shared = build_shared(Settings(_env_file=None, redis={'url': 'redis://127.0.0.1:9/0'}))\n"
+        "assert shared.enabled and shared.breaker_store(['a']) is not None\n"
+        "from ragvigil.ops.shared import RedisUnavailable\n"
+        "shared.close()\n"
+    )
+    assert _modules_after(code, ("redis",)) == ["redis"]

@@ -13,6 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from ragvigil.knowledge.embeddings import CachedQueryEmbedder
+
 ROOT = Path(__file__).resolve().parents[1]
 CJK_POINTS = [*range(0x3400, 0x4DC0), *range(0x4E00, 0xA000), *range(0xF900, 0xFB00)]
 
@@ -109,3 +113,30 @@ def test_a_redis_url_still_loads_the_redis_client() -> None:
         "shared.close()\n"
     )
     assert _modules_after(code, ("redis",)) == ["redis"]
+
+
+class _CountingEmbedder:
+    dim, name = 384, "toy"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def embed_query(self, text: str, timeout_s: float | None = None) -> np.ndarray:
+        self.calls += 1
+        return np.full(self.dim, float(len(text)), dtype=np.float32)
+
+
+def test_the_query_cache_holds_size_entries_of_one_vector_and_a_fixed_size_key() -> None:
+    inner = _CountingEmbedder()
+    cache = CachedQueryEmbedder(inner, size=3)  # type: ignore[arg-type]
+    questions = [f"{i} " + "退款怎么申请" * 300 for i in range(10)]  # 1,800+ characters each
+    for q in questions:
+        cache.embed_query(q)
+    assert len(cache._cache) == 3
+    assert all(len(key) == 16 for key in cache._cache)  # not the question's ~4 KB
+    held = sum(len(k) + v.nbytes for k, v in cache._cache.items())
+    assert held <= 3 * (16 + 384 * 4)
+    cache.embed_query("  " + questions[-1].upper() + " ")  # the same normalised question: a hit
+    assert inner.calls == 10
+    cache.embed_query(questions[0])  # the least recent was dropped
+    assert inner.calls == 11

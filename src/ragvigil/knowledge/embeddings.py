@@ -112,11 +112,20 @@ class SharedVectorCache(Protocol):
     def clear(self) -> int: ...
 
 
+def local_key(normalised: str) -> bytes:
+    """The local query cache's key of a normalised question: its 16-byte BLAKE2b digest (a fixed size)."""
+    return hashlib.blake2b(normalised.encode(), digest_size=16).digest()
+
+
 class CachedQueryEmbedder:
     """LRU cache in front of an embedder: customer questions repeat, embedding them is the slow step.
 
     With ``shared`` (Redis in the scaled mode) a local miss asks the replicas' shared tier before the
     embedder, and a new vector is put there too, keyed by model and a hash of the normalised text.
+
+    Local entries are keyed by a 16-byte digest of the normalised text, not the text: a question may be
+    ``retrieval.max_query_chars`` long (up to ~8 KB as a str), so keyed by text ``size`` entries could
+    hold ~5x the vectors' own bytes; keyed by digest each entry is one vector and ~50 bytes of key.
     """
 
     def __init__(self, inner: Embedder, size: int = 4096, shared: SharedVectorCache | None = None) -> None:
@@ -125,17 +134,18 @@ class CachedQueryEmbedder:
         self.name = inner.name
         self.shared = shared
         self._size = size
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     def embed_query(self, text: str, timeout_s: float | None = None) -> np.ndarray:
         key = " ".join(text.split()).lower()
+        digest = local_key(key)
         with self._lock:
-            vec = self._cache.get(key)
+            vec = self._cache.get(digest)
             if vec is not None:
-                self._cache.move_to_end(key)
+                self._cache.move_to_end(digest)
                 self.hits += 1
                 metrics.CACHE_REQUESTS.labels("query_embedding", "hit").inc()
                 return vec
@@ -149,7 +159,7 @@ class CachedQueryEmbedder:
                 self.shared.put(self.shared_key(key), np.asarray(vec, dtype=np.float32).tobytes())
         if self._size:
             with self._lock:
-                self._cache[key] = vec
+                self._cache[digest] = vec
                 if len(self._cache) > self._size:
                     self._cache.popitem(last=False)
         return vec

@@ -96,6 +96,8 @@ def test_a_default_runtime_imports_no_other_modes_client(tmp_path: Path) -> None
         "try:\n"
         "    assert rt.safety.check('我想自杀').crisis, 'the safety check must really run'\n"
         "    assert rt.tokenizer.tokens('怎么申请退款') == ['申请', '退款']\n"
+        "    from ragvigil.knowledge.jieba_dict import CompactFreq\n"
+        "    assert isinstance(rt.tokenizer._jieba.FREQ, CompactFreq), 'jieba must hold the compact dictionary'\n"
         "finally:\n"
         "    rt.close()\n"
     )

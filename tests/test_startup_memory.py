@@ -11,11 +11,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from ragvigil.knowledge.embeddings import CachedQueryEmbedder
+from ragvigil.knowledge.embeddings import CachedQueryEmbedder, IdleReleasingEmbedder
 
 ROOT = Path(__file__).resolve().parents[1]
 CJK_POINTS = [*range(0x3400, 0x4DC0), *range(0x4E00, 0xA000), *range(0xF900, 0xFB00)]
@@ -144,3 +147,57 @@ def test_the_query_cache_holds_size_entries_of_one_vector_and_a_fixed_size_key()
     assert inner.calls == 10
     cache.embed_query(questions[0])  # the least recent was dropped
     assert inner.calls == 11
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def test_the_fillers_engine_is_made_on_first_use_and_dropped_when_idle() -> None:
+    made: list[_CountingEmbedder] = []
+
+    def make() -> _CountingEmbedder:
+        made.append(_CountingEmbedder())
+        return made[-1]
+
+    lazy = IdleReleasingEmbedder(make, 384, "toy", idle_s=0.05)  # type: ignore[arg-type]
+    try:
+        assert not lazy.loaded and made == []  # nothing made at build time
+        lazy.embed_query("first")
+        assert lazy.loaded and len(made) == 1
+        assert _wait_for(lambda: not lazy.loaded)  # idle: dropped
+        assert lazy.released == 1
+        lazy.embed_query("again")  # made again by the next call
+        assert len(made) == 2 and made[-1].calls == 1
+    finally:
+        lazy.close()
+
+
+def test_the_fillers_engine_is_never_dropped_during_a_call() -> None:
+    started, finish = threading.Event(), threading.Event()
+
+    class Slow(_CountingEmbedder):
+        def embed_query(self, text: str, timeout_s: float | None = None) -> np.ndarray:
+            started.set()
+            finish.wait(10)
+            return super().embed_query(text, timeout_s)
+
+    lazy = IdleReleasingEmbedder(Slow, 384, "toy", idle_s=0.02)  # type: ignore[arg-type]
+    try:
+        lazy.embed_query("warm")  # a finished call arms the idle timer
+        worker = threading.Thread(target=lazy.embed_query, args=("slow",))
+        worker.start()
+        assert started.wait(10)
+        time.sleep(0.2)  # several idle periods pass while the call runs
+        assert lazy.loaded and lazy.released == 0
+        finish.set()
+        worker.join(10)
+        assert _wait_for(lambda: not lazy.loaded) and lazy.made == 1
+    finally:
+        finish.set()
+        lazy.close()

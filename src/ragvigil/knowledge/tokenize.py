@@ -11,7 +11,7 @@ import Stemmer
 
 from ragvigil.lean_import import import_without_pkg_resources
 
-import_without_pkg_resources("jieba")  # its dictionary found by path, without pkg_resources (~11 MB)
+import_without_pkg_resources("jieba")  # its dictionary found by path, without pkg_resources (~5 MB)
 import jieba  # noqa: E402
 
 from ragvigil.knowledge.jieba_dict import CompactFreq, load_compact  # noqa: E402

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from ragvigil.lean_import import import_without_pkg_resources
 
-import_without_pkg_resources("zhconv")  # its table found by path, without pkg_resources (~11 MB)
+import_without_pkg_resources("zhconv")  # its table found by path, without pkg_resources (~5 MB)
 import zhconv  # noqa: E402
 
 __all__ = ["Normalized", "normalize", "pinyin_of", "syllables"]

@@ -2,8 +2,8 @@
 
 jieba and zhconv both try ``import pkg_resources`` for ``resource_stream`` and, when it is missing,
 open the same file next to their own module: the same bytes. Importing ``pkg_resources`` scans every
-installed distribution (11 MB of RSS when imported alone, ~5 MB more in a server that loads the rest anyway; ~0.2 s; and a
-deprecation warning), so these two are imported with it hidden. A process that imported
+installed distribution (11 MB of RSS imported alone, ~5 MB in a server that loads the rest anyway;
+~0.2 s; a deprecation warning), so these two are imported with it hidden. A process that imported
 ``pkg_resources`` already has paid for it, and then nothing is hidden.
 """
 

@@ -79,6 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--keep", action="store_true", help="keep the temp data dir")
     ap.add_argument("--from-data-dir", type=Path, help="serve a copy of this ingested data dir (no ingest)")
+    ap.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of the server, e.g. RAGVIGIL_ANSWER_CACHE__TTL_S=60 (repeatable)",
+    )
     args = ap.parse_args(argv)
     if not 0 < args.step <= args.turns:
         ap.error("--step must be in 1..--turns")
@@ -96,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             console.print("ingesting the samples…")
             ingest_samples(env, tmp)
+        env.update(setting.split("=", 1) for setting in args.server_env if "=" in setting)
         port = free_port()
         server = ragvigil_server(env, tmp, port)
         try:

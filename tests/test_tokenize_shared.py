@@ -17,7 +17,7 @@ def test_a_second_tokenizer_reuses_the_loaded_dictionary(tmp_path: Path) -> None
     assert second.tokens("如何导出我的笔记 export notes") == words
     assert "导出" in words and "export" in words
     assert second._jieba.FREQ is first._jieba.FREQ  # the same dictionary object: not loaded again
-    assert not (tmp_path / "b" / "jieba.cache").exists()  # nor read from (or written to) its own cache
+    assert not (tmp_path / "b" / "jieba.marisa").exists()  # nor read from (or written to) its own cache
 
 
 def test_the_first_tokenizer_of_a_process_keeps_its_cache_file_in_the_data_dir(tmp_path: Path) -> None:
@@ -35,4 +35,4 @@ def test_the_first_tokenizer_of_a_process_keeps_its_cache_file_in_the_data_dir(t
     )
     assert done.returncode == 0, done.stderr
     assert "退款" in done.stdout
-    assert (tmp_path / "jieba.cache").is_file()
+    assert (tmp_path / "jieba.marisa").is_file() and (tmp_path / "jieba.freq").is_file()

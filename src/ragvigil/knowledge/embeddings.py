@@ -6,7 +6,9 @@ import hashlib
 import logging
 import queue
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -90,6 +92,101 @@ class E5Embedder:
         self.embed_query("health", timeout_s)
 
 
+class IdleReleasingEmbedder:
+    """An embedder made on first use and dropped after ``idle_s`` seconds without a call.
+
+    Why: the background filler's own e5 engine maps the model file again and keeps its own buffers
+    (~21 MB of the process's RSS, ~4 MB of it private memory), yet once every passage has its vectors it
+    has nothing to do until the next ingest. Made again by the next batch (a few milliseconds: the
+    model file is mapped, not read); never dropped while a call is running.
+    """
+
+    def __init__(
+        self,
+        make: Callable[[], Embedder],
+        dim: int,
+        name: str,
+        idle_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.dim, self.name, self.idle_s = dim, name, idle_s
+        self._make, self._clock = make, clock
+        self._inner: Embedder | None = None
+        self._users = 0
+        self._last = 0.0
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+        self.made = self.released = 0
+
+    @property
+    def loaded(self) -> bool:
+        return self._inner is not None
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        return self._use().embed_passages(texts) if texts else np.zeros((0, self.dim), dtype=np.float32)
+
+    def embed_query(self, text: str, timeout_s: float | None = None) -> np.ndarray:
+        return self._use().embed_query(text, timeout_s)
+
+    def _use(self) -> _InUse:
+        with self._lock:
+            if self._inner is None:
+                self._inner = self._make()
+                self.made += 1
+            self._users += 1
+            return _InUse(self, self._inner)
+
+    def _done(self) -> None:
+        with self._lock:
+            self._users -= 1
+            self._last = self._clock()
+            if self._timer is None:
+                self._arm(self.idle_s)
+
+    def _arm(self, delay: float) -> None:
+        self._timer = threading.Timer(max(delay, 0.01), self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self._timer = None
+            if self._inner is None:
+                return
+            idle = self._clock() - self._last
+            if self._users or idle < self.idle_s:
+                self._arm(self.idle_s - idle if not self._users else self.idle_s)
+                return
+            self._inner = None  # the engine frees its memory when its last reference goes
+            self.released += 1
+
+    def close(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._inner = None
+
+
+class _InUse:
+    """One call on the inner embedder, counted so the engine is never dropped under it."""
+
+    def __init__(self, owner: IdleReleasingEmbedder, inner: Embedder) -> None:
+        self._owner, self._inner = owner, inner
+
+    def embed_passages(self, texts: list[str]) -> np.ndarray:
+        try:
+            return self._inner.embed_passages(texts)
+        finally:
+            self._owner._done()
+
+    def embed_query(self, text: str, timeout_s: float | None = None) -> np.ndarray:
+        try:
+            return self._inner.embed_query(text, timeout_s)
+        finally:
+            self._owner._done()
+
+
 def _fit_tokens(engine: object, text: str, max_tokens: int) -> str:
     """The longest head of ``text`` whose query tokens (specials included) fit in ``max_tokens``.
 
@@ -119,6 +216,11 @@ class SharedVectorCache(Protocol):
         ...
 
 
+def local_key(normalised: str) -> bytes:
+    """The local query cache's key of a normalised question: its 16-byte BLAKE2b digest (a fixed size)."""
+    return hashlib.blake2b(normalised.encode(), digest_size=16).digest()
+
+
 class CachedQueryEmbedder:
     """LRU cache in front of an embedder: customer questions repeat, embedding them is the slow step.
 
@@ -127,6 +229,10 @@ class CachedQueryEmbedder:
     A ``clear`` on any replica bumps the shared tier's generation; every replica empties its local
     cache when it sees the generation change (within the tier's check interval), so a cleared vector is
     never served from another replica's memory.
+
+    Local entries are keyed by a 16-byte digest of the normalised text, not the text: a question may be
+    ``retrieval.max_query_chars`` long (up to ~8 KB as a str), so keyed by text ``size`` entries could
+    hold ~5x the vectors' own bytes; keyed by digest each entry is one vector and ~50 bytes of key.
     """
 
     def __init__(self, inner: Embedder, size: int = 4096, shared: SharedVectorCache | None = None) -> None:
@@ -135,7 +241,7 @@ class CachedQueryEmbedder:
         self.name = inner.name
         self.shared = shared
         self._size = size
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -145,10 +251,11 @@ class CachedQueryEmbedder:
         key = " ".join(text.split()).lower()
         if self.shared is not None:
             self._follow_clears()
+        digest = local_key(key)
         with self._lock:
-            vec = self._cache.get(key)
+            vec = self._cache.get(digest)
             if vec is not None:
-                self._cache.move_to_end(key)
+                self._cache.move_to_end(digest)
                 self.hits += 1
                 metrics.CACHE_REQUESTS.labels("query_embedding", "hit").inc()
                 return vec
@@ -162,7 +269,7 @@ class CachedQueryEmbedder:
                 self.shared.put(self.shared_key(key), np.asarray(vec, dtype=np.float32).tobytes())
         if self._size:
             with self._lock:
-                self._cache[key] = vec
+                self._cache[digest] = vec
                 if len(self._cache) > self._size:
                     self._cache.popitem(last=False)
         return vec

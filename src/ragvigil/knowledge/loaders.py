@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
 import ftfy
-from bs4 import BeautifulSoup
 from ftfy.badness import is_bad
 
 from ragvigil.config import IngestSettings
@@ -129,6 +128,8 @@ def _looks_mojibake(text: str) -> bool:
 
 
 def _html_to_markdown(html: str) -> tuple[str, str]:
+    from bs4 import BeautifulSoup  # ~4 MB of modules, for an HTML document only (not at a server's start)
+
     soup = BeautifulSoup(html, "html.parser")
     for tag in soup(["script", "style", "nav", "header", "footer", "noscript", "template", "aside"]):
         tag.decompose()

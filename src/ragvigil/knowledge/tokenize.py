@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import re
+import tempfile
 import threading
 from pathlib import Path
 
-import jieba
 import Stemmer
+
+from ragvigil.lean_import import import_without_pkg_resources
+
+import_without_pkg_resources("jieba")  # its dictionary found by path, without pkg_resources (~5 MB)
+import jieba  # noqa: E402
+
+from ragvigil.knowledge.jieba_dict import CompactFreq, load_compact  # noqa: E402
 
 _SEGMENT = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+|[a-z0-9]+(?:['’][a-z]+)?")
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
@@ -28,31 +35,31 @@ STOPWORDS = frozenset(
 # jieba's dictionary (~350k words) loaded once per process and shared by every Tokenizer: loading it
 # costs about a second, and each runtime of a process (a CLI command beside a server, a test) used to
 # load it again. Shared read-only: this module never calls jieba's add_word/del_word/suggest_freq.
-_DICTIONARIES: dict[str | None, tuple[dict[str, int], int]] = {}
+# Kept in compact form (``jieba_dict``: ~3 MB where jieba's own dict of strings holds ~60 MB).
+_DICTIONARIES: dict[str | None, tuple[CompactFreq, int]] = {}
 _DICTIONARIES_LOCK = threading.Lock()
 
 
-def _load_dictionary(segmenter: jieba.Tokenizer) -> None:
+def _load_dictionary(segmenter: jieba.Tokenizer, cache_dir: Path) -> None:
     """Give ``segmenter`` its dictionary: the one this process loaded already, else load it (once)."""
     with _DICTIONARIES_LOCK:
         loaded = _DICTIONARIES.get(segmenter.dictionary)
         if loaded is None:
-            segmenter.initialize()  # reads the cache file in the data dir, or builds and writes it
-            _DICTIONARIES[segmenter.dictionary] = (segmenter.FREQ, segmenter.total)
-        else:
-            segmenter.FREQ, segmenter.total = loaded
-            segmenter.initialized = True
+            loaded = load_compact(segmenter, cache_dir)  # read from the data dir, or built and kept there
+            _DICTIONARIES[segmenter.dictionary] = loaded
+        segmenter.FREQ, segmenter.total = loaded
+        segmenter.initialized = True
 
 
 class Tokenizer:
-    """Text → lowercase tokens. One jieba instance; the first of a process keeps the cache file in the data dir."""
+    """Text → lowercase tokens. One jieba instance; the first of a process keeps the dictionary's compact form
+    in the data dir (``jieba_dict``)."""
 
     def __init__(self, cache_dir: Path | None = None) -> None:
         self._jieba = jieba.Tokenizer()
         if cache_dir is not None:
             cache_dir.mkdir(parents=True, exist_ok=True)
-            self._jieba.tmp_dir = str(cache_dir)
-            self._jieba.cache_file = "jieba.cache"
+        self._cache_dir = cache_dir or Path(tempfile.gettempdir())  # where jieba keeps its cache by default
         self._lock = threading.Lock()
         self._ready = False
         self._stem = Stemmer.Stemmer("english").stemWord  # "takes"/"take" must match for BM25
@@ -61,7 +68,7 @@ class Tokenizer:
         if not self._ready:
             with self._lock:
                 if not self._ready:
-                    _load_dictionary(self._jieba)
+                    _load_dictionary(self._jieba, self._cache_dir)
                     self._ready = True
 
     def tokens(self, text: str, keep_stopwords: bool = False) -> list[str]:

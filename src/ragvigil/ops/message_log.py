@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography.fernet import Fernet, InvalidToken
+# cryptography (~7 MB of modules) is imported when a log is opened or a key made: the log is off by default
 
 FILE_NAME = "messages.enc"
 
@@ -26,6 +26,8 @@ class MessageLogKeyError(Exception):
 
 class EncryptedMessageLog:
     def __init__(self, log_dir: Path, key: str) -> None:
+        from cryptography.fernet import Fernet
+
         self.path = log_dir / FILE_NAME
         self._fernet = Fernet(key.encode())
         self._lock = threading.Lock()
@@ -39,6 +41,8 @@ class EncryptedMessageLog:
             os.fsync(fh.fileno())
 
     def read(self, session_id: str | None = None) -> Iterator[dict[str, Any]]:
+        from cryptography.fernet import InvalidToken
+
         if not self.path.exists():
             return
         with open(self.path, "rb") as fh:
@@ -55,6 +59,8 @@ class EncryptedMessageLog:
 
 
 def new_key() -> str:
+    from cryptography.fernet import Fernet
+
     return Fernet.generate_key().decode()
 
 

@@ -11,19 +11,30 @@ in Latin letters (whole-CJK text is matched by its characters: pinyin of CJK tex
 everyday words, 物化自己 reads "hua zi ji" like 划自己). Known homophones (紫砂) are in the map.
 
 The pinyin table is pypinyin's single-character dictionary (first reading, tones stripped), read
-once: a dict lookup per character keeps normalising a turn in the tens of microseconds, where
-pypinyin's phrase segmentation costs milliseconds.
+once: a lookup per character keeps normalising a turn in the tens of microseconds, where pypinyin's
+phrase segmentation costs milliseconds. Its JSON file is read straight from the installed package:
+importing ``pypinyin`` (even ``pypinyin.pinyin_dict``) runs the package's ``__init__``, which loads its
+phrase dictionary too, ~55 MB of Python objects held for the life of the process. Only the characters
+``_IS_CJK`` matches are ever looked up, so the table is one unsigned 16-bit syllable number per code
+point below U+FB00 (~125 KB) and the distinct syllables (~400 strings).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
 import unicodedata
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
-import zhconv
+from ragvigil.lean_import import import_without_pkg_resources
+
+import_without_pkg_resources("zhconv")  # its table found by path, without pkg_resources (~5 MB)
+import zhconv  # noqa: E402
 
 __all__ = ["Normalized", "normalize", "pinyin_of", "syllables"]
 
@@ -48,20 +59,37 @@ class Normalized:
     raw_compact: str = ""  # ``compact`` before the homophone map, for benign contexts (紫砂壶)
 
 
-@lru_cache(maxsize=1)
-def _pinyin_table() -> dict[str, str]:
-    from pypinyin.pinyin_dict import pinyin_dict
+_TABLE_END = 0xFB00  # one past the last code point ``_IS_CJK`` matches (U+FAFF)
 
-    return {chr(cp): readings.split(",")[0].translate(_TONES) for cp, readings in pinyin_dict.items()}
+
+def _pinyin_json() -> Path:
+    """pypinyin's single-character JSON, found without importing the package (see the module docstring)."""
+    spec = importlib.util.find_spec("pypinyin")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("pypinyin is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "pinyin_dict.json"
+
+
+@lru_cache(maxsize=1)
+def _pinyin_table() -> tuple[array, tuple[str, ...]]:
+    """``codes[ord(ch)]``: the number of ``ch``'s syllable in ``names`` (upper case, toneless; 0: none)."""
+    readings: dict[str, str] = json.loads(_pinyin_json().read_text(encoding="utf-8"))
+    codes = array("H", bytes(2 * _TABLE_END))
+    index: dict[str, int] = {"": 0}
+    for cp, reading in readings.items():
+        if (point := int(cp)) < _TABLE_END:
+            syllable = reading.split(",")[0].translate(_TONES).upper()
+            codes[point] = index.setdefault(syllable, len(index)) if syllable else 0
+    return codes, tuple(index)
 
 
 def pinyin_of(text: str) -> str:
     """Each CJK character of ``text`` as its toneless syllable (upper case) between spaces; the rest kept."""
-    table = _pinyin_table()
+    codes, names = _pinyin_table()
     out = []
     for ch in text:
-        syllable = table.get(ch) if _IS_CJK.match(ch) else None
-        out.append(f" {syllable.upper()} " if syllable else ch)
+        code = codes[ord(ch)] if _IS_CJK.match(ch) else 0
+        out.append(f" {names[code]} " if code else ch)
     return " ".join("".join(out).split())
 
 

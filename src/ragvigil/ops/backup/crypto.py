@@ -15,10 +15,6 @@ import struct
 from pathlib import Path
 from typing import BinaryIO
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-
 from ragvigil.ops.backup.errors import BackupInvalid, WrongKey
 
 MAGIC = b"RVBAKENC1\n"
@@ -29,6 +25,9 @@ _LEN = struct.Struct(">I")
 
 
 def _derive(passphrase: str, salt: bytes) -> bytes:
+    # cryptography (~7 MB of modules) imported by an encrypted backup or restore only, not at start-up
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
     return Scrypt(salt=salt, length=32, n=2**14, r=8, p=1).derive(passphrase.encode("utf-8"))
 
 
@@ -49,6 +48,8 @@ class EncryptingWriter:
     """A write-only file object: what is written goes out sealed, chunk by chunk (``close`` seals the last)."""
 
     def __init__(self, out: BinaryIO, passphrase: str) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         salt = os.urandom(_SALT)
         self._key = _derive(passphrase, salt)
         self._aes = AESGCM(self._key)
@@ -85,6 +86,9 @@ class EncryptingWriter:
 
 def decrypt_file(src: Path, dst: Path, passphrase: str | None) -> None:
     """Open ``src`` into ``dst``; ``WrongKey`` for a missing or wrong key, ``BackupInvalid`` for a damaged file."""
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     with open(src, "rb") as f, open(dst, "wb") as out:
         header = f.read(_HEADER)
         if len(header) < _HEADER or not header.startswith(MAGIC):

@@ -5,6 +5,9 @@ parts without ``redis.url`` (embedded mode: everything stays in process). With R
 rate-limit backend (``ops.admission``), the breaker store (``ProviderRouter.share``), the query
 cache's shared tier (``CachedQueryEmbedder``) and the ``redis`` health check, all over one
 ``RedisLink`` whose state (up, or down and each replica deciding alone) they report together.
+
+redis-py and limits' Redis storage (~9 MB of modules) are imported only when ``redis.url`` is set:
+the embedded default never loads them (``RedisLink``/``RedisUnavailable`` stay importable from here).
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ragvigil.config import Settings
-from ragvigil.ops.shared.breakers import RedisBreakerStore
-from ragvigil.ops.shared.cache import RedisVectorCache
-from ragvigil.ops.shared.link import FaultSource, RedisLink, RedisUnavailable
-from ragvigil.ops.shared.ratelimit import RedisRateLimitBackend
+
+if TYPE_CHECKING:
+    from ragvigil.ops.shared.breakers import RedisBreakerStore
+    from ragvigil.ops.shared.cache import RedisVectorCache
+    from ragvigil.ops.shared.link import FaultSource, RedisLink, RedisUnavailable
+    from ragvigil.ops.shared.ratelimit import RedisRateLimitBackend
 
 __all__ = ["RedisLink", "RedisUnavailable", "SharedState", "build_shared"]
 
@@ -37,7 +43,11 @@ class SharedState:
         return self.link is not None
 
     def breaker_store(self, providers: list[str]) -> RedisBreakerStore | None:
-        return RedisBreakerStore(self.link, providers) if self.link is not None else None
+        if self.link is None:
+            return None
+        from ragvigil.ops.shared.breakers import RedisBreakerStore
+
+        return RedisBreakerStore(self.link, providers)
 
     def check(self) -> None:
         """The ``redis`` health check: optional (the service answers without it), degraded when failing."""
@@ -58,5 +68,18 @@ class SharedState:
 def build_shared(settings: Settings, faults: FaultSource | None = None) -> SharedState:
     if not settings.redis.enabled:
         return SharedState()
+    from ragvigil.ops.shared.cache import RedisVectorCache
+    from ragvigil.ops.shared.link import RedisLink
+    from ragvigil.ops.shared.ratelimit import RedisRateLimitBackend
+
     link = RedisLink(settings.redis, faults)
     return SharedState(link=link, rate_limits=RedisRateLimitBackend(link), cache=RedisVectorCache(link))
+
+
+def __getattr__(name: str) -> Any:
+    """``RedisLink`` and ``RedisUnavailable`` on first use, so importing this package loads no Redis client."""
+    if name in ("RedisLink", "RedisUnavailable"):
+        from ragvigil.ops.shared import link
+
+        return getattr(link, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,7 @@ from ragvigil.config import RetrievalSettings
 from ragvigil.knowledge.catalog import Catalog
 from ragvigil.knowledge.crosslingual import Script, own_strength, prefer_crosslingual, script_of
 from ragvigil.knowledge.embeddings import Embedder, EmbedderBusy, EmbedderUnavailable
-from ragvigil.knowledge.lexical import ChunkRecord
+from ragvigil.knowledge.lexical import Bm25Index, ChunkRecord
 from ragvigil.knowledge.retrieval_mode import RetrievalMode, vector_side_probe
 from ragvigil.knowledge.tokenize import Tokenizer
 from ragvigil.knowledge.vectorstore import VectorStore, VectorStoreError

@@ -8,10 +8,14 @@ leads: started on a gain, stopped on a loss, and its ``state()`` says ``standby`
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ragvigil.config import Settings
 from ragvigil.ops.leader.gated import LeaderOnly
 from ragvigil.ops.leader.leadership import AlwaysLease, Leadership, Lease
-from ragvigil.ops.shared.link import RedisLink
+
+if TYPE_CHECKING:  # redis-py is imported only where Redis is configured (the embedded default has none)
+    from ragvigil.ops.shared.link import RedisLink
 
 __all__ = ["AlwaysLease", "LeaderOnly", "Leadership", "Lease", "build_leadership"]
 

@@ -25,7 +25,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -54,6 +54,8 @@ from tests.receivers import Receiver, http_receiver
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples" / "helpcentre"
 RULES = DEPLOY / "prometheus" / "ragvigil-rules.yml"
+# the settings that make a replica share state through Redis: left out, it keeps it in process
+REDIS_FREE = ("RAGVIGIL_REDIS__URL",)
 DRAIN_GRACE_S = 20.0  # a replica's shutdown.grace: longer than any turn of these tests
 SCRAPE_S = 1  # Prometheus scrapes and evaluates every second here (5 s in the deploy file)
 
@@ -121,6 +123,9 @@ class Topology:
     admin_key: str
     nginx_dir: Path
     phases: dict[str, float]  # seconds each start-up step took
+    env: dict[str, str]  # every replica's settings
+    workdir: Path
+    extras: list[Replica] = field(default_factory=list)  # replicas nginx does not know (add_replica)
 
     def upstreams(self, since: int = 0) -> list[tuple[str, int, str, str]]:
         """nginx's access log from line ``since``: (method, status, upstream addresses, upstream statuses)."""
@@ -150,6 +155,17 @@ class Topology:
             return any(s == 200 and a.split(", ")[-1] == replica.address for _m, s, a, _st in self.upstreams(mark))
 
         wait_until(answered, timeout, f"nginx answering from {replica.name}", interval=0.2)
+
+    def add_replica(self, name: str, without: tuple[str, ...] = ()) -> Replica:
+        """One more replica on the shared services, not behind nginx (addressed directly), with the
+        settings in ``without`` left out (e.g. :data:`REDIS_FREE`); stopped with the topology."""
+        data = self.workdir / f"extra-{name}"
+        data.mkdir()
+        env = {k: v for k, v in self.env.items() if k not in without}
+        replica = Replica(name, data, free_port(), env, self.workdir / f"extra-{name}.log")
+        self.extras.append(replica)
+        replica.start()
+        return replica
 
     def deaths(self) -> list[str]:
         return [d for r in self.replicas if (d := r.death())]
@@ -183,7 +199,7 @@ def _cli(env: dict[str, str], data: Path, *args: str, timeout: float = 300) -> s
 
 
 def _nginx_binary() -> str:
-    found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+    found = shutil.which("nginx")
     if found is None:
         raise ServerUnavailable("nginx is not installed (Debian package nginx)")
     return found
@@ -312,14 +328,22 @@ def topology(replica_count: int = 2, *, settings: dict[str, str] | None = None) 
             key_out = _cli(env, setup, "keys", "create", "topology-admin", "--role", "admin")
             admin_key = key_out.strip().splitlines()[-1]  # the key alone on stdout
             phase("migrate")
-            _cli(env, setup, "ingest", str(SAMPLES), timeout=600)
+            # nothing else runs yet: the one embedding pass may use both cores
+            _cli(
+                env | {"RAGVIGIL_EMBED_THREADS": "2", "OMP_NUM_THREADS": "2"},
+                setup,
+                "ingest",
+                str(SAMPLES),
+                timeout=600,
+            )
             phase("ingest")
 
             for i in range(replica_count):
                 data = tmp / f"replica-{i + 1}"
                 data.mkdir()
                 replicas.append(Replica(f"r{i + 1}", data, free_port(), env, tmp / f"replica-{i + 1}.log"))
-            stack.callback(lambda: [r.stop(signal.SIGTERM) for r in replicas])
+            extras: list[Replica] = []
+            stack.callback(lambda: [r.stop(signal.SIGTERM) for r in [*replicas, *extras]])
             _start_all(replicas)
             phase("replicas")
 
@@ -331,14 +355,27 @@ def topology(replica_count: int = 2, *, settings: dict[str, str] | None = None) 
                 prometheus_server(prometheus_config(addresses, am_address), {RULES.name: RULES.read_text()})
             )
             topo = Topology(
-                base, replicas, prom, am, webhook, redis, chroma, database_url, admin_key, tmp / "nginx", phases
+                base,
+                replicas,
+                prom,
+                am,
+                webhook,
+                redis,
+                chroma,
+                database_url,
+                admin_key,
+                tmp / "nginx",
+                phases,
+                env,
+                tmp,
+                extras,
             )
             try:
                 yield topo
                 if died := topo.deaths():
                     raise AssertionError("\n".join(died))
             except BaseException:
-                for r in replicas:
+                for r in [*replicas, *extras]:
                     sys.stderr.write(f"--- {r.what} ({r.log}) ---\n{_tail(r.log, 60)}\n")
                 raise
     finally:

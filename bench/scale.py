@@ -16,8 +16,8 @@ On 2 cores two replicas cannot double throughput: they share the cores the one r
 What the numbers must show is that nothing regresses (req/s not lower, p95 not higher beyond noise,
 no errors) and that nginx spreads the load over both replicas.
 
-    .venv/bin/python bench/scale.py --quick   # ~4 minutes (most of it the topology's start)
-    .venv/bin/python bench/scale.py           # ~6 minutes
+    .venv/bin/python bench/scale.py --quick   # ~2.5 minutes (most of it the topology's start)
+    .venv/bin/python bench/scale.py           # ~4 minutes
 """
 
 from __future__ import annotations

@@ -909,9 +909,19 @@ class RestartableServer:
     ``url`` is its base URL; the state it keeps on disk (Chroma's ``--path``) survives a restart.
     """
 
-    def __init__(self, what: str, cmd: list[str], port: int, ready_url: str, log: Path, startup_timeout: float):
+    def __init__(
+        self,
+        what: str,
+        cmd: list[str],
+        port: int,
+        ready_url: str,
+        log: Path,
+        startup_timeout: float,
+        env: dict[str, str] | None = None,
+    ):
         self.what, self.cmd, self.port, self.ready_url, self.log = what, cmd, port, ready_url, log
         self.startup_timeout = startup_timeout
+        self.env = env  # the whole environment of the process (None: this one's)
         self.url = f"http://{HOST}:{port}"
         self.proc: subprocess.Popen | None = None
 
@@ -919,7 +929,12 @@ class RestartableServer:
         """Start it (again) and wait until ``ready_url`` answers 200; raises ``ServerStartError``."""
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(
-                self.cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                self.cmd,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=self.env,
             )
         proc = self.proc
         try:

@@ -1,6 +1,7 @@
 """deploy/nginx/ragvigil.conf: valid (nginx -t), and a real nginx in front of two loopback upstreams shows
-the rules it states: GETs retried on a 503, a POST never sent twice, a POST retried after a connect
-error, streamed answers relayed unbuffered."""
+the rules it states: a request refused with 503 answered by the other upstream (a POST too), a POST
+answered with another error never sent twice, a POST retried after a connect error, streamed answers
+relayed unbuffered."""
 
 from __future__ import annotations
 
@@ -125,7 +126,11 @@ def test_the_config_states_the_upstream_rules() -> None:
     assert len(re.findall(r"server ragvigil-\d+:8000 max_fails=\d+ fail_timeout=\d+s;", conf)) == 2
     retry = re.search(r"^\s*proxy_next_upstream (.+);", conf, flags=re.M)
     assert retry and retry[1].split() == ["error", "timeout", "http_502", "http_503"]
-    assert "non_idempotent" not in conf, "a POST (a chat turn) must never be sent to a second replica"
+    # a POST (a chat turn) goes to a second replica only after a 503 (refused, nothing kept), never after
+    # a timeout or a broken connection: non_idempotent only in the locations a 503 leads to
+    for rule in re.findall(r"^\s*proxy_next_upstream (.+);", conf, flags=re.M):
+        assert "non_idempotent" not in rule or rule.split() == ["http_503", "non_idempotent"], rule
+    assert re.search(r"^\s*error_page 503 = @refused;", conf, flags=re.M)
     for directive in ("proxy_connect_timeout", "proxy_read_timeout", "proxy_send_timeout", "client_max_body_size"):
         assert re.search(rf"^\s*{directive} \S+;", conf, flags=re.M), directive
     stream = re.search(r"location ~ \^/\((?P<paths>[^)]+)\)\$ \{(?P<body>[^}]+)\}", conf)
@@ -134,20 +139,36 @@ def test_the_config_states_the_upstream_rules() -> None:
     assert chat_stream.lstrip("/") in stream["paths"].split("|")
 
 
-def test_gets_are_retried_on_a_draining_replica_posts_are_never_sent_twice(tmp_path: Path) -> None:
+def test_requests_a_draining_replica_refuses_are_answered_by_the_other_one(tmp_path: Path) -> None:
     with (
         Upstream(503) as draining,
         Upstream(200) as healthy,
         nginx(tmp_path, [draining.address, healthy.address]) as base,
     ):
         posts = [httpx.post(base + "/api/v1/chat", json={"message": "hi"}, timeout=10) for _ in range(REQUESTS)]
-        # each POST reached exactly one replica: the ones the draining replica refused come back as its 503
-        assert draining.seen.get("POST", 0) + healthy.seen.get("POST", 0) == REQUESTS
+        # a POST refused with 503 (nothing kept) went on to the healthy replica, once; every one answered
+        assert [r.status_code for r in posts] == [200] * REQUESTS
         assert draining.seen.get("POST", 0) > 0, "round robin never sent a POST to the first replica"
-        assert sum(r.status_code == 503 for r in posts) == draining.seen["POST"]
+        assert healthy.seen["POST"] == REQUESTS
         gets = [httpx.get(base + "/api/v1/kb", timeout=10) for _ in range(REQUESTS)]
         assert [r.status_code for r in gets] == [200] * REQUESTS
         assert healthy.seen["GET"] == REQUESTS
+
+
+def test_a_503_from_every_replica_reaches_the_client_as_ragvigil_sent_it(tmp_path: Path) -> None:
+    with Upstream(503) as first, Upstream(503) as second, nginx(tmp_path, [first.address, second.address]) as base:
+        r = httpx.post(base + "/api/v1/chat", json={"message": "hi"}, timeout=10)
+        assert r.status_code == 503 and r.json()["code"] == "draining"  # the JSON body, not nginx's page
+        assert first.seen["POST"] + second.seen["POST"] <= 3  # bounded: one pass, then one more
+
+
+def test_a_post_answered_with_another_error_is_never_sent_twice(tmp_path: Path) -> None:
+    with Upstream(502) as broken, Upstream(200) as healthy, nginx(tmp_path, [broken.address, healthy.address]) as base:
+        posts = [httpx.post(base + "/api/v1/chat", json={"message": "hi"}, timeout=10) for _ in range(REQUESTS)]
+        # the replica may have kept the turn: its answer reaches the client, no second replica sees it
+        assert broken.seen.get("POST", 0) + healthy.seen.get("POST", 0) == REQUESTS
+        assert broken.seen.get("POST", 0) > 0, "round robin never sent a POST to the first replica"
+        assert sum(r.status_code == 502 for r in posts) == broken.seen["POST"]
 
 
 def test_a_post_is_retried_when_the_replica_refuses_the_connection(tmp_path: Path) -> None:

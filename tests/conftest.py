@@ -81,7 +81,13 @@ def pg_server() -> Iterator[str]:
 # The files that take minutes (a schemathesis run, the drills, the llama.cpp model answering), run
 # first: `make test` spreads whole files over pytest-xdist workers in collection order
 # (--no-loadscope-reorder), and a long file started last would leave the other workers idle at the end.
-LONG_FILES = ("test_contract.py", "test_drills.py", "test_openai_provider.py", "test_graceful_shutdown.py")
+LONG_FILES = (
+    "test_contract.py",
+    "test_drills.py",
+    "test_topology.py",
+    "test_openai_provider.py",
+    "test_graceful_shutdown.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -903,6 +903,9 @@ def ragvigil_server(
 # --------------------------------------------------------------------------
 
 
+BUSY_PORT_TRIES = 8  # starts of a RestartableServer whose port another process holds for a moment
+
+
 class RestartableServer:
     """A server process on a fixed loopback port that a test may stop and start again (a real outage).
 
@@ -926,7 +929,24 @@ class RestartableServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        """Start it (again) and wait until ``ready_url`` answers 200; raises ``ServerStartError``."""
+        """Start it (again) and wait until ``ready_url`` answers 200; raises ``ServerStartError``.
+
+        A restart reuses the same ports, which are in the ephemeral range: meanwhile the kernel may have
+        given one to some process's outgoing connection. Such a start dies on "address already in use";
+        it is tried again (a client's connection is short) a few times before that counts as a failure."""
+        for attempt in range(BUSY_PORT_TRIES):
+            offset = self.log.stat().st_size if self.log.exists() else 0
+            try:
+                return self._start_once()
+            except ServerStartError:
+                with open(self.log, "rb") as logf:
+                    logf.seek(offset)
+                    busy = b"address already in use" in logf.read().lower()
+                if not busy or attempt == BUSY_PORT_TRIES - 1:
+                    raise
+                time.sleep(1.0)
+
+    def _start_once(self) -> None:
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(
                 self.cmd,

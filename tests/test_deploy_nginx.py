@@ -18,7 +18,8 @@ import httpx
 
 from ragvigil.api.routes.chat import router as chat_router
 from tests.deploy_tools import NGINX_SITE, nginx_wrapper, tool
-from tests.realservers import HOST, _stop_group, _tail, free_port, wait_until
+from tests.realservers import HOST, free_port
+from tests.topology import nginx_server
 
 REQUESTS = 12  # per phase: enough that both upstreams get some under round robin
 
@@ -84,26 +85,10 @@ def closed_address() -> str:
 
 @contextlib.contextmanager
 def nginx(tmp: Path, upstreams: list[str], site: str | None = None) -> Iterator[str]:
-    binary = tool("nginx", why=" (Debian's nginx)")
-    port = free_port()
-    conf = nginx_wrapper(site or NGINX_SITE.read_text(), upstreams, port, tmp)
-    proc = subprocess.Popen(
-        [binary, "-p", str(tmp), "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    base = f"http://{HOST}:{port}"
-    try:
-        wait_until(lambda: httpx.get(base + "/nginx-health", timeout=2).status_code == 200, 20, "nginx")
+    """The site file in front of ``upstreams`` (``tests.topology``'s starter; its log printed if it dies)."""
+    tool("nginx", why=" (Debian's nginx)")  # missing: a skip here, a failure under CI
+    with nginx_server(upstreams, tmp, site) as base:
         yield base
-        assert proc.poll() is None, f"nginx died:\n{_tail(tmp / 'error.log')}"
-    except BaseException:
-        print(f"--- nginx error.log ---\n{_tail(tmp / 'error.log')}")
-        raise
-    finally:
-        _stop_group(proc, grace=5)
 
 
 def test_nginx_accepts_the_config(tmp_path: Path) -> None:

@@ -28,12 +28,8 @@ LEASE_S, RENEW_S = 1.0, 0.1
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    try:
-        with redis_server() as s:
-            yield s
-    except ServerUnavailable as exc:
-        pytest.skip(f"Redis not available: {exc}")
+def server(redis_srv: RedisServer) -> RedisServer:
+    return redis_srv
 
 
 @pytest.fixture

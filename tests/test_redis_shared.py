@@ -3,7 +3,6 @@ shared, and a Redis outage (the server stopped) changes no answer, only where th
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 import uuid
@@ -18,20 +17,9 @@ from ragvigil.app import Runtime
 from ragvigil.ops import metrics
 from ragvigil.ops.shared.link import RedisLink, RedisUnavailable
 from tests.conftest import admin_key, auth, local_client, make_settings
-from tests.realservers import RedisServer, ServerUnavailable, free_port, redis_server
+from tests.realservers import RedisServer, free_port
 
 QUESTION = {"message": "How do I export my notes?"}
-
-
-@pytest.fixture(scope="module")
-def redis_srv() -> Iterator[RedisServer]:
-    try:
-        with redis_server() as server:
-            yield server
-    except ServerUnavailable as exc:
-        if os.environ.get("CI"):
-            raise  # CI installs redis-server: a missing server there is a failure, not a skip
-        pytest.skip(f"redis-server not available: {exc}")
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ tier, and the Redis link's backoff against a port where nothing listens (a real 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -29,15 +30,26 @@ def extractive(tmp_path_factory: pytest.TempPathFactory) -> MeteredGenerator:
     return MeteredGenerator(ExtractiveGenerator(Tokenizer(tmp_path_factory.mktemp("tok"))))
 
 
-def test_a_provider_opened_by_one_router_is_skipped_by_the_other_until_its_cool_down(
-    tmp_path: Path, extractive: MeteredGenerator
-) -> None:
+@contextlib.contextmanager
+def two_replicas(tmp_path: Path, extractive: MeteredGenerator):  # type: ignore[no-untyped-def]
+    """(store, the scripted LLM answering 503, router of replica-1, router of replica-2) sharing one store."""
     store = MemoryBreakerStore()
     with scripted_llm(Reply(503)) as llm:
         settings = make_settings(tmp_path, providers=[provider("a", llm, retries=0, breaker=FAST_BREAKER)])
         one, two = build_router(settings, extractive), build_router(settings, extractive)
         one.share(store, "replica-1")
         two.share(store, "replica-2")
+        try:
+            yield store, llm, one, two
+        finally:
+            one.close()
+            two.close()
+
+
+def test_a_provider_opened_by_one_router_is_skipped_by_the_other_until_its_cool_down(
+    tmp_path: Path, extractive: MeteredGenerator
+) -> None:
+    with two_replicas(tmp_path, extractive) as (store, llm, one, two):
         for _ in range(4):  # the window of replica 1 fills with failures: open
             assert ask(one).provider == "extractive"
         assert llm.calls == 4 and one.is_open("a")
@@ -56,8 +68,6 @@ def test_a_provider_opened_by_one_router_is_skipped_by_the_other_until_its_cool_
         one.force("a", "auto", "test")
         two.force("a", "open", "operator:test")
         assert one.is_open("a") and ask(one).provider == "extractive" and llm.calls == 5
-        one.close()
-        two.close()
 
 
 def _gauge(provider: str) -> float:
@@ -67,41 +77,32 @@ def _gauge(provider: str) -> float:
 def test_every_replica_skipping_a_provider_shows_its_breaker_open_and_follows_a_forced_close(
     tmp_path: Path, extractive: MeteredGenerator
 ) -> None:
-    store = MemoryBreakerStore()
-    with scripted_llm(Reply(503)) as llm:
-        settings = make_settings(tmp_path, providers=[provider("a", llm, retries=0, breaker=FAST_BREAKER)])
-        one, two = build_router(settings, extractive), build_router(settings, extractive)
-        one.share(store, "replica-1")
-        two.share(store, "replica-2")
-        try:
-            for _ in range(4):
-                ask(one)
-            assert one.is_open("a")
-            # the gauge is one per process: as replica 2's own registry would, start it from closed
-            metrics.PROVIDER_BREAKER_STATE.labels("a").set(0)
-            two.routes[0].shown = None
-            assert two.is_open("a")  # skipped because of replica 1's record...
-            assert _gauge("a") == 1  # ...and shown open here, so ProviderBreakerOpen fires on this replica too
-            # an operator forces the provider closed on replica 1: replica 2 follows, and calls it again
-            llm.set(Reply(text="back"))
-            one.force("a", "closed", "operator:test")
-            assert not two.is_open("a")
-            status = two.status()[0]
-            assert status["forced"] == "closed" and status["forced_by"] == "replica replica-1"
-            assert ask(two).provider == "a"
-            # handed back to automatic on replica 1: replica 2's breaker is automatic again too
-            one.force("a", "auto", "operator:test")
-            two.is_open("a")
-            status = two.status()[0]
-            assert status["forced"] is None and status["forced_by"] is None
-            # an operator's own force on replica 2 is never undone by another replica's record
-            two.force("a", "open", "operator:two")
-            one.force("a", "auto", "operator:test")
-            one.is_open("a")
-            assert two.is_open("a") and two.status()[0]["forced_by"] == "operator:two"
-        finally:
-            one.close()
-            two.close()
+    with two_replicas(tmp_path, extractive) as (_, llm, one, two):
+        for _ in range(4):
+            ask(one)
+        assert one.is_open("a")
+        # the gauge is one per process: as replica 2's own registry would, start it from closed
+        metrics.PROVIDER_BREAKER_STATE.labels("a").set(0)
+        two.routes[0].shown = None
+        assert two.is_open("a")  # skipped because of replica 1's record...
+        assert _gauge("a") == 1  # ...and shown open here, so ProviderBreakerOpen fires on this replica too
+        # an operator forces the provider closed on replica 1: replica 2 follows, and calls it again
+        llm.set(Reply(text="back"))
+        one.force("a", "closed", "operator:test")
+        assert not two.is_open("a")
+        status = two.status()[0]
+        assert status["forced"] == "closed" and status["forced_by"] == "replica replica-1"
+        assert ask(two).provider == "a"
+        # handed back to automatic on replica 1: replica 2's breaker is automatic again too
+        one.force("a", "auto", "operator:test")
+        two.is_open("a")
+        status = two.status()[0]
+        assert status["forced"] is None and status["forced_by"] is None
+        # an operator's own force on replica 2 is never undone by another replica's record
+        two.force("a", "open", "operator:two")
+        one.force("a", "auto", "operator:test")
+        one.is_open("a")
+        assert two.is_open("a") and two.status()[0]["forced_by"] == "operator:two"
 
 
 class DictTier:

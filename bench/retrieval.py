@@ -988,6 +988,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--probe-max", type=int, default=20_000, help="at most this many probe queries per auto fill")
     ap.add_argument("--rebuild-timeout", type=float, default=3600.0, help="longest wait for the background build")
+    ap.add_argument(
+        "--swap-backlog",
+        type=int,
+        help="logged vectors the swap may replay under the store's lock (default: the store's SWAP_BACKLOG)",
+    )
+    ap.add_argument(
+        "--replay-rounds",
+        type=int,
+        help="rounds of replay outside the lock before the swap (default: the store's REPLAY_ROUNDS)",
+    )
     ap.add_argument("--ingest-docs", type=int, default=100, help="documents for the Ingestor.ingest_bytes sample")
     ap.add_argument("--baseline-sample", type=int, default=5000, help="chunks for the jieba-only baseline")
     ap.add_argument("--delete-max", type=int, default=20_000, help="measure the HNSW delete only up to this size")
@@ -1007,6 +1017,13 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
 
     import faiss
+
+    from ragvigil.knowledge import vectorstore
+
+    if args.swap_backlog is not None:
+        vectorstore.SWAP_BACKLOG = args.swap_backlog
+    if args.replay_rounds is not None:
+        vectorstore.REPLAY_ROUNDS = args.replay_rounds
 
     console.print(
         f"[bold]ragvigil retrieval benchmark[/bold] — {machine_line()}; faiss omp threads {faiss.omp_get_max_threads()}; repo {REPO_ROOT}"

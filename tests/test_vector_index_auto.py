@@ -26,20 +26,23 @@ def unit(n: int, seed: int) -> np.ndarray:
 
 
 class GatedStore(FaissVectorStore):
-    """The real store whose HNSW build waits for ``release`` (or raises ``fail``) after ``started``."""
+    """The real store whose background builds wait for ``release`` (or raise ``fail``) after ``started``;
+    ``built`` lists the kind of each build begun."""
 
-    def __init__(self, root: Path, fail: bool = False) -> None:
-        super().__init__(root, DIM, "auto", auto_threshold=THRESHOLD)
+    def __init__(self, root: Path, fail: bool = False, kind: str = "auto", compact_min: int = 1000) -> None:
+        super().__init__(root, DIM, kind, auto_threshold=THRESHOLD, compact_min=compact_min)  # type: ignore[arg-type]
         self.started = threading.Event()
         self.release = threading.Event()
         self.fail = fail
+        self.built: list[str] = []
 
-    def _build_hnsw(self, ids: np.ndarray, vecs: np.ndarray):  # type: ignore[no-untyped-def]
+    def _build_index(self, kind, ids: np.ndarray, vecs: np.ndarray):  # type: ignore[no-untyped-def]
+        self.built.append(kind)
         self.started.set()
         assert self.release.wait(30), "the test never released the build"
         if self.fail:
             raise RuntimeError("build failed (test)")
-        return super()._build_hnsw(ids, vecs)
+        return super()._build_index(kind, ids, vecs)
 
 
 def kind_gauge(kb: str, kind: str) -> float | None:
@@ -146,17 +149,17 @@ def test_a_large_flat_index_found_at_start_is_rebuilt(tmp_path: Path) -> None:
     assert again.kind_of("kb") == "hnsw" and again.count("kb") == THRESHOLD + 50
 
 
-def test_shrinking_below_half_the_threshold_returns_to_flat_at_the_next_compaction(tmp_path: Path) -> None:
+def test_shrinking_below_half_the_threshold_returns_to_flat_in_the_background(tmp_path: Path) -> None:
     store = FaissVectorStore(tmp_path, DIM, "auto", auto_threshold=THRESHOLD)
     vecs = unit(THRESHOLD, 5)
     store.upsert("kb", list(range(1, THRESHOLD + 1)), vecs)
     assert store.wait_rebuild("kb", 30) and store.kind_of("kb") == "hnsw"
     store.delete("kb", list(range(1, 91)))  # 110 left: below the threshold, above half of it
-    store.upsert("kb", [100], vecs[99:100])  # re-adding an id compacts the HNSW index
+    store.upsert("kb", [100], vecs[99:100])  # a re-upsert no longer rebuilds anything
+    assert store.wait_rebuild("kb", 30)
     assert store.kind_of("kb") == "hnsw", "hysteresis: above half the threshold it stays HNSW"
     store.delete("kb", list(range(91, 111)))  # 90 left: below half
-    assert store.kind_of("kb") == "hnsw", "a delete alone does not rebuild"
-    store.upsert("kb", [150], vecs[149:150])  # the next compaction
+    assert store.wait_rebuild("kb", 30)
     assert store.kind_of("kb") == "flat"
     assert store.ids("kb") == set(range(111, THRESHOLD + 1))
     assert kind_gauge("kb", "flat") == 1.0
@@ -165,6 +168,135 @@ def test_shrinking_below_half_the_threshold_returns_to_flat_at_the_next_compacti
     store.flush()
     assert (tmp_path / "kb.flat.faiss").exists() and not (tmp_path / "kb.hnsw.faiss").exists()
     assert FaissVectorStore(tmp_path, DIM, "auto", auto_threshold=THRESHOLD).kind_of("kb") == "flat"
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "auto"])
+def test_a_reupsert_in_hnsw_replaces_the_vector_without_a_rebuild(tmp_path: Path, kind: str) -> None:
+    """The old vector is relabelled and tombstoned in place: no compaction in the caller, none started."""
+    store = GatedStore(tmp_path, kind=kind)
+    store.release.set()
+    base = unit(THRESHOLD + 20, 10)
+    store.upsert("kb", list(range(1, THRESHOLD + 21)), base)
+    assert store.wait_rebuild("kb", 30) and store.kind_of("kb") == "hnsw"
+    builds = len(store.built)
+    replaced = unit(2, 11)
+    store.upsert("kb", [7, 8], replaced)
+    store.upsert("kb", [7], replaced[1:])  # the same id twice: its first replacement goes too
+    assert store.wait_rebuild("kb", 5) and len(store.built) == builds, "a re-upsert started a rebuild"
+    assert store.count("kb") == THRESHOLD + 20 and store.ids("kb") == set(range(1, THRESHOLD + 21))
+    for probe in (base[6], base[7], replaced[0]):
+        assert {7, 8}.isdisjoint(i for i, s in store.search("kb", probe, 3) if s > 0.999)
+    assert [i for i, _ in store.search("kb", replaced[1], 2)] == [7, 8] or top1(store, "kb", replaced[1]) in {7, 8}
+    hits = store.search("kb", replaced[1], THRESHOLD + 20)
+    assert [i for i, _ in hits].count(7) == 1 and len(hits) == len({i for i, _ in hits})
+    store.flush()
+    reopened = FaissVectorStore(tmp_path, DIM, kind, auto_threshold=THRESHOLD)  # type: ignore[arg-type]
+    assert reopened.ids("kb") == set(range(1, THRESHOLD + 21)) and reopened.count("kb") == THRESHOLD + 20
+    assert {i for i, s in reopened.search("kb", replaced[1], 2) if s > 0.999} == {7, 8}
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "auto"])
+def test_compaction_runs_in_the_background_and_keeps_the_writes_made_during_it(tmp_path: Path, kind: str) -> None:
+    store = GatedStore(tmp_path, kind=kind, compact_min=10)
+    base = unit(THRESHOLD + 120, 12)
+    store.release.set()
+    store.upsert("kb", list(range(1, THRESHOLD + 101)), base[: THRESHOLD + 100])  # 300
+    assert store.wait_rebuild("kb", 30) and store.kind_of("kb") == "hnsw"
+    store.release.clear()
+    store.started.clear()
+    ok_before = rebuilds("ok")
+    store.delete("kb", list(range(1, 81)))  # 80 tombstones > a quarter of 300: a compaction starts
+    assert store.started.wait(10), "no background compaction started"
+    assert store.built[-1] == "hnsw"
+
+    # while the compaction is held: the old index answers (tombstones filtered) and takes writes
+    old = store._get("kb")
+    assert store.kind_of("kb") == "hnsw" and old.rebuild is not None
+    assert top1(store, "kb", base[99]) == 100
+    assert all(i > 80 for i, _ in store.search("kb", base[5], 10))
+    store.upsert("kb", list(range(THRESHOLD + 101, THRESHOLD + 121)), base[THRESHOLD + 100 :])  # new 301..320
+    replaced = unit(1, 13)
+    store.upsert("kb", [150], replaced)  # an id of the snapshot, new vector
+    store.delete("kb", [160, THRESHOLD + 110])  # one of the snapshot, one added during it
+    store.upsert("kb", [40], base[39:40])  # a deleted id of the snapshot comes back
+    assert top1(store, "kb", base[THRESHOLD + 104]) == THRESHOLD + 105
+    assert top1(store, "kb", replaced[0]) == 150
+
+    store.release.set()
+    assert store.wait_rebuild("kb", 30)
+    expected = (set(range(81, THRESHOLD + 121)) | {40}) - {160, THRESHOLD + 110}
+    new = store._get("kb")
+    assert new is not old and new.kind == "hnsw"
+    assert store.ids("kb") == expected and store.count("kb") == len(expected)
+    assert rebuilds("ok") == ok_before + 1
+    # compacted: the snapshot's 80 tombstones are gone; the replayed delete of 160 and re-upsert of 150 left one each
+    assert len(new.tombstones) == 2 and new.index.ntotal == len(expected) + 2
+    assert top1(store, "kb", replaced[0]) == 150
+    assert 160 not in {i for i, _ in store.search("kb", base[159], 10)}
+    assert THRESHOLD + 110 not in {i for i, _ in store.search("kb", base[THRESHOLD + 109], 10)}
+    for i in sorted(expected - {150}):
+        assert top1(store, "kb", base[i - 1]) == i
+    reopened = FaissVectorStore(tmp_path, DIM, kind, auto_threshold=THRESHOLD)  # type: ignore[arg-type]
+    assert reopened.ids("kb") == expected and top1(reopened, "kb", replaced[0]) == 150
+
+
+class BusyStore(GatedStore):
+    """Writes keep arriving while the build catches up: each replay outside the lock lets ``extra`` more
+    batches in (through the real ``upsert``, so they land in the served index and the log)."""
+
+    def __init__(self, root: Path, extra: list[tuple[list[int], np.ndarray]]) -> None:
+        super().__init__(root)
+        self.extra = extra
+        self.replays: list[tuple[int, bool]] = []  # (vectors replayed, under the lock)
+
+    def _replay(self, entry, writes):  # type: ignore[no-untyped-def]
+        locked = self._lock._is_owned()  # type: ignore[attr-defined]
+        self.replays.append((sum(len(a) for a, _ in writes), locked))
+        super()._replay(entry, writes)
+        if not locked and self.extra:
+            ids, vecs = self.extra.pop(0)
+            self.upsert("kb", ids, vecs)
+
+
+def test_a_backlog_that_keeps_growing_is_replayed_in_bounded_rounds_then_under_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ragvigil.knowledge.vectorstore as vs
+
+    monkeypatch.setattr(vs, "SWAP_BACKLOG", 5)
+    monkeypatch.setattr(vs, "REPLAY_ROUNDS", 3)
+    base = unit(THRESHOLD + 200, 14)
+    batches = [(list(range(a, a + 30)), base[a - 1 : a + 29]) for a in range(THRESHOLD + 31, THRESHOLD + 181, 30)]
+    store = BusyStore(tmp_path, list(batches))
+    store.upsert("kb", list(range(1, THRESHOLD + 1)), base[:THRESHOLD])
+    assert store.started.wait(10)
+    store.upsert("kb", list(range(THRESHOLD + 1, THRESHOLD + 31)), base[THRESHOLD : THRESHOLD + 30])
+    store.release.set()
+    assert store.wait_rebuild("kb", 30) and store.kind_of("kb") == "hnsw"
+    outside = [n for n, locked in store.replays if not locked]
+    under = [n for n, locked in store.replays if locked]
+    assert outside == [30, 30, 30], "the catch-up outside the lock is bounded by REPLAY_ROUNDS"
+    assert under == [30], "what was left after the rounds is replayed under the lock, once"
+    assert store.ids("kb") == set(range(1, THRESHOLD + 121))
+    for i in range(THRESHOLD + 1, THRESHOLD + 121):
+        assert top1(store, "kb", base[i - 1]) == i
+    assert [ids for ids, _ in store.extra] == [ids for ids, _ in batches[3:]]  # the swap did not wait for them
+
+
+def test_a_small_backlog_swaps_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ragvigil.knowledge.vectorstore as vs
+
+    monkeypatch.setattr(vs, "SWAP_BACKLOG", 5)
+    base = unit(THRESHOLD + 40, 15)
+    store = BusyStore(tmp_path, [([THRESHOLD + 31, THRESHOLD + 32], base[THRESHOLD + 30 : THRESHOLD + 32])])
+    store.upsert("kb", list(range(1, THRESHOLD + 1)), base[:THRESHOLD])
+    assert store.started.wait(10)
+    store.upsert("kb", list(range(THRESHOLD + 1, THRESHOLD + 31)), base[THRESHOLD : THRESHOLD + 30])
+    store.release.set()
+    assert store.wait_rebuild("kb", 30) and store.kind_of("kb") == "hnsw"
+    assert store.replays == [(30, False), (2, True)]  # one round, then the 2 left under the lock
+    assert store.ids("kb") == set(range(1, THRESHOLD + 33))
+    assert top1(store, "kb", base[THRESHOLD + 31]) == THRESHOLD + 32
 
 
 def test_fixed_kinds_never_switch(tmp_path: Path) -> None:
@@ -255,3 +387,18 @@ def test_a_search_is_answered_while_a_flush_writes_the_index(tmp_path: Path, mon
     flusher.join(10)
     writer.join(10)
     assert store.count("kb") == 21 and (tmp_path / "kb.flat.faiss").exists()
+
+
+def test_an_hnsw_search_returns_k_live_hits_however_many_tombstones(tmp_path: Path) -> None:
+    """Tombstones are skipped inside the search (a selector), not by asking for k + tombstones neighbours."""
+    store = FaissVectorStore(tmp_path, DIM, "hnsw", compact_min=10_000)
+    base = unit(400, 16)
+    store.upsert("kb", list(range(1, 401)), base)
+    store.delete("kb", list(range(1, 351)))  # 350 tombstones, below compact_min: no compaction
+    assert store.wait_rebuild("kb", 5) and len(store._get("kb").tombstones) == 350
+    for probe in (base[0], base[200], base[380]):
+        hits = store.search("kb", probe, 10)
+        assert len(hits) == 10 and all(i > 350 for i, _ in hits)
+    assert top1(store, "kb", base[380]) == 381
+    store.upsert("kb", [5], base[4:5])  # a change of the tombstones is seen by the next search
+    assert top1(store, "kb", base[4]) == 5

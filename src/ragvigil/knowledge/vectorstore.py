@@ -2,14 +2,20 @@
 
 One index per knowledge base, ids are chunk ids. ``flat`` is exact inner product and
 supports real deletes; ``hnsw`` is approximate and fast at 100k+ vectors, deletes are
-tombstones that are compacted away by a rebuild once they pass a quarter of the index.
-``auto`` chooses per knowledge base by size: flat below a threshold (exact, and fast enough
-there), HNSW from it on. Crossing it starts a background build of the HNSW index from the flat
-index's own vectors while searches keep using the flat one; writes that arrive meanwhile are
-logged and replayed onto the new index before one swap under the lock. Back below half the
-threshold, the next compaction goes back to flat (the gap keeps a KB at the edge from flapping).
-Writes mark the index dirty; ``flush`` persists atomically (temp file + rename) so a crash
-leaves the previous index, and the ingest service re-embeds whatever the index lacks.
+tombstones, and a re-upserted id gets its new vector added while the old one is relabelled
+with a unique negative id and tombstoned (the graph keeps it for navigation, no search returns
+it), so no write ever rebuilds the index in the caller. ``auto`` chooses per knowledge base by
+size: flat below a threshold (exact, and fast enough there), HNSW from it on.
+
+Every rebuild runs in the background, the same way: flat → HNSW when a KB crosses the
+threshold, HNSW → HNSW (a compaction) once tombstones pass a quarter of the index, HNSW → flat
+once an ``auto`` KB falls below half the threshold (the gap keeps a KB at the edge from
+flapping). A snapshot of the live vectors is taken under the lock, the new index is built from
+it outside the lock while the old one keeps answering (tombstoned ids filtered) and taking
+writes; those writes are logged and replayed onto the new index outside the lock, round after
+round, until at most ``SWAP_BACKLOG`` remain, which are replayed under the lock just before the
+one swap. Writes mark the index dirty; ``flush`` persists atomically (temp file + rename) so a
+crash leaves the previous index, and the ingest service re-embeds whatever the index lacks.
 """
 
 from __future__ import annotations
@@ -34,10 +40,17 @@ from ragvigil.ops import metrics
 F = TypeVar("F", bound=Callable[..., Any])
 Kind = Literal["flat", "hnsw"]
 KINDS: tuple[Kind, ...] = ("flat", "hnsw")
-# an HNSW index goes back to flat at a compaction only below this share of the threshold
+# an ``auto`` HNSW index is rebuilt as flat in the background once it holds less than this share of the threshold
 SHRINK_SHARE = 0.5
 # a failed background build is tried again after this many seconds (not on every upsert)
 REBUILD_RETRY_S = 60.0
+# an HNSW index is compacted in the background once its tombstones pass this share of it
+COMPACT_SHARE = 0.25
+# the swap replays at most this many logged vectors under the lock; more are replayed outside it first
+SWAP_BACKLOG = 2_000
+# rounds of replay outside the lock; a backlog that still exceeds SWAP_BACKLOG after them (writes
+# arriving faster than the new index takes them) is replayed under the lock, so writers wait for it
+REPLAY_ROUNDS = 4
 
 log = logging.getLogger(__name__)
 
@@ -128,13 +141,31 @@ class _KbIndex:
         # never has to scan the whole index to learn what is present
         self.stored: set[int] = set(faiss.vector_to_array(index.id_map).tolist()) if index.ntotal else set()
         self.dirty = False
-        # while a background HNSW build runs: every write since its snapshot, replayed before the swap
+        # while a background rebuild runs: every write since its snapshot, replayed before the swap
         self.log: list[tuple[np.ndarray, np.ndarray | None]] | None = None
         self.rebuild: threading.Thread | None = None
         self.retry_after = 0.0
+        # search parameters excluding the tombstones (HNSW), made by the first search after a change
+        self._filter: tuple[int, Any, Any] | None = None
+        self.tomb_version = 0  # bumped by every change of ``tombstones`` (under the write gate)
 
     def live(self) -> int:
         return len(self.stored) - len(self.tombstones)
+
+    def search_params(self) -> Any | None:
+        """faiss parameters that skip tombstoned ids inside the search, so k results come back however many
+        tombstones there are (asking for k + tombstones neighbours would make an HNSW search scan them all).
+
+        The selector is built once per change of the tombstones and shared; the parameters are new for
+        every search, because faiss's id map swaps its own selector into them for the call's duration."""
+        if not self.tombstones:
+            return None
+        cached = self._filter
+        if cached is None or cached[0] != self.tomb_version:
+            version = self.tomb_version
+            batch = faiss.IDSelectorBatch(np.fromiter(self.tombstones, np.int64, len(self.tombstones)))
+            cached = self._filter = (version, faiss.IDSelectorNot(batch), batch)  # ``batch`` outlives ``not``
+        return faiss.SearchParametersHNSW(sel=cached[1], efSearch=faiss.downcast_index(self.index.index).hnsw.efSearch)
 
 
 class FaissVectorStore:
@@ -154,12 +185,14 @@ class FaissVectorStore:
         hnsw_m: int = 32,
         threads: int = 1,
         auto_threshold: int = 100_000,
+        compact_min: int = 1000,
     ) -> None:
         self.root = root
         self.dim = dim
         self.kind = kind
         self.hnsw_m = hnsw_m
         self.auto_threshold = auto_threshold
+        self.compact_min = compact_min  # fewer tombstones than this never start a compaction
         self._indexes: dict[str, _KbIndex] = {}
         self._lock = threading.RLock()
         self._gate = _Gate()  # taken after ``_lock`` by writers, never with ``_lock`` by searches
@@ -254,7 +287,7 @@ class FaissVectorStore:
                 entry.log.append((arr, None))
             with self._gate.write():
                 self._remove(entry, arr)
-            _show_kind(kb, entry.kind)
+            self._maybe_rebuild(kb, entry)
 
     def _write(self, entry: _KbIndex, arr: np.ndarray, vecs: np.ndarray) -> None:
         present = entry.stored.intersection(arr.tolist())
@@ -263,13 +296,29 @@ class FaissVectorStore:
                 entry.index.remove_ids(np.asarray(sorted(present), dtype=np.int64))
                 entry.stored.difference_update(present)
             else:
-                # HNSW cannot drop a vector: re-adding an id needs the old one compacted away
-                entry.tombstones.update(present)
-                self._compact(entry)
+                self._relabel(entry, present)  # HNSW cannot drop a vector: the old one stops answering to its id
         entry.index.add_with_ids(vecs, arr)
         entry.stored.update(arr.tolist())
-        entry.tombstones.difference_update(arr.tolist())
+        if entry.tombstones.intersection(arr.tolist()):
+            entry.tombstones.difference_update(arr.tolist())
+            entry.tomb_version += 1
         entry.dirty = True
+
+    @staticmethod
+    def _relabel(entry: _KbIndex, ids: set[int]) -> None:
+        """Give each stored vector of ``ids`` in an HNSW index a unique negative id (``-2 - position``) and
+        tombstone it: the id is free for its new vector, the old one is never returned and goes at the next
+        compaction. Saved as it is (the id map and the tombstone file), so a reopened index agrees."""
+        idmap = entry.index.id_map
+        view = faiss.rev_swig_ptr(idmap.data(), idmap.size())  # the id map itself, not a copy
+        pos = np.flatnonzero(np.isin(view, np.fromiter(ids, np.int64, len(ids))))
+        dead = (-2 - pos).astype(np.int64)
+        view[pos] = dead
+        entry.stored.difference_update(ids)
+        entry.tombstones.difference_update(ids)
+        entry.stored.update(dead.tolist())
+        entry.tombstones.update(dead.tolist())
+        entry.tomb_version += 1
 
     def _remove(self, entry: _KbIndex, arr: np.ndarray) -> None:
         present = entry.stored.intersection(arr.tolist())
@@ -280,59 +329,64 @@ class FaissVectorStore:
             entry.stored.difference_update(present)
         else:
             entry.tombstones.update(present)
-            if len(entry.tombstones) > max(1000, entry.index.ntotal // 4):
-                self._compact(entry)
+            entry.tomb_version += 1
         entry.dirty = True
 
-    def _compact(self, entry: _KbIndex) -> None:
-        """Rebuild without the tombstoned vectors; in ``auto`` an HNSW index that shrank below
-        half the threshold comes back as flat (exact, real deletes)."""
-        keep = np.array(sorted(entry.stored - entry.tombstones), dtype=np.int64)
-        vecs = np.vstack([entry.index.reconstruct(int(i)) for i in keep]) if len(keep) else None
-        if self.kind == "auto" and entry.kind == "hnsw" and len(keep) < self.auto_threshold * SHRINK_SHARE:
-            entry.kind = "flat"
-        entry.index = self._new_index(entry.kind)
-        if vecs is not None:
-            entry.index.add_with_ids(vecs.astype(np.float32), keep)
-        entry.stored = set(keep.tolist())
-        entry.tombstones = set()
-        entry.dirty = True
+    # -- background rebuilds -------------------------------------------------
+    def _target(self, entry: _KbIndex) -> Kind | None:
+        """The kind a background rebuild should make of this index now, or None when it needs none."""
+        live = entry.live()
+        if entry.kind == "flat":
+            return "hnsw" if self.kind == "auto" and live >= self.auto_threshold else None
+        if self.kind == "auto" and live < self.auto_threshold * SHRINK_SHARE:
+            return "flat"
+        if len(entry.tombstones) > max(self.compact_min, int(entry.index.ntotal * COMPACT_SHARE)):
+            return "hnsw"
+        return None
 
-    # -- background rebuild (auto) -------------------------------------------
     def _maybe_rebuild(self, kb: str, entry: _KbIndex) -> None:
-        """Start the HNSW build once a flat index of an ``auto`` store reaches the threshold."""
-        if (
-            self.kind != "auto"
-            or entry.kind != "flat"
-            or entry.rebuild is not None
-            or entry.live() < self.auto_threshold
-            or time.monotonic() < entry.retry_after
-        ):
+        """Start the background rebuild an index needs (caller holds the lock): one at a time per KB."""
+        target = None if entry.rebuild is not None or time.monotonic() < entry.retry_after else self._target(entry)
+        if target is None:
             _show_kind(kb, entry.kind)
             return
+        ids, vecs = self._snapshot(entry)
         entry.log = []
         entry.rebuild = threading.Thread(
-            target=self._rebuild, args=(kb, entry, *self._snapshot(entry)), name=f"hnsw-rebuild-{kb}", daemon=True
+            target=self._rebuild,
+            args=(kb, entry, target, ids, vecs),
+            name=f"{target}-rebuild-{kb}",
+            daemon=True,
         )
         entry.rebuild.start()
 
     @staticmethod
     def _snapshot(entry: _KbIndex) -> tuple[np.ndarray, np.ndarray]:
-        """Every vector of a flat index with its id, read back from the index itself."""
+        """Every live vector with its id, read by position from the index's own storage: one copy, of the
+        live rows only (at 1M vectors that copy is 1.5 GB: the only one the build holds besides its index).
+
+        Under the lock, so no write changes the index meanwhile; searches may run beside it (both read)."""
+        n = int(entry.index.ntotal)
+        if not n:
+            return np.empty(0, np.int64), np.empty((0, entry.index.d), np.float32)
         ids = faiss.vector_to_array(entry.index.id_map).astype(np.int64)
         inner = faiss.downcast_index(entry.index.index)
-        vecs = inner.reconstruct_n(0, inner.ntotal) if inner.ntotal else np.empty((0, entry.index.d), np.float32)
-        return ids, np.ascontiguousarray(vecs, dtype=np.float32)
+        flat = faiss.downcast_index(inner.storage) if hasattr(inner, "storage") else inner  # HNSW keeps them there
+        rows = faiss.rev_swig_ptr(flat.get_xb(), n * entry.index.d).reshape(n, entry.index.d)  # a view, no copy
+        if not entry.tombstones:
+            return ids, np.array(rows, dtype=np.float32)
+        keep = ~np.isin(ids, np.fromiter(entry.tombstones, np.int64, len(entry.tombstones)))
+        return ids[keep], np.ascontiguousarray(rows[keep], dtype=np.float32)
 
-    def _build_hnsw(self, ids: np.ndarray, vecs: np.ndarray) -> faiss.Index:
+    def _build_index(self, kind: Kind, ids: np.ndarray, vecs: np.ndarray) -> faiss.Index:
         """The slow part, outside the lock (faiss releases the GIL while it adds)."""
-        index = self._new_index("hnsw")
+        index = self._new_index(kind)
         for start in range(0, len(ids), 10_000):
             index.add_with_ids(vecs[start : start + 10_000], ids[start : start + 10_000])
         return index
 
     def _replay(self, entry: _KbIndex, writes: list[tuple[np.ndarray, np.ndarray | None]]) -> None:
-        """Apply logged writes in order, collapsed to the last one per id (one compaction at most)."""
+        """Apply logged writes in order, collapsed to the last one per id."""
         last: dict[int, np.ndarray | None] = {}
         for arr, vecs in writes:
             for j, i in enumerate(arr.tolist()):
@@ -349,13 +403,26 @@ class FaissVectorStore:
                 np.vstack([v for _, v in put]).astype(np.float32),
             )
 
-    def _rebuild(self, kb: str, entry: _KbIndex, ids: np.ndarray, vecs: np.ndarray) -> None:
+    def _catch_up(self, new: _KbIndex, entry: _KbIndex) -> None:
+        """Replay the writes logged since the snapshot onto ``new`` outside the lock, round after round,
+        until at most ``SWAP_BACKLOG`` vectors wait (what the swap replays under the lock) or
+        ``REPLAY_ROUNDS`` ran (writes outpacing the new index: the swap then holds writers back while it
+        replays the rest, so the backlog cannot keep growing)."""
+        for _ in range(REPLAY_ROUNDS):
+            with self._lock:
+                writes, entry.log = (entry.log or []), []
+            if not writes:
+                return
+            self._replay(new, writes)
+            with self._lock:
+                if _logged(entry.log) <= SWAP_BACKLOG:
+                    return
+
+    def _rebuild(self, kb: str, entry: _KbIndex, kind: Kind, ids: np.ndarray, vecs: np.ndarray) -> None:
         outcome = "error"
         try:
-            new = _KbIndex(self._build_hnsw(ids, vecs), set(), "hnsw")
-            with self._lock:  # first catch-up outside the lock, so the swap itself replays little
-                writes, entry.log = (entry.log or []), []
-            self._replay(new, writes)
+            new = _KbIndex(self._build_index(kind, ids, vecs), set(), kind)
+            self._catch_up(new, entry)
             with self._lock:
                 if self._indexes.get(kb) is not entry:
                     outcome = "abandoned"  # the KB was dropped meanwhile
@@ -363,10 +430,14 @@ class FaissVectorStore:
                 self._replay(new, entry.log or [])
                 new.dirty = True
                 self._indexes[kb] = new
+                entry.log = None  # the old entry takes no more writes
                 _show_kind(kb, new.kind)
                 self.flush()  # the new kind's file by temp name + rename, then the old kind's file goes
+                self._maybe_rebuild(kb, new)  # e.g. deletes replayed past the compaction share
             outcome = "ok"
-            log.info("vector_index_rebuilt", extra={"kb": kb, "kind": new.kind, "vectors": new.live()})
+            log.info(
+                "vector_index_rebuilt", extra={"kb": kb, "from": entry.kind, "kind": new.kind, "vectors": new.live()}
+            )
         except Exception:
             log.exception("vector_index_rebuild_failed", extra={"kb": kb})
             entry.retry_after = time.monotonic() + REBUILD_RETRY_S
@@ -381,13 +452,16 @@ class FaissVectorStore:
         return self._get(kb).kind
 
     def wait_rebuild(self, kb: str, timeout_s: float) -> bool:
-        """Wait for a running background build of ``kb``; True when none is running any more."""
-        with self._lock:
-            thread = self._get(kb).rebuild
-        if thread is not None:
-            thread.join(timeout_s)
-            return not thread.is_alive()
-        return True
+        """Wait for the background rebuilds of ``kb`` (one swap may start the next); True when none runs any more."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                thread = self._get(kb).rebuild
+            if thread is None:
+                return True
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                return False
 
     def drop(self, kb: str) -> None:
         with self._lock:
@@ -433,8 +507,12 @@ class FaissVectorStore:
         with self._gate.read():
             if entry.index.ntotal == 0:
                 return []
-            want = min(k + len(entry.tombstones), entry.index.ntotal)
-            scores, ids = entry.index.search(q, want)
+            params = entry.search_params()
+            want = min(k, entry.index.ntotal)
+            if params is None:
+                scores, ids = entry.index.search(q, want)
+            else:
+                scores, ids = entry.index.search(q, want, params=params)
             tombs = entry.tombstones
             out = [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0 and int(i) not in tombs]
         return out[:k]
@@ -445,9 +523,9 @@ class FaissVectorStore:
             return entry.stored - entry.tombstones
 
     def count(self, kb: str) -> int:
-        with self._lock:
-            entry = self._get(kb)
-            return entry.live()
+        """Without the lock (two set sizes): each turn reads it for the answer cache, and must not wait for a
+        flush or a swap."""
+        return self._get(kb).live()
 
     def check(self) -> None:
         """The index directory must take a write (a flush would fail otherwise) and loaded indexes read."""
@@ -459,6 +537,11 @@ class FaissVectorStore:
             raise VectorStoreError(f"vector index directory {self.root} is not writable: {exc}") from exc
         for kb in list(self._indexes):
             self._get(kb)
+
+
+def _logged(writes: list[tuple[np.ndarray, np.ndarray | None]] | None) -> int:
+    """How many vectors (or deletes) a rebuild's log holds."""
+    return sum(len(arr) for arr, _ in writes or [])
 
 
 _shown: set[tuple[str, Kind]] = set()

@@ -504,8 +504,8 @@ VECTOR_INDEX_KIND = Gauge(
 )
 VECTOR_INDEX_REBUILDS = Counter(
     "ragvigil_vector_index_rebuilds_total",
-    "Background builds of a knowledge base's HNSW index after it crossed the auto threshold, by outcome "
-    "(ok, error, abandoned: the base was dropped during the build).",
+    "Background rebuilds of a knowledge base's vector index (flat to HNSW at the auto threshold, HNSW "
+    "compaction, HNSW back to flat), by outcome (ok, error, abandoned: the base was dropped during the build).",
     ["outcome"],
     registry=REGISTRY,
 )

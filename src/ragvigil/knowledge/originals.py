@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from ragvigil.config import Settings
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-_READ_BLOCK = 1 << 20
+READ_BLOCK = 1 << 20
 
 
 class OriginalNotStored(RagvigilError):
@@ -89,7 +89,7 @@ class FilesystemOriginalStore:
         try:
             sha = hashlib.sha256()
             with os.fdopen(fd, "wb") as out:
-                for block in _blocks(data):
+                for block in read_blocks(data):
                     sha.update(block)
                     out.write(block)
                 out.flush()
@@ -130,11 +130,12 @@ class FilesystemOriginalStore:
                     yield f.name
 
 
-def _blocks(data: bytes | BinaryIO) -> Iterator[bytes]:
+def read_blocks(data: bytes | BinaryIO) -> Iterator[bytes]:
+    """The bytes of ``data`` in blocks of ``READ_BLOCK`` (what every store streams a put through)."""
     if isinstance(data, bytes | bytearray | memoryview):
         yield bytes(data)
         return
-    while block := data.read(_READ_BLOCK):
+    while block := data.read(READ_BLOCK):
         yield block
 
 

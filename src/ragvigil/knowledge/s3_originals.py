@@ -34,10 +34,9 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from ragvigil.config import OriginalsSettings, SecretUrl
 from ragvigil.errors import DependencyUnavailable
-from ragvigil.knowledge.originals import OriginalMissing, OriginalNotStored, check_digest
+from ragvigil.knowledge.originals import READ_BLOCK, OriginalMissing, OriginalNotStored, check_digest, read_blocks
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-_READ_BLOCK = 1 << 20
 _AUTH_CODES = frozenset(
     {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
 )
@@ -118,7 +117,7 @@ class S3OriginalStore:
             sha = hashlib.sha256()
             size = 0
             try:
-                for block in _blocks(data):
+                for block in read_blocks(data):
                     if size + len(block) > limit and self.spool_dir is not None:
                         self.spool_dir.mkdir(parents=True, exist_ok=True)  # only once it goes to disk
                     sha.update(block)
@@ -152,7 +151,7 @@ class S3OriginalStore:
         if meta is not None and meta != digest:
             answer["Body"].close()
             raise OriginalCorrupt(digest)
-        return io.BufferedReader(_VerifyingReader(answer["Body"], digest, self), _READ_BLOCK)  # type: ignore[return-value]
+        return io.BufferedReader(_VerifyingReader(answer["Body"], digest, self), READ_BLOCK)  # type: ignore[return-value]
 
     def exists(self, digest: str) -> bool:
         key = self.key(digest)
@@ -287,11 +286,3 @@ class _VerifyingReader(io.RawIOBase):
         if not self.closed:
             self.body.close()
         super().close()
-
-
-def _blocks(data: bytes | BinaryIO) -> Iterator[bytes]:
-    if isinstance(data, bytes | bytearray | memoryview):
-        yield bytes(data)
-        return
-    while block := data.read(_READ_BLOCK):
-        yield block

@@ -213,10 +213,21 @@ def without_blank(text: str) -> str:
     return text.strip(BLANK)
 
 
+def not_blank(text: str) -> str:
+    """``text`` unchanged, or a ``ValueError`` (a 422) when it holds nothing but blank characters."""
+    if not without_blank(text):
+        raise ValueError("must hold something other than blank characters")
+    return text
+
+
 _NULL = {"type": "null"}
 
 
-def _text_schema(limit: int, not_blank: bool = False) -> dict[str, Any]:
+def text_schema(limit: int, not_blank: bool = False) -> dict[str, Any]:
+    """The published schema of stored text: no NUL and, if ``not_blank``, a character that is not blank.
+
+    Written out rather than left to pydantic: a field with an ``AfterValidator`` loses its ``pattern``
+    in the generated schema, and a client validating against it must refuse what the server refuses."""
     text: dict[str, Any] = {"type": "string", "maxLength": limit, "pattern": NO_NUL}
     return {"allOf": [text, {"pattern": _NOT_BLANK}]} if not_blank else text
 
@@ -225,13 +236,13 @@ def _content_schema(limit: int, user: bool) -> dict[str, Any]:
     """A message's content: a string, or text parts (only text: ragvigil reads no images or audio)."""
     part = {
         "type": "object",
-        "properties": {"type": {"const": "text"}, "text": _text_schema(limit)},
+        "properties": {"type": {"const": "text"}, "text": text_schema(limit)},
         "required": ["type", "text"],
     }
     parts: dict[str, Any] = {"type": "array", "maxItems": MAX_CONTENT_PARTS, "items": part}
     if user:  # a user message says something: at least one part has non-blank text
         parts["contains"] = {"properties": {"text": {"pattern": _NOT_BLANK}}}
-    return {"anyOf": [_text_schema(limit, not_blank=user), parts, *([] if user else [_NULL])]}
+    return {"anyOf": [text_schema(limit, not_blank=user), parts, *([] if user else [_NULL])]}
 
 
 def _messages_schema() -> dict[str, Any]:
@@ -290,7 +301,7 @@ class _OpenAIRequest(BaseModel):
     model: str = Field("ragvigil", max_length=256)
     stream: bool = False
     stream_options: OpenAIStreamOptions | None = None
-    user: Annotated[StorableText | None, WithJsonSchema({"anyOf": [_text_schema(128), _NULL]})] = Field(
+    user: Annotated[StorableText | None, WithJsonSchema({"anyOf": [text_schema(128), _NULL]})] = Field(
         None, max_length=128
     )
     n: Annotated[int | None, _only(None, 1)] = Field(None, ge=1, le=128)
@@ -325,10 +336,10 @@ class OpenAICompletionRequest(_OpenAIRequest):
         WithJsonSchema(
             {
                 "anyOf": [
-                    _text_schema(MAX_MESSAGE_CHARS, not_blank=True),
+                    text_schema(MAX_MESSAGE_CHARS, not_blank=True),
                     {
                         "type": "array",
-                        "items": _text_schema(MAX_MESSAGE_CHARS, not_blank=True),
+                        "items": text_schema(MAX_MESSAGE_CHARS, not_blank=True),
                         "minItems": 1,
                         "maxItems": 1,
                     },

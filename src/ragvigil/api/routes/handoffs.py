@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from ragvigil.api.deps import client_address, get_runtime, require
 from ragvigil.api.openapi import ERROR_REF
+from ragvigil.api.schemas import text_schema
 from ragvigil.app import Runtime
 from ragvigil.ops.access import Principal, Role
 from ragvigil.storage.models import HandoffRecord
@@ -31,7 +32,10 @@ HandoffId = Annotated[str, Path(max_length=32)]
 
 class CloseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    note: Annotated[str, AfterValidator(check_storable), Field(max_length=HandoffRecord.NOTE_CHARS)] | None = None
+    note: Annotated[
+        Annotated[str, AfterValidator(check_storable), Field(max_length=HandoffRecord.NOTE_CHARS)] | None,
+        WithJsonSchema({"anyOf": [text_schema(HandoffRecord.NOTE_CHARS), {"type": "null"}]}),
+    ] = None
 
 
 async def _audit(rt: Runtime, who: Principal, request: Request, action: str, handoff_id: str, **detail: Any) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from ragvigil.api.deps import client_address, get_runtime, require
+from ragvigil.api.schemas import not_blank, text_schema
 from ragvigil.app import Runtime
 from ragvigil.ops.access import Principal, Role
 from ragvigil.storage.text import check_storable
@@ -16,18 +17,19 @@ from ragvigil.storage.text import check_storable
 router = APIRouter(prefix="/api/v1/ops", tags=["ops"])
 
 
+REASON_CHARS = 500
+REASON_HELP = "why: shown in the status and the audit trail"
+
+
 class SafeModeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     active: StrictBool
     reason: Annotated[
         str,
-        AfterValidator(check_storable),
-        Field(
-            min_length=1,
-            max_length=500,
-            pattern=r"^[^\u0000]*\S[^\u0000]*$",  # something to read, and text every database can store
-            description="why: shown in the status and the audit trail",
-        ),
+        AfterValidator(check_storable),  # text every database can store
+        AfterValidator(not_blank),  # something to read
+        Field(max_length=REASON_CHARS),
+        WithJsonSchema({**text_schema(REASON_CHARS, not_blank=True), "description": REASON_HELP}),
     ]
 
 

@@ -118,6 +118,28 @@ def test_a_request_that_would_wait_past_the_timeout_is_refused_without_waiting()
     assert asyncio.run(scenario()) == "predicted_wait"
 
 
+def test_time_already_spent_in_the_server_counts_against_the_wait() -> None:
+    """A request the event loop ran late has less of the wait left: queued behind one 0.5 s turn with a
+    1 s wait, it is admitted after arriving just now and refused after 0.8 s spent before it asked."""
+
+    async def scenario(waited_s: float) -> str:
+        limiter = GradientLimiter(1, 1, 1)
+        limiter.sample(0.5, 1)
+        gate = PriorityGate(limiter, 8, 1.0, FakeClock())
+        held = await gate.acquire(Priority.normal)
+        waiting = asyncio.create_task(gate.acquire(Priority.normal, waited_s=waited_s))
+        await asyncio.sleep(0)
+        try:
+            gate.release(held)
+            await waiting
+        except Shed as exc:
+            return exc.reason
+        return "admitted"
+
+    assert asyncio.run(scenario(0.0)) == "admitted"
+    assert asyncio.run(scenario(0.8)) == "predicted_wait"
+
+
 def _feed(limiter: GradientLimiter, rtt: float, n: int) -> int:
     for _ in range(n):
         limiter.sample(rtt, limiter.limit)  # the limit is fully used

@@ -7,11 +7,13 @@ protocol classes of ``api/http_protocols.py``. A real uvicorn on loopback, raw b
 from __future__ import annotations
 
 import json
+import time
 
+import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
-from ragvigil.api.http_protocols import CODE, JsonErrorH11Protocol, http_protocol
+from ragvigil.api.http_protocols import ARRIVED_KEY, CODE, JsonErrorH11Protocol, http_protocol
 from tests.conftest import LiveServer
 from tests.test_composition import raw_request
 
@@ -39,3 +41,23 @@ def test_a_request_the_parser_rejects_gets_the_json_error_body(protocol: type, r
     error = json.loads(body)
     assert error["code"] == CODE and error["message"]
     assert int(headers["content-length"]) == len(body)
+
+
+@pytest.mark.parametrize("protocol", [http_protocol(), JsonErrorH11Protocol], ids=["default", "h11"])
+def test_every_request_of_a_kept_alive_connection_is_stamped_with_its_arrival(protocol: type) -> None:
+    """Admission counts the time since the stamp as part of a request's wait for a slot."""
+    app = FastAPI()
+    seen: list[object] = []
+
+    @app.get("/stamp")
+    def stamp(request: Request) -> dict[str, bool]:
+        seen.append(request.scope.get(ARRIVED_KEY))
+        return {"ok": True}
+
+    with LiveServer(app, http=protocol) as base, httpx.Client(base_url=base) as client:  # type: ignore[arg-type]
+        before = time.monotonic()  # one connection, kept alive
+        for _ in range(3):
+            assert client.get("/stamp").status_code == 200
+        after = time.monotonic()
+    assert len(seen) == 3 and all(isinstance(t, float) and before <= t <= after for t in seen)
+    assert seen == sorted(seen) and len(set(seen)) == 3  # each request its own stamp, not the connection's

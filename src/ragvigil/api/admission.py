@@ -19,6 +19,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ragvigil.api.errors import error_body
+from ragvigil.api.http_protocols import ARRIVED_KEY
 from ragvigil.api.openai_errors import openai_error_type
 from ragvigil.ops.admission import Admission, Shed
 
@@ -38,6 +39,7 @@ class AdmissionMiddleware:
         if scope["type"] != "http" or scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
+        entered = time.monotonic()
         path: str = scope["path"]
         answer = path in ANSWER_ROUTES
         adm = _admission(scope)
@@ -63,7 +65,9 @@ class AdmissionMiddleware:
             await _refuse(send, path, 429, "rate_limited", message, extra)
             return
         try:
-            permit = await adm.admit(priority, sampled=answer)
+            arrived = scope.get(ARRIVED_KEY)
+            waited = entered - arrived if isinstance(arrived, float) else 0.0
+            permit = await adm.admit(priority, sampled=answer, waited_s=waited)
         except Shed as exc:
             retry = [(b"retry-after", str(adm.retry_after_s()).encode())]
             message = f"the service is at capacity ({exc.reason.replace('_', ' ')}); retry shortly"

@@ -5,16 +5,22 @@ invalid chunked body) never reaches the app, so no exception handler sees it, an
 ``text/plain`` "Invalid HTTP request received.". Every other error of the API is a JSON body with a
 stable ``code``; a client that parses errors would break on exactly this one. Only the 400 that
 uvicorn writes itself changes: the same status, ``connection: close``, and the same log warning.
+
+They also stamp each request's scope with the time its bytes were parsed (``ARRIVED_KEY``,
+``time.monotonic()``): under a flood the event loop runs a request's task late, and admission counts
+that time as part of the request's wait for a slot (``PriorityGate.acquire``).
 """
 
 from __future__ import annotations
 
 import json
+import time
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 CODE = "bad_http_request"
+ARRIVED_KEY = "ragvigil.arrived"  # scope key: time.monotonic() when the request's headers were parsed
 MESSAGE = "the request is not valid HTTP/1.1 (its request line, a header or the body framing could not be parsed)"
 
 
@@ -24,7 +30,13 @@ def error_body(detail: str) -> bytes:
 
 
 class JsonErrorH11Protocol(H11Protocol):
-    """h11, with the JSON body on a request it cannot parse."""
+    """h11, with the JSON body on a request it cannot parse, and the arrival stamp."""
+
+    def handle_events(self) -> None:
+        scope = getattr(self, "scope", None)
+        super().handle_events()
+        if self.scope is not scope:  # a request's scope was made from these bytes
+            self.scope[ARRIVED_KEY] = time.monotonic()  # type: ignore[literal-required]
 
     def send_400_response(self, msg: str) -> None:
         body = error_body(msg)
@@ -47,7 +59,11 @@ def http_protocol() -> type:
         return JsonErrorH11Protocol
 
     class JsonErrorHttpToolsProtocol(HttpToolsProtocol):
-        """httptools, with the JSON body on a request it cannot parse."""
+        """httptools, with the JSON body on a request it cannot parse, and the arrival stamp."""
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self.scope[ARRIVED_KEY] = time.monotonic()  # type: ignore[literal-required]
 
         def send_400_response(self, msg: str) -> None:
             body = error_body(msg)

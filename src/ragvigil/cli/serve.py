@@ -29,6 +29,7 @@ def serve(
     from ragvigil.api.server import create_app
     from ragvigil.api.serving import DrainingServer
     from ragvigil.ops.logging import configure_logging, reset_logging
+    from ragvigil.ops.open_files import raise_open_files_limit
     from ragvigil.preflight import admin_key_expected, start_problems
     from ragvigil.storage.schema import start_refusal
     from ragvigil.storage.serving_lock import DataDirServed, ServingLock
@@ -54,6 +55,7 @@ def serve(
         except DataDirServed as exc:
             err.print(f"[red]refusing to start:[/red] {escape(str(exc))}")
             raise typer.Exit(2) from None
+        raise_open_files_limit()  # a connection per client: past 1,024 of them accept() would fail
         web = create_app(s)
         # loop="asyncio": the same event loop whether or not uvloop happens to be installed (other packages pull it
         # in), so what is tested and measured is what runs

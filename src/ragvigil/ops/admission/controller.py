@@ -92,10 +92,11 @@ class Admission:
             return Priority.vip
         return Priority.background if background else Priority.normal
 
-    async def admit(self, priority: Priority, sampled: bool = True) -> Permit:
-        """A slot for one request; raises ``Shed`` (→ 503 overloaded)."""
+    async def admit(self, priority: Priority, sampled: bool = True, waited_s: float = 0.0) -> Permit:
+        """A slot for one request; raises ``Shed`` (→ 503 overloaded). ``waited_s``: how long it already
+        waited inside the server before asking (see ``PriorityGate.acquire``)."""
         self._ensure_ticker()
-        permit = await self.gate.acquire(priority, sampled)
+        permit = await self.gate.acquire(priority, sampled, waited_s)
         self.admitted[priority.name] += 1
         metrics.ADMISSION_ADMITTED.labels(priority.name).inc()
         return permit

@@ -40,6 +40,16 @@ on a commit, a thread hop or the network, so ``cpu_share × rtt0 / c`` turns in 
 ``cpu_share`` cores busy (Little's law for the CPU). Below that floor the latency no longer falls but
 answers per second do (cheap turns that wait on a group commit are the case).
 
+That floor is the window's own rate times the unqueued latency, and under a burst every turn is a
+little slower (the 503s take CPU too), so each window delivers a little less than its limit allows
+and the floor, window by window, spiralled down: in the 10x drill the limit fell 16 → 3 and goodput
+to 0.71x of capacity. So the shrink also stops at the fewest turns in flight (Little's law: answers
+per second × their mean latency) that delivered at least ``NEAR_BEST`` of the best rate of the last
+``rate_windows`` windows: the concurrency that answers most, measured rather than modelled. A
+service that really lost capacity delivers less, and the floor follows within ``rate_windows``
+windows; one that only refuses a flood keeps the slots that delivered its capacity (the drill's
+goodput went to ≥ 0.97x with the limit held at 8).
+
 The state is plain numbers updated per sample, so it can be unit-tested with made-up latencies and
 times; it does not read a clock itself (``now`` is given; without it every sample is its own window;
 ``cpu_clock`` is read once per window).
@@ -48,8 +58,11 @@ times; it does not read a clock itself (``now`` is given; without it every sampl
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+NEAR_BEST = 0.95  # a window this close to the best recent rate counts as having delivered it
 
 
 class _Ema:
@@ -84,6 +97,7 @@ class GradientLimiter:
     min_window_samples: int = 10
     cpu_clock: Callable[[], float] | None = None  # the process's CPU seconds (time.process_time); None: not CPU-aware
     cpu_saturation: float = 0.85  # cores used over a window from which the instance counts as CPU-bound
+    rate_windows: int = 10  # recent windows whose best rate the shrink keeps room for (delivery_floor); 0: none
 
     def __post_init__(self) -> None:
         self.estimate = float(max(self.min_limit, min(self.max_limit, self.initial)))
@@ -98,6 +112,8 @@ class GradientLimiter:
         self.cpu_share: float | None = None  # cores the process used over the last closed window
         self.cpu_per_answer: float | None = None  # CPU seconds per answer over the last closed window
         self.answers_per_s: float | None = None  # answers completed per second over the last closed window
+        # (answers per second, mean turns in flight) of recent windows: what each concurrency delivered
+        self._delivered: deque[tuple[float, float]] = deque(maxlen=max(1, self.rate_windows))
         self.samples = 0
         self.windows = 0
 
@@ -130,6 +146,7 @@ class GradientLimiter:
             cpu = self._cpu()
             if now > self._window_start:
                 self.answers_per_s = self._n / (now - self._window_start)
+                self._delivered.append((self.answers_per_s, self._sum / (now - self._window_start)))
             if cpu is not None and self._window_cpu is not None and now > self._window_start:
                 self.cpu_share = (cpu - self._window_cpu) / (now - self._window_start)
                 self.cpu_per_answer = (cpu - self._window_cpu) / self._n
@@ -166,7 +183,8 @@ class GradientLimiter:
         cpu_bound = self.cpu_bound and gradient < 1.0  # queueing for the CPU: see the module docstring
         target = self.estimate * gradient + (0.0 if cpu_bound else self.headroom)
         if cpu_bound and target < self.estimate:
-            estimate = max(target, min(self.estimate, self.busy_floor(long)))
+            floor = max(self.busy_floor(long), self.delivery_floor())
+            estimate = max(target, min(self.estimate, floor))
         else:
             estimate = self.estimate * (1 - self.smoothing) + target * self.smoothing
         self.estimate = max(float(self.min_limit), min(float(self.max_limit), estimate))
@@ -186,6 +204,13 @@ class GradientLimiter:
             return float(self.min_limit)
         return self.cpu_share * baseline_s / self.cpu_per_answer
 
+    def delivery_floor(self) -> float:
+        """The fewest turns in flight of a recent window that answered ``NEAR_BEST`` of the best rate."""
+        if self.rate_windows <= 0 or not self._delivered:
+            return float(self.min_limit)
+        best = max(rate for rate, _ in self._delivered)
+        return min(in_flight for rate, in_flight in self._delivered if rate >= NEAR_BEST * best)
+
     def state(self) -> dict[str, float]:
         return {
             "limit": self.limit,
@@ -200,5 +225,6 @@ class GradientLimiter:
             "cpu_bound": self.cpu_bound,
             "cpu_ms_per_answer": None if self.cpu_per_answer is None else round(self.cpu_per_answer * 1000, 2),
             "busy_floor": round(self.busy_floor(self.long_rtt), 1),
+            "delivery_floor": round(self.delivery_floor(), 1),
             "answers_per_s": None if self.answers_per_s is None else round(self.answers_per_s, 1),
         }

@@ -18,8 +18,11 @@ from urllib.parse import urlsplit
 import h11
 
 from ragvigil.ops.drills.client import TurnOutcome, answered, chat_body, unanswered
+from ragvigil.ops.open_files import raise_open_files_limit
 
 MAX_BODY = 1 << 20  # an answer larger than this is not read (a chat answer is a few KB)
+MAX_CONNECTIONS = 4096  # a 10x burst of ~120 answers/s with 1.5 s waits holds ~2,000 at once
+FD_RESERVE = 128  # descriptors left for everything else the generator's process holds
 
 
 class _Conn:
@@ -34,7 +37,12 @@ class _Conn:
 class ChatLoad:
     """POST /api/v1/chat as ``InstanceClient.chat`` does, over at most ``max_connections`` connections."""
 
-    def __init__(self, url: str, authorization: str | None, timeout_s: float, max_connections: int = 256) -> None:
+    def __init__(
+        self, url: str, authorization: str | None, timeout_s: float, max_connections: int | None = None
+    ) -> None:
+        """``max_connections``: by default as many as the open-files limit leaves room for, up to
+        ``MAX_CONNECTIONS``: a burst's users each have a connection of their own; with fewer, requests
+        wait here for one, and the drill measures the generator's queue instead of the instance's."""
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError("the load generator speaks plain http:// only")
@@ -43,6 +51,9 @@ class ChatLoad:
         self.authorization = authorization
         self.timeout_s = timeout_s
         self._idle: list[_Conn] = []
+        if max_connections is None:
+            max_connections = max(1, min(MAX_CONNECTIONS, raise_open_files_limit() - FD_RESERVE))
+        self.max_connections = max_connections
         self._slots = asyncio.Semaphore(max_connections)
 
     async def chat(self, message: str, session_id: str | None, user_id: str | None) -> TurnOutcome:

@@ -232,6 +232,11 @@ def add_rows(report: Report, r, baseline: float | None, p1: set[str]) -> None:  
             report.note(
                 f"burst-10x {phase}: " + ", ".join(f"{k} {v}" for k, v in e.items() if k not in ("event", "t_s"))
             )
+        lat = next((e for e in r.journal if e.get("event") == "burst_latency_ms"), {})
+        if lat:
+            report.note(
+                "burst-10x latency (ms): " + ", ".join(f"{k} {v}" for k, v in lat.items() if k not in ("event", "t_s"))
+            )
         for phase in ("capacity_measured", "burst_done"):
             e = next((e for e in r.journal if e.get("event") == phase), {})
             share = f"instance {e.get('instance_cpu_share', '?')} / generator {e.get('generator_cpu_share', '?')} cores"

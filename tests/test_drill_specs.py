@@ -89,3 +89,18 @@ def test_llm_slow_users_never_exceed_the_providers_own_concurrency_limit() -> No
 
 def test_only_llm_slow_resizes_the_callers_traffic() -> None:
     assert [n for n, s in DRILLS.items() if s.traffic is not None] == ["llm-slow"]
+
+
+def test_the_burst_journal_says_which_third_of_the_burst_the_slow_admitted_turns_came_from() -> None:
+    from ragvigil.ops.drills.burst import latency_by_third
+
+    admitted = [TurnOutcome(sent_at=10.0 + i / 10, latency_s=2.0 if i < 10 else 0.2, status=200) for i in range(30)]
+    shed = [TurnOutcome(sent_at=10.5, latency_s=0.01, status=503, retry_after=True)]
+    out = latency_by_third(admitted, shed, started=10.0)
+    assert out["admitted_p95_by_third"] == [2000.0, 200.0, 200.0]  # the tail is the first seconds'
+    assert out["admitted"] == {"p50": 200.0, "p95": 2000.0, "max": 2000.0}
+    assert out["shed"] == {"p50": 10.0, "p95": 10.0, "max": 10.0}
+    assert latency_by_third([], [], 0.0) == {
+        "admitted": dict.fromkeys(("p50", "p95", "max")),
+        "shed": dict.fromkeys(("p50", "p95", "max")),
+    }

@@ -508,7 +508,7 @@ class AdmissionSettings(Section):
         "(retrieval.turn_budget_s), less one request's latency",
     )
     queue_wait_share: float = Field(
-        0.025, gt=0, le=1, description="share of the turn budget a request may wait for a slot (unset queue_timeout_s)"
+        0.02, gt=0, le=1, description="share of the turn budget a request may wait for a slot (unset queue_timeout_s)"
     )
     max_queue: int = Field(512, ge=1, le=10_000, description="the ceiling of a derived queue_size")
     shed_features_after_s: float = Field(2.0, ge=0, le=3600, description="pressure this long sheds features")

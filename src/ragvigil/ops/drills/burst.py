@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from ragvigil.ops.drills.client import InstanceClient
+from ragvigil.ops.drills.client import InstanceClient, TurnOutcome
 from ragvigil.ops.drills.experiment import (
     DrillOptions,
     DrillResult,
@@ -56,6 +56,26 @@ class CpuMeter:
             out["instance_cpu_share"] = round((server - self.server) / max(seconds, 1e-3), 2)
         self.server, self.local = server, local
         return out
+
+
+def _ms(values: list[float], q: float) -> float | None:
+    return round(sorted(values)[int(q * (len(values) - 1))] * 1000, 1) if values else None
+
+
+def latency_by_third(admitted: list[TurnOutcome], shed: list[TurnOutcome], started: float) -> dict[str, object]:
+    """Admitted and shed latencies (p50/p95/max), and the admitted p95 by the third of the burst a request
+    was sent in: whether the tail comes from the first seconds (the limit still wide) or from later."""
+    out: dict[str, object] = {}
+    for name, group in (("admitted", admitted), ("shed", shed)):
+        lat = [o.latency_s for o in group]
+        out[name] = {"p50": _ms(lat, 0.5), "p95": _ms(lat, 0.95), "max": _ms(lat, 1.0)}
+    if admitted:
+        span = max(o.sent_at for o in admitted) - started or 1e-3
+        thirds: list[list[float]] = [[], [], []]
+        for o in admitted:
+            thirds[min(2, int(3 * (o.sent_at - started) / span))].append(o.latency_s)
+        out["admitted_p95_by_third"] = [_ms(t, 0.95) for t in thirds]
+    return out
 
 
 def run_burst(client: InstanceClient, spec: DrillSpec, opts: DrillOptions, factor: float = 10.0) -> DrillResult:
@@ -109,6 +129,7 @@ def run_burst(client: InstanceClient, spec: DrillSpec, opts: DrillOptions, facto
     result.journal.append(
         {"event": "burst_measured", "capacity_per_s": round(capacity, 2), "goodput_per_s": round(goodput, 2)}
     )
+    result.journal.append({"event": "burst_latency_ms", **latency_by_third(admitted, shed, started)})
     judge(result, spec)
     if not shed:
         # nothing shed: the instance absorbed the burst, so no shedding alert is expected either

@@ -13,7 +13,16 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from ragvigil.knowledge import lexical
 from ragvigil.knowledge.lexical import Bm25Index, ChunkRecord
+
+
+@pytest.fixture(autouse=True)
+def always_prune(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An index built with ``dense_below=0`` prunes every query, however common its terms (in production a
+    query over lists longer than the base, or with common essential terms, is scored densely)."""
+    monkeypatch.setattr(lexical, "DENSE_POSTINGS", float("inf"))
+    monkeypatch.setattr(lexical, "_DENSE_SHARE", 0)
 
 
 def record(i: int, tokens: tuple[str, ...], text: str = "text") -> ChunkRecord:
@@ -117,8 +126,10 @@ def test_idf_comes_from_the_posting_lists_as_the_document_frequency_did() -> Non
         assert index.idf(token) == math.log(1 + (n - d + 0.5) / (d + 0.5))
 
 
-def test_a_large_base_prunes_and_still_matches() -> None:
+@pytest.mark.parametrize("share", [0, 4])
+def test_a_large_base_prunes_and_still_matches(share: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Enough chunks that common terms become non-essential and the candidate lists are cut."""
+    monkeypatch.setattr(lexical, "_DENSE_SHARE", share)  # 4: the production fallback for common essential terms
     rng = random.Random(11)
     records = random_corpus(rng, 30_000, 2000)
     index = Bm25Index(records, dense_below=0)

@@ -32,11 +32,20 @@ from ragvigil.knowledge.crosslingual import Script, script_of
 
 _EMPTY = "\x00"  # bm25s cannot index an empty token list
 # Below this many chunks every query scores all of them (one float32 array, as get_scores does, then the
-# top k of it): measured on 2 cores, that is faster than pruning up to ~300k chunks (100k: p50 0.23 ms
-# against 0.34), while at 1M pruning halves the median (1.7 ms against 2.8).
-DENSE_BELOW = 250_000
+# top k of it), and so does a query whose terms' posting lists hold more than DENSE_POSTINGS times as many
+# entries as there are chunks: pruning gains nothing there. Measured on 2 cores with the synthetic corpus of
+# bench/retrieval.py (p50 / p95 ms): 100k chunks dense 0.15 / 0.25, pruned 0.31 / 0.67; 500k dense
+# 0.78 / 1.42, pruned 0.91 / 2.23; 1M (that corpus's index repeated) get_scores 2.22 / 3.81, dense 1.79 /
+# 3.45, pruned with the dense fallback 1.59 / 3.28.
+DENSE_BELOW = 500_000
+DENSE_POSTINGS = 0.5
 # Chunks whose exact score is computed for a threshold to prune with (see Bm25Index._pruned).
 _SEED = 512
+# A term is looked up for more than 1/_SPREAD of its chunks by writing its column into an array by position
+# (its length, sequential) rather than by binary search (one search per chunk looked up).
+_SPREAD = 8
+# Essential terms holding more postings than 1/_DENSE_SHARE of the chunks: nothing to gain, score densely.
+_DENSE_SHARE = 4
 # bm25s's build leaves its per-chunk lists freed but held by the C heap (154 MB of them at 100k chunks, more
 # than the index): from this size they are handed back to the system once the index is built.
 _TRIM_FROM = 10_000
@@ -122,7 +131,9 @@ class Bm25Index:
         ids = self.term_ids(tokens)
         if not ids:
             return []
-        if self._dense:
+        indptr = self._indptr
+        postings = sum(int(indptr[t + 1] - indptr[t]) for t in set(ids))
+        if self._dense or postings >= len(self.records) * DENSE_POSTINGS:
             pos, sc = _top_dense(self._dense_scores(ids), k)
         else:
             pos, sc = self._pruned(ids, k)
@@ -140,7 +151,7 @@ class Bm25Index:
         scores = np.zeros(len(self.records), dtype=np.float32)
         for t in ids:
             rows, data = self._postings(t)
-            scores[rows] += data
+            np.add.at(scores, rows, data)  # one pass (numpy >= 1.25), where scores[rows] += data takes three
         return scores
 
     def _lookup(self, t: int, cand: np.ndarray, scratch: list[np.ndarray]) -> np.ndarray:
@@ -148,7 +159,7 @@ class Bm25Index:
         rows, data = self._postings(t)
         if not len(rows):
             return np.zeros(len(cand), dtype=np.float32)
-        if len(cand) * 8 > len(rows):  # many chunks: spread the column into an array by position and read it
+        if len(cand) * _SPREAD > len(rows):  # many chunks: spread the column out by position and read it there
             if not scratch:
                 scratch.append(np.zeros(len(self.records), dtype=np.float32))
             dense = scratch[0]
@@ -208,6 +219,8 @@ class Bm25Index:
         rest = weak_sum
         floor = theta / widen - rest  # what the essential terms must give a chunk for it to stay
         held = sum(df[t] for t in essential)
+        if held * _DENSE_SHARE >= len(self.records):
+            return _top_dense(self._dense_scores(ids), k)  # common terms all matter: no pruning to gain
         if len(essential) == 1:
             rows, data = self._postings(essential[0])
             cand, partial = rows, data.astype(np.float64) * mult[essential[0]]
@@ -215,7 +228,7 @@ class Bm25Index:
             acc = np.zeros(len(self.records), dtype=np.float64)
             for t in essential:
                 rows, data = self._postings(t)
-                acc[rows] += data * mult[t] if mult[t] > 1 else data
+                np.add.at(acc, rows, data.astype(np.float64) * mult[t])
             cand = np.flatnonzero(acc >= max(floor, np.finfo(np.float64).tiny))
             partial = acc[cand]
         else:

@@ -84,7 +84,7 @@ class Bm25Index:
         bm = bm25s.BM25()
         # the records' own tuples, no list copy of every chunk's tokens
         bm.index([r.tokens or (_EMPTY,) for r in records], show_progress=False)
-        del bm.unique_token_ids_set  # a set of every term id, read only by bm25s's retrieve (never called here)
+        bm.unique_token_ids_set = None  # a set of every term id, read only by retrieve (never called here)
         self._bm25 = bm
         self._vocab = bm.vocab_dict
         scores = bm.scores

@@ -4,7 +4,9 @@ The BM25 view of a knowledge base is refreshed when the stored chunks change (ch
 most every ``refresh_s`` seconds), so a document ingested by the CLI or another replica
 becomes searchable without a restart. A small index is rebuilt on the spot (a new document
 is searchable at once); a large one (rebuilding 100k chunks takes seconds) is rebuilt in a
-background thread while queries keep using the previous index.
+background thread while queries keep using the previous index. For a very large view (200k chunks
+and more) even the check, one aggregate query over the served chunks, runs in a background thread: a
+query is answered from the cached view meanwhile and never waits for it.
 
 A quarantined document (``Document.quarantined``: its repair lost characters) is left out of the
 view, so neither BM25 nor the vector side (whose hits are mapped to records of this view) can
@@ -20,6 +22,7 @@ a knowledge base that does not exist must say so, not answer "nothing found".
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 
@@ -47,10 +50,20 @@ class KnowledgeBaseNotFound(NotFound):
 
 
 class Catalog:
-    def __init__(self, db: Database, refresh_s: float = 2.0, background_rebuild_at: int = 5000) -> None:
+    def __init__(
+        self,
+        db: Database,
+        refresh_s: float = 2.0,
+        background_rebuild_at: int = 5000,
+        background_check_at: int = 200_000,
+    ) -> None:
         self.db = db
         self.refresh_s = refresh_s
         self.background_rebuild_at = background_rebuild_at
+        # from this many chunks the signature query runs in a background thread, never inside a query
+        self.background_check_at = background_check_at
+        self._checking: set[str] = set()  # knowledge bases whose background check is in flight
+        self._checking_lock = threading.Lock()  # held only to look at or change ``_checking``
         self._bm25: dict[str, tuple[Signature, Bm25Index]] = {}
         self._checked: dict[str, float] = {}
         self._building: set[str] = set()
@@ -136,35 +149,61 @@ class Catalog:
         self._versions[kb] = self._versions.get(kb, 0) + 1
 
     def bm25(self, kb: str) -> Bm25Index:
-        """The current BM25 index of ``kb``; ``KnowledgeBaseNotFound`` if there is no such knowledge base."""
+        """The current BM25 index of ``kb``; ``KnowledgeBaseNotFound`` if there is no such knowledge base.
+
+        A view of ``background_check_at`` chunks or more is checked by a background thread, one at a time
+        per knowledge base, while the query is answered from it as it is: the signature is an aggregate
+        over all the served chunks (tens of milliseconds at 1M), and the lock it is read under may be held by
+        a reindex's ``reload``. A smaller view is checked in the query, so a change is served at once."""
         now = time.monotonic()
         cached = self._bm25.get(kb)
         if cached is not None and now - self._checked.get(kb, 0) < self.refresh_s:
             return cached[1]
+        if cached is not None and len(cached[1]) >= self.background_check_at:
+            with self._checking_lock:
+                if kb not in self._checking:
+                    self._checking.add(kb)
+                    threading.Thread(target=self._check_in_background, args=(kb,), daemon=True).start()
+            return cached[1]
         with self._lock:
-            cached = self._bm25.get(kb)
-            try:
-                kb_id = self.kb_id(kb)
-                sig = self._signature(kb_id)
-            except SQLAlchemyError:
-                if cached is None:
-                    raise
-                # the database is down: keep answering from the last loaded index
-                log.warning("bm25_refresh_failed_serving_cached", extra={"kb": kb})
-                self._checked[kb] = time.monotonic()
-                return cached[1]
+            return self._refresh(kb)
+
+    def _check_in_background(self, kb: str) -> None:
+        try:
+            with self._lock:
+                self._refresh(kb)
+        except Exception:
+            log.exception("bm25_check_failed", extra={"kb": kb})
+        finally:
+            with self._checking_lock:
+                self._checking.discard(kb)
+
+    def _refresh(self, kb: str) -> Bm25Index:
+        """Check the signature of ``kb``'s view and replace or start rebuilding it if it changed (the caller
+        holds the lock)."""
+        cached = self._bm25.get(kb)
+        try:
+            kb_id = self.kb_id(kb)
+            sig = self._signature(kb_id)
+        except SQLAlchemyError:
+            if cached is None:
+                raise
+            # the database is down: keep answering from the last loaded index
+            log.warning("bm25_refresh_failed_serving_cached", extra={"kb": kb})
             self._checked[kb] = time.monotonic()
-            if cached is not None and cached[0] == sig:
-                return cached[1]
-            metrics.DOCUMENTS_QUARANTINED.labels(kb).set(sig[3])  # also a change made by the CLI or a replica
-            if cached is not None and len(cached[1]) >= self.background_rebuild_at:
-                if kb not in self._building:
-                    self._building.add(kb)
-                    threading.Thread(target=self._rebuild, args=(kb, kb_id, sig), daemon=True).start()
-                return cached[1]
-            index = Bm25Index(self._load_records(kb_id))
-            self._install(kb, sig, index)
-            return index
+            return cached[1]
+        self._checked[kb] = time.monotonic()
+        if cached is not None and cached[0] == sig:
+            return cached[1]
+        metrics.DOCUMENTS_QUARANTINED.labels(kb).set(sig[3])  # also a change made by the CLI or a replica
+        if cached is not None and len(cached[1]) >= self.background_rebuild_at:
+            if kb not in self._building:
+                self._building.add(kb)
+                threading.Thread(target=self._rebuild, args=(kb, kb_id, sig), daemon=True).start()
+            return cached[1]
+        index = Bm25Index(self._load_records(kb_id))
+        self._install(kb, sig, index)
+        return index
 
     def _rebuild(self, kb: str, kb_id: int, sig: Signature) -> None:
         try:
@@ -214,21 +253,25 @@ class Catalog:
             .where(Chunk.kb_id == kb_id, Chunk.staged_by.is_(None), Document.quarantined.is_(False))
             .order_by(Chunk.id)
         )
+        # One object per document for what its chunks share (id, title, source, quality, warnings) and one
+        # string per distinct token: at 1M chunks, a fresh string per token and per chunk's copy of its
+        # document's fields made the view ~4 times the size. The rows are streamed: buffered whole (what the
+        # ORM does by default), their freed copies left the heap too fragmented to give back.
+        intern = sys.intern
+        docs: dict[str, tuple[str, str, str, str | None, tuple[str, ...]]] = {}
+        records: list[ChunkRecord] = []
         with self.db.session() as s:
-            return [
-                ChunkRecord(
-                    r.id,
-                    r.document_id,
-                    r.title,
-                    r.source,
-                    r.anchor,
-                    r.text,
-                    tuple(r.tokens.split()),
-                    source_quality(r.quality, r.released_at is not None),
-                    tuple(r.warnings or ()),
+            for r in s.execute(stmt.execution_options(yield_per=5000)):
+                doc = docs.get(r.document_id)
+                if doc is None:
+                    quality = source_quality(r.quality, r.released_at is not None)
+                    doc = docs[r.document_id] = (r.document_id, r.title, r.source, quality, tuple(r.warnings or ()))
+                document_id, title, source, quality, warnings = doc
+                tokens = tuple(map(intern, r.tokens.split()))
+                records.append(
+                    ChunkRecord(r.id, document_id, title, source, intern(r.anchor), r.text, tokens, quality, warnings)
                 )
-                for r in s.execute(stmt)
-            ]
+        return records
 
 
 def source_quality(quality: str | None, released: bool) -> str | None:

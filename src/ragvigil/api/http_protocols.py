@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -51,8 +53,15 @@ class JsonErrorH11Protocol(H11Protocol):
         self.transport.close()
 
 
-def http_protocol() -> type:
-    """The protocol class ``ragvigil serve`` gives uvicorn: httptools when installed (uvicorn's "auto"), else h11."""
+EarlyApp = Callable[[], Callable[[Any], Any] | None]
+
+
+def http_protocol(early: EarlyApp | None = None) -> type:
+    """The protocol class ``ragvigil serve`` gives uvicorn: httptools when installed (uvicorn's "auto"), else h11.
+
+    ``early``: asked at each POST's headers (httptools only) for a wrapper to run the request with
+    instead of the app — ``api.admission.early_refusal``, which refuses a flood before the middleware;
+    ``None`` (its answer, or no ``early`` at all) runs the app as usual."""
     try:
         from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
     except ImportError:  # httptools is optional: uvicorn's "auto" falls back to h11 the same way
@@ -64,6 +73,18 @@ def http_protocol() -> type:
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self.scope[ARRIVED_KEY] = time.monotonic()  # type: ignore[literal-required]
+
+        def on_headers_complete(self) -> None:
+            wrap = early() if early is not None and self.parser.get_method() == b"POST" else None
+            if wrap is None:
+                super().on_headers_complete()
+                return
+            app = self.app  # uvicorn starts the request's task with self.app, inside the call below
+            self.app = wrap(app)
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
 
         def send_400_response(self, msg: str) -> None:
             body = error_body(msg)

@@ -25,6 +25,7 @@ def serve(
     """Start the HTTP server."""
     import uvicorn
 
+    from ragvigil.api.admission import early_refusal
     from ragvigil.api.http_protocols import http_protocol
     from ragvigil.api.server import create_app
     from ragvigil.api.serving import DrainingServer
@@ -59,10 +60,10 @@ def serve(
         web = create_app(s)
         # loop="asyncio": the same event loop whether or not uvloop happens to be installed (other packages pull it
         # in), so what is tested and measured is what runs
-        # http: uvicorn's own protocol, but a request it cannot parse gets ragvigil's JSON error body
-        config = uvicorn.Config(
-            web, host=host, port=port, log_config=None, access_log=False, loop="asyncio", http=http_protocol()
-        )
+        # http: uvicorn's own protocol, but a request it cannot parse gets ragvigil's JSON error body, and a
+        # flood's refusals are answered before the middleware (api/admission.py's EarlyRefusal)
+        http = http_protocol(lambda: early_refusal(web))
+        config = uvicorn.Config(web, host=host, port=port, log_config=None, access_log=False, loop="asyncio", http=http)
         runtime = lambda: getattr(web.state, "runtime", None)  # noqa: E731
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn re-raises it once it has stopped
             DrainingServer(config, s.shutdown_grace_s, runtime, on_stopped=reset_logging).run()

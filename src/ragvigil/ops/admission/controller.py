@@ -104,6 +104,15 @@ class Admission:
     def release(self, permit: Permit) -> None:
         self.gate.release(permit)
 
+    def refuse_early(self, priority: Priority, waited_s: float = 0.0) -> Shed | None:
+        """The refusal ``admit`` would raise at once for this request (counted as such), or ``None``
+        when it could start or queue. For a refusal made before the app's middleware (``api.admission``)."""
+        if not self.enabled or not self.gate.would_shed(priority, waited_s):
+            return None
+        exc = Shed("predicted_wait", priority)
+        self._count_shed(exc)
+        return exc
+
     def retry_after_s(self) -> int:
         """What a shed request is told: about one request's time, at least a second."""
         return max(1, min(30, round(self.limiter.short_rtt * 2) or 1))

@@ -156,6 +156,18 @@ class PriorityGate:
             return self._grant(priority, sampled)
         return None
 
+    def saturated(self) -> bool:
+        """Every slot taken and someone already waiting: the only state in which a newcomer can be refused."""
+        return self.in_flight >= self.limiter.limit and len(self.queue) > 0
+
+    def would_shed(self, priority: Priority, waited_s: float = 0.0) -> bool:
+        """Whether a newcomer of ``priority`` that cannot start now is refused at once: it could not get a
+        slot within the wait left (``timeout_s`` less ``waited_s``). A crisis turn never is."""
+        if priority is Priority.crisis or (self.has_room(priority) and self.queue.ahead_of(priority) == 0):
+            return False
+        self.resize()
+        return self.predicted_wait(priority) > self.timeout_s - max(0.0, waited_s)
+
     def predicted_wait(self, priority: Priority) -> float:
         """About how long a newcomer would wait: the queue ahead of it, drained at the measured rate."""
         ahead = self.queue.ahead_of(priority) + 1
@@ -172,10 +184,9 @@ class PriorityGate:
         permit = self.try_acquire(priority, sampled)
         if permit is not None:
             return permit
-        self.resize()
-        wait_s = self.timeout_s - max(0.0, waited_s)
-        if priority is not Priority.crisis and self.predicted_wait(priority) > wait_s:
+        if self.would_shed(priority, waited_s):
             raise self._shed(Shed("predicted_wait", priority))
+        wait_s = self.timeout_s - max(0.0, waited_s)
         loop = asyncio.get_running_loop()
         waiter = self.queue.make(priority)
         waiter.future = loop.create_future()

@@ -39,6 +39,7 @@ def saturated(rt: Runtime) -> Iterator[None]:
     for _ in range(50):
         gate.limiter.sample(5.0, 1)
     waiters = [gate.queue.make(Priority.normal) for _ in range(10)]
+    gate.queue.size = max(gate.queue.size, len(waiters))  # as sized for the latency before (the next ask resizes it)
     for w in waiters:
         assert gate.queue.push(w) is None
     gate.in_flight += gate.limit

@@ -167,3 +167,31 @@ def test_a_second_sigterm_stops_at_once_and_keeps_the_turn(sample_data_dir: Path
             pytest.fail(f"a second SIGTERM did not stop the server (grace {grace}s):\n{s.output()}")
     msgs = _stored(data, client.meta["session_id"])
     assert msgs[0].content == QUESTION and msgs[1].degraded is True
+
+
+def test_an_idle_instance_lingers_answering_503_with_connection_close_before_it_closes(
+    sample_data_dir: Path, tmp_path: Path
+) -> None:
+    """With nothing in flight the drain still lasts ``shutdown_linger_s``: a proxy's pooled keep-alive
+    connection then gets a 503 it reads (and drops the connection), not a close under its request."""
+    data = _data_dir(sample_data_dir, tmp_path)
+    env = {
+        "RAGVIGIL_SHUTDOWN_GRACE_S": "120",
+        "RAGVIGIL_SHUTDOWN_LINGER_S": "60",  # far longer than the test needs: no timing decides it
+        "RAGVIGIL_ALERTS__ENABLED": "false",
+        "RAGVIGIL_BACKGROUND_EMBEDDING": "false",
+    }
+    with ragvigil_server(data, env=env, ready_path="/health/live", must_survive=False, stop_grace=5) as s:
+        with httpx.Client(base_url=s.base, timeout=10) as pooled:  # a kept-alive connection, as a proxy holds
+            assert pooled.get("/health/live").status_code == 200
+            s.proc.send_signal(signal.SIGTERM)
+            _ready_turns_503(s)
+            refused = pooled.post("/api/v1/chat", json={"message": QUESTION})
+        assert refused.status_code == 503 and refused.json()["code"] == "draining"
+        assert refused.headers["connection"] == "close"
+        assert s.proc.poll() is None  # idle, yet still lingering
+        s.proc.send_signal(signal.SIGTERM)  # the second signal stops at once
+        try:
+            s.proc.wait(MARGIN_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running after a second SIGTERM:\n{s.output()}")

@@ -939,6 +939,14 @@ class Settings(BaseSettings):
         description="after SIGTERM: seconds in-flight requests may finish (readiness 503 meanwhile); "
         "turns still running then are journaled and the process exits. A second SIGTERM stops at once",
     )
+    shutdown_linger_s: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="after SIGTERM: at least this long new requests get 503 with Connection: close before the "
+        "connections close, so a proxy's pooled keep-alive connections are closed by a response it reads, "
+        "not under a request it is sending (nginx answers that POST 502 and never retries it)",
+    )
     alerts: AlertSettings = AlertSettings()
     diagnosis: DiagnosisSettings = DiagnosisSettings()
     ingest: IngestSettings = IngestSettings()

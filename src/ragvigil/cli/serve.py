@@ -66,7 +66,9 @@ def serve(
         config = uvicorn.Config(web, host=host, port=port, log_config=None, access_log=False, loop="asyncio", http=http)
         runtime = lambda: getattr(web.state, "runtime", None)  # noqa: E731
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn re-raises it once it has stopped
-            DrainingServer(config, s.shutdown_grace_s, runtime, on_stopped=reset_logging).run()
+            DrainingServer(
+                config, s.shutdown_grace_s, runtime, on_stopped=reset_logging, linger_s=s.shutdown_linger_s
+            ).run()
         if getattr(runtime(), "restart_requested", None):
             from ragvigil.ops.remediation import RESTART_EXIT_CODE
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -53,7 +54,8 @@ class AdmissionMiddleware:
         who = "key:" + hashlib.sha256(key.encode()).hexdigest()[:24] if key else f"addr:{client[0] if client else '-'}"
         text = user = None
         if answer:
-            body, receive = await _buffered(receive)
+            # the whole body: its size is bounded by the request-context middleware outside
+            body, receive, _ = await _buffered_upto(receive, math.inf)
             text, user = _peek(path, body)
         priority = adm.priority_of(text, key, background=not answer)
         now = time.time()
@@ -154,32 +156,7 @@ def _presented_key(headers: dict[bytes, bytes]) -> str | None:
     return headers.get(b"x-api-key", b"").decode("latin-1") or None
 
 
-async def _buffered(receive: Receive) -> tuple[bytes, Callable[[], Awaitable[Message]]]:
-    """The whole body (its size is bounded by the request-context middleware outside), and a receive replaying it."""
-    chunks: list[bytes] = []
-    early: Message | None = None
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            early = message  # the client left before sending it all: the route sees that
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    body = b"".join(chunks)
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return early or {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return body, replay
-
-
-async def _buffered_upto(receive: Receive, limit: int) -> tuple[bytes, Callable[[], Awaitable[Message]], bool]:
+async def _buffered_upto(receive: Receive, limit: float) -> tuple[bytes, Callable[[], Awaitable[Message]], bool]:
     """The body if it is whole and at most ``limit`` bytes (else what was read, replayed to the app in
     front of the rest: its own limit answers 413), a receive replaying it, and whether it was whole."""
     chunks: list[bytes] = []

@@ -35,42 +35,83 @@ CONFIG = BreakerConfig(
 
 @dataclass
 class Model:
-    """The rules written as plainly as possible: a list for the window, counters for the probes."""
+    """The rules written as plainly as possible: a list for the window, counters for the probes, the
+    calls in flight by number (a call running ``slow_call_s`` is counted slow then, not when it ends)."""
 
     cfg: BreakerConfig
     state: str = "closed"
     epoch: int = 0
-    window: list[tuple[bool, bool]] = field(default_factory=list)
+    window: list[list[bool]] = field(default_factory=list)  # [failed, slow] per call
     opened_at: float = 0.0
     issued: int = 0
     ok: int = 0
     forced: str | None = None
+    serial: int = 0
+    running: dict[int, float] = field(default_factory=dict)  # watched calls: when each started
+    counted: dict[int, list[bool]] = field(default_factory=dict)  # counted slow while running: their entry
 
     def go(self, to: str, now: float) -> None:
         self.state, self.epoch, self.issued, self.ok = to, self.epoch + 1, 0, 0
+        self.running, self.counted = {}, {}
         if to == "open":
             self.opened_at = now
         if to == "closed":
             self.window = []
 
-    def acquire(self, now: float) -> bool:
+    def trips(self) -> bool:
+        n = len(self.window)
+        return n >= self.cfg.minimum_calls and (
+            sum(f for f, _ in self.window) / n >= self.cfg.failure_rate
+            or sum(s for _, s in self.window) / n >= self.cfg.slow_call_rate
+        )
+
+    def add(self, entry: list[bool]) -> None:
+        self.window = [*self.window, entry][-self.cfg.window_size :]
+
+    def overdue(self, now: float) -> None:
+        for serial, started in sorted(self.running.items()):
+            if now - started < self.cfg.slow_call_s:
+                continue
+            del self.running[serial]
+            if self.state == "half_open":
+                self.go("open", now)
+                return
+            entry = [False, True]
+            self.add(entry)
+            self.counted[serial] = entry
+            if self.trips():
+                self.go("open", now)
+                return
+
+    def acquire(self, now: float) -> int | None:
+        """The permit's number (0: not watched), or None: refused."""
         if self.forced:
-            return self.forced == "closed"
+            return 0 if self.forced == "closed" else None
+        self.overdue(now)
         if self.state == "open":
             if now - self.opened_at < self.cfg.open_s:
-                return False
+                return None
             self.go("half_open", now)
         if self.state == "half_open":
             if self.issued >= self.cfg.half_open_calls:
-                return False
+                return None
             self.issued += 1
-        return True
+        self.serial += 1
+        self.running[self.serial] = now
+        return self.serial
 
-    def record(self, epoch: int, ok: bool, took: float, now: float) -> None:
-        if epoch != self.epoch or self.forced:
+    def record(self, serial: int, epoch: int, ok: bool, took: float, now: float) -> None:
+        if epoch != self.epoch:
+            return
+        self.running.pop(serial, None)
+        if self.forced:
             return
         slow = took >= self.cfg.slow_call_s
-        if self.state == "half_open":
+        if serial in self.counted:
+            self.counted.pop(serial)[0] = not ok
+            if self.state == "closed" and self.trips():
+                self.go("open", now)
+        elif self.state == "half_open":
             if not ok or slow:
                 self.go("open", now)
             else:
@@ -78,13 +119,16 @@ class Model:
                 if self.ok >= self.cfg.half_open_calls:
                     self.go("closed", now)
         elif self.state == "closed":
-            self.window = [*self.window, (not ok, slow)][-self.cfg.window_size :]
-            n = len(self.window)
-            if n >= self.cfg.minimum_calls and (
-                sum(f for f, _ in self.window) / n >= self.cfg.failure_rate
-                or sum(s for _, s in self.window) / n >= self.cfg.slow_call_rate
-            ):
+            self.add([not ok, slow])
+            if self.trips():
                 self.go("open", now)
+
+
+@dataclass
+class Call:
+    permit: Permit
+    epoch: int  # the model's epoch when it was issued
+    first_after: float | None = None  # a stream's time to its first delta, once it answered
 
 
 class BreakerMachine(RuleBasedStateMachine):
@@ -96,25 +140,41 @@ class BreakerMachine(RuleBasedStateMachine):
             CONFIG, clock=self.clock, on_transition=lambda a, b: self.transitions.append((a, b))
         )
         self.model = Model(CONFIG)
-        self.pending: list[tuple[Permit, int]] = []  # (permit, the model's epoch when issued)
+        self.pending: list[Call] = []
 
     @rule()
     def acquire(self) -> None:
         expected = self.model.acquire(self.clock.now)
         permit = self.breaker.acquire()
-        assert (permit is not None) == expected
+        assert (permit is not None) == (expected is not None)
         if permit is not None:
-            self.pending.append((permit, self.model.epoch))
+            assert permit.serial == expected
+            self.pending.append(Call(permit, self.model.epoch))
 
     @precondition(lambda self: self.pending)
-    @rule(data=st.data(), ok=st.booleans(), took=st.sampled_from([0.1, 1.9, 2.0, 5.0]))
-    def finish(self, data: st.DataObject, ok: bool, took: float) -> None:
-        i = data.draw(st.integers(0, len(self.pending) - 1))
-        permit, epoch = self.pending.pop(i)
-        self.model.record(epoch, ok, took, self.clock.now)
-        self.breaker.record(permit, ok, took)
+    @rule(data=st.data(), ok=st.booleans())
+    def finish(self, data: st.DataObject, ok: bool) -> None:
+        call = self.pending.pop(data.draw(st.integers(0, len(self.pending) - 1)))
+        took = self.clock.now - call.permit.started if call.first_after is None else call.first_after
+        self.model.record(call.permit.serial, call.epoch, ok, took, self.clock.now)
+        self.breaker.record(call.permit, ok, took)
 
-    @rule(seconds=st.sampled_from([0.5, 3.0, 9.99, 10.0, 25.0]))
+    @precondition(lambda self: any(c.first_after is None for c in self.pending))
+    @rule(data=st.data())
+    def first_delta(self, data: st.DataObject) -> None:
+        waiting = [c for c in self.pending if c.first_after is None]
+        call = waiting[data.draw(st.integers(0, len(waiting) - 1))]
+        call.first_after = self.clock.now - call.permit.started
+        self.model.running.pop(call.permit.serial, None)
+        self.breaker.answering(call.permit)
+
+    @rule()
+    def watch(self) -> None:  # the router's periodic look at the calls in flight
+        if not self.model.forced:
+            self.model.overdue(self.clock.now)
+        self.breaker.count_overdue()
+
+    @rule(seconds=st.sampled_from([0.5, 1.5, 3.0, 9.99, 10.0, 25.0]))
     def wait(self, seconds: float) -> None:
         self.clock.now += seconds
 
@@ -131,7 +191,7 @@ class BreakerMachine(RuleBasedStateMachine):
     @invariant()
     def half_open_admits_a_bounded_number_of_probes(self) -> None:
         if self.breaker.state is State.HALF_OPEN:
-            live = sum(1 for p, _ in self.pending if p.probe and p.epoch == self.model.epoch)
+            live = sum(1 for c in self.pending if c.permit.probe and c.permit.epoch == self.model.epoch)
             assert live <= CONFIG.half_open_calls
 
     @invariant()
@@ -283,3 +343,43 @@ def test_coroutines_and_threads_share_one_breaker_without_blocking_the_loop() ->
     for p in granted:
         b.record(p, True, 0.1)
     assert b.state is State.CLOSED
+
+
+def test_calls_still_running_at_slow_call_s_open_it_before_they_end() -> None:
+    """A hanging endpoint trips the breaker once its calls have run ``slow_call_s``, not at their timeout."""
+    b, clock = _breaker()
+    hanging = [b.acquire() for _ in range(3)]
+    assert all(hanging)
+    clock.now += UNIT.slow_call_s - 0.01
+    b.count_overdue()
+    assert b.state is State.CLOSED and b.snapshot()["window_calls"] == 0
+    clock.now += 0.01
+    b.count_overdue()  # 3 calls in flight for slow_call_s: 3 of 3 slow
+    assert b.state is State.OPEN and b.acquire() is None
+
+
+def test_a_call_counted_slow_while_running_that_then_fails_counts_as_a_failure() -> None:
+    b, clock = _breaker()
+    _calls(b, [(True, 0.1), (False, 0.1)])
+    hanging = b.acquire()
+    assert hanging is not None
+    clock.now += UNIT.slow_call_s
+    b.count_overdue()  # [ok, failed, slow]: 1 of 3 failed, 1 of 3 slow
+    assert b.state is State.CLOSED and b.snapshot()["slow_rate"] == pytest.approx(1 / 3, abs=1e-3)
+    b.record(hanging, False)  # it timed out: 2 of 3 failed, and it is not counted twice
+    assert b.state is State.OPEN
+
+
+def test_a_stream_that_has_started_answering_is_not_counted_slow() -> None:
+    b, clock = _breaker()
+    streams = [b.acquire() for _ in range(3)]
+    for permit in streams:
+        assert permit is not None
+        b.answering(permit)  # first delta at once; the stream then goes on for a long time
+    clock.now += 10 * UNIT.slow_call_s
+    b.count_overdue()
+    assert b.acquire() is not None and b.snapshot()["window_calls"] == 0
+    for permit in streams:
+        assert permit is not None
+        b.record(permit, True, 0.1)
+    assert b.state is State.CLOSED and b.snapshot()["slow_rate"] == 0

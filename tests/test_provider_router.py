@@ -255,6 +255,30 @@ def test_slow_successes_alone_open_the_breaker(tmp_path: Path, extractive) -> No
         router.close()
 
 
+def test_calls_hanging_past_slow_call_s_open_the_breaker_while_they_still_run(tmp_path: Path, extractive) -> None:  # type: ignore[no-untyped-def]
+    import threading
+    import time
+
+    with scripted_llm(Reply(hang_s=30)) as a:
+        breaker = {"window_size": 2, "minimum_calls": 2, "slow_call_s": 0.3, "slow_call_rate": 1.0, "open_s": 600}
+        router = build_router(
+            make_settings(tmp_path, providers=[provider("a", a, timeout_s=30, breaker=breaker)]), extractive
+        )
+        hung = [threading.Thread(target=ask, args=(router,), daemon=True) for _ in range(2)]
+        for t in hung:
+            t.start()
+        router.overdue_watch.start()  # what a serving instance runs: a look at the calls in flight
+        deadline = time.monotonic() + 20
+        while not router.is_open("a") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert router.is_open("a") and all(t.is_alive() for t in hung)  # open while both calls still hang
+        assert router.status()[0]["slow_rate"] == 1.0
+        out = ask(router)
+        assert out.provider == "extractive" and a.calls == 2  # the next turn does not wait for it
+        router.overdue_watch.stop()
+        router.close()
+
+
 def test_at_its_concurrency_limit_a_provider_is_passed_over(tmp_path: Path, extractive) -> None:  # type: ignore[no-untyped-def]
     import threading
 

@@ -213,6 +213,8 @@ class Runtime:
             self.retriever.mode,
             self.notifier,
         ]
+        if self.router.remote:
+            self.background.append(self.router.overdue_watch)  # slow calls counted while they still run
         if self.canary is not None:  # before the alert loop, so its first run is under way when rules are read
             self.background.append(self.canary)
         self.background.append(self.diagnosis_worker)  # stopped after the alert loop that feeds it

@@ -16,6 +16,12 @@ Semantics (Resilience4j's count-based sliding window):
 * OPEN: no call is permitted for ``open_s`` seconds; the first request after that moves to HALF_OPEN.
 * HALF_OPEN: at most ``half_open_calls`` probes are permitted. If every probe succeeds (and none is
   slow) the breaker closes with an empty window; the first probe that fails or is slow opens it again.
+* A call still running ``slow_call_s`` after its permit is slow already: ``count_overdue`` (run by the
+  router every fraction of a second, and by every ``acquire``) counts it then, instead of when it
+  ends. A hanging endpoint trips the breaker after ``slow_call_s``, not after its whole timeout; a
+  counted call that then fails is counted a failure too. A stream stops being watched at its first
+  delta (``answering``): its slowness is its time to the first delta. (Resilience4j counts a call
+  when it ends.)
 * A result reported for a permit issued in an earlier state (a call that started before the breaker
   opened) is ignored: it says nothing about the provider now.
 * An operator may force it open or closed; a forced breaker makes no transition by itself until it
@@ -71,6 +77,7 @@ class Permit:
     epoch: int
     probe: bool
     started: float
+    serial: int = 0  # which call, among those in flight (0: not watched for overdue)
 
 
 Transition = Callable[[State, State], None]
@@ -91,7 +98,10 @@ class CircuitBreaker:
         self._lock = threading.Lock()
         self._state = State.CLOSED
         self._epoch = 0
-        self._window: deque[tuple[bool, bool]] = deque(maxlen=self.config.window_size)  # (failed, slow)
+        self._window: deque[list[bool]] = deque(maxlen=self.config.window_size)  # [failed, slow] per call
+        self._serial = 0
+        self._running: dict[int, Permit] = {}  # calls of this epoch in flight, not yet counted slow
+        self._counted: dict[int, list[bool]] = {}  # calls counted slow while in flight: their window entry
         self._opened_at: float | None = None
         self._probes_issued = 0
         self._probes_ok = 0
@@ -101,28 +111,37 @@ class CircuitBreaker:
     # --- the call path ------------------------------------------------------------------------
     def acquire(self) -> Permit | None:
         """A permit for one call now, or None: the caller must not call (fail over instead)."""
-        moved: tuple[State, State] | None = None
         with self._lock:
             now = self._clock()
             if self._forced == "open":
                 return None
             if self._forced == "closed":
                 return Permit(self._epoch, False, now)
+            moved = [self._count_overdue(now)]
+            permit: Permit | None = None
             if self._state is State.OPEN:
                 assert self._opened_at is not None
-                if now - self._opened_at < self.config.open_s:
-                    return None
-                moved = self._move(State.HALF_OPEN)
+                if now - self._opened_at >= self.config.open_s:
+                    moved.append(self._move(State.HALF_OPEN))
             if self._state is State.HALF_OPEN:
-                if self._probes_issued >= self.config.half_open_calls:
-                    permit = None
-                else:
+                if self._probes_issued < self.config.half_open_calls:
                     self._probes_issued += 1
-                    permit = Permit(self._epoch, True, now)
-            else:
-                permit = Permit(self._epoch, False, now)
-        self._notify(moved)
+                    permit = self._issue(True, now)
+            elif self._state is State.CLOSED:
+                permit = self._issue(False, now)
+        self._notify(*moved)
         return permit
+
+    def count_overdue(self) -> None:
+        """Count every call in flight for ``slow_call_s`` or longer as slow now (opening if that trips it)."""
+        with self._lock:
+            moved = None if self._forced is not None else self._count_overdue(self._clock())
+        self._notify(moved)
+
+    def answering(self, permit: Permit) -> None:
+        """The call has started answering (a stream's first delta): it can no longer be overdue."""
+        with self._lock:
+            self._running.pop(permit.serial, None)
 
     def record(self, permit: Permit, ok: bool, duration_s: float | None = None) -> None:
         """How the permitted call went; ``duration_s`` defaults to the time since the permit."""
@@ -131,12 +150,17 @@ class CircuitBreaker:
             now = self._clock()
             if permit.epoch != self._epoch:
                 return  # issued before the last transition or force
+            self._running.pop(permit.serial, None)
             self._calls += 1
             if self._forced is not None:
                 return
             elapsed = now - permit.started if duration_s is None else duration_s
             slow = elapsed >= self.config.slow_call_s
-            if self._state is State.HALF_OPEN:
+            if (entry := self._counted.pop(permit.serial, None)) is not None:
+                entry[0] = not ok  # counted slow while it ran; now also whether it failed
+                if self._state is State.CLOSED and self._should_open():
+                    moved = self._move(State.OPEN)
+            elif self._state is State.HALF_OPEN:
                 if not ok or slow:
                     moved = self._move(State.OPEN)
                 else:
@@ -144,7 +168,7 @@ class CircuitBreaker:
                     if self._probes_ok >= self.config.half_open_calls:
                         moved = self._move(State.CLOSED)
             elif self._state is State.CLOSED:
-                self._window.append((not ok, slow))
+                self._window.append([not ok, slow])
                 if self._should_open():
                     moved = self._move(State.OPEN)
         self._notify(moved)
@@ -152,6 +176,8 @@ class CircuitBreaker:
     def release(self, permit: Permit) -> None:
         """The permitted call was not made after all (e.g. no time left): a probe slot is given back."""
         with self._lock:
+            self._running.pop(permit.serial, None)
+            self._counted.pop(permit.serial, None)
             if permit.probe and permit.epoch == self._epoch and self._state is State.HALF_OPEN:
                 self._probes_issued -= 1
 
@@ -200,6 +226,30 @@ class CircuitBreaker:
             }
 
     # --- inside the lock ----------------------------------------------------------------------
+    def _issue(self, probe: bool, now: float) -> Permit:
+        self._serial += 1
+        permit = Permit(self._epoch, probe, now, self._serial)
+        self._running[permit.serial] = permit
+        return permit
+
+    def _count_overdue(self, now: float) -> tuple[State, State] | None:
+        """Count the calls running ``slow_call_s`` or longer as slow; the transition this makes, if any."""
+        limit = now - self.config.slow_call_s
+        overdue = [p for p in self._running.values() if p.started <= limit]
+        moved: tuple[State, State] | None = None
+        for permit in overdue:
+            del self._running[permit.serial]
+            if self._state is State.HALF_OPEN:  # a slow probe: open again (later results are ignored)
+                return self._move(State.OPEN)
+            if self._state is State.CLOSED:
+                entry = [False, True]
+                self._window.append(entry)
+                self._counted[permit.serial] = entry
+                if moved is None and self._should_open():
+                    moved = self._move(State.OPEN)
+                    break
+        return moved
+
     def _should_open(self) -> bool:
         n = len(self._window)
         if n < self.config.minimum_calls:
@@ -214,6 +264,8 @@ class CircuitBreaker:
         self._epoch += 1
         self._probes_issued = 0
         self._probes_ok = 0
+        self._running.clear()  # results of calls issued before now are ignored: nothing to watch
+        self._counted.clear()
         if to is State.OPEN:
             self._opened_at = self._clock()
         elif to is State.CLOSED:
@@ -223,6 +275,9 @@ class CircuitBreaker:
             self._window.clear()
         return (before, to) if before is not to else None
 
-    def _notify(self, moved: tuple[State, State] | None) -> None:
-        if moved is not None and self._on_transition is not None:
-            self._on_transition(*moved)
+    def _notify(self, *transitions: tuple[State, State] | None) -> None:
+        """Tell the listener of each transition made (outside the lock: it may read the breaker)."""
+        if self._on_transition is not None:
+            for moved in transitions:
+                if moved is not None:
+                    self._on_transition(*moved)

@@ -27,6 +27,7 @@ import tenacity
 
 from ragvigil.config import ProviderSettings, Settings
 from ragvigil.ops import metrics
+from ragvigil.ops.periodic import Periodic
 from ragvigil.providers.base import Generation, GenerationRequest, Generator, ProviderContextTooLong, ProviderError
 from ragvigil.providers.breaker import BreakerConfig, CircuitBreaker, State
 from ragvigil.providers.breaker_store import BreakerRecord, BreakerStateStore, MemoryBreakerStore
@@ -160,6 +161,9 @@ class ProviderRouter:
         self.model = self.remote[0].settings.model if self.remote else "extractive"
         self.store: BreakerStateStore = MemoryBreakerStore()
         self.replica = ""
+        # counts a call as slow once it has run slow_call_s (a hanging endpoint trips its breaker then)
+        slowest = min((r.breaker.config.slow_call_s for r in self.remote if r.breaker is not None), default=1.0)
+        self.overdue_watch = Periodic("breaker-overdue", min(1.0, max(0.1, slowest / 4)), self.count_overdue)
 
     def share(self, store: BreakerStateStore, replica: str) -> None:
         """Publish this router's breaker transitions to ``store`` as ``replica``, and skip a provider that
@@ -251,6 +255,12 @@ class ProviderRouter:
 
     def stream(self, request: GenerationRequest) -> RoutedStream:
         return RoutedStream(self, request)
+
+    def count_overdue(self) -> None:
+        """Count each call in flight past its breaker's ``slow_call_s`` as slow now, not when it ends."""
+        for route in self.remote:
+            if route.breaker is not None:
+                route.breaker.count_overdue()
 
     def check(self) -> None:
         """Fails when no remote provider can answer now (answers come from extractive, degraded): each is
@@ -509,6 +519,7 @@ class RoutedStream:
             for delta in route.generator.stream(replace(request, timeout_s=r._left(deadline))):
                 if first_after is None:
                     first_after = r._clock() - started
+                    route.breaker.answering(permit)  # a long stream after its first delta is not slow
                     self.provider, self.model = route.name, s.model
                 yield delta
         except ProviderError as exc:
